@@ -1,0 +1,31 @@
+//! Quern's domain: what a task is, how its status may move, how it retries,
+//! and what a valid submission looks like.
+//!
+//! Everything here is pure: no I/O and no async runtime. Time enters as a
+//! `now` argument (milliseconds since the Unix epoch) or through [`Clock`], and
+//! randomness (retry jitter) as an argument, so every decision is a function
+//! that unit and property tests can pin down.
+//!
+//! # Layout
+//! - [`status`]: the status set and the transition table every backend obeys.
+//! - [`retry`]: retry policies and the backoff they produce.
+//! - [`spec`]: a submission as clients send it, its validation and defaults.
+//! - [`task`]: the task as the API shows it, with its errors and progress.
+//! - [`time`]: the clock seam and RFC 3339 rendering of timestamps.
+//! - [`error`]: the validation error every layer above maps to a 4xx.
+
+pub mod error;
+pub mod retry;
+pub mod spec;
+pub mod status;
+pub mod task;
+pub mod time;
+
+pub use error::{ValidationError, ValidationResult};
+pub use retry::{Backoff, RetryPolicy, jitter_unit};
+pub use spec::{ExecutionDefaults, NewTask, TaskSpec};
+pub use status::Status;
+pub use task::{
+    Condition, Dependency, ErrorKind, HistoryEntry, Lease, Outcome, OutcomeCondition, Progress, Task, TaskError,
+};
+pub use time::{Clock, ManualClock, Millis, SystemClock};

@@ -1,0 +1,436 @@
+//! A submission as clients send it, and the rules that turn it into a task.
+//!
+//! Invariant: [`TaskSpec::validate`] is the only way to build a [`NewTask`],
+//! so everything a store inserts has passed every rule here.
+
+use crate::error::{ValidationError, ValidationResult};
+use crate::retry::RetryPolicy;
+use crate::status::Status;
+use crate::task::Dependency;
+use crate::time::{Millis, parse_rfc3339};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use uuid::Uuid;
+
+/// The longest name, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+/// The longest queue name, in bytes.
+pub const MAX_QUEUE_LEN: usize = 100;
+/// The most metadata entries a task may carry.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// The longest metadata key, in bytes.
+pub const MAX_METADATA_KEY_LEN: usize = 128;
+/// The longest metadata value, in bytes.
+pub const MAX_METADATA_VALUE_LEN: usize = 1_024;
+/// The longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+/// The longest timeout: 30 days.
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3_600_000;
+/// The longest delay: 366 days.
+pub const MAX_DELAY_MS: u64 = 366 * 24 * 3_600_000;
+/// The most attempts a task may have.
+pub const MAX_ATTEMPTS: u32 = 1_000;
+
+/// What a task gets for each field its submission leaves out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutionDefaults {
+    /// The queue.
+    pub queue: String,
+    /// The timeout of one attempt; `None` is no timeout.
+    pub timeout_ms: Option<u64>,
+    /// The number of attempts.
+    pub max_attempts: u32,
+    /// The retry policy.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ExecutionDefaults {
+    fn default() -> Self {
+        Self { queue: "default".to_owned(), timeout_ms: None, max_attempts: 1, retry: RetryPolicy::default() }
+    }
+}
+
+impl ExecutionDefaults {
+    /// Checks the defaults by the same rules as a submission.
+    pub fn validate(&self) -> ValidationResult<()> {
+        check_identifier("queue", &self.queue, MAX_QUEUE_LEN)?;
+        check_timeout(self.timeout_ms)?;
+        check_attempts(self.max_attempts)?;
+        self.retry.validate("retry")
+    }
+}
+
+/// A task submission, exactly as a client sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// The task type.
+    pub name: String,
+    /// The JSON input; absent is `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Box<RawValue>>,
+    /// The queue; absent is the configured default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Higher runs first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Run no sooner than this many milliseconds from now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Run no sooner than this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    /// The longest one attempt may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// How many attempts it may have in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// When a failed attempt is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Submitting twice with one key yields one task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+impl TaskSpec {
+    /// A spec with only a name: the rest takes the defaults.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            input: None,
+            queue: None,
+            priority: 0,
+            metadata: BTreeMap::new(),
+            delay_ms: None,
+            run_at: None,
+            timeout_ms: None,
+            max_attempts: None,
+            retry: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// Checks every rule and applies `defaults`, giving the task to insert
+    /// with id `id`, submitted at `now`.
+    pub fn validate(self, defaults: &ExecutionDefaults, id: Uuid, now: Millis) -> ValidationResult<NewTask> {
+        check_identifier("name", &self.name, MAX_NAME_LEN)?;
+        let queue = self.queue.unwrap_or_else(|| defaults.queue.clone());
+        check_identifier("queue", &queue, MAX_QUEUE_LEN)?;
+        check_metadata(&self.metadata)?;
+        let timeout_ms = self.timeout_ms.or(defaults.timeout_ms);
+        check_timeout(timeout_ms)?;
+        let max_attempts = self.max_attempts.unwrap_or(defaults.max_attempts);
+        check_attempts(max_attempts)?;
+        let retry = self.retry.unwrap_or(defaults.retry);
+        retry.validate("retry")?;
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return Err(ValidationError::new("idempotency_key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes")));
+        }
+        let run_at = match (self.delay_ms, &self.run_at) {
+            (Some(_), Some(_)) => {
+                return Err(ValidationError::new("run_at", "give delay_ms or run_at, not both"));
+            }
+            (Some(delay), None) if delay > MAX_DELAY_MS => {
+                return Err(ValidationError::new("delay_ms", format!("must be at most {MAX_DELAY_MS} (366 days)")));
+            }
+            (Some(delay), None) => now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX)),
+            (None, Some(at)) => {
+                let at = parse_rfc3339(at).ok_or_else(|| {
+                    ValidationError::new("run_at", "must be an RFC 3339 time such as 2026-01-31T09:00:00Z")
+                })?;
+                if at.saturating_sub(now) > i64::try_from(MAX_DELAY_MS).unwrap_or(i64::MAX) {
+                    return Err(ValidationError::new("run_at", "must be within 366 days from now"));
+                }
+                at.max(now)
+            }
+            (None, None) => now,
+        };
+        let input = self.input.map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned());
+        let digest =
+            spec_digest(&self.name, &queue, &input, self.priority, &self.metadata, max_attempts, timeout_ms, &retry);
+        Ok(NewTask {
+            id,
+            name: self.name,
+            queue,
+            input,
+            status: if run_at > now { Status::Pending } else { Status::Queued },
+            priority: self.priority,
+            metadata: self.metadata,
+            max_attempts,
+            timeout_ms,
+            retry,
+            run_at,
+            idempotency_key: self.idempotency_key,
+            digest,
+            created_at: now,
+            depends_on: Vec::new(),
+            workflow: None,
+        })
+    }
+}
+
+/// A validated task, ready to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// Its id.
+    pub id: Uuid,
+    /// The task type.
+    pub name: String,
+    /// The queue.
+    pub queue: String,
+    /// The input, as JSON text.
+    pub input: String,
+    /// `queued`, or `pending` when it waits for a time or for parents.
+    pub status: Status,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Labels.
+    pub metadata: BTreeMap<String, String>,
+    /// Attempts it may have.
+    pub max_attempts: u32,
+    /// The longest one attempt may run.
+    pub timeout_ms: Option<u64>,
+    /// The retry policy.
+    pub retry: RetryPolicy,
+    /// When it becomes runnable.
+    pub run_at: Millis,
+    /// Its idempotency key.
+    pub idempotency_key: Option<String>,
+    /// The digest of its canonical spec.
+    pub digest: String,
+    /// When it was submitted.
+    pub created_at: Millis,
+    /// Its parents.
+    pub depends_on: Vec<Dependency>,
+    /// Its workflow.
+    pub workflow: Option<Uuid>,
+}
+
+/// Checks a queue name by the rules a submission's `queue` obeys.
+pub fn check_queue_name(queue: &str) -> ValidationResult<()> {
+    check_identifier("queue", queue, MAX_QUEUE_LEN)
+}
+
+fn check_identifier(field: &str, value: &str, max: usize) -> ValidationResult<()> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            field,
+            format!("must be 1 to {max} characters of A-Z, a-z, 0-9, '_', '.', ':' or '-' (got {value:?})"),
+        ))
+    }
+}
+
+fn check_metadata(metadata: &BTreeMap<String, String>) -> ValidationResult<()> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(ValidationError::new("metadata", format!("at most {MAX_METADATA_ENTRIES} entries")));
+    }
+    for (k, v) in metadata {
+        if k.is_empty() || k.len() > MAX_METADATA_KEY_LEN {
+            return Err(ValidationError::new("metadata", format!("keys must be 1 to {MAX_METADATA_KEY_LEN} bytes")));
+        }
+        if v.len() > MAX_METADATA_VALUE_LEN {
+            return Err(ValidationError::new(
+                format!("metadata.{k}"),
+                format!("must be at most {MAX_METADATA_VALUE_LEN} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_timeout(timeout_ms: Option<u64>) -> ValidationResult<()> {
+    match timeout_ms {
+        Some(0) => Err(ValidationError::new("timeout_ms", "must be at least 1")),
+        Some(t) if t > MAX_TIMEOUT_MS => {
+            Err(ValidationError::new("timeout_ms", format!("must be at most {MAX_TIMEOUT_MS} (30 days)")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_attempts(max_attempts: u32) -> ValidationResult<()> {
+    if (1..=MAX_ATTEMPTS).contains(&max_attempts) {
+        Ok(())
+    } else {
+        Err(ValidationError::new("max_attempts", format!("must be 1 to {MAX_ATTEMPTS}")))
+    }
+}
+
+/// The SHA-256 of a task's canonical spec (its sorted-key JSON), as
+/// `sha256:<hex>`. Two submissions that would run the same way digest alike,
+/// whatever their key order or whitespace.
+#[allow(clippy::too_many_arguments)]
+pub fn spec_digest(
+    name: &str,
+    queue: &str,
+    input: &str,
+    priority: i32,
+    metadata: &BTreeMap<String, String>,
+    max_attempts: u32,
+    timeout_ms: Option<u64>,
+    retry: &RetryPolicy,
+) -> String {
+    let input: serde_json::Value = serde_json::from_str(input).unwrap_or(serde_json::Value::Null);
+    let spec = serde_json::json!({
+        "name": name,
+        "queue": queue,
+        "input": input,
+        "priority": priority,
+        "metadata": metadata,
+        "max_attempts": max_attempts,
+        "timeout_ms": timeout_ms,
+        "retry": retry,
+    });
+    let mut canonical = String::new();
+    write_canonical(&spec, &mut canonical);
+    let hash = Sha256::digest(canonical.as_bytes());
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in hash {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Writes `v` as JSON with object keys sorted, no whitespace.
+fn write_canonical(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<_> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Millis = 1_800_000_000_000;
+
+    fn spec(json: &str) -> TaskSpec {
+        serde_json::from_str(json).expect("test spec parses")
+    }
+
+    fn check(json: &str) -> ValidationResult<NewTask> {
+        spec(json).validate(&ExecutionDefaults::default(), Uuid::now_v7(), NOW)
+    }
+
+    fn field_of(json: &str) -> String {
+        check(json).err().map(|e| e.field).unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let t = check(r#"{"name":"email.send"}"#).expect("valid");
+        assert_eq!(t.queue, "default");
+        assert_eq!(t.input, "null");
+        assert_eq!(t.status, Status::Queued);
+        assert_eq!(t.max_attempts, 1);
+        assert_eq!(t.run_at, NOW);
+        assert!(t.digest.starts_with("sha256:") && t.digest.len() == 71);
+    }
+
+    #[test]
+    fn names_follow_the_charset() {
+        assert!(check(r#"{"name":"a.b:c_d-9"}"#).is_ok());
+        assert_eq!(field_of(r#"{"name":""}"#), "name");
+        assert_eq!(field_of(r#"{"name":"has space"}"#), "name");
+        assert_eq!(field_of(r#"{"name":"slash/y"}"#), "name");
+        assert_eq!(field_of(&format!(r#"{{"name":"{}"}}"#, "x".repeat(201))), "name");
+        assert_eq!(field_of(r#"{"name":"ok","queue":"bad queue"}"#), "queue");
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_types_do_not_parse() {
+        assert!(serde_json::from_str::<TaskSpec>(r#"{"name":"a","delay":5}"#).is_err());
+        assert!(serde_json::from_str::<TaskSpec>(r#"{"name":5}"#).is_err());
+        assert!(serde_json::from_str::<TaskSpec>(r#"{"input":{}}"#).is_err());
+        assert!(serde_json::from_str::<TaskSpec>(r#"{"name":"a","timeout_ms":-1}"#).is_err());
+        assert!(serde_json::from_str::<TaskSpec>(r#"{"name":"a","priority":1e12}"#).is_err());
+    }
+
+    #[test]
+    fn timeouts_attempts_and_delays_are_bounded() {
+        assert_eq!(field_of(r#"{"name":"a","timeout_ms":0}"#), "timeout_ms");
+        assert_eq!(field_of(r#"{"name":"a","timeout_ms":99999999999999}"#), "timeout_ms");
+        assert_eq!(field_of(r#"{"name":"a","max_attempts":0}"#), "max_attempts");
+        assert_eq!(field_of(r#"{"name":"a","max_attempts":1001}"#), "max_attempts");
+        assert_eq!(field_of(r#"{"name":"a","delay_ms":99999999999999}"#), "delay_ms");
+        assert_eq!(field_of(r#"{"name":"a","delay_ms":5,"run_at":"2030-01-01T00:00:00Z"}"#), "run_at");
+        assert_eq!(field_of(r#"{"name":"a","run_at":"tomorrow"}"#), "run_at");
+        assert_eq!(field_of(r#"{"name":"a","retry":{"initial_ms":10,"max_ms":1}}"#), "retry.max_ms");
+    }
+
+    #[test]
+    fn delays_make_pending_tasks() {
+        let t = check(r#"{"name":"a","delay_ms":1500}"#).expect("valid");
+        assert_eq!((t.status, t.run_at), (Status::Pending, NOW + 1500));
+        let past = check(r#"{"name":"a","run_at":"2000-01-01T00:00:00Z"}"#).expect("valid");
+        assert_eq!((past.status, past.run_at), (Status::Queued, NOW));
+    }
+
+    #[test]
+    fn metadata_is_bounded() {
+        let many: BTreeMap<String, String> = (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
+        let mut s = TaskSpec::named("a");
+        s.metadata = many;
+        assert!(s.validate(&ExecutionDefaults::default(), Uuid::now_v7(), NOW).is_err());
+        let long = format!(r#"{{"name":"a","metadata":{{"k":"{}"}}}}"#, "v".repeat(1025));
+        assert_eq!(field_of(&long), "metadata.k");
+    }
+
+    #[test]
+    fn digest_ignores_key_order_and_whitespace() {
+        let a = check(r#"{"name":"a","input":{"x":1,"y":[1,2]}}"#).expect("valid");
+        let b = check(r#"{"input":{ "y":[1, 2], "x":1 },"name":"a"}"#).expect("valid");
+        let c = check(r#"{"name":"a","input":{"x":2,"y":[1,2]}}"#).expect("valid");
+        assert_eq!(a.digest, b.digest);
+        assert_ne!(a.digest, c.digest);
+    }
+
+    #[test]
+    fn defaults_are_validated_too() {
+        assert!(ExecutionDefaults::default().validate().is_ok());
+        let bad = ExecutionDefaults { max_attempts: 0, ..ExecutionDefaults::default() };
+        assert!(bad.validate().is_err());
+    }
+}

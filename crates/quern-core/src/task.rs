@@ -1,0 +1,217 @@
+//! The task as the API shows it, and the pieces it is made of.
+
+use crate::retry::RetryPolicy;
+use crate::status::Status;
+use crate::time::{Millis, rfc3339};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The handler failed (raised, returned an error, exited non-zero).
+    Exception,
+    /// The attempt ran past its timeout.
+    Timeout,
+    /// A client cancelled the task.
+    Cancelled,
+    /// The worker's lease expired: the worker died or lost the server.
+    Lost,
+    /// A dependency ended in a way that rules this task out.
+    Dependency,
+    /// The worker refused the task (bad input, unknown name).
+    Rejected,
+}
+
+impl ErrorKind {
+    /// The name used on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Exception => "exception",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Lost => "lost",
+            ErrorKind::Dependency => "dependency",
+            ErrorKind::Rejected => "rejected",
+        }
+    }
+}
+
+/// The error of a task's latest unsuccessful attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// What kind of failure it was.
+    pub kind: ErrorKind,
+    /// What happened, for a person.
+    pub message: String,
+    /// Anything the worker attached (a traceback, an exit code, a stderr tail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+impl TaskError {
+    /// An error of `kind` with `message` and no details.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), details: None }
+    }
+}
+
+/// How far a running task has come, as its worker last reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// From 0 to 100.
+    pub percent: f64,
+    /// What it is doing now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// When a dependent task may run, judged on its parent's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Condition {
+    /// One of `success`, `failure`, `completion`.
+    Outcome(OutcomeCondition),
+    /// A CEL expression over the parent's `status`, `result` and `error`.
+    Expr {
+        /// The expression.
+        expr: String,
+    },
+}
+
+/// The named dependency conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeCondition {
+    /// The parent succeeded.
+    Success,
+    /// The parent ended unsuccessfully.
+    Failure,
+    /// The parent ended, whatever the outcome.
+    Completion,
+}
+
+/// One edge of a task's dependencies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    /// The parent task.
+    pub task: Uuid,
+    /// The condition on the parent's outcome.
+    pub on: Condition,
+}
+
+/// A worker's hold on a running task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The fencing token: heartbeats and completions must present it.
+    pub token: String,
+    /// When the lease runs out unless a heartbeat extends it.
+    #[serde(with = "rfc3339")]
+    pub expires_at: Millis,
+}
+
+/// A task, as every API answer shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Task {
+    /// UUIDv7, so ids sort by creation time.
+    pub id: Uuid,
+    /// The task type, which selects the handler.
+    pub name: String,
+    /// The queue it waits in.
+    pub queue: String,
+    /// The JSON input the handler receives.
+    pub input: Box<RawValue>,
+    /// Where it stands.
+    pub status: Status,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Free-form labels, filterable in listings.
+    pub metadata: BTreeMap<String, String>,
+    /// How many attempts have started.
+    pub attempt: u32,
+    /// How many attempts it may have in all.
+    pub max_attempts: u32,
+    /// The longest one attempt may run.
+    pub timeout_ms: Option<u64>,
+    /// When a failed attempt is tried again.
+    pub retry: RetryPolicy,
+    /// When it becomes (or became) runnable.
+    #[serde(with = "rfc3339")]
+    pub run_at: Millis,
+    /// The latest progress report of the running attempt.
+    pub progress: Option<Progress>,
+    /// The handler's result, once succeeded.
+    pub result: Option<Box<RawValue>>,
+    /// The latest attempt's error.
+    pub error: Option<TaskError>,
+    /// When it was submitted.
+    #[serde(with = "rfc3339")]
+    pub created_at: Millis,
+    /// When its latest attempt started.
+    #[serde(with = "rfc3339::option")]
+    pub started_at: Option<Millis>,
+    /// When it reached its terminal status.
+    #[serde(with = "rfc3339::option")]
+    pub finished_at: Option<Millis>,
+    /// When anything about it last changed.
+    #[serde(with = "rfc3339")]
+    pub updated_at: Millis,
+    /// The worker running (or that last ran) it.
+    pub worker: Option<String>,
+    /// The workflow it belongs to.
+    pub workflow: Option<Uuid>,
+    /// Its parents and the conditions on them.
+    pub depends_on: Vec<Dependency>,
+    /// The key that makes its submission idempotent.
+    pub idempotency_key: Option<String>,
+    /// `sha256:` and the hex digest of its canonical spec.
+    pub digest: String,
+    /// A cancel was requested while it was running.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// The lease, present only in answers to a lease request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+}
+
+/// One move in a task's audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// When it happened.
+    #[serde(with = "rfc3339")]
+    pub at: Millis,
+    /// The status before; `null` for the submission itself.
+    pub from: Option<Status>,
+    /// The status after.
+    pub to: Status,
+    /// The attempt the move belongs to.
+    pub attempt: u32,
+    /// The worker involved, if any.
+    pub worker: Option<String>,
+    /// Who or what made the move: `client`, `worker`, `server`.
+    pub actor: String,
+    /// Why, for a person.
+    pub note: Option<String>,
+}
+
+/// What a worker reports at the end of an attempt. Each maps to exactly one
+/// transition (see `Status`): success ends the task; failure retries it while
+/// attempts are left and `retry` holds, else ends it `failed`.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The handler returned `result`.
+    Succeeded {
+        /// The JSON result.
+        result: Box<RawValue>,
+    },
+    /// The handler failed.
+    Failed {
+        /// Why.
+        error: TaskError,
+        /// May it be tried again (attempts permitting)?
+        retry: bool,
+    },
+}

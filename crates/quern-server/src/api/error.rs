@@ -1,0 +1,139 @@
+//! The API's errors and the one place that maps each to an HTTP status and
+//! a stable `code`.
+//!
+//! Invariant: every non-2xx answer has the body
+//! `{"error": {"code", "message", "details"}}`, and internals (SQL, paths)
+//! never reach a client: backend failures are logged and answered as
+//! `internal`.
+
+use crate::engine::EngineError;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use quern_store::StoreError;
+use serde_json::{Value, json};
+
+/// An error answer.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The body is not JSON.
+    MalformedJson(String),
+    /// The request does not fit the contract.
+    InvalidRequest {
+        /// What is wrong.
+        message: String,
+        /// Structured details (field, index, line).
+        details: Value,
+    },
+    /// The body is over the configured limit.
+    PayloadTooLarge(String),
+    /// No such task or route.
+    NotFound(String),
+    /// The route exists, not with this method.
+    MethodNotAllowed,
+    /// The task's status does not allow it.
+    InvalidTransition(String),
+    /// An idempotency key was reused with another spec.
+    IdempotencyConflict {
+        /// What is wrong.
+        message: String,
+        /// Which task holds the key.
+        details: Value,
+    },
+    /// The server is stopping.
+    ShuttingDown,
+    /// The store cannot be reached.
+    NotReady(String),
+    /// Something broke on our side.
+    Internal,
+}
+
+impl ApiError {
+    /// An `invalid_request` without details.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest { message: message.into(), details: json!({}) }
+    }
+
+    /// An `invalid_request` naming a field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::InvalidRequest { message: format!("{field}: {}", message.into()), details: json!({"field": field}) }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::InvalidTransition(_) => (StatusCode::CONFLICT, "invalid_transition"),
+            ApiError::IdempotencyConflict { .. } => (StatusCode::CONFLICT, "idempotency_conflict"),
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    fn message_and_details(self) -> (String, Value) {
+        match self {
+            ApiError::MalformedJson(m) => (m, json!({})),
+            ApiError::InvalidRequest { message, details } | ApiError::IdempotencyConflict { message, details } => {
+                (message, details)
+            }
+            ApiError::PayloadTooLarge(m)
+            | ApiError::NotFound(m)
+            | ApiError::InvalidTransition(m)
+            | ApiError::NotReady(m) => (m, json!({})),
+            ApiError::MethodNotAllowed => ("this route does not take that method".into(), json!({})),
+            ApiError::ShuttingDown => ("the server is shutting down; try another or retry later".into(), json!({})),
+            ApiError::Internal => ("internal error; the server log has the cause".into(), json!({})),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let (message, details) = self.message_and_details();
+        (status, Json(json!({"error": {"code": code, "message": message, "details": details}}))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ApiError::NotFound(format!("no task with id {id}")),
+            StoreError::InvalidTransition { .. } => ApiError::InvalidTransition(e.to_string()),
+            StoreError::IdempotencyConflict { index, ref key, existing } => ApiError::IdempotencyConflict {
+                details: json!({"index": index, "idempotency_key": key, "existing": existing}),
+                message: e.to_string(),
+            },
+            StoreError::InvalidCursor => ApiError::invalid_field("cursor", "not a cursor this server handed out"),
+            StoreError::Backend(cause) => {
+                tracing::error!(%cause, "store failure");
+                ApiError::Internal
+            }
+            StoreError::Closed => ApiError::ShuttingDown,
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid { error, index } => {
+                let mut details = json!({"field": error.field});
+                let message = match index {
+                    Some(i) => {
+                        details["index"] = json!(i);
+                        format!("tasks[{i}].{error}")
+                    }
+                    None => error.to_string(),
+                };
+                ApiError::InvalidRequest { message, details }
+            }
+            EngineError::Store(s) => s.into(),
+            EngineError::ShuttingDown => ApiError::ShuttingDown,
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Task routes: submit, batch submit, get (with long-poll), list, cancel,
+//! retry, history.
+
+use super::AppState;
+use super::body::{Body, QueryPairs, parse, task_id};
+use super::error::ApiError;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use quern_core::{Status, TaskSpec};
+use quern_store::ListQuery;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+/// The longest `?wait=` on a task.
+const MAX_WAIT_MS: u64 = 300_000;
+/// The most tasks a list page or a batch may hold.
+const MAX_LIMIT: usize = 1_000;
+/// The most tasks in one batch submit.
+const MAX_BATCH: usize = 10_000;
+
+type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+
+pub(super) async fn submit(State(engine): State<AppState>, Body(spec): Body<TaskSpec>) -> Answer {
+    let s = engine.submit(spec).await?;
+    let status = if s.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!(s.task))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Batch {
+    tasks: Vec<Box<RawValue>>,
+}
+
+pub(super) async fn submit_batch(State(engine): State<AppState>, Body(batch): Body<Batch>) -> Answer {
+    if batch.tasks.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field("tasks", format!("at most {MAX_BATCH} tasks per batch")));
+    }
+    let specs = batch
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            parse::<TaskSpec>(raw.get().as_bytes()).map_err(|e| match e {
+                ApiError::InvalidRequest { message, .. } => {
+                    ApiError::InvalidRequest { message: format!("tasks[{i}]: {message}"), details: json!({"index": i}) }
+                }
+                other => other,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let submitted = engine.submit_batch(specs).await?;
+    let tasks: Vec<_> = submitted.into_iter().map(|s| s.task).collect();
+    Ok((StatusCode::CREATED, Json(json!({ "tasks": tasks }))))
+}
+
+pub(super) async fn get(State(engine): State<AppState>, Path(id): Path<String>, q: QueryPairs) -> Answer {
+    q.only(&["wait"])?;
+    let id = task_id(&id)?;
+    let wait = q.duration("wait", MAX_WAIT_MS)?;
+    let task = engine.get(id, wait).await?;
+    Ok((StatusCode::OK, Json(json!(task))))
+}
+
+pub(super) async fn list(State(engine): State<AppState>, q: QueryPairs) -> Answer {
+    q.only(&["status", "queue", "name", "workflow", "limit", "cursor", "metadata."])?;
+    let mut query = ListQuery { limit: 100, ..ListQuery::default() };
+    for (k, v) in &q.0 {
+        match k.as_str() {
+            "status" => {
+                for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    query
+                        .statuses
+                        .push(s.parse::<Status>().map_err(|e| ApiError::invalid_field("status", e.to_string()))?);
+                }
+            }
+            "queue" => query.queue = Some(v.clone()),
+            "name" => query.name = Some(v.clone()),
+            "workflow" => {
+                query.workflow = Some(
+                    uuid::Uuid::try_parse(v).map_err(|_| ApiError::invalid_field("workflow", "not a workflow id"))?,
+                );
+            }
+            "limit" => {
+                query.limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| ApiError::invalid_field("limit", format!("must be 1 to {MAX_LIMIT}")))?;
+            }
+            "cursor" => query.cursor = Some(v.clone()),
+            meta => {
+                let key = meta.trim_start_matches("metadata.");
+                query.metadata.insert(key.to_owned(), v.clone());
+            }
+        }
+    }
+    let page = engine.list(query).await?;
+    Ok((StatusCode::OK, Json(json!({"tasks": page.tasks, "next_cursor": page.next_cursor}))))
+}
+
+pub(super) async fn cancel(State(engine): State<AppState>, Path(id): Path<String>) -> Answer {
+    let task = engine.cancel(task_id(&id)?).await?;
+    Ok((StatusCode::OK, Json(json!(task))))
+}
+
+pub(super) async fn retry(State(engine): State<AppState>, Path(id): Path<String>) -> Answer {
+    let task = engine.retry(task_id(&id)?).await?;
+    Ok((StatusCode::OK, Json(json!(task))))
+}
+
+pub(super) async fn history(State(engine): State<AppState>, Path(id): Path<String>) -> Answer {
+    let history = engine.history(task_id(&id)?).await?;
+    Ok((StatusCode::OK, Json(json!({ "history": history }))))
+}

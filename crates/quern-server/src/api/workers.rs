@@ -1,0 +1,190 @@
+//! The worker protocol: lease (long-poll), heartbeat, complete.
+
+use super::AppState;
+use super::body::Body;
+use super::error::ApiError;
+use axum::Json;
+use axum::extract::State;
+use quern_core::{ErrorKind, Outcome, Progress, TaskError};
+use quern_store::{CompleteParams, Completion, HeartbeatLease, HeartbeatParams, LeaseParams};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The most tasks one lease may take.
+const MAX_LEASE: u32 = 1_000;
+/// The longest a lease request may park.
+const MAX_WAIT_MS: u64 = 60_000;
+/// Lease lengths allowed.
+const LEASE_MS: std::ops::RangeInclusive<u64> = 1_000..=600_000;
+/// The lease length when none is asked for.
+const DEFAULT_LEASE_MS: u64 = 30_000;
+/// The most items in one heartbeat or completion.
+const MAX_ITEMS: usize = 10_000;
+
+fn check_worker(worker: &str) -> Result<(), ApiError> {
+    if worker.is_empty() || worker.len() > 200 {
+        return Err(ApiError::invalid_field("worker", "must be 1 to 200 bytes"));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LeaseRequest {
+    worker: String,
+    #[serde(default)]
+    queues: Option<Vec<String>>,
+    #[serde(default)]
+    names: Option<Vec<String>>,
+    #[serde(default)]
+    max: Option<u32>,
+    #[serde(default)]
+    wait_ms: Option<u64>,
+    #[serde(default)]
+    lease_ms: Option<u64>,
+}
+
+pub(super) async fn lease(
+    State(engine): State<AppState>,
+    Body(req): Body<LeaseRequest>,
+) -> Result<Json<Value>, ApiError> {
+    check_worker(&req.worker)?;
+    let max = req.max.unwrap_or(1);
+    if !(1..=MAX_LEASE).contains(&max) {
+        return Err(ApiError::invalid_field("max", format!("must be 1 to {MAX_LEASE}")));
+    }
+    let wait_ms = req.wait_ms.unwrap_or(0);
+    if wait_ms > MAX_WAIT_MS {
+        return Err(ApiError::invalid_field("wait_ms", format!("must be at most {MAX_WAIT_MS}")));
+    }
+    let lease_ms = req.lease_ms.unwrap_or(DEFAULT_LEASE_MS);
+    if !LEASE_MS.contains(&lease_ms) {
+        return Err(ApiError::invalid_field("lease_ms", format!("must be {} to {}", LEASE_MS.start(), LEASE_MS.end())));
+    }
+    let queues = req.queues.unwrap_or_else(|| vec!["default".to_owned()]);
+    if queues.is_empty() {
+        return Err(ApiError::invalid_field("queues", "must name at least one queue"));
+    }
+    let params = LeaseParams { worker: req.worker, queues, names: req.names, max: max as usize, lease_ms, now: 0 };
+    let tasks = engine.lease(params, Duration::from_millis(wait_ms)).await?;
+    Ok(Json(json!({ "tasks": tasks })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HeartbeatRequest {
+    worker: String,
+    leases: Vec<HeartbeatItem>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatItem {
+    task: Uuid,
+    token: String,
+    #[serde(default)]
+    progress: Option<Progress>,
+}
+
+pub(super) async fn heartbeat(
+    State(engine): State<AppState>,
+    Body(req): Body<HeartbeatRequest>,
+) -> Result<Json<Value>, ApiError> {
+    check_worker(&req.worker)?;
+    if req.leases.len() > MAX_ITEMS {
+        return Err(ApiError::invalid_field("leases", format!("at most {MAX_ITEMS} per heartbeat")));
+    }
+    let mut leases = Vec::with_capacity(req.leases.len());
+    for (i, l) in req.leases.into_iter().enumerate() {
+        if let Some(p) = &l.progress
+            && !(0.0..=100.0).contains(&p.percent)
+        {
+            return Err(ApiError::invalid_field(&format!("leases[{i}].progress.percent"), "must be 0 to 100"));
+        }
+        leases.push(HeartbeatLease { task: l.task, token: l.token, progress: l.progress });
+    }
+    let answers = engine.heartbeat(HeartbeatParams { worker: req.worker, leases, now: 0 }).await?;
+    let leases: Vec<Value> = answers
+        .into_iter()
+        .map(|a| {
+            json!({
+                "task": a.task,
+                "ok": a.ok,
+                "cancel": a.cancel,
+                "expires_at": a.expires_at.map(quern_core::time::format_rfc3339),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "leases": leases })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CompleteRequest {
+    worker: String,
+    results: Vec<CompleteItem>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OutcomeKind {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteItem {
+    task: Uuid,
+    token: String,
+    outcome: OutcomeKind,
+    #[serde(default)]
+    result: Option<Box<RawValue>>,
+    #[serde(default)]
+    error: Option<TaskError>,
+    #[serde(default)]
+    retry: Option<bool>,
+}
+
+pub(super) async fn complete(
+    State(engine): State<AppState>,
+    Body(req): Body<CompleteRequest>,
+) -> Result<Json<Value>, ApiError> {
+    check_worker(&req.worker)?;
+    if req.results.len() > MAX_ITEMS {
+        return Err(ApiError::invalid_field("results", format!("at most {MAX_ITEMS} per completion")));
+    }
+    let mut results = Vec::with_capacity(req.results.len());
+    for item in req.results {
+        let outcome = match item.outcome {
+            OutcomeKind::Succeeded => {
+                Outcome::Succeeded { result: item.result.unwrap_or_else(|| RawValue::NULL.to_owned()) }
+            }
+            OutcomeKind::Failed => Outcome::Failed {
+                error: item
+                    .error
+                    .unwrap_or_else(|| TaskError::new(ErrorKind::Exception, "the worker reported a failure")),
+                retry: item.retry.unwrap_or(true),
+            },
+        };
+        results.push(Completion { task: item.task, token: item.token, outcome });
+    }
+    let answers = engine.complete(CompleteParams { worker: req.worker, results, now: 0 }).await?;
+    let results: Vec<Value> = answers
+        .into_iter()
+        .map(|a| {
+            if a.ok {
+                json!({"task": a.task, "ok": true})
+            } else {
+                json!({"task": a.task, "ok": false, "error": {
+                    "code": "stale_lease",
+                    "message": "this token is not the task's current lease (it expired, was re-leased, or the task ended)",
+                }})
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "results": results })))
+}

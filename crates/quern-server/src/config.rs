@@ -1,0 +1,210 @@
+//! The server's configuration: what a YAML file may say, and the defaults for
+//! what it does not. Flags and environment variables are laid over it by the
+//! binary (flags > `QUERN_*` environment > file > defaults).
+
+use quern_core::ExecutionDefaults;
+use quern_store::sqlite::Durability;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::path::PathBuf;
+
+/// Everything the server can be told.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listening and request limits.
+    pub server: ServerConfig,
+    /// Where and how tasks are kept.
+    pub storage: StorageConfig,
+    /// What a task gets for the fields its submission leaves out.
+    pub execution: ExecutionDefaults,
+    /// How long finished tasks are kept.
+    pub retention: RetentionConfig,
+}
+
+/// Listening and request limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// The largest request body, in bytes (larger → 413).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:7311".to_owned(), max_body_bytes: 1 << 20 }
+    }
+}
+
+/// Where and how tasks are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The data directory of the embedded store.
+    pub data: PathBuf,
+    /// `normal` (survives a crash of the server) or `strict` (also survives
+    /// power loss: fsync before every answer).
+    #[serde(with = "durability")]
+    pub durability: Durability,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data: PathBuf::from("./quern-data"), durability: Durability::Normal }
+    }
+}
+
+/// How long finished tasks are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Terminal tasks older than this (by `finished_at`) are deleted with
+    /// their history.
+    pub ttl: Duration,
+    /// How often the sweeper looks.
+    pub sweep_interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { ttl: Duration(7 * 24 * 3_600_000), sweep_interval: Duration(60_000) }
+    }
+}
+
+/// A duration in milliseconds, written in YAML as "7 days", "30s" or a
+/// number of milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration(pub u64);
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(std::time::Duration::from_millis(self.0)).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Ms(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Ms(ms) => Ok(Duration(ms)),
+            Raw::Text(s) => quern_core::time::parse_duration_ms(&s)
+                .map(Duration)
+                .ok_or_else(|| serde::de::Error::custom(format!("not a duration: {s:?} (try \"30s\" or \"7 days\")"))),
+        }
+    }
+}
+
+mod durability {
+    use quern_store::sqlite::Durability;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(d: &Durability, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match d {
+            Durability::Normal => "normal",
+            Durability::Strict => "strict",
+        })
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Durability, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "normal" => Ok(Durability::Normal),
+            "strict" => Ok(Durability::Strict),
+            other => Err(D::Error::custom(format!("durability must be normal or strict, not {other:?}"))),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A value breaks a rule.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a YAML file; fields it leaves out keep their defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.execution.validate().map_err(|e| ConfigError::Invalid(format!("execution.{e}")))?;
+        if self.server.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid("server.max_body_bytes must be at least 1024".into()));
+        }
+        if self.retention.sweep_interval.0 < 10 {
+            return Err(ConfigError::Invalid("retention.sweep_interval must be at least 10ms".into()));
+        }
+        Ok(())
+    }
+
+    /// The configuration as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_overrides_only_what_it_names() {
+        let c: Config = serde_saphyr::from_str(
+            "storage: {durability: strict}\nretention: {ttl: 2 days}\nexecution: {max_attempts: 3}\n",
+        )
+        .expect("parses");
+        assert_eq!(c.storage.durability, Durability::Strict);
+        assert_eq!(c.retention.ttl, Duration(2 * 24 * 3_600_000));
+        assert_eq!(c.retention.sweep_interval, Duration(60_000));
+        assert_eq!(c.execution.max_attempts, 3);
+        assert_eq!(c.server.listen, "127.0.0.1:7311");
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(serde_saphyr::from_str::<Config>("servre: {}\n").is_err());
+        assert!(serde_saphyr::from_str::<Config>("storage: {durability: maybe}\n").is_err());
+        assert!(serde_saphyr::from_str::<Config>("retention: {ttl: soon}\n").is_err());
+        let c: Config = serde_saphyr::from_str("execution: {max_attempts: 0}\n").expect("parses");
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn printed_config_reads_back() {
+        let c = Config::default();
+        let back: Config = serde_saphyr::from_str(&c.to_yaml()).expect("round trip");
+        assert_eq!(back.retention.ttl, c.retention.ttl);
+        assert_eq!(back.server.listen, c.server.listen);
+    }
+}

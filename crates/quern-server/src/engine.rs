@@ -1,0 +1,284 @@
+//! The engine: the one place that changes state. Handlers call it; it
+//! validates, reads the clock, calls the store, and waits on the store's
+//! signals for long-polls. Its background services (timers, retention
+//! sweeper) run until the shutdown signal.
+//!
+//! Invariant: nothing reaches the store that [`quern_core`] has not
+//! validated, and no time is read except through the engine's [`Clock`].
+
+use crate::config::Config;
+use quern_core::{Clock, ExecutionDefaults, HistoryEntry, Millis, Task, TaskSpec, ValidationError};
+use quern_store::{
+    CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, ListQuery, QueueInfo, Store,
+    StoreError, Submitted, TaskPage,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// What an engine call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The input breaks a rule; `index` is its position in a batch.
+    #[error("{error}")]
+    Invalid {
+        /// The rule broken.
+        error: ValidationError,
+        /// The position in a batch.
+        index: Option<usize>,
+    },
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// An engine call's result.
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// How long a worker counts as live after it was last heard from.
+const WORKER_LIVE_MS: Millis = 60_000;
+/// The longest a timer sleeps without looking again, in case a signal was
+/// missed.
+const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
+/// Tasks deleted per retention transaction.
+const PURGE_CHUNK: usize = 2_000;
+
+/// The engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    defaults: ExecutionDefaults,
+    retention_ttl_ms: u64,
+    sweep_interval: Duration,
+    shutdown: watch::Receiver<bool>,
+    workers: Mutex<HashMap<String, Millis>>,
+    started_at: Millis,
+}
+
+impl Engine {
+    /// An engine over `store`, reading time from `clock`, stopping when
+    /// `shutdown` turns true.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: &Config, shutdown: watch::Receiver<bool>) -> Self {
+        let started_at = clock.now();
+        Self {
+            store,
+            clock,
+            defaults: config.execution.clone(),
+            retention_ttl_ms: config.retention.ttl.0,
+            sweep_interval: Duration::from_millis(config.retention.sweep_interval.0),
+            shutdown,
+            workers: Mutex::new(HashMap::new()),
+            started_at,
+        }
+    }
+
+    /// Now, by the engine's clock.
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// Milliseconds since the engine started.
+    pub fn uptime_ms(&self) -> Millis {
+        self.now() - self.started_at
+    }
+
+    fn validate(&self, spec: TaskSpec, now: Millis, index: Option<usize>) -> Result<quern_core::NewTask> {
+        spec.validate(&self.defaults, Uuid::now_v7(), now).map_err(|error| EngineError::Invalid { error, index })
+    }
+
+    /// Submits one task.
+    pub async fn submit(&self, spec: TaskSpec) -> Result<Submitted> {
+        let task = self.validate(spec, self.now(), None)?;
+        let mut out = self.store.submit(vec![task]).await?;
+        out.pop().ok_or_else(|| StoreError::Backend("the store answered no task".into()).into())
+    }
+
+    /// Submits tasks, all or none.
+    pub async fn submit_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Submitted>> {
+        let now = self.now();
+        let tasks =
+            specs.into_iter().enumerate().map(|(i, s)| self.validate(s, now, Some(i))).collect::<Result<Vec<_>>>()?;
+        Ok(self.store.submit(tasks).await?)
+    }
+
+    /// A task; with `wait`, held until it ends or the wait elapses.
+    pub async fn get(&self, id: Uuid, wait: Option<Duration>) -> Result<Task> {
+        let Some(wait) = wait.filter(|w| !w.is_zero()) else {
+            return Ok(self.store.get(id).await?);
+        };
+        let ended = self.store.signals().wait_for_end(id);
+        let task = self.store.get(id).await?;
+        if task.status.is_terminal() {
+            self.store.signals().forget_closed(id);
+            return Ok(task);
+        }
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = ended => {}
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+        self.store.signals().forget_closed(id);
+        Ok(self.store.get(id).await?)
+    }
+
+    /// A page of tasks.
+    pub async fn list(&self, query: ListQuery) -> Result<TaskPage> {
+        Ok(self.store.list(query).await?)
+    }
+
+    /// A task's history.
+    pub async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
+        Ok(self.store.history(id).await?)
+    }
+
+    /// Cancels a task.
+    pub async fn cancel(&self, id: Uuid) -> Result<Task> {
+        Ok(self.store.cancel(id, self.now()).await?)
+    }
+
+    /// Gives a task a new attempt.
+    pub async fn retry(&self, id: Uuid) -> Result<Task> {
+        Ok(self.store.retry(id, self.now()).await?)
+    }
+
+    fn saw_worker(&self, worker: &str) {
+        let now = self.now();
+        if let Ok(mut w) = self.workers.lock() {
+            if let Some(seen) = w.get_mut(worker) {
+                *seen = now;
+            } else {
+                w.insert(worker.to_owned(), now);
+            }
+        }
+    }
+
+    /// Workers heard from within the last minute.
+    pub fn live_workers(&self) -> usize {
+        let cutoff = self.now() - WORKER_LIVE_MS;
+        self.workers
+            .lock()
+            .map(|mut w| {
+                w.retain(|_, seen| *seen >= cutoff);
+                w.len()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Leases ready tasks, parking up to `wait` while there are none. A
+    /// submit (or a timer making a task ready) wakes a parked lease at once.
+    pub async fn lease(&self, params: LeaseParams, wait: Duration) -> Result<Vec<Task>> {
+        self.saw_worker(&params.worker);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if *shutdown.borrow() {
+                return Ok(Vec::new());
+            }
+            let ready = self.store.signals().ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            let tasks = self.store.lease(LeaseParams { now: self.now(), ..params.clone() }).await?;
+            if !tasks.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(tasks);
+            }
+            tokio::select! {
+                () = &mut ready => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.wait_for(|s| *s) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// Extends leases and records progress.
+    pub async fn heartbeat(&self, mut params: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>> {
+        self.saw_worker(&params.worker);
+        params.now = self.now();
+        Ok(self.store.heartbeat(params).await?)
+    }
+
+    /// Records outcomes.
+    pub async fn complete(&self, mut params: CompleteParams) -> Result<Vec<CompleteAnswer>> {
+        self.saw_worker(&params.worker);
+        params.now = self.now();
+        Ok(self.store.complete(params).await?)
+    }
+
+    /// The queues.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        Ok(self.store.queues().await?)
+    }
+
+    /// Pauses or resumes a queue.
+    pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        quern_core::spec::check_queue_name(queue).map_err(|error| EngineError::Invalid { error, index: None })?;
+        Ok(self.store.set_paused(queue, paused).await?)
+    }
+
+    /// Is the store reachable?
+    pub async fn ready(&self) -> Result<()> {
+        Ok(self.store.ready().await?)
+    }
+
+    /// Moves what is due (delays, backoffs, lease expiry, timeouts) when it
+    /// is due, until shutdown.
+    pub async fn run_timers(&self) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let now = self.now();
+            let sleep = match self.store.tick(now).await {
+                Ok(out) => out
+                    .next_due
+                    .map_or(MAX_TIMER_SLEEP, |due| Duration::from_millis(u64::try_from(due - now).unwrap_or(0)))
+                    .min(MAX_TIMER_SLEEP),
+                Err(StoreError::Closed) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "timer tick failed");
+                    MAX_TIMER_SLEEP
+                }
+            };
+            if sleep.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.store.signals().timers.notified() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Deletes finished tasks older than the retention TTL, every sweep
+    /// interval, until shutdown.
+    pub async fn run_retention(&self) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let cutoff = self.now().saturating_sub(i64::try_from(self.retention_ttl_ms).unwrap_or(i64::MAX));
+            loop {
+                match self.store.purge(cutoff, PURGE_CHUNK).await {
+                    Ok(n) if n == PURGE_CHUNK => {}
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::debug!(deleted = n, "retention sweep");
+                        }
+                        break;
+                    }
+                    Err(StoreError::Closed) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "retention sweep failed");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.sweep_interval) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}

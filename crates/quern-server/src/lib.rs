@@ -1,0 +1,73 @@
+//! The Quern server: configuration, the engine, and the HTTP API.
+//!
+//! # Layout
+//! - [`config`]: what the server can be told, and its defaults.
+//! - [`engine`]: the only place that changes state; long-polls and the
+//!   background services (timers, retention) live here.
+//! - [`api`]: axum routes, error rendering, request parsing.
+//! - [`serve`]: binds the pieces together and runs until shutdown.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+
+pub use config::Config;
+
+use engine::Engine;
+use quern_core::{Clock, SystemClock};
+use quern_store::Store;
+use quern_store::sqlite::{SqliteOptions, SqliteStore};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What can stop the server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] quern_store::StoreError),
+    /// Socket trouble.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the store in `config.storage.data`, serves the API on `listener`
+/// until `shutdown` completes, then drains: parked long-polls return, the
+/// background services stop, the store flushes and closes.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let opts = SqliteOptions { dir: config.storage.data.clone(), durability: config.storage.durability };
+    let store = Arc::new(SqliteStore::open(&opts, clock.now())?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let engine = Arc::new(Engine::new(store.clone() as Arc<dyn Store>, clock, &config, stop_rx));
+    let timers = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_timers().await }
+    });
+    let retention = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_retention().await }
+    });
+    let app = api::router(engine, config.server.max_body_bytes);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    let _ = timers.await;
+    let _ = retention.await;
+    store.close();
+    result.map_err(ServeError::Io)
+}

@@ -1,0 +1,302 @@
+//! Where Quern keeps its tasks: the [`Store`] trait, the embedded SQLite
+//! backend, and the signals a store raises for the engine.
+//!
+//! Invariants every backend keeps (the conformance suite in `tests/` pins
+//! them): each operation is atomic; an operation that answers `Ok` is
+//! durable at the backend's durability level; a status moves only along
+//! [`quern_core::Status::can_move`]; a completion or heartbeat that does not
+//! carry the task's current lease token changes nothing; every transition is
+//! recorded in the task's history.
+//!
+//! # Layout
+//! - [`Store`] and the parameter and answer types of its operations.
+//! - [`Signals`]: how a store tells the engine that tasks became ready, that a
+//!   task ended, or that its timers changed.
+//! - [`sqlite`]: the embedded backend (one writer thread with group commit,
+//!   reader connections, ready queue and leases in memory).
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use quern_core::{Millis, NewTask, Outcome, Progress, Status, Task};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use tokio::sync::{Notify, oneshot};
+use uuid::Uuid;
+
+pub use quern_core::HistoryEntry;
+
+/// What can go wrong in a store operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No task has this id.
+    #[error("no task with id {0}")]
+    NotFound(Uuid),
+    /// The task's status does not allow the operation.
+    #[error("task {id} is {status}: {message}")]
+    InvalidTransition {
+        /// The task.
+        id: Uuid,
+        /// Its status.
+        status: Status,
+        /// What was refused.
+        message: String,
+    },
+    /// An idempotency key was reused with a different spec.
+    #[error("idempotency key {key:?} already names task {existing}, whose spec differs")]
+    IdempotencyConflict {
+        /// The position of the offending task in its batch.
+        index: usize,
+        /// The key.
+        key: String,
+        /// The task that holds the key.
+        existing: Uuid,
+    },
+    /// A list cursor that this store did not hand out.
+    #[error("cursor is not one this server handed out")]
+    InvalidCursor,
+    /// The backend failed (disk, database); nothing was changed.
+    #[error("storage failure: {0}")]
+    Backend(String),
+    /// The store is shutting down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// A store operation's result.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One submitted task and whether this submission created it.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The task (the existing one when an idempotency key matched).
+    pub task: Task,
+    /// False when the idempotency key named an existing task.
+    pub created: bool,
+}
+
+/// Parameters of [`Store::lease`].
+#[derive(Debug, Clone)]
+pub struct LeaseParams {
+    /// Who leases.
+    pub worker: String,
+    /// The queues to take from.
+    pub queues: Vec<String>,
+    /// Only these task names, when given.
+    pub names: Option<Vec<String>>,
+    /// At most this many tasks.
+    pub max: usize,
+    /// The lease length.
+    pub lease_ms: u64,
+    /// Now.
+    pub now: Millis,
+}
+
+/// One lease in a heartbeat.
+#[derive(Debug, Clone)]
+pub struct HeartbeatLease {
+    /// The task.
+    pub task: Uuid,
+    /// Its lease token.
+    pub token: String,
+    /// Progress to record.
+    pub progress: Option<Progress>,
+}
+
+/// Parameters of [`Store::heartbeat`].
+#[derive(Debug, Clone)]
+pub struct HeartbeatParams {
+    /// Who beats.
+    pub worker: String,
+    /// The leases to extend.
+    pub leases: Vec<HeartbeatLease>,
+    /// Now.
+    pub now: Millis,
+}
+
+/// The answer for one lease of a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatAnswer {
+    /// The task.
+    pub task: Uuid,
+    /// The lease is still the task's current one, and was extended.
+    pub ok: bool,
+    /// The worker must stop the task.
+    pub cancel: bool,
+    /// The lease's new end, when `ok`.
+    pub expires_at: Option<Millis>,
+}
+
+/// One attempt's end, as a worker reports it.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The task.
+    pub task: Uuid,
+    /// Its lease token.
+    pub token: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// Parameters of [`Store::complete`].
+#[derive(Debug, Clone)]
+pub struct CompleteParams {
+    /// Who reports.
+    pub worker: String,
+    /// The outcomes.
+    pub results: Vec<Completion>,
+    /// Now.
+    pub now: Millis,
+}
+
+/// The answer for one completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompleteAnswer {
+    /// The task.
+    pub task: Uuid,
+    /// Recorded; `false` means the token was stale and nothing changed.
+    pub ok: bool,
+}
+
+/// Filters of [`Store::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Any of these statuses.
+    pub statuses: Vec<Status>,
+    /// This queue.
+    pub queue: Option<String>,
+    /// This task name.
+    pub name: Option<String>,
+    /// This workflow.
+    pub workflow: Option<Uuid>,
+    /// Metadata entries that must all match.
+    pub metadata: BTreeMap<String, String>,
+    /// Page size.
+    pub limit: usize,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    /// The tasks.
+    pub tasks: Vec<Task>,
+    /// The cursor of the next page; `None` on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A queue and how many tasks it holds in each status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// Its name.
+    pub name: String,
+    /// Tasks by status.
+    pub counts: BTreeMap<Status, u64>,
+    /// Paused queues lease nothing.
+    pub paused: bool,
+}
+
+/// What a timer tick did.
+#[derive(Debug, Clone, Default)]
+pub struct TickOutcome {
+    /// Pending tasks whose time came.
+    pub promoted: usize,
+    /// Leases that expired (tasks re-queued or failed as `lost`).
+    pub expired: usize,
+    /// Running tasks that passed their timeout.
+    pub timed_out: usize,
+    /// The next time something is due, if anything is.
+    pub next_due: Option<Millis>,
+}
+
+/// The storage seam. Every method is one atomic operation; `now` comes from
+/// the caller's clock so that backends never read time themselves.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts tasks, all or none. An idempotency key seen before answers the
+    /// existing task (same spec) or fails the whole call (different spec).
+    async fn submit(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>>;
+    /// One task.
+    async fn get(&self, id: Uuid) -> Result<Task>;
+    /// A page of tasks, newest first.
+    async fn list(&self, query: ListQuery) -> Result<TaskPage>;
+    /// A task's transitions, oldest first.
+    async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>>;
+    /// Leases up to `max` ready tasks: highest priority, then earliest
+    /// `run_at`, then oldest. Each comes back `running` with a new lease.
+    async fn lease(&self, params: LeaseParams) -> Result<Vec<Task>>;
+    /// Extends leases and records progress.
+    async fn heartbeat(&self, params: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>>;
+    /// Records attempts' outcomes, fenced by lease token.
+    async fn complete(&self, params: CompleteParams) -> Result<Vec<CompleteAnswer>>;
+    /// Cancels a task now (pending, queued) or asks its worker to stop
+    /// (running).
+    async fn cancel(&self, id: Uuid, now: Millis) -> Result<Task>;
+    /// Gives a failed, timed-out or cancelled task a new attempt.
+    async fn retry(&self, id: Uuid, now: Millis) -> Result<Task>;
+    /// Moves what is due at `now`: pending tasks whose time came, expired
+    /// leases, running tasks past their timeout.
+    async fn tick(&self, now: Millis) -> Result<TickOutcome>;
+    /// Deletes up to `limit` terminal tasks (and their history) that finished
+    /// before `finished_before`; answers how many.
+    async fn purge(&self, finished_before: Millis, limit: usize) -> Result<usize>;
+    /// Every queue that holds tasks or was paused.
+    async fn queues(&self) -> Result<Vec<QueueInfo>>;
+    /// Pauses or resumes a queue.
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<()>;
+    /// Is the backend reachable?
+    async fn ready(&self) -> Result<()>;
+    /// The store's signals.
+    fn signals(&self) -> &Signals;
+}
+
+/// How a store tells the engine what changed, without the engine polling.
+#[derive(Debug, Default)]
+pub struct Signals {
+    /// Tasks became ready: parked lease requests should try again.
+    pub ready: Notify,
+    /// Something new is due earlier than the timer thought: tick again.
+    pub timers: Notify,
+    waiters: Mutex<HashMap<Uuid, Vec<oneshot::Sender<()>>>>,
+}
+
+impl Signals {
+    /// A receiver that fires when task `id` reaches a terminal status.
+    /// Register before reading the task, so that an end between the read and
+    /// the wait is not missed.
+    pub fn wait_for_end(&self, id: Uuid) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.waiters.lock() {
+            w.entry(id).or_default().push(tx);
+        }
+        rx
+    }
+
+    /// Wakes whoever waits for these tasks to end.
+    pub fn ended(&self, ids: impl IntoIterator<Item = Uuid>) {
+        let Ok(mut w) = self.waiters.lock() else { return };
+        if w.is_empty() {
+            return;
+        }
+        for id in ids {
+            if let Some(senders) = w.remove(&id) {
+                for s in senders {
+                    let _ = s.send(());
+                }
+            }
+        }
+    }
+
+    /// Drops the registrations of waiters that gave up.
+    pub fn forget_closed(&self, id: Uuid) {
+        if let Ok(mut w) = self.waiters.lock()
+            && let Some(senders) = w.get_mut(&id)
+        {
+            senders.retain(|s| !s.is_closed());
+            if senders.is_empty() {
+                w.remove(&id);
+            }
+        }
+    }
+}

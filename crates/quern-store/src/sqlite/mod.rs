@@ -1,0 +1,319 @@
+//! The embedded SQLite backend, Quern's default store.
+//!
+//! One writer thread owns the write connection and the in-memory indexes:
+//! the ready queue (by queue, name, priority, run_at, id), the timers of
+//! pending tasks, and the leases of running ones. Every write goes to it as
+//! a job on a channel; the jobs waiting when it wakes share one transaction
+//! (group commit). Reads use their own connections and never wait for the
+//! writer. See `writer.rs` for the invariant between memory and file.
+
+mod rows;
+mod schema;
+mod writer;
+
+pub use schema::Durability;
+
+use crate::{
+    CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, QueueInfo,
+    Result, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome,
+};
+use async_trait::async_trait;
+use quern_core::{Millis, NewTask, Status, Task};
+use rows::{TASK_COLUMNS, compact_at, compact_history, history_from_row, task_from_row};
+use rusqlite::{Connection, OptionalExtension, ToSql};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
+use uuid::Uuid;
+use writer::{Counts, Job, State, TypedJob, backend};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "quern.db";
+
+/// How to open a [`SqliteStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// The data directory; created if missing.
+    pub dir: PathBuf,
+    /// How much a commit survives.
+    pub durability: Durability,
+}
+
+/// The embedded store.
+pub struct SqliteStore {
+    jobs: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<Readers>,
+    signals: Arc<Signals>,
+    counts: Counts,
+    paused: Arc<Mutex<HashSet<String>>>,
+}
+
+struct Readers {
+    path: PathBuf,
+    durability: Durability,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Idle reader connections kept open.
+const MAX_IDLE_READERS: usize = 4;
+
+impl Readers {
+    fn with<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let conn = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(&self.path).map_err(backend)?;
+                schema::configure(&c, self.durability).map_err(backend)?;
+                c
+            }
+        };
+        let out = f(&conn);
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE_READERS
+        {
+            idle.push(conn);
+        }
+        out
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `opts.dir` and rebuilds its
+    /// memory from the file; `now` starts the hold-back of tasks that were
+    /// running when the previous process stopped.
+    pub fn open(opts: &SqliteOptions, now: Millis) -> Result<Self> {
+        std::fs::create_dir_all(&opts.dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", opts.dir.display())))?;
+        let path = opts.dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(backend)?;
+        schema::configure(&conn, opts.durability).map_err(backend)?;
+        conn.execute_batch(schema::SCHEMA).map_err(backend)?;
+        let counts: Counts = Arc::default();
+        let paused: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let state = State::load(&conn, now, counts.clone(), paused.clone()).map_err(backend)?;
+        let signals = Arc::new(Signals::default());
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let writer_signals = signals.clone();
+        let writer = std::thread::Builder::new()
+            .name("quern-sqlite-writer".into())
+            .spawn(move || {
+                let clock = quern_core::SystemClock;
+                writer::run_writer(&conn, state, &rx, &writer_signals, &|| quern_core::Clock::now(&clock));
+            })
+            .map_err(backend)?;
+        Ok(Self {
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            readers: Arc::new(Readers { path, durability: opts.durability, idle: Mutex::new(Vec::new()) }),
+            signals,
+            counts,
+            paused,
+        })
+    }
+
+    /// Stops the writer after the jobs already sent; later calls answer
+    /// [`StoreError::Closed`]. Safe to call twice.
+    pub fn close(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut State, &Connection) -> Result<R> + Send + 'static,
+    {
+        let (job, rx) = TypedJob::boxed(f);
+        {
+            let jobs = self.jobs.lock().map_err(|_| StoreError::Closed)?;
+            jobs.as_ref().ok_or(StoreError::Closed)?.send(job).map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(f)).await.map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn encode_cursor(id: Uuid) -> String {
+    id.simple().to_string()
+}
+
+fn decode_cursor(s: &str) -> Result<Uuid> {
+    Uuid::try_parse(s).map_err(|_| StoreError::InvalidCursor)
+}
+
+fn list_tasks(conn: &Connection, q: &ListQuery) -> Result<TaskPage> {
+    let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1");
+    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+    if let Some(cursor) = &q.cursor {
+        args.push(Box::new(decode_cursor(cursor)?.into_bytes()));
+        sql.push_str(&format!(" AND id < ?{}", args.len()));
+    }
+    if !q.statuses.is_empty() {
+        let marks: Vec<String> = q
+            .statuses
+            .iter()
+            .map(|s| {
+                args.push(Box::new(s.as_str()));
+                format!("?{}", args.len())
+            })
+            .collect();
+        sql.push_str(&format!(" AND status IN ({})", marks.join(", ")));
+    }
+    if let Some(queue) = &q.queue {
+        args.push(Box::new(queue.clone()));
+        sql.push_str(&format!(" AND queue = ?{}", args.len()));
+    }
+    if let Some(name) = &q.name {
+        args.push(Box::new(name.clone()));
+        sql.push_str(&format!(" AND name = ?{}", args.len()));
+    }
+    if let Some(workflow) = q.workflow {
+        args.push(Box::new(workflow.into_bytes()));
+        sql.push_str(&format!(" AND workflow = ?{}", args.len()));
+    }
+    for (k, v) in &q.metadata {
+        args.push(Box::new(k.clone()));
+        args.push(Box::new(v.clone()));
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM json_each(tasks.metadata) WHERE key = ?{} AND value = ?{})",
+            args.len() - 1,
+            args.len()
+        ));
+    }
+    args.push(Box::new(i64::try_from(q.limit).unwrap_or(1000) + 1));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let params: Vec<&dyn ToSql> = args.iter().map(AsRef::as_ref).collect();
+    let mut tasks: Vec<Task> =
+        stmt.query_map(params.as_slice(), task_from_row).and_then(Iterator::collect).map_err(backend)?;
+    let next_cursor = if tasks.len() > q.limit {
+        tasks.truncate(q.limit);
+        tasks.last().map(|t| encode_cursor(t.id))
+    } else {
+        None
+    };
+    Ok(TaskPage { tasks, next_cursor })
+}
+
+fn read_history(conn: &Connection, id: Uuid) -> Result<Vec<HistoryEntry>> {
+    let row = conn
+        .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id.as_bytes()], |r| Ok((task_from_row(r)?, compact_at(r)?))).optional())
+        .map_err(backend)?;
+    let (task, compact) = row.ok_or(StoreError::NotFound(id))?;
+    if compact {
+        return Ok(compact_history(&task));
+    }
+    conn.prepare_cached(
+        "SELECT at, from_status, to_status, attempt, worker, actor, note FROM history WHERE task = ?1 ORDER BY seq",
+    )
+    .and_then(|mut s| s.query_map([id.as_bytes()], history_from_row)?.collect())
+    .map_err(backend)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn submit(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
+        self.write(move |st, conn| st.submit(conn, tasks)).await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Task> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
+                .and_then(|mut s| s.query_row([id.as_bytes()], task_from_row).optional())
+                .map_err(backend)?
+                .ok_or(StoreError::NotFound(id))
+        })
+        .await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<TaskPage> {
+        self.read(move |conn| list_tasks(conn, &query)).await
+    }
+
+    async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
+        self.read(move |conn| read_history(conn, id)).await
+    }
+
+    async fn lease(&self, params: LeaseParams) -> Result<Vec<Task>> {
+        self.write(move |st, conn| st.lease(conn, &params)).await
+    }
+
+    async fn heartbeat(&self, params: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>> {
+        self.write(move |st, conn| st.heartbeat(conn, params)).await
+    }
+
+    async fn complete(&self, params: CompleteParams) -> Result<Vec<CompleteAnswer>> {
+        self.write(move |st, conn| st.complete(conn, params)).await
+    }
+
+    async fn cancel(&self, id: Uuid, now: Millis) -> Result<Task> {
+        self.write(move |st, conn| st.cancel(conn, id, now)).await
+    }
+
+    async fn retry(&self, id: Uuid, now: Millis) -> Result<Task> {
+        self.write(move |st, conn| st.retry(conn, id, now)).await
+    }
+
+    async fn tick(&self, now: Millis) -> Result<TickOutcome> {
+        self.write(move |st, conn| st.tick(conn, now)).await
+    }
+
+    async fn purge(&self, finished_before: Millis, limit: usize) -> Result<usize> {
+        self.write(move |st, conn| st.purge(conn, finished_before, limit)).await
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        let paused = self.paused.lock().map(|p| p.clone()).unwrap_or_default();
+        let counts = self.counts.lock().map(|c| c.clone()).unwrap_or_default();
+        let mut out: Vec<QueueInfo> = counts
+            .into_iter()
+            .map(|(name, by_status)| QueueInfo {
+                paused: paused.contains(&name),
+                counts: Status::ALL.into_iter().zip(by_status).filter(|(_, n)| *n > 0).collect(),
+                name,
+            })
+            .collect();
+        for name in paused {
+            if !out.iter().any(|q| q.name == name) {
+                out.push(QueueInfo { name, counts: Default::default(), paused: true });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        let queue = queue.to_owned();
+        self.write(move |st, conn| st.set_paused(conn, &queue, paused)).await
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend)).await
+    }
+
+    fn signals(&self) -> &Signals {
+        &self.signals
+    }
+}

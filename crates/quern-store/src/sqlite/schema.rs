@@ -1,0 +1,94 @@
+//! The SQLite schema and connection settings.
+//!
+//! The CHECK constraints restate the state machine's storage rules: a status
+//! is one of the eight, a running task (and only a running task) holds a lease
+//! token, and a task has `finished_at` exactly when it is terminal.
+
+use rusqlite::Connection;
+
+/// How much a commit survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Survives `kill -9` of the server: a commit is in the WAL (in the OS's
+    /// page cache) before the answer. `synchronous = NORMAL`.
+    #[default]
+    Normal,
+    /// Also survives power loss: each group commit is fsynced before the
+    /// answer. `synchronous = FULL`.
+    Strict,
+}
+
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tasks (
+    id               BLOB PRIMARY KEY,
+    name             TEXT NOT NULL,
+    queue            TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN
+                       ('pending','queued','running','succeeded','failed','cancelled','timed_out','skipped')),
+    priority         INTEGER NOT NULL,
+    input            TEXT NOT NULL,
+    metadata         TEXT,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    timeout_ms       INTEGER,
+    retry            TEXT NOT NULL,
+    run_at           INTEGER NOT NULL,
+    progress         TEXT,
+    result           TEXT,
+    error            TEXT,
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    updated_at       INTEGER NOT NULL,
+    worker           TEXT,
+    workflow         BLOB,
+    depends_on       TEXT,
+    idempotency_key  TEXT,
+    digest           TEXT NOT NULL,
+    lease_token      TEXT,
+    lease_ms         INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    -- 1 while the task's history is fully told by this row (the common path:
+    -- submitted, maybe delayed, leased once, ended by its worker); any other
+    -- transition first writes that history out as rows and sets 0.
+    compact          INTEGER NOT NULL DEFAULT 1,
+    CHECK ((status = 'running') = (lease_token IS NOT NULL)),
+    CHECK ((finished_at IS NOT NULL) =
+           (status IN ('succeeded','failed','cancelled','timed_out','skipped')))
+) WITHOUT ROWID;
+
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotency_key
+    ON tasks (idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS history (
+    seq         INTEGER PRIMARY KEY,
+    task        BLOB NOT NULL,
+    at          INTEGER NOT NULL,
+    from_status TEXT,
+    to_status   TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    worker      TEXT,
+    actor       TEXT NOT NULL,
+    note        TEXT
+);
+CREATE INDEX IF NOT EXISTS history_task ON history (task, seq);
+
+CREATE TABLE IF NOT EXISTS queues (
+    name   TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+";
+
+/// Settings for every connection; `synchronous` follows the durability.
+pub(crate) fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let sync = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Strict => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}

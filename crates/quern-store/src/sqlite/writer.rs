@@ -1,0 +1,979 @@
+//! The writer thread: the only code that changes the SQLite file, and the
+//! owner of the in-memory indexes (ready queue, timers, leases, counts).
+//!
+//! Invariant: the in-memory state and the file agree after every batch. Jobs
+//! run one after another inside one transaction (group commit); a job checks
+//! everything that could refuse it before it writes, so a refusal leaves no
+//! trace. If the backend itself fails, the whole batch rolls back, every job
+//! in it answers the error, and the memory is rebuilt from the file.
+
+use super::rows::{TASK_COLUMNS, compact_at, compact_history, entry, status_at, task_from_row, uuid_at};
+use crate::{
+    CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, Result, Signals, StoreError,
+    Submitted, TickOutcome,
+};
+use quern_core::{
+    ErrorKind, HistoryEntry, Lease, Millis, NewTask, Outcome, RetryPolicy, Status, Task, TaskError, jitter_unit,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::value::RawValue;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// The most jobs one transaction takes.
+const MAX_BATCH: usize = 512;
+
+pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Order in a ready set: priority (higher first), then run_at, then id.
+type ReadyKey = (Reverse<i32>, Millis, Uuid);
+
+/// Counts of tasks by queue and status, shared with readers.
+pub(crate) type Counts = Arc<Mutex<BTreeMap<String, [u64; 8]>>>;
+
+fn status_index(s: Status) -> usize {
+    Status::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+/// What the memory knows of a running task.
+#[derive(Debug, Clone)]
+struct LeaseState {
+    token: String,
+    worker: String,
+    queue: String,
+    expires_at: Millis,
+    timeout_at: Option<Millis>,
+    lease_ms: u64,
+    timeout_ms: Option<u64>,
+    attempt: u32,
+    max_attempts: u32,
+    retry: RetryPolicy,
+    cancel_requested: bool,
+    compact: bool,
+}
+
+impl LeaseState {
+    fn due(&self) -> Millis {
+        self.timeout_at.map_or(self.expires_at, |t| t.min(self.expires_at))
+    }
+}
+
+/// How an attempt ended, as the writer sees it.
+enum AttemptEnd {
+    Succeeded(Box<RawValue>),
+    Failed { error: TaskError, retry: bool },
+    TimedOut,
+    Lost,
+}
+
+/// Signals to raise once the batch is committed.
+#[derive(Default)]
+struct Effects {
+    ready: bool,
+    timers: bool,
+    ended: Vec<Uuid>,
+}
+
+pub(crate) struct State {
+    ready: HashMap<String, HashMap<String, BTreeSet<ReadyKey>>>,
+    delayed: BTreeSet<(Millis, Uuid)>,
+    leases: HashMap<Uuid, LeaseState>,
+    deadlines: BTreeSet<(Millis, Uuid)>,
+    paused: Arc<Mutex<HashSet<String>>>,
+    counts: Counts,
+    effects: Effects,
+}
+
+/// A unit of work for the writer thread.
+pub(crate) trait Job: Send {
+    /// Runs inside the open transaction; answers whether the backend failed.
+    fn run(&mut self, st: &mut State, conn: &Connection) -> bool;
+    /// Sends the answer, or `err` in its place when the batch failed.
+    fn finish(self: Box<Self>, err: Option<StoreError>);
+}
+
+pub(crate) struct TypedJob<R, F> {
+    f: Option<F>,
+    result: Option<Result<R>>,
+    reply: oneshot::Sender<Result<R>>,
+}
+
+impl<R, F> TypedJob<R, F>
+where
+    R: Send + 'static,
+    F: FnOnce(&mut State, &Connection) -> Result<R> + Send + 'static,
+{
+    pub(crate) fn boxed(f: F) -> (Box<dyn Job>, oneshot::Receiver<Result<R>>) {
+        let (reply, rx) = oneshot::channel();
+        (Box::new(Self { f: Some(f), result: None, reply }), rx)
+    }
+}
+
+impl<R, F> Job for TypedJob<R, F>
+where
+    R: Send + 'static,
+    F: FnOnce(&mut State, &Connection) -> Result<R> + Send + 'static,
+{
+    fn run(&mut self, st: &mut State, conn: &Connection) -> bool {
+        let Some(f) = self.f.take() else { return false };
+        let result = f(st, conn);
+        let failed = matches!(result, Err(StoreError::Backend(_)));
+        self.result = Some(result);
+        failed
+    }
+
+    fn finish(self: Box<Self>, err: Option<StoreError>) {
+        let answer = match err {
+            Some(e) => Err(e),
+            None => self.result.unwrap_or(Err(StoreError::Closed)),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The writer thread's loop: take what is waiting, run it in one
+/// transaction, commit, answer, signal.
+pub(crate) fn run_writer(
+    conn: &Connection,
+    mut st: State,
+    rx: &mpsc::Receiver<Box<dyn Job>>,
+    signals: &Signals,
+    now_at_reload: &dyn Fn() -> Millis,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = Vec::with_capacity(16);
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut failure = conn.execute_batch("BEGIN IMMEDIATE").err().map(backend);
+        if failure.is_none() {
+            for job in &mut jobs {
+                if job.run(&mut st, conn) {
+                    failure = Some(StoreError::Backend("a statement failed; the batch was rolled back".into()));
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            failure = conn.execute_batch("COMMIT").err().map(backend);
+        }
+        if let Some(err) = failure {
+            tracing::error!(error = %err, jobs = jobs.len(), "write batch failed; rolling back");
+            let _ = conn.execute_batch("ROLLBACK");
+            st.effects = Effects::default();
+            if let Err(e) = st.reload(conn, now_at_reload()) {
+                tracing::error!(error = %e, "reloading the store's memory failed");
+            }
+            for job in jobs {
+                job.finish(Some(err.clone()));
+            }
+            continue;
+        }
+        for job in jobs {
+            job.finish(None);
+        }
+        let effects = std::mem::take(&mut st.effects);
+        signals.ended(effects.ended);
+        if effects.ready {
+            signals.ready.notify_waiters();
+        }
+        if effects.timers {
+            signals.timers.notify_one();
+        }
+    }
+}
+
+impl State {
+    pub(crate) fn load(
+        conn: &Connection,
+        now: Millis,
+        counts: Counts,
+        paused: Arc<Mutex<HashSet<String>>>,
+    ) -> rusqlite::Result<Self> {
+        let mut st = Self {
+            ready: HashMap::new(),
+            delayed: BTreeSet::new(),
+            leases: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            paused,
+            counts,
+            effects: Effects::default(),
+        };
+        st.reload(conn, now)?;
+        Ok(st)
+    }
+
+    /// Rebuilds every index from the file. Running tasks get their lease
+    /// period again from `now`: a worker that was running one before a
+    /// restart keeps it for that long, so one task never has two live runs.
+    fn reload(&mut self, conn: &Connection, now: Millis) -> rusqlite::Result<()> {
+        self.ready.clear();
+        self.delayed.clear();
+        self.leases.clear();
+        self.deadlines.clear();
+        let mut paused = HashSet::new();
+        let mut stmt = conn.prepare("SELECT name FROM queues WHERE paused = 1")?;
+        for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            paused.insert(name?);
+        }
+        if let Ok(mut p) = self.paused.lock() {
+            *p = paused;
+        }
+        let mut counts: BTreeMap<String, [u64; 8]> = BTreeMap::new();
+        let mut stmt = conn.prepare("SELECT queue, status, count(*) FROM tasks GROUP BY queue, status")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let n: i64 = row.get(2)?;
+            counts.entry(row.get(0)?).or_default()[status_index(status_at(row, 1)?)] = n.unsigned_abs();
+        }
+        if let Ok(mut c) = self.counts.lock() {
+            *c = counts;
+        }
+        let mut stmt = conn.prepare(
+            "SELECT id, queue, name, status, priority, run_at, lease_token, lease_ms, timeout_ms, started_at, \
+             attempt, max_attempts, retry, worker, cancel_requested, compact \
+             FROM tasks WHERE status IN ('pending', 'queued', 'running')",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = uuid_at(row, 0)?;
+            let queue: String = row.get(1)?;
+            let name: String = row.get(2)?;
+            let priority: i32 = row.get(4)?;
+            let run_at: Millis = row.get(5)?;
+            match status_at(row, 3)? {
+                Status::Pending => {
+                    self.delayed.insert((run_at, id));
+                }
+                Status::Queued => self.push_ready(queue, name, priority, run_at, id),
+                _ => {
+                    let lease_ms = row.get::<_, Option<i64>>(7)?.unwrap_or(30_000).unsigned_abs();
+                    let timeout_ms = row.get::<_, Option<i64>>(8)?.map(i64::unsigned_abs);
+                    let started: Millis = row.get::<_, Option<i64>>(9)?.unwrap_or(now);
+                    let hold = now.saturating_add(ms_i64(lease_ms));
+                    let retry: String = row.get(12)?;
+                    let lease = LeaseState {
+                        token: row.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                        worker: row.get::<_, Option<String>>(13)?.unwrap_or_default(),
+                        queue,
+                        expires_at: hold,
+                        timeout_at: timeout_ms.map(|t| started.saturating_add(ms_i64(t)).max(hold)),
+                        lease_ms,
+                        timeout_ms,
+                        attempt: row.get(10)?,
+                        max_attempts: row.get(11)?,
+                        retry: serde_json::from_str(&retry).unwrap_or_default(),
+                        cancel_requested: row.get(14)?,
+                        compact: row.get(15)?,
+                    };
+                    self.deadlines.insert((lease.due(), id));
+                    self.leases.insert(id, lease);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn push_ready(&mut self, queue: String, name: String, priority: i32, run_at: Millis, id: Uuid) {
+        self.ready.entry(queue).or_default().entry(name).or_default().insert((Reverse(priority), run_at, id));
+        self.effects.ready = true;
+    }
+
+    fn remove_ready(&mut self, queue: &str, name: &str, priority: i32, run_at: Millis, id: Uuid) {
+        if let Some(names) = self.ready.get_mut(queue) {
+            if let Some(set) = names.get_mut(name) {
+                set.remove(&(Reverse(priority), run_at, id));
+                if set.is_empty() {
+                    names.remove(name);
+                }
+            }
+            if names.is_empty() {
+                self.ready.remove(queue);
+            }
+        }
+    }
+
+    fn count(&mut self, queue: &str, from: Option<Status>, to: Option<Status>) {
+        let Ok(mut counts) = self.counts.lock() else { return };
+        if !counts.contains_key(queue) {
+            counts.insert(queue.to_owned(), [0; 8]);
+        }
+        if let Some(c) = counts.get_mut(queue) {
+            if let Some(f) = from {
+                let i = status_index(f);
+                c[i] = c[i].saturating_sub(1);
+            }
+            if let Some(t) = to {
+                c[status_index(t)] += 1;
+            }
+        }
+    }
+
+    fn schedule(&mut self, run_at: Millis, id: Uuid) {
+        if self.delayed.first().is_none_or(|(first, _)| run_at < *first) {
+            self.effects.timers = true;
+        }
+        self.delayed.insert((run_at, id));
+    }
+
+    fn set_lease(&mut self, id: Uuid, lease: LeaseState) {
+        let due = lease.due();
+        if self.deadlines.first().is_none_or(|(first, _)| due < *first) {
+            self.effects.timers = true;
+        }
+        if let Some(old) = self.leases.insert(id, lease) {
+            self.deadlines.remove(&(old.due(), id));
+        }
+        self.deadlines.insert((due, id));
+    }
+
+    fn take_lease(&mut self, id: Uuid) -> Option<LeaseState> {
+        let lease = self.leases.remove(&id)?;
+        self.deadlines.remove(&(lease.due(), id));
+        Some(lease)
+    }
+
+    fn next_due(&self) -> Option<Millis> {
+        let a = self.delayed.first().map(|(t, _)| *t);
+        let b = self.deadlines.first().map(|(t, _)| *t);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- operations -------------------------------------------------------
+
+    pub(crate) fn submit(&mut self, conn: &Connection, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
+        // Refusals first: an idempotency conflict anywhere refuses the batch.
+        let mut existing: Vec<Option<Task>> = Vec::with_capacity(tasks.len());
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (index, t) in tasks.iter().enumerate() {
+            let Some(key) = t.idempotency_key.as_deref() else {
+                existing.push(None);
+                continue;
+            };
+            if let Some(&first) = seen.get(key) {
+                if tasks[first].digest != t.digest {
+                    return Err(StoreError::IdempotencyConflict {
+                        index,
+                        key: key.to_owned(),
+                        existing: tasks[first].id,
+                    });
+                }
+                existing.push(None);
+                continue;
+            }
+            seen.insert(key, index);
+            let found = conn
+                .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE idempotency_key = ?1"))
+                .and_then(|mut s| s.query_row([key], task_from_row).optional())
+                .map_err(backend)?;
+            if let Some(found) = &found
+                && found.digest != t.digest
+            {
+                return Err(StoreError::IdempotencyConflict { index, key: key.to_owned(), existing: found.id });
+            }
+            existing.push(found);
+        }
+        let mut out: Vec<Submitted> = Vec::with_capacity(tasks.len());
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT INTO tasks (id, name, queue, status, priority, input, metadata, max_attempts, timeout_ms, \
+                 retry, run_at, created_at, updated_at, workflow, depends_on, idempotency_key, digest) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16)",
+            )
+            .map_err(backend)?;
+        for (t, found) in tasks.into_iter().zip(existing) {
+            if let Some(task) = found {
+                out.push(Submitted { task, created: false });
+                continue;
+            }
+            if let Some(key) = t.idempotency_key.as_deref()
+                && let Some(prev) = out.iter().find(|s| s.task.idempotency_key.as_deref() == Some(key))
+            {
+                let task = prev.task.clone();
+                out.push(Submitted { task, created: false });
+                continue;
+            }
+            let metadata = (!t.metadata.is_empty()).then(|| json(&t.metadata));
+            let depends_on = (!t.depends_on.is_empty()).then(|| json(&t.depends_on));
+            stmt.execute(params![
+                t.id.as_bytes(),
+                t.name,
+                t.queue,
+                t.status.as_str(),
+                t.priority,
+                t.input,
+                metadata,
+                t.max_attempts,
+                t.timeout_ms.map(ms_i64),
+                json(&t.retry),
+                t.run_at,
+                t.created_at,
+                t.workflow.map(|w| *w.as_bytes()),
+                depends_on,
+                t.idempotency_key,
+                t.digest,
+            ])
+            .map_err(backend)?;
+            self.count(&t.queue, None, Some(t.status));
+            match t.status {
+                Status::Pending => self.schedule(t.run_at, t.id),
+                _ => self.push_ready(t.queue.clone(), t.name.clone(), t.priority, t.run_at, t.id),
+            }
+            out.push(Submitted { task: new_task_view(t)?, created: true });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn lease(&mut self, conn: &Connection, p: &LeaseParams) -> Result<Vec<Task>> {
+        let picked = self.pick_ready(p);
+        let mut out = Vec::with_capacity(picked.len());
+        // The token starts with the attempt number, so that a worker's logs
+        // show which attempt a stale completion came from.
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "UPDATE tasks SET status = 'running', attempt = attempt + 1, started_at = ?2, updated_at = ?2, \
+                 worker = ?3, lease_token = (attempt + 1) || '.' || ?4, lease_ms = ?5, progress = NULL, \
+                 cancel_requested = 0 WHERE id = ?1 AND status = 'queued' RETURNING {TASK_COLUMNS}, lease_token"
+            ))
+            .map_err(backend)?;
+        let lease_ms = ms_i64(p.lease_ms);
+        for id in picked {
+            let secret = Uuid::new_v4().simple().to_string();
+            let row = stmt
+                .query_row(params![id.as_bytes(), p.now, p.worker, secret, lease_ms], |r| {
+                    Ok((task_from_row(r)?, compact_at(r)?, r.get::<_, String>(26)?))
+                })
+                .optional()
+                .map_err(backend)?;
+            let Some((mut task, compact, token)) = row else { continue };
+            if !compact {
+                self.append(
+                    conn,
+                    id,
+                    &entry(
+                        p.now,
+                        Status::Queued,
+                        Status::Running,
+                        task.attempt,
+                        Some(p.worker.clone()),
+                        "worker",
+                        None,
+                    ),
+                )?;
+            }
+            let lease = LeaseState {
+                token: token.clone(),
+                worker: p.worker.clone(),
+                queue: task.queue.clone(),
+                expires_at: p.now.saturating_add(lease_ms),
+                timeout_at: task.timeout_ms.map(|t| p.now.saturating_add(ms_i64(t))),
+                lease_ms: p.lease_ms,
+                timeout_ms: task.timeout_ms,
+                attempt: task.attempt,
+                max_attempts: task.max_attempts,
+                retry: task.retry,
+                cancel_requested: false,
+                compact,
+            };
+            task.lease = Some(Lease { token, expires_at: lease.expires_at });
+            self.count(&task.queue, Some(Status::Queued), Some(Status::Running));
+            self.set_lease(id, lease);
+            out.push(task);
+        }
+        Ok(out)
+    }
+
+    /// Takes up to `max` ids off the ready sets of the asked, unpaused queues,
+    /// best first.
+    fn pick_ready(&mut self, p: &LeaseParams) -> Vec<Uuid> {
+        let paused = self.paused.lock().map(|p| p.clone()).unwrap_or_default();
+        let mut sets: Vec<&mut BTreeSet<ReadyKey>> = Vec::new();
+        for (queue, names) in &mut self.ready {
+            if !p.queues.iter().any(|q| q == queue) || paused.contains(queue) {
+                continue;
+            }
+            for (name, set) in names.iter_mut() {
+                if p.names.as_ref().is_none_or(|ns| ns.iter().any(|n| n == name)) {
+                    sets.push(set);
+                }
+            }
+        }
+        let mut picked = Vec::with_capacity(p.max.min(1024));
+        while picked.len() < p.max {
+            let best = sets.iter().enumerate().filter_map(|(i, s)| s.first().map(|k| (*k, i))).min();
+            let Some((key, i)) = best else { break };
+            sets[i].remove(&key);
+            picked.push(key.2);
+        }
+        self.ready.retain(|_, names| {
+            names.retain(|_, set| !set.is_empty());
+            !names.is_empty()
+        });
+        picked
+    }
+
+    pub(crate) fn heartbeat(&mut self, conn: &Connection, p: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>> {
+        let mut out = Vec::with_capacity(p.leases.len());
+        for hb in p.leases {
+            let current = self.leases.get(&hb.task).is_some_and(|l| l.token == hb.token);
+            if !current {
+                out.push(HeartbeatAnswer { task: hb.task, ok: false, cancel: true, expires_at: None });
+                continue;
+            }
+            let Some(mut lease) = self.take_lease(hb.task) else { continue };
+            lease.expires_at = p.now.saturating_add(ms_i64(lease.lease_ms));
+            let answer = HeartbeatAnswer {
+                task: hb.task,
+                ok: true,
+                cancel: lease.cancel_requested,
+                expires_at: Some(lease.expires_at),
+            };
+            if let Some(progress) = &hb.progress {
+                conn.prepare_cached("UPDATE tasks SET progress = ?2, updated_at = ?3 WHERE id = ?1")
+                    .and_then(|mut s| s.execute(params![hb.task.as_bytes(), json(progress), p.now]))
+                    .map_err(backend)?;
+            }
+            self.set_lease(hb.task, lease);
+            out.push(answer);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn complete(&mut self, conn: &Connection, p: CompleteParams) -> Result<Vec<CompleteAnswer>> {
+        let mut out = Vec::with_capacity(p.results.len());
+        for c in p.results {
+            let current = self.leases.get(&c.task).is_some_and(|l| l.token == c.token);
+            let lease = if current { self.take_lease(c.task) } else { None };
+            let Some(lease) = lease else {
+                out.push(CompleteAnswer { task: c.task, ok: false });
+                continue;
+            };
+            let end = match c.outcome {
+                Outcome::Succeeded { result } => AttemptEnd::Succeeded(result),
+                Outcome::Failed { error, retry } => {
+                    AttemptEnd::Failed { retry: retry && error.kind != ErrorKind::Rejected, error }
+                }
+            };
+            self.end_attempt(conn, c.task, &lease, end, p.now, "worker")?;
+            out.push(CompleteAnswer { task: c.task, ok: true });
+        }
+        Ok(out)
+    }
+
+    /// Ends a running attempt: the one place that decides between success,
+    /// retry and failure.
+    fn end_attempt(
+        &mut self,
+        conn: &Connection,
+        id: Uuid,
+        lease: &LeaseState,
+        end: AttemptEnd,
+        now: Millis,
+        actor: &str,
+    ) -> Result<()> {
+        let attempts_left = lease.attempt < lease.max_attempts;
+        let worker = Some(lease.worker.clone());
+        let (to, result, error, retry_at) = if lease.cancel_requested {
+            let error = TaskError::new(ErrorKind::Cancelled, "cancelled by a client while running");
+            (Status::Cancelled, None, Some(error), None)
+        } else {
+            match end {
+                AttemptEnd::Succeeded(result) => (Status::Succeeded, Some(result), None, None),
+                AttemptEnd::Failed { error, retry } if retry && attempts_left => {
+                    let at = now.saturating_add(ms_i64(
+                        lease.retry.delay_ms(lease.attempt, jitter_unit(id.as_u128(), lease.attempt)),
+                    ));
+                    (Status::Pending, None, Some(error), Some(at))
+                }
+                AttemptEnd::Failed { error, .. } => (Status::Failed, None, Some(error), None),
+                AttemptEnd::TimedOut => {
+                    let message = format!(
+                        "attempt {} ran past its timeout of {} ms",
+                        lease.attempt,
+                        lease.timeout_ms.unwrap_or_default()
+                    );
+                    let error = TaskError::new(ErrorKind::Timeout, message);
+                    if attempts_left {
+                        let at = now.saturating_add(ms_i64(
+                            lease.retry.delay_ms(lease.attempt, jitter_unit(id.as_u128(), lease.attempt)),
+                        ));
+                        (Status::Pending, None, Some(error), Some(at))
+                    } else {
+                        (Status::TimedOut, None, Some(error), None)
+                    }
+                }
+                AttemptEnd::Lost => {
+                    let message =
+                        format!("lease of worker {} expired: no heartbeat within {} ms", lease.worker, lease.lease_ms);
+                    let error = TaskError::new(ErrorKind::Lost, message);
+                    if attempts_left {
+                        (Status::Queued, None, Some(error), Some(now))
+                    } else {
+                        (Status::Failed, None, Some(error), None)
+                    }
+                }
+            }
+        };
+        // A retry due now skips `pending`.
+        let to = if to == Status::Pending && retry_at.is_some_and(|at| at <= now) { Status::Queued } else { to };
+        let stays_compact =
+            lease.compact && to.is_terminal() && actor == "worker" && matches!(to, Status::Succeeded | Status::Failed);
+        if !stays_compact {
+            let note = error.as_ref().map(|e| e.message.clone());
+            self.materialize(conn, id)?;
+            self.append(
+                conn,
+                id,
+                &HistoryEntry {
+                    at: now,
+                    from: Some(Status::Running),
+                    to,
+                    attempt: lease.attempt,
+                    worker: worker.clone(),
+                    actor: actor.to_owned(),
+                    note,
+                },
+            )?;
+        }
+        let error_json = error.as_ref().map(json);
+        let result_text = result.as_ref().map(|r| r.get().to_owned());
+        let row = if to.is_terminal() {
+            conn.prepare_cached(
+                "UPDATE tasks SET status = ?2, result = ?3, error = ?4, finished_at = ?5, updated_at = ?5, \
+                 lease_token = NULL WHERE id = ?1 RETURNING name, priority, run_at",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![id.as_bytes(), to.as_str(), result_text, error_json, now], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?, r.get::<_, i64>(2)?))
+                })
+            })
+        } else {
+            conn.prepare_cached(
+                "UPDATE tasks SET status = ?2, error = ?3, run_at = ?4, updated_at = ?5, lease_token = NULL \
+                 WHERE id = ?1 RETURNING name, priority, run_at",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![id.as_bytes(), to.as_str(), error_json, retry_at.unwrap_or(now), now], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?, r.get::<_, i64>(2)?))
+                })
+            })
+        }
+        .map_err(backend)?;
+        self.count(&lease.queue, Some(Status::Running), Some(to));
+        let (name, priority, run_at) = row;
+        match to {
+            Status::Queued => self.push_ready(lease.queue.clone(), name, priority, run_at, id),
+            Status::Pending => self.schedule(run_at, id),
+            _ => self.effects.ended.push(id),
+        }
+        Ok(())
+    }
+
+    /// Writes a compact row's history out as rows, so that a transition off
+    /// the common path can be appended after it.
+    fn materialize(&mut self, conn: &Connection, id: Uuid) -> Result<()> {
+        let row = conn
+            .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1 AND compact = 1"))
+            .and_then(|mut s| s.query_row([id.as_bytes()], task_from_row).optional())
+            .map_err(backend)?;
+        let Some(task) = row else { return Ok(()) };
+        for e in compact_history(&task) {
+            self.append(conn, id, &e)?;
+        }
+        conn.prepare_cached("UPDATE tasks SET compact = 0 WHERE id = ?1")
+            .and_then(|mut s| s.execute([id.as_bytes()]))
+            .map_err(backend)?;
+        if let Some(lease) = self.leases.get_mut(&id) {
+            lease.compact = false;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, conn: &Connection, id: Uuid, e: &HistoryEntry) -> Result<()> {
+        conn.prepare_cached(
+            "INSERT INTO history (task, at, from_status, to_status, attempt, worker, actor, note) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id.as_bytes(),
+                e.at,
+                e.from.map(Status::as_str),
+                e.to.as_str(),
+                e.attempt,
+                e.worker,
+                e.actor,
+                e.note
+            ])
+        })
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    fn read_task(conn: &Connection, id: Uuid) -> Result<Task> {
+        conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
+            .and_then(|mut s| s.query_row([id.as_bytes()], task_from_row).optional())
+            .map_err(backend)?
+            .ok_or(StoreError::NotFound(id))
+    }
+
+    pub(crate) fn cancel(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<Task> {
+        let task = Self::read_task(conn, id)?;
+        match task.status {
+            Status::Running => {
+                if !task.cancel_requested {
+                    conn.prepare_cached("UPDATE tasks SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1")
+                        .and_then(|mut s| s.execute(params![id.as_bytes(), now]))
+                        .map_err(backend)?;
+                    if let Some(lease) = self.leases.get_mut(&id) {
+                        lease.cancel_requested = true;
+                    }
+                }
+                Self::read_task(conn, id)
+            }
+            Status::Pending | Status::Queued => {
+                if task.status == Status::Pending {
+                    self.delayed.remove(&(task.run_at, id));
+                } else {
+                    self.remove_ready(&task.queue, &task.name, task.priority, task.run_at, id);
+                }
+                self.materialize(conn, id)?;
+                self.append(
+                    conn,
+                    id,
+                    &HistoryEntry {
+                        at: now,
+                        from: Some(task.status),
+                        to: Status::Cancelled,
+                        attempt: task.attempt,
+                        worker: None,
+                        actor: "client".to_owned(),
+                        note: Some("cancelled by a client".to_owned()),
+                    },
+                )?;
+                let error = TaskError::new(ErrorKind::Cancelled, "cancelled by a client");
+                conn.prepare_cached(
+                    "UPDATE tasks SET status = 'cancelled', error = ?2, finished_at = ?3, updated_at = ?3 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![id.as_bytes(), json(&error), now]))
+                .map_err(backend)?;
+                self.count(&task.queue, Some(task.status), Some(Status::Cancelled));
+                self.effects.ended.push(id);
+                Self::read_task(conn, id)
+            }
+            status => Err(StoreError::InvalidTransition {
+                id,
+                status,
+                message: "a finished task cannot be cancelled".to_owned(),
+            }),
+        }
+    }
+
+    pub(crate) fn retry(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<Task> {
+        let task = Self::read_task(conn, id)?;
+        if !task.status.can_manual_retry() {
+            return Err(StoreError::InvalidTransition {
+                id,
+                status: task.status,
+                message: "only failed, timed_out or cancelled tasks can be retried".to_owned(),
+            });
+        }
+        self.materialize(conn, id)?;
+        self.append(
+            conn,
+            id,
+            &HistoryEntry {
+                at: now,
+                from: Some(task.status),
+                to: Status::Queued,
+                attempt: task.attempt,
+                worker: None,
+                actor: "client".to_owned(),
+                note: Some("manual retry".to_owned()),
+            },
+        )?;
+        conn.prepare_cached(
+            "UPDATE tasks SET status = 'queued', run_at = ?2, updated_at = ?2, finished_at = NULL, result = NULL, \
+             cancel_requested = 0, max_attempts = max(max_attempts, attempt + 1) WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![id.as_bytes(), now]))
+        .map_err(backend)?;
+        self.count(&task.queue, Some(task.status), Some(Status::Queued));
+        self.push_ready(task.queue.clone(), task.name.clone(), task.priority, now, id);
+        Self::read_task(conn, id)
+    }
+
+    pub(crate) fn tick(&mut self, conn: &Connection, now: Millis) -> Result<TickOutcome> {
+        let mut outcome = TickOutcome::default();
+        while let Some(&(at, id)) = self.delayed.first() {
+            if at > now {
+                break;
+            }
+            self.delayed.remove(&(at, id));
+            let row = conn
+                .prepare_cached(
+                    "UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1 AND status = 'pending' \
+                     RETURNING queue, name, priority, run_at, compact, attempt",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![id.as_bytes(), now], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get::<_, bool>(4)?,
+                            r.get(5)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(backend)?;
+            let Some((queue, name, priority, run_at, compact, attempt)) = row else { continue };
+            if !compact {
+                self.append(
+                    conn,
+                    id,
+                    &entry(
+                        now,
+                        Status::Pending,
+                        Status::Queued,
+                        attempt,
+                        None,
+                        "server",
+                        Some("retry backoff elapsed"),
+                    ),
+                )?;
+            }
+            self.count(&queue, Some(Status::Pending), Some(Status::Queued));
+            self.push_ready(queue, name, priority, run_at, id);
+            outcome.promoted += 1;
+        }
+        while let Some(&(due, id)) = self.deadlines.first() {
+            if due > now {
+                break;
+            }
+            let Some(lease) = self.take_lease(id) else {
+                self.deadlines.remove(&(due, id));
+                continue;
+            };
+            let end = if lease.timeout_at.is_some_and(|t| t <= now) {
+                outcome.timed_out += 1;
+                AttemptEnd::TimedOut
+            } else {
+                outcome.expired += 1;
+                AttemptEnd::Lost
+            };
+            self.end_attempt(conn, id, &lease, end, now, "server")?;
+        }
+        outcome.next_due = self.next_due();
+        Ok(outcome)
+    }
+
+    pub(crate) fn purge(&mut self, conn: &Connection, finished_before: Millis, limit: usize) -> Result<usize> {
+        let bound = uuid_upper_bound(finished_before);
+        let rows: Vec<(Uuid, String, Status)> = conn
+            .prepare_cached(
+                "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE id < ?1 AND finished_at < ?2 LIMIT ?3) \
+                 RETURNING id, queue, status",
+            )
+            .and_then(|mut s| {
+                s.query_map(
+                    params![bound.as_bytes(), finished_before, i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |r| Ok((uuid_at(r, 0)?, r.get(1)?, status_at(r, 2)?)),
+                )?
+                .collect()
+            })
+            .map_err(backend)?;
+        for (id, queue, status) in &rows {
+            conn.prepare_cached("DELETE FROM history WHERE task = ?1")
+                .and_then(|mut s| s.execute([id.as_bytes()]))
+                .map_err(backend)?;
+            self.count(queue, Some(*status), None);
+        }
+        Ok(rows.len())
+    }
+
+    pub(crate) fn set_paused(&mut self, conn: &Connection, queue: &str, paused: bool) -> Result<()> {
+        conn.prepare_cached(
+            "INSERT INTO queues (name, paused) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET paused = ?2",
+        )
+        .and_then(|mut s| s.execute(params![queue, paused]))
+        .map_err(backend)?;
+        if let Ok(mut p) = self.paused.lock() {
+            if paused {
+                p.insert(queue.to_owned());
+            } else {
+                p.remove(queue);
+            }
+        }
+        if !paused {
+            self.effects.ready = true;
+        }
+        if let Ok(mut c) = self.counts.lock() {
+            c.entry(queue.to_owned()).or_default();
+        }
+        Ok(())
+    }
+}
+
+/// The task a fresh insert shows, built without reading it back.
+fn new_task_view(t: NewTask) -> Result<Task> {
+    Ok(Task {
+        id: t.id,
+        name: t.name,
+        queue: t.queue,
+        input: RawValue::from_string(t.input).map_err(backend)?,
+        status: t.status,
+        priority: t.priority,
+        metadata: t.metadata,
+        attempt: 0,
+        max_attempts: t.max_attempts,
+        timeout_ms: t.timeout_ms,
+        retry: t.retry,
+        run_at: t.run_at,
+        progress: None,
+        result: None,
+        error: None,
+        created_at: t.created_at,
+        started_at: None,
+        finished_at: None,
+        updated_at: t.created_at,
+        worker: None,
+        workflow: t.workflow,
+        depends_on: t.depends_on,
+        idempotency_key: t.idempotency_key,
+        digest: t.digest,
+        cancel_requested: false,
+        lease: None,
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
+}
+
+pub(crate) fn ms_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// The greatest UUIDv7 with timestamp `ms`: every task created at or before
+/// `ms` sorts below it.
+fn uuid_upper_bound(ms: Millis) -> Uuid {
+    let mut bytes = [0xFFu8; 16];
+    let ms = u64::try_from(ms.max(0)).unwrap_or(0);
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes)
+}

@@ -1,0 +1,134 @@
+//! `quern server`: flags and environment over the YAML config file over
+//! defaults, then the server itself.
+
+use clap::Args;
+use quern_server::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Flags of `quern server`. Each also reads a `QUERN_*` environment variable;
+/// what neither gives comes from `--config` and then from the defaults.
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// Address to listen on [default: 127.0.0.1:7311] (port 0 picks a free port).
+    #[arg(long, env = "QUERN_LISTEN")]
+    listen: Option<String>,
+    /// Directory of the embedded store, created on first start [default: ./quern-data].
+    #[arg(long, env = "QUERN_DATA")]
+    data: Option<PathBuf>,
+    /// Durability of acknowledged writes: normal (survives a server crash) or
+    /// strict (also survives power loss) [default: normal].
+    #[arg(long, env = "QUERN_DURABILITY", value_parser = ["normal", "strict"])]
+    durability: Option<String>,
+    /// The largest request body in bytes [default: 1048576].
+    #[arg(long, env = "QUERN_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// YAML configuration file.
+    #[arg(long, env = "QUERN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as YAML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl ServerArgs {
+    /// Defaults, then the file, then environment and flags.
+    fn effective(&self) -> Result<Config, String> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        if let Some(listen) = &self.listen {
+            config.server.listen.clone_from(listen);
+        }
+        if let Some(data) = &self.data {
+            config.storage.data.clone_from(data);
+        }
+        if let Some(d) = &self.durability {
+            config.storage.durability = if d == "strict" {
+                quern_store::sqlite::Durability::Strict
+            } else {
+                quern_store::sqlite::Durability::Normal
+            };
+        }
+        if let Some(n) = self.max_body_bytes {
+            config.server.max_body_bytes = n;
+        }
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+}
+
+pub(crate) fn run(args: ServerArgs) -> ExitCode {
+    let config = match args.effective() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("quern server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", config.to_yaml());
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QUERN_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("quern server: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(&config.server.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("quern server: cannot listen on {}: {e}", config.server.listen);
+                return ExitCode::from(2);
+            }
+        };
+        let addr = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("quern server: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        tracing::info!(%addr, data = %config.storage.data.display(), "quern server starting");
+        println!("listening on http://{addr}");
+        match quern_server::serve(config, listener, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("quern server: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
