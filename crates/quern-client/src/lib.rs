@@ -1,1 +1,447 @@
-//! placeholder
+//! A typed Rust client of Quern's HTTP API (`api.md`, v1): submit and watch
+//! tasks, list and manage queues, and speak the worker protocol.
+//!
+//! Every call is one HTTP request; the client keeps no state beyond its
+//! connection pool, so one [`Client`] can be cloned and shared freely.
+//!
+//! ```no_run
+//! # async fn demo() -> quern_client::Result<()> {
+//! use quern_client::Client;
+//! use quern_core::TaskSpec;
+//! use std::time::Duration;
+//!
+//! let client = Client::new("http://127.0.0.1:7311", None);
+//! let task = client.submit(&TaskSpec::named("email.send")).await?;
+//! let task = client.get(task.id, Some(Duration::from_secs(30))).await?;
+//! println!("{} is {}", task.id, task.status);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//! - this module: [`Client`] and the shapes of listings ([`ListFilter`],
+//!   [`TaskPage`], [`QueueInfo`]).
+//! - [`worker`]: the worker protocol's requests and answers.
+//! - [`error`]: the one [`Error`] every call returns, and [`Result`].
+//!
+//! Only plain `http://` URLs are supported: the workspace builds reqwest
+//! without a TLS backend.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod worker;
+
+pub use error::{Error, Result};
+pub use uuid::Uuid;
+pub use worker::{
+    CompleteAnswer, CompleteRequest, Completion, HeartbeatAnswer, HeartbeatRequest, LeaseBeat, LeaseRequest, Outcome,
+};
+
+use quern_core::{HistoryEntry, Status, Task, TaskSpec};
+use reqwest::{Method, RequestBuilder};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// How long an ordinary request may take before it fails as a transport
+/// error. Long polls (`get` with a wait, `lease` with `wait_ms`) get their
+/// wait on top of this.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long connecting to the server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client of one Quern server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The server's base URL without a trailing `/`.
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+/// Which tasks [`Client::list`] returns. The default lists every task,
+/// newest first, in pages of the server's default size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only tasks in one of these statuses (none: any status).
+    pub status: Vec<Status>,
+    /// Only tasks of this queue.
+    pub queue: Option<String>,
+    /// Only tasks with this name.
+    pub name: Option<String>,
+    /// Only tasks of this workflow.
+    pub workflow: Option<Uuid>,
+    /// Only tasks carrying every one of these metadata entries.
+    pub metadata: BTreeMap<String, String>,
+    /// The page size (at most 1000).
+    pub limit: Option<u32>,
+    /// Where to continue: a previous page's [`TaskPage::next_cursor`].
+    pub cursor: Option<String>,
+}
+
+impl ListFilter {
+    /// The filter as query parameters, in the spelling of the contract.
+    fn query(&self) -> Vec<(String, String)> {
+        let mut q = Vec::new();
+        if !self.status.is_empty() {
+            let list: Vec<&str> = self.status.iter().map(|s| s.as_str()).collect();
+            q.push(("status".to_owned(), list.join(",")));
+        }
+        if let Some(queue) = &self.queue {
+            q.push(("queue".to_owned(), queue.clone()));
+        }
+        if let Some(name) = &self.name {
+            q.push(("name".to_owned(), name.clone()));
+        }
+        if let Some(workflow) = &self.workflow {
+            q.push(("workflow".to_owned(), workflow.to_string()));
+        }
+        for (k, v) in &self.metadata {
+            q.push((format!("metadata.{k}"), v.clone()));
+        }
+        if let Some(limit) = self.limit {
+            q.push(("limit".to_owned(), limit.to_string()));
+        }
+        if let Some(cursor) = &self.cursor {
+            q.push(("cursor".to_owned(), cursor.clone()));
+        }
+        q
+    }
+}
+
+/// One page of a task listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskPage {
+    /// The tasks, newest first.
+    pub tasks: Vec<Task>,
+    /// Pass this as [`ListFilter::cursor`] for the next page; `None` on the
+    /// last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// A queue and how many of its tasks are in each status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    /// The queue's name.
+    pub name: String,
+    /// Task counts by status name (`queued`, `running`, …). Statuses with no
+    /// tasks may be left out.
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
+    /// Workers get no new tasks from a paused queue.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// `{"tasks": [...]}`, the envelope of batch submissions and leases.
+#[derive(Serialize, Deserialize)]
+struct Tasks<T> {
+    tasks: T,
+}
+
+/// A list answer, given either bare or wrapped in an object under `key`.
+/// The contract shows history and queues bare; accepting the wrapped form too
+/// keeps the client working if the server ever grows an envelope.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ListAnswer<T> {
+    Bare(Vec<T>),
+    Wrapped(BTreeMap<String, Vec<T>>),
+}
+
+impl<T> ListAnswer<T> {
+    fn into_vec(self, key: &str) -> Result<Vec<T>> {
+        match self {
+            ListAnswer::Bare(items) => Ok(items),
+            ListAnswer::Wrapped(mut map) => {
+                map.remove(key).ok_or_else(|| Error::Decode(format!("expected a list or an object with `{key}`")))
+            }
+        }
+    }
+}
+
+impl Client {
+    /// A client of the server at `base_url` (e.g. `http://127.0.0.1:7311`),
+    /// sending `token` as a bearer token when given.
+    ///
+    /// A malformed URL is reported by the first call, as [`Error::Transport`].
+    pub fn new(base_url: impl Into<String>, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            // Building only fails for TLS or resolver set-up, which this
+            // TLS-less client does not do; the default client is equivalent.
+            .unwrap_or_default();
+        let base = base_url.into().trim_end_matches('/').to_owned();
+        Self { base, token, http, timeout: DEFAULT_TIMEOUT }
+    }
+
+    /// The same client with `timeout` for ordinary requests instead of
+    /// [`DEFAULT_TIMEOUT`].
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Submits one task (`POST /v1/tasks`). When the spec's idempotency key
+    /// was seen before, the answer is the existing task.
+    pub async fn submit(&self, spec: &TaskSpec) -> Result<Task> {
+        self.call(self.request(Method::POST, "/v1/tasks").json(spec)).await
+    }
+
+    /// Submits tasks all or nothing (`POST /v1/tasks/batch`); the answer is
+    /// in the order of `specs`.
+    pub async fn submit_batch(&self, specs: &[TaskSpec]) -> Result<Vec<Task>> {
+        let req = self.request(Method::POST, "/v1/tasks/batch").json(&Tasks { tasks: specs });
+        let answer: Tasks<Vec<Task>> = self.call(req).await?;
+        Ok(answer.tasks)
+    }
+
+    /// Reads a task (`GET /v1/tasks/{id}`). With `wait`, the server holds the
+    /// answer until the task is terminal or the wait elapses, then answers
+    /// with the task as it stands.
+    pub async fn get(&self, id: Uuid, wait: Option<Duration>) -> Result<Task> {
+        let mut req = self.request(Method::GET, &format!("/v1/tasks/{id}"));
+        if let Some(wait) = wait {
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            req = req.query(&[("wait", ms)]).timeout(self.timeout.saturating_add(wait));
+        }
+        self.call(req).await
+    }
+
+    /// Lists tasks, newest first (`GET /v1/tasks`).
+    pub async fn list(&self, filter: &ListFilter) -> Result<TaskPage> {
+        self.call(self.request(Method::GET, "/v1/tasks").query(&filter.query())).await
+    }
+
+    /// Cancels a task (`POST /v1/tasks/{id}/cancel`). A queued or pending
+    /// task is cancelled at once; a running one is marked for cancelling and
+    /// ends `cancelled` once its worker hears of it; a finished one is a 409.
+    pub async fn cancel(&self, id: Uuid) -> Result<Task> {
+        self.call(self.request(Method::POST, &format!("/v1/tasks/{id}/cancel"))).await
+    }
+
+    /// Sends a failed, timed-out or cancelled task back to the queue for a new
+    /// attempt (`POST /v1/tasks/{id}/retry`).
+    pub async fn retry(&self, id: Uuid) -> Result<Task> {
+        self.call(self.request(Method::POST, &format!("/v1/tasks/{id}/retry"))).await
+    }
+
+    /// A task's audit trail, oldest first (`GET /v1/tasks/{id}/history`).
+    pub async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
+        let answer: ListAnswer<HistoryEntry> =
+            self.call(self.request(Method::GET, &format!("/v1/tasks/{id}/history"))).await?;
+        answer.into_vec("history")
+    }
+
+    /// Every queue with its task counts (`GET /v1/queues`).
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        let answer: ListAnswer<QueueInfo> = self.call(self.request(Method::GET, "/v1/queues")).await?;
+        answer.into_vec("queues")
+    }
+
+    /// Stops workers from getting new tasks of queue `name`
+    /// (`POST /v1/queues/{name}/pause`). Running tasks go on.
+    pub async fn pause_queue(&self, name: &str) -> Result<()> {
+        let path = format!("/v1/queues/{}/pause", path_segment(name));
+        self.call_ignoring_body(self.request(Method::POST, &path)).await
+    }
+
+    /// Lets workers take tasks of queue `name` again
+    /// (`POST /v1/queues/{name}/resume`).
+    pub async fn resume_queue(&self, name: &str) -> Result<()> {
+        let path = format!("/v1/queues/{}/resume", path_segment(name));
+        self.call_ignoring_body(self.request(Method::POST, &path)).await
+    }
+
+    /// The server's health report (`GET /v1/health`): version, uptime, store,
+    /// queue depths, live workers.
+    pub async fn health(&self) -> Result<serde_json::Value> {
+        self.call(self.request(Method::GET, "/v1/health")).await
+    }
+
+    /// Leases ready tasks for a worker (`POST /v1/lease`). Each task carries
+    /// its [`lease`](Task::lease); the server parks the request up to
+    /// `wait_ms` when nothing is ready, and may answer with no tasks.
+    pub async fn lease(&self, request: &LeaseRequest) -> Result<Vec<Task>> {
+        let wait = Duration::from_millis(request.wait_ms);
+        let req = self.request(Method::POST, "/v1/lease").json(request).timeout(self.timeout.saturating_add(wait));
+        let answer: Tasks<Vec<Task>> = self.call(req).await?;
+        Ok(answer.tasks)
+    }
+
+    /// Extends a worker's leases and reports progress (`POST /v1/heartbeat`).
+    /// An answer with `cancel: true` tells the worker to stop that task.
+    pub async fn heartbeat(&self, request: &HeartbeatRequest) -> Result<Vec<HeartbeatAnswer>> {
+        #[derive(Deserialize)]
+        struct Answer {
+            leases: Vec<HeartbeatAnswer>,
+        }
+        let answer: Answer = self.call(self.request(Method::POST, "/v1/heartbeat").json(request)).await?;
+        Ok(answer.leases)
+    }
+
+    /// Reports finished attempts (`POST /v1/complete`). A completion under a
+    /// stale token answers `ok: false` and changes nothing.
+    pub async fn complete(&self, request: &CompleteRequest) -> Result<Vec<CompleteAnswer>> {
+        #[derive(Deserialize)]
+        struct Answer {
+            results: Vec<CompleteAnswer>,
+        }
+        let answer: Answer = self.call(self.request(Method::POST, "/v1/complete").json(request)).await?;
+        Ok(answer.results)
+    }
+
+    /// A request to `path` with the token and the default timeout.
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base)).timeout(self.timeout);
+        match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
+    }
+
+    /// Sends `req` and reads a 2xx answer's body as `T`.
+    async fn call<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T> {
+        let (what, body) = self.exchange(req).await?;
+        serde_json::from_slice(&body).map_err(|e| Error::Decode(format!("{what}: unexpected answer: {e}")))
+    }
+
+    /// Sends `req` and checks only that the answer is 2xx.
+    async fn call_ignoring_body(&self, req: RequestBuilder) -> Result<()> {
+        self.exchange(req).await.map(|_| ())
+    }
+
+    /// Sends `req`, turning a non-2xx answer into [`Error::Api`]. Gives the
+    /// request's `METHOD path` (for messages) and the answer's body.
+    async fn exchange(&self, req: RequestBuilder) -> Result<(String, Vec<u8>)> {
+        let (client, req) = req.build_split();
+        let req = req.map_err(|e| Error::transport(&self.base, &e))?;
+        let url = req.url().to_string();
+        if req.url().scheme() != "http" {
+            return Err(Error::Transport(format!(
+                "{url}: only http:// server URLs are supported (this client is built without TLS)"
+            )));
+        }
+        let what = format!("{} {}", req.method(), req.url().path());
+        let answer = client.execute(req).await.map_err(|e| Error::transport(&url, &e))?;
+        let status = answer.status();
+        let body = answer.bytes().await.map_err(|e| Error::transport(&url, &e))?;
+        if status.is_success() { Ok((what, body.to_vec())) } else { Err(Error::from_answer(status.as_u16(), &body)) }
+    }
+}
+
+/// Percent-encodes `s` for use as one URL path segment, so a name with `/`,
+/// `?` or spaces reaches the server as the name it is.
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(q: &[(String, String)]) -> Vec<(&str, &str)> {
+        q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
+    #[test]
+    fn an_empty_filter_sends_nothing() {
+        assert!(ListFilter::default().query().is_empty());
+    }
+
+    #[test]
+    fn filters_use_the_contract_spelling() {
+        let filter = ListFilter {
+            status: vec![Status::Failed, Status::TimedOut],
+            queue: Some("emails".into()),
+            name: Some("email.send".into()),
+            workflow: Some(Uuid::from_u128(1)),
+            metadata: [("team".to_owned(), "growth".to_owned()), ("env".to_owned(), "prod".to_owned())]
+                .into_iter()
+                .collect(),
+            limit: Some(50),
+            cursor: Some("abc".into()),
+        };
+        let q = filter.query();
+        assert_eq!(
+            pairs(&q),
+            [
+                ("status", "failed,timed_out"),
+                ("queue", "emails"),
+                ("name", "email.send"),
+                ("workflow", "00000000-0000-0000-0000-000000000001"),
+                ("metadata.env", "prod"),
+                ("metadata.team", "growth"),
+                ("limit", "50"),
+                ("cursor", "abc"),
+            ]
+        );
+    }
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(path_segment("emails:high-1.x_y~"), "emails:high-1.x_y~");
+        assert_eq!(path_segment("a/b c?"), "a%2Fb%20c%3F");
+        assert_eq!(path_segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn base_urls_lose_their_trailing_slash() {
+        let c = Client::new("http://localhost:7311/", None);
+        assert_eq!(c.base_url(), "http://localhost:7311");
+    }
+
+    #[test]
+    fn list_answers_read_bare_or_wrapped() {
+        let bare: ListAnswer<QueueInfo> =
+            serde_json::from_str(r#"[{"name":"default","counts":{"queued":2},"paused":false}]"#).expect("parses");
+        let bare = bare.into_vec("queues").expect("a list");
+        assert_eq!(bare[0].counts.get("queued"), Some(&2));
+        let wrapped: ListAnswer<QueueInfo> =
+            serde_json::from_str(r#"{"queues":[{"name":"a","counts":{},"paused":true}]}"#).expect("parses");
+        assert!(wrapped.into_vec("queues").expect("a list")[0].paused);
+        let other: ListAnswer<QueueInfo> = serde_json::from_str(r#"{"other":[]}"#).expect("parses");
+        assert!(matches!(other.into_vec("queues"), Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn a_task_page_reads_from_the_contract_shape() {
+        let page: TaskPage = serde_json::from_str(r#"{"tasks":[],"next_cursor":null}"#).expect("parses");
+        assert!(page.tasks.is_empty() && page.next_cursor.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_transport_error() {
+        // Port 9 (discard) on localhost is closed on any sane test machine.
+        let client = Client::new("http://127.0.0.1:9", None);
+        let err = client.health().await.err();
+        assert!(matches!(err, Some(Error::Transport(_))), "{err:?}");
+        let client = Client::new("not a url", None);
+        let err = client.health().await.err();
+        assert!(matches!(err, Some(Error::Transport(_))), "{err:?}");
+        let client = Client::new("https://127.0.0.1:9", None);
+        let err = client.health().await.err();
+        assert!(err.as_ref().is_some_and(|e| e.message().contains("only http://")), "{err:?}");
+    }
+}

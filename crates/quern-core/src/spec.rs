@@ -136,7 +136,10 @@ impl TaskSpec {
         if let Some(key) = &self.idempotency_key
             && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
         {
-            return Err(ValidationError::new("idempotency_key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes")));
+            return Err(ValidationError::new(
+                "idempotency_key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
+            ));
         }
         let run_at = match (self.delay_ms, &self.run_at) {
             (Some(_), Some(_)) => {

@@ -1,1 +1,203 @@
-fn main() {}
+//! `quern`: the server, and the command line client of a running server.
+//!
+//! This binary only parses arguments and hands them on: `quern server` to
+//! [`server_cmd`], every other command to one function of a `*_cmd` module,
+//! which makes one call through `quern_client` and renders the answer.
+//!
+//! # Layout
+//! - [`server_cmd`]: `quern server`.
+//! - [`task_cmd`]: `submit`, `status`, `wait`, `cancel`, `retry`, `history`,
+//!   `list`.
+//! - [`queue_cmd`]: `queues [pause|resume NAME]`.
+//! - [`watch`]: waiting for a task to end, with progress on stderr.
+//! - [`render`]: tables, `key: value` blocks and JSON on stdout.
+//! - [`flags`]: parsers of flag values (durations, `KEY=VALUE`, JSON).
+//!
+//! Exit codes (`api.md`): 0 success; 1 when an awaited task ended
+//! unsuccessfully or the wait timed out; 2 on usage errors and on server or
+//! transport errors, which print `error: <code>: <message>` on stderr.
+
+mod flags;
+mod queue_cmd;
+mod render;
+mod server_cmd;
+mod task_cmd;
+mod watch;
+
+use clap::{Args, Parser, Subcommand};
+use quern_client::Client;
+use render::Output;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Quern: a durable task queue and workflow engine.
+#[derive(Debug, Parser)]
+#[command(name = "quern", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes, before or after the command's name.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+struct GlobalArgs {
+    /// The server's URL.
+    #[arg(long, global = true, value_name = "URL", env = "QUERN_URL", default_value = "http://127.0.0.1:7311")]
+    server: String,
+    /// A bearer token for the server.
+    #[arg(long, global = true, value_name = "TOKEN", env = "QUERN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How to print answers.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Server(server_cmd::ServerArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// The commands that talk to a running server.
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Submit a task.
+    Submit(task_cmd::SubmitArgs),
+    /// Show a task.
+    Status(task_cmd::TaskId),
+    /// Wait for a task to end; exit 1 unless it succeeded.
+    Wait(task_cmd::WaitArgs),
+    /// Cancel a task.
+    Cancel(task_cmd::TaskId),
+    /// Send a failed, timed-out or cancelled task back to its queue.
+    Retry(task_cmd::TaskId),
+    /// Show a task's audit trail.
+    History(task_cmd::TaskId),
+    /// List tasks, newest first.
+    List(task_cmd::ListArgs),
+    /// List queues with their task counts, or pause or resume one.
+    Queues(queue_cmd::QueuesArgs),
+}
+
+/// How a client command ended, as the process's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// 0: done; an awaited task succeeded.
+    Success,
+    /// 1: an awaited task ended unsuccessfully, or the wait gave up.
+    Unsuccessful,
+    /// 2: a usage, server or transport error.
+    Error,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        match exit {
+            Exit::Success => ExitCode::SUCCESS,
+            Exit::Unsuccessful => ExitCode::from(1),
+            Exit::Error => ExitCode::from(2),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        // The server builds its own (multi-threaded) runtime.
+        Command::Server(args) => server_cmd::run(args),
+        Command::Client(command) => run_client(cli.global, command).into(),
+    }
+}
+
+/// Runs one client command on a single-threaded runtime: a command is one
+/// request (or one wait) at a time.
+fn run_client(global: GlobalArgs, command: ClientCommand) -> Exit {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: runtime: {e}");
+            return Exit::Error;
+        }
+    };
+    let token = global.token.filter(|t| !t.is_empty());
+    let client = Client::new(global.server, token);
+    let output = global.output;
+    let done = runtime.block_on(async {
+        match command {
+            ClientCommand::Submit(args) => task_cmd::submit(&client, output, args).await,
+            ClientCommand::Status(args) => task_cmd::status(&client, output, args).await,
+            ClientCommand::Wait(args) => task_cmd::wait(&client, output, args).await,
+            ClientCommand::Cancel(args) => task_cmd::cancel(&client, output, args).await,
+            ClientCommand::Retry(args) => task_cmd::retry(&client, output, args).await,
+            ClientCommand::History(args) => task_cmd::history(&client, output, args).await,
+            ClientCommand::List(args) => task_cmd::list(&client, output, args).await,
+            ClientCommand::Queues(args) => queue_cmd::run(&client, output, args).await,
+        }
+    });
+    done.unwrap_or_else(|e| {
+        eprintln!("error: {}: {}", e.code(), e.message());
+        Exit::Error
+    })
+}
+
+/// Prints `text` and a newline on stdout. A closed stdout (`quern list |
+/// head`) is not an error worth a panic: the reader has what it wanted.
+pub(crate) fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_command() {
+        let cli = Cli::try_parse_from(["quern", "--output", "json", "list", "--server", "http://h:1"]).expect("parses");
+        assert_eq!(cli.global.output, Output::Json);
+        assert_eq!(cli.global.server, "http://h:1");
+        assert!(matches!(cli.command, Command::Client(ClientCommand::List(_))));
+    }
+
+    #[test]
+    fn commands_parse() {
+        let id = "01900000-0000-7000-8000-000000000001";
+        for argv in [
+            &["quern", "status", id][..],
+            &["quern", "wait", id, "--timeout", "60s"],
+            &["quern", "cancel", id],
+            &["quern", "retry", id],
+            &["quern", "history", id],
+            &["quern", "queues"],
+            &["quern", "queues", "pause", "emails"],
+            &["quern", "queues", "resume", "emails"],
+            &["quern", "server"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_ok(), "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn usage_errors_exit_two() {
+        for argv in [
+            &["quern"][..],
+            &["quern", "status", "not-a-uuid"],
+            &["quern", "list", "--output", "yaml"],
+            &["quern", "wait", "01900000-0000-7000-8000-000000000001", "--timeout", "soon"],
+        ] {
+            let err = Cli::try_parse_from(argv).err();
+            assert_eq!(err.map(|e| e.exit_code()), Some(2), "{argv:?}");
+        }
+    }
+}

@@ -7,11 +7,22 @@ use super::error::ApiError;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use quern_core::Task;
 use quern_core::{Status, TaskSpec};
 use quern_store::ListQuery;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+
+/// A list of tasks, serialized straight from the structs.
+#[derive(Serialize)]
+struct Tasks {
+    tasks: Vec<Task>,
+    /// Present (maybe null) in listings, absent in batch answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<Option<String>>,
+}
 
 /// The longest `?wait=` on a task.
 const MAX_WAIT_MS: u64 = 300_000;
@@ -20,12 +31,12 @@ const MAX_LIMIT: usize = 1_000;
 /// The most tasks in one batch submit.
 const MAX_BATCH: usize = 10_000;
 
-type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+type Answer = Result<Response, ApiError>;
 
 pub(super) async fn submit(State(engine): State<AppState>, Body(spec): Body<TaskSpec>) -> Answer {
     let s = engine.submit(spec).await?;
     let status = if s.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!(s.task))))
+    Ok((status, Json(s.task)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -53,7 +64,7 @@ pub(super) async fn submit_batch(State(engine): State<AppState>, Body(batch): Bo
         .collect::<Result<Vec<_>, _>>()?;
     let submitted = engine.submit_batch(specs).await?;
     let tasks: Vec<_> = submitted.into_iter().map(|s| s.task).collect();
-    Ok((StatusCode::CREATED, Json(json!({ "tasks": tasks }))))
+    Ok((StatusCode::CREATED, Json(Tasks { tasks, next_cursor: None })).into_response())
 }
 
 pub(super) async fn get(State(engine): State<AppState>, Path(id): Path<String>, q: QueryPairs) -> Answer {
@@ -61,7 +72,7 @@ pub(super) async fn get(State(engine): State<AppState>, Path(id): Path<String>, 
     let id = task_id(&id)?;
     let wait = q.duration("wait", MAX_WAIT_MS)?;
     let task = engine.get(id, wait).await?;
-    Ok((StatusCode::OK, Json(json!(task))))
+    Ok(Json(task).into_response())
 }
 
 pub(super) async fn list(State(engine): State<AppState>, q: QueryPairs) -> Answer {
@@ -98,20 +109,20 @@ pub(super) async fn list(State(engine): State<AppState>, q: QueryPairs) -> Answe
         }
     }
     let page = engine.list(query).await?;
-    Ok((StatusCode::OK, Json(json!({"tasks": page.tasks, "next_cursor": page.next_cursor}))))
+    Ok(Json(Tasks { tasks: page.tasks, next_cursor: Some(page.next_cursor) }).into_response())
 }
 
 pub(super) async fn cancel(State(engine): State<AppState>, Path(id): Path<String>) -> Answer {
     let task = engine.cancel(task_id(&id)?).await?;
-    Ok((StatusCode::OK, Json(json!(task))))
+    Ok(Json(task).into_response())
 }
 
 pub(super) async fn retry(State(engine): State<AppState>, Path(id): Path<String>) -> Answer {
     let task = engine.retry(task_id(&id)?).await?;
-    Ok((StatusCode::OK, Json(json!(task))))
+    Ok(Json(task).into_response())
 }
 
 pub(super) async fn history(State(engine): State<AppState>, Path(id): Path<String>) -> Answer {
     let history = engine.history(task_id(&id)?).await?;
-    Ok((StatusCode::OK, Json(json!({ "history": history }))))
+    Ok(Json(json!({ "history": history })).into_response())
 }

@@ -5,6 +5,7 @@ use super::body::Body;
 use super::error::ApiError;
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use quern_core::{ErrorKind, Outcome, Progress, TaskError};
 use quern_store::{CompleteParams, Completion, HeartbeatLease, HeartbeatParams, LeaseParams};
 use serde::Deserialize;
@@ -47,10 +48,13 @@ pub(super) struct LeaseRequest {
     lease_ms: Option<u64>,
 }
 
-pub(super) async fn lease(
-    State(engine): State<AppState>,
-    Body(req): Body<LeaseRequest>,
-) -> Result<Json<Value>, ApiError> {
+/// The answer to a lease, serialized straight from the structs.
+#[derive(serde::Serialize)]
+struct Leased {
+    tasks: Vec<quern_core::Task>,
+}
+
+pub(super) async fn lease(State(engine): State<AppState>, Body(req): Body<LeaseRequest>) -> Result<Response, ApiError> {
     check_worker(&req.worker)?;
     let max = req.max.unwrap_or(1);
     if !(1..=MAX_LEASE).contains(&max) {
@@ -70,7 +74,7 @@ pub(super) async fn lease(
     }
     let params = LeaseParams { worker: req.worker, queues, names: req.names, max: max as usize, lease_ms, now: 0 };
     let tasks = engine.lease(params, Duration::from_millis(wait_ms)).await?;
-    Ok(Json(json!({ "tasks": tasks })))
+    Ok(Json(Leased { tasks }).into_response())
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,80 @@
+//! Parsers for flag values that clap does not know: durations, `KEY=VALUE`
+//! pairs, JSON documents and RFC 3339 times.
+//!
+//! Each returns a message for a person on bad input; clap turns it into a
+//! usage error (exit code 2) that names the flag.
+
+use serde_json::value::RawValue;
+use std::time::Duration;
+
+/// A duration: "5s", "2 minutes", "1h 30m", or a bare number of milliseconds.
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
+    quern_core::time::parse_duration_ms(s)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{s}` is not a duration (try 5s, 2 minutes, 1h 30m, or milliseconds)"))
+}
+
+/// A `KEY=VALUE` pair, split at the first `=`; the key must not be empty, the
+/// value may be.
+pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// A JSON document, kept as the text given (key order and number spelling
+/// untouched).
+pub(crate) fn json(s: &str) -> Result<Box<RawValue>, String> {
+    RawValue::from_string(s.trim().to_owned()).map_err(|e| format!("not valid JSON: {e}"))
+}
+
+/// An RFC 3339 time such as `2026-01-31T09:00:00Z`, passed on as given.
+pub(crate) fn rfc3339(s: &str) -> Result<String, String> {
+    quern_core::time::parse_rfc3339(s)
+        .map(|_| s.trim().to_owned())
+        .ok_or_else(|| format!("`{s}` is not an RFC 3339 time such as 2026-01-31T09:00:00Z"))
+}
+
+/// Milliseconds of `d`, for the `*_ms` fields of the API.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_human_and_bare_forms() {
+        assert_eq!(duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(duration("2 minutes"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("1500"), Ok(Duration::from_millis(1500)));
+        assert!(duration("soon").is_err());
+        assert!(duration("-5s").is_err());
+    }
+
+    #[test]
+    fn pairs_split_at_the_first_equals_sign() {
+        assert_eq!(key_value("env=prod"), Ok(("env".into(), "prod".into())));
+        assert_eq!(key_value("q=a=b"), Ok(("q".into(), "a=b".into())));
+        assert_eq!(key_value("empty="), Ok(("empty".into(), String::new())));
+        assert!(key_value("=v").is_err());
+        assert!(key_value("novalue").is_err());
+    }
+
+    #[test]
+    fn json_is_checked_and_kept_verbatim() {
+        assert_eq!(json(r#" {"b": 1, "a": 2.50} "#).map(|v| v.get().to_owned()), Ok(r#"{"b": 1, "a": 2.50}"#.into()));
+        assert_eq!(json("42").map(|v| v.get().to_owned()), Ok("42".into()));
+        assert!(json("{oops}").is_err());
+        assert!(json("").is_err());
+    }
+
+    #[test]
+    fn times_must_be_rfc3339() {
+        assert_eq!(rfc3339("2026-01-31T09:00:00Z"), Ok("2026-01-31T09:00:00Z".into()));
+        assert!(rfc3339("2026-01-31T09:00:00+01:00").is_ok());
+        assert!(rfc3339("tomorrow").is_err());
+    }
+}
