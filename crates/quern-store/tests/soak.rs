@@ -65,10 +65,10 @@ impl Soak {
                 }
             }
             70..=72 => {
-                if let Some(&id) = self.rng.pick(&self.ids) {
-                    if self.store.retry(id, self.now).await.is_ok() {
-                        self.ended.remove(&id);
-                    }
+                if let Some(&id) = self.rng.pick(&self.ids)
+                    && self.store.retry(id, self.now).await.is_ok()
+                {
+                    self.ended.remove(&id);
                 }
             }
             73 => {
