@@ -36,6 +36,7 @@ pub use error::{Error, Result};
 pub use uuid::Uuid;
 pub use worker::{
     CompleteAnswer, CompleteRequest, Completion, HeartbeatAnswer, HeartbeatRequest, LeaseBeat, LeaseRequest, Outcome,
+    RegisterRequest, TaskTypeDecl,
 };
 
 use quern_core::{HistoryEntry, Status, Task, TaskSpec};
@@ -280,6 +281,23 @@ impl Client {
         let req = self.request(Method::POST, "/v1/lease").json(request).timeout(self.timeout.saturating_add(wait));
         let answer: Tasks<Vec<Task>> = self.call(req).await?;
         Ok(answer.tasks)
+    }
+
+    /// Registers a worker and the task types it serves
+    /// (`POST /v1/workers/register`).
+    pub async fn register(&self, request: &RegisterRequest) -> Result<()> {
+        let _: serde_json::Value = self.call(self.request(Method::POST, "/v1/workers/register").json(request)).await?;
+        Ok(())
+    }
+
+    /// Workers heard from recently (`GET /v1/workers`).
+    pub async fn workers(&self) -> Result<serde_json::Value> {
+        self.call(self.request(Method::GET, "/v1/workers")).await
+    }
+
+    /// The task types live workers serve (`GET /v1/task-types`).
+    pub async fn task_types(&self) -> Result<serde_json::Value> {
+        self.call(self.request(Method::GET, "/v1/task-types")).await
     }
 
     /// Extends a worker's leases and reports progress (`POST /v1/heartbeat`).

@@ -131,6 +131,9 @@ pub enum Outcome {
         #[serde(default)]
         retry: bool,
     },
+    /// The worker gives the task back unfinished (it is shutting down): the
+    /// task is queued again at once and the attempt does not count.
+    Released,
 }
 
 /// The server's answer for one completion.
@@ -144,6 +147,31 @@ pub struct CompleteAnswer {
     /// Why the outcome was not recorded, as the server describes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<serde_json::Value>,
+}
+
+/// A task type a worker serves, as it registers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskTypeDecl {
+    /// The task name.
+    pub name: String,
+    /// What it does, for people browsing `GET /v1/task-types`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON Schema that inputs must match; the server refuses (422) a
+    /// submission whose input does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Value>,
+}
+
+/// A worker's registration (`POST /v1/workers/register`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// The worker's id.
+    pub worker: String,
+    /// The queues it takes tasks from.
+    pub queues: Vec<String>,
+    /// The task types it serves.
+    pub task_types: Vec<TaskTypeDecl>,
 }
 
 #[cfg(test)]

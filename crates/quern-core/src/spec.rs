@@ -221,6 +221,11 @@ pub struct NewTask {
     pub workflow: Option<Uuid>,
 }
 
+/// Checks a task name by the rules a submission's `name` obeys.
+pub fn check_task_name(name: &str) -> ValidationResult<()> {
+    check_identifier("name", name, MAX_NAME_LEN)
+}
+
 /// Checks a queue name by the rules a submission's `queue` obeys.
 pub fn check_queue_name(queue: &str) -> ValidationResult<()> {
     check_identifier("queue", queue, MAX_QUEUE_LEN)

@@ -214,4 +214,7 @@ pub enum Outcome {
         /// May it be tried again (attempts permitting)?
         retry: bool,
     },
+    /// The worker gives the task back unfinished (it is shutting down): the
+    /// task is queued again at once, and the attempt does not count.
+    Released,
 }

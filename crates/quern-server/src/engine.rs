@@ -7,13 +7,13 @@
 //! validated, and no time is read except through the engine's [`Clock`].
 
 use crate::config::Config;
+use crate::registry::{RegisterError, Registry, TaskTypeDecl, TaskTypeView, WorkerView};
 use quern_core::{Clock, ExecutionDefaults, HistoryEntry, Millis, Task, TaskSpec, ValidationError};
 use quern_store::{
     CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, ListQuery, QueueInfo, Store,
     StoreError, Submitted, TaskPage,
 };
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -29,6 +29,19 @@ pub enum EngineError {
         /// The position in a batch.
         index: Option<usize>,
     },
+    /// The input does not match its task type's schema.
+    #[error("input does not match the schema of task type {name}: {message}")]
+    InputRejected {
+        /// The task type.
+        name: String,
+        /// What does not match.
+        message: String,
+        /// The position in a batch.
+        index: Option<usize>,
+    },
+    /// A worker registration that cannot be accepted.
+    #[error(transparent)]
+    Register(#[from] RegisterError),
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -40,8 +53,6 @@ pub enum EngineError {
 /// An engine call's result.
 pub type Result<T> = std::result::Result<T, EngineError>;
 
-/// How long a worker counts as live after it was last heard from.
-const WORKER_LIVE_MS: Millis = 60_000;
 /// The longest a timer sleeps without looking again, in case a signal was
 /// missed.
 const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
@@ -56,7 +67,7 @@ pub struct Engine {
     retention_ttl_ms: u64,
     sweep_interval: Duration,
     shutdown: watch::Receiver<bool>,
-    workers: Mutex<HashMap<String, Millis>>,
+    registry: Registry,
     started_at: Millis,
 }
 
@@ -72,7 +83,7 @@ impl Engine {
             retention_ttl_ms: config.retention.ttl.0,
             sweep_interval: Duration::from_millis(config.retention.sweep_interval.0),
             shutdown,
-            workers: Mutex::new(HashMap::new()),
+            registry: Registry::default(),
             started_at,
         }
     }
@@ -88,7 +99,15 @@ impl Engine {
     }
 
     fn validate(&self, spec: TaskSpec, now: Millis, index: Option<usize>) -> Result<quern_core::NewTask> {
-        spec.validate(&self.defaults, Uuid::now_v7(), now).map_err(|error| EngineError::Invalid { error, index })
+        let task = spec
+            .validate(&self.defaults, Uuid::now_v7(), now)
+            .map_err(|error| EngineError::Invalid { error, index })?;
+        self.registry.check_input(&task.name, &task.input).map_err(|message| EngineError::InputRejected {
+            name: task.name.clone(),
+            message,
+            index,
+        })?;
+        Ok(task)
     }
 
     /// Submits one task.
@@ -147,33 +166,29 @@ impl Engine {
         Ok(self.store.retry(id, self.now()).await?)
     }
 
-    fn saw_worker(&self, worker: &str) {
-        let now = self.now();
-        if let Ok(mut w) = self.workers.lock() {
-            if let Some(seen) = w.get_mut(worker) {
-                *seen = now;
-            } else {
-                w.insert(worker.to_owned(), now);
-            }
-        }
+    /// Records a worker and the task types it serves.
+    pub fn register(&self, worker: &str, queues: Vec<String>, types: Vec<TaskTypeDecl>) -> Result<()> {
+        Ok(self.registry.register(worker, queues, types, self.now())?)
+    }
+
+    /// Workers heard from recently.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        self.registry.workers(self.now())
+    }
+
+    /// The task types workers serve.
+    pub fn task_types(&self) -> Vec<TaskTypeView> {
+        self.registry.task_types(self.now())
     }
 
     /// Workers heard from within the last minute.
     pub fn live_workers(&self) -> usize {
-        let cutoff = self.now() - WORKER_LIVE_MS;
-        self.workers
-            .lock()
-            .map(|mut w| {
-                w.retain(|_, seen| *seen >= cutoff);
-                w.len()
-            })
-            .unwrap_or(0)
+        self.registry.live(self.now())
     }
 
     /// Leases ready tasks, parking up to `wait` while there are none. A
     /// submit (or a timer making a task ready) wakes a parked lease at once.
     pub async fn lease(&self, params: LeaseParams, wait: Duration) -> Result<Vec<Task>> {
-        self.saw_worker(&params.worker);
         let deadline = tokio::time::Instant::now() + wait;
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -183,8 +198,10 @@ impl Engine {
             let ready = self.store.signals().ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
-            let tasks = self.store.lease(LeaseParams { now: self.now(), ..params.clone() }).await?;
+            let now = self.now();
+            let tasks = self.store.lease(LeaseParams { now, ..params.clone() }).await?;
             if !tasks.is_empty() || tokio::time::Instant::now() >= deadline {
+                self.registry.seen(&params.worker, now, i64::try_from(tasks.len()).unwrap_or(0));
                 return Ok(tasks);
             }
             tokio::select! {
@@ -197,16 +214,22 @@ impl Engine {
 
     /// Extends leases and records progress.
     pub async fn heartbeat(&self, mut params: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>> {
-        self.saw_worker(&params.worker);
         params.now = self.now();
-        Ok(self.store.heartbeat(params).await?)
+        let worker = params.worker.clone();
+        let answers = self.store.heartbeat(params).await?;
+        let held = answers.iter().filter(|a| a.ok).count();
+        self.registry.set_in_flight(&worker, self.now(), u64::try_from(held).unwrap_or(0));
+        Ok(answers)
     }
 
     /// Records outcomes.
     pub async fn complete(&self, mut params: CompleteParams) -> Result<Vec<CompleteAnswer>> {
-        self.saw_worker(&params.worker);
         params.now = self.now();
-        Ok(self.store.complete(params).await?)
+        let worker = params.worker.clone();
+        let answers = self.store.complete(params).await?;
+        let done = answers.iter().filter(|a| a.ok).count();
+        self.registry.seen(&worker, self.now(), -i64::try_from(done).unwrap_or(0));
+        Ok(answers)
     }
 
     /// The queues.

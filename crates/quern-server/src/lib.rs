@@ -4,12 +4,14 @@
 //! - [`config`]: what the server can be told, and its defaults.
 //! - [`engine`]: the only place that changes state; long-polls and the
 //!   background services (timers, retention) live here.
+//! - [`registry`]: workers and the task types they serve.
 //! - [`api`]: axum routes, error rendering, request parsing.
 //! - [`serve`]: binds the pieces together and runs until shutdown.
 
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod registry;
 
 pub use config::Config;
 

@@ -25,6 +25,13 @@ pub enum ApiError {
         /// Structured details (field, index, line).
         details: Value,
     },
+    /// The input does not match its task type's schema.
+    InvalidInput {
+        /// What does not match.
+        message: String,
+        /// Which task type, and where in a batch.
+        details: Value,
+    },
     /// The body is over the configured limit.
     PayloadTooLarge(String),
     /// No such task or route.
@@ -63,6 +70,7 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             ApiError::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::InvalidInput { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -77,9 +85,9 @@ impl ApiError {
     fn message_and_details(self) -> (String, Value) {
         match self {
             ApiError::MalformedJson(m) => (m, json!({})),
-            ApiError::InvalidRequest { message, details } | ApiError::IdempotencyConflict { message, details } => {
-                (message, details)
-            }
+            ApiError::InvalidRequest { message, details }
+            | ApiError::IdempotencyConflict { message, details }
+            | ApiError::InvalidInput { message, details } => (message, details),
             ApiError::PayloadTooLarge(m)
             | ApiError::NotFound(m)
             | ApiError::InvalidTransition(m)
@@ -132,6 +140,17 @@ impl From<EngineError> for ApiError {
                 };
                 ApiError::InvalidRequest { message, details }
             }
+            EngineError::InputRejected { name, message, index } => {
+                let mut details = json!({"name": name});
+                if let Some(i) = index {
+                    details["index"] = json!(i);
+                }
+                ApiError::InvalidInput {
+                    message: format!("input does not match the schema of {name}: {message}"),
+                    details,
+                }
+            }
+            EngineError::Register(e) => ApiError::invalid_field(&e.field, e.message),
             EngineError::Store(s) => s.into(),
             EngineError::ShuttingDown => ApiError::ShuttingDown,
         }

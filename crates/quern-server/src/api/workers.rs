@@ -137,6 +137,7 @@ pub(super) struct CompleteRequest {
 enum OutcomeKind {
     Succeeded,
     Failed,
+    Released,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +174,7 @@ pub(super) async fn complete(
                     .unwrap_or_else(|| TaskError::new(ErrorKind::Exception, "the worker reported a failure")),
                 retry: item.retry.unwrap_or(true),
             },
+            OutcomeKind::Released => Outcome::Released,
         };
         results.push(Completion { task: item.task, token: item.token, outcome });
     }
@@ -191,4 +193,32 @@ pub(super) async fn complete(
         })
         .collect();
     Ok(Json(json!({ "results": results })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RegisterRequest {
+    worker: String,
+    #[serde(default)]
+    queues: Option<Vec<String>>,
+    #[serde(default)]
+    task_types: Vec<crate::registry::TaskTypeDecl>,
+}
+
+pub(super) async fn register(
+    State(engine): State<AppState>,
+    Body(req): Body<RegisterRequest>,
+) -> Result<Json<Value>, ApiError> {
+    check_worker(&req.worker)?;
+    let queues = req.queues.unwrap_or_else(|| vec!["default".to_owned()]);
+    engine.register(&req.worker, queues, req.task_types)?;
+    Ok(Json(json!({"worker": req.worker, "registered": true})))
+}
+
+pub(super) async fn list(State(engine): State<AppState>) -> Json<Value> {
+    Json(json!({ "workers": engine.workers() }))
+}
+
+pub(super) async fn task_types(State(engine): State<AppState>) -> Json<Value> {
+    Json(json!({ "task_types": engine.task_types() }))
 }

@@ -69,6 +69,14 @@ enum AttemptEnd {
     Failed { error: TaskError, retry: bool },
     TimedOut,
     Lost,
+    Released,
+}
+
+/// Whether an attempt was given back, kept apart from the [`AttemptEnd`]
+/// that the decision consumes.
+enum EndKind {
+    Released,
+    Other,
 }
 
 /// Signals to raise once the batch is committed.
@@ -565,6 +573,7 @@ impl State {
                 Outcome::Failed { error, retry } => {
                     AttemptEnd::Failed { retry: retry && error.kind != ErrorKind::Rejected, error }
                 }
+                Outcome::Released => AttemptEnd::Released,
             };
             self.end_attempt(conn, c.task, &lease, end, p.now, "worker")?;
             out.push(CompleteAnswer { task: c.task, ok: true });
@@ -584,6 +593,7 @@ impl State {
         actor: &str,
     ) -> Result<()> {
         let attempts_left = lease.attempt < lease.max_attempts;
+        let end_kind = if matches!(end, AttemptEnd::Released) { EndKind::Released } else { EndKind::Other };
         let worker = Some(lease.worker.clone());
         let (to, result, error, retry_at) = if lease.cancel_requested {
             let error = TaskError::new(ErrorKind::Cancelled, "cancelled by a client while running");
@@ -624,14 +634,21 @@ impl State {
                         (Status::Failed, None, Some(error), None)
                     }
                 }
+                AttemptEnd::Released => (Status::Queued, None, None, Some(now)),
             }
         };
+        // A released attempt is given back: it does not count.
+        let given_back = u32::from(matches!(end_kind, EndKind::Released) && to == Status::Queued);
         // A retry due now skips `pending`.
         let to = if to == Status::Pending && retry_at.is_some_and(|at| at <= now) { Status::Queued } else { to };
         let stays_compact =
             lease.compact && to.is_terminal() && actor == "worker" && matches!(to, Status::Succeeded | Status::Failed);
         if !stays_compact {
-            let note = error.as_ref().map(|e| e.message.clone());
+            let note = if given_back == 1 {
+                Some("released unfinished by its worker; the attempt does not count".to_owned())
+            } else {
+                error.as_ref().map(|e| e.message.clone())
+            };
             self.materialize(conn, id)?;
             self.append(
                 conn,
@@ -661,11 +678,12 @@ impl State {
             })
         } else {
             conn.prepare_cached(
-                "UPDATE tasks SET status = ?2, error = ?3, run_at = ?4, updated_at = ?5, lease_token = NULL \
-                 WHERE id = ?1 RETURNING name, priority, run_at",
+                "UPDATE tasks SET status = ?2, error = coalesce(?3, error), run_at = ?4, updated_at = ?5, \
+                 lease_token = NULL, attempt = attempt - ?6 WHERE id = ?1 RETURNING name, priority, run_at",
             )
             .and_then(|mut s| {
-                s.query_row(params![id.as_bytes(), to.as_str(), error_json, retry_at.unwrap_or(now), now], |r| {
+                let run_at = retry_at.unwrap_or(now);
+                s.query_row(params![id.as_bytes(), to.as_str(), error_json, run_at, now, given_back], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?, r.get::<_, i64>(2)?))
                 })
             })

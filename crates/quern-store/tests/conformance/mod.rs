@@ -86,6 +86,7 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     lease_name_filter(&mut make()).await;
     purge_deletes_only_old_finished_tasks(&mut make()).await;
     restart_holds_running_tasks_for_their_lease(&mut make()).await;
+    released_tasks_requeue_at_once_without_counting(&mut make()).await;
 }
 
 pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
@@ -424,4 +425,20 @@ pub async fn restart_holds_running_tasks_for_their_lease(f: &mut impl Factory) {
     assert_eq!(s.tick(T0 + 12_000).await.unwrap().expired, 1);
     assert_eq!(s.get(b).await.unwrap().status, Status::Queued);
     assert_eq!(s.get(a).await.unwrap().status, Status::Succeeded);
+}
+
+pub async fn released_tasks_requeue_at_once_without_counting(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let id = submit_one(&*s, r#"{"name":"a"}"#).await;
+    let t = &s.lease(lease(1, 30_000, T0)).await.unwrap()[0];
+    assert!(complete(&*s, id, &token(t), Outcome::Released, T0 + 1).await);
+    let back = s.get(id).await.unwrap();
+    assert_eq!((back.status, back.attempt), (Status::Queued, 0));
+    let again = &s.lease(lease(1, 30_000, T0 + 2)).await.unwrap()[0];
+    assert_eq!(again.attempt, 1, "the released attempt did not use up the only attempt");
+    assert!(!complete(&*s, id, &token(t), ok("1"), T0 + 3).await, "the released token is stale");
+    assert!(complete(&*s, id, &token(again), ok("1"), T0 + 3).await);
+    let to: Vec<Status> = s.history(id).await.unwrap().iter().map(|e| e.to).collect();
+    use Status::*;
+    assert_eq!(to, [Queued, Running, Queued, Running, Succeeded]);
 }

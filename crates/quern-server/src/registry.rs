@@ -1,0 +1,289 @@
+//! Workers and the task types they serve, as they last told the server.
+//!
+//! Kept in memory: a worker registers when it starts and every lease,
+//! heartbeat and completion refreshes it, so after a server restart the
+//! registry fills again as workers reconnect. A worker counts as live for a
+//! minute after it was last heard from. When a task type declares an input
+//! schema, submissions of that type must match it.
+
+use quern_core::Millis;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// How long a worker counts as live after it was last heard from.
+pub const LIVE_MS: Millis = 60_000;
+/// How long a silent worker is still listed.
+const FORGET_MS: Millis = 3_600_000;
+
+/// A task type as a worker declares it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskTypeDecl {
+    /// The task name it handles.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A JSON Schema that inputs must match.
+    #[serde(default)]
+    pub input_schema: Option<Value>,
+}
+
+/// A worker as `GET /v1/workers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerView {
+    /// Its id.
+    pub id: String,
+    /// The queues it takes from.
+    pub queues: Vec<String>,
+    /// The task types it declared.
+    pub task_types: Vec<String>,
+    /// Tasks it holds now, as of its last call.
+    pub in_flight: u64,
+    /// When it was last heard from.
+    #[serde(with = "quern_core::time::rfc3339")]
+    pub last_seen: Millis,
+    /// Heard from within the last minute.
+    pub live: bool,
+}
+
+/// A task type as `GET /v1/task-types` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskTypeView {
+    /// The task name.
+    pub name: String,
+    /// What it does.
+    pub description: Option<String>,
+    /// The schema inputs must match.
+    pub input_schema: Option<Value>,
+    /// Live workers that serve it.
+    pub workers: usize,
+    /// When a worker serving it was last heard from.
+    #[serde(with = "quern_core::time::rfc3339::option")]
+    pub last_seen: Option<Millis>,
+}
+
+#[derive(Default)]
+struct WorkerEntry {
+    queues: Vec<String>,
+    task_types: Vec<String>,
+    last_seen: Millis,
+    in_flight: u64,
+}
+
+struct TypeEntry {
+    description: Option<String>,
+    input_schema: Option<Value>,
+    validator: Option<Arc<jsonschema::Validator>>,
+    workers: BTreeSet<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    workers: HashMap<String, WorkerEntry>,
+    types: BTreeMap<String, TypeEntry>,
+}
+
+/// The registry.
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+/// A registration that cannot be accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RegisterError {
+    /// The offending field.
+    pub field: String,
+    /// Why.
+    pub message: String,
+}
+
+impl Registry {
+    /// Records a worker and the task types it serves; the latest declaration
+    /// of a type (description, schema) wins.
+    pub fn register(
+        &self,
+        worker: &str,
+        queues: Vec<String>,
+        types: Vec<TaskTypeDecl>,
+        now: Millis,
+    ) -> Result<(), RegisterError> {
+        let mut compiled = Vec::with_capacity(types.len());
+        for (i, t) in types.into_iter().enumerate() {
+            quern_core::spec::check_task_name(&t.name)
+                .map_err(|e| RegisterError { field: format!("task_types[{i}].name"), message: e.message })?;
+            let validator = match &t.input_schema {
+                Some(schema) => Some(Arc::new(jsonschema::validator_for(schema).map_err(|e| RegisterError {
+                    field: format!("task_types[{i}].input_schema"),
+                    message: format!("not a valid JSON Schema: {e}"),
+                })?)),
+                None => None,
+            };
+            compiled.push((t, validator));
+        }
+        let Ok(mut inner) = self.inner.lock() else { return Ok(()) };
+        let names: Vec<String> = compiled.iter().map(|(t, _)| t.name.clone()).collect();
+        for entry in inner.types.values_mut() {
+            entry.workers.remove(worker);
+        }
+        for (t, validator) in compiled {
+            let entry = inner.types.entry(t.name).or_insert_with(|| TypeEntry {
+                description: None,
+                input_schema: None,
+                validator: None,
+                workers: BTreeSet::new(),
+            });
+            entry.description = t.description;
+            entry.input_schema = t.input_schema;
+            entry.validator = validator;
+            entry.workers.insert(worker.to_owned());
+        }
+        let w = inner.workers.entry(worker.to_owned()).or_default();
+        w.queues = queues;
+        w.task_types = names;
+        w.last_seen = now;
+        Ok(())
+    }
+
+    /// Records that `worker` was heard from; `delta` changes its in-flight
+    /// count.
+    pub fn seen(&self, worker: &str, now: Millis, delta: i64) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        let w = match inner.workers.get_mut(worker) {
+            Some(w) => w,
+            None => inner.workers.entry(worker.to_owned()).or_default(),
+        };
+        w.last_seen = now;
+        w.in_flight = w.in_flight.saturating_add_signed(delta);
+    }
+
+    /// Sets a worker's in-flight count (from a heartbeat, which lists every
+    /// lease it holds).
+    pub fn set_in_flight(&self, worker: &str, now: Millis, in_flight: u64) {
+        self.seen(worker, now, 0);
+        if let Ok(mut inner) = self.inner.lock()
+            && let Some(w) = inner.workers.get_mut(worker)
+        {
+            w.in_flight = in_flight;
+        }
+    }
+
+    /// Checks `input` against the schema of task type `name`, if it has one.
+    /// The error names what does not match.
+    pub fn check_input(&self, name: &str, input: &str) -> Result<(), String> {
+        let validator = {
+            let Ok(inner) = self.inner.lock() else { return Ok(()) };
+            if inner.types.is_empty() {
+                return Ok(());
+            }
+            match inner.types.get(name).and_then(|t| t.validator.clone()) {
+                Some(v) => v,
+                None => return Ok(()),
+            }
+        };
+        let value: Value = serde_json::from_str(input).map_err(|e| e.to_string())?;
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
+            })
+            .collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    }
+
+    /// Workers heard from within the last hour, most recent first.
+    pub fn workers(&self, now: Millis) -> Vec<WorkerView> {
+        let Ok(mut inner) = self.inner.lock() else { return Vec::new() };
+        inner.workers.retain(|_, w| now - w.last_seen < FORGET_MS);
+        let mut out: Vec<WorkerView> = inner
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerView {
+                id: id.clone(),
+                queues: w.queues.clone(),
+                task_types: w.task_types.clone(),
+                in_flight: w.in_flight,
+                last_seen: w.last_seen,
+                live: now - w.last_seen < LIVE_MS,
+            })
+            .collect();
+        out.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+
+    /// Task types, with the number of live workers serving each.
+    pub fn task_types(&self, now: Millis) -> Vec<TaskTypeView> {
+        let Ok(inner) = self.inner.lock() else { return Vec::new() };
+        inner
+            .types
+            .iter()
+            .map(|(name, t)| {
+                let seen: Vec<Millis> =
+                    t.workers.iter().filter_map(|w| inner.workers.get(w)).map(|w| w.last_seen).collect();
+                TaskTypeView {
+                    name: name.clone(),
+                    description: t.description.clone(),
+                    input_schema: t.input_schema.clone(),
+                    workers: seen.iter().filter(|s| now - **s < LIVE_MS).count(),
+                    last_seen: seen.into_iter().max(),
+                }
+            })
+            .collect()
+    }
+
+    /// How many workers are live.
+    pub fn live(&self, now: Millis) -> usize {
+        self.inner.lock().map(|i| i.workers.values().filter(|w| now - w.last_seen < LIVE_MS).count()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decl(name: &str, schema: Option<Value>) -> TaskTypeDecl {
+        TaskTypeDecl { name: name.into(), description: Some(format!("does {name}")), input_schema: schema }
+    }
+
+    #[test]
+    fn schemas_check_inputs() {
+        let r = Registry::default();
+        let schema = json!({"type": "object", "required": ["to"], "properties": {"to": {"type": "string"}}});
+        r.register("w1", vec!["default".into()], vec![decl("email", Some(schema)), decl("free", None)], 0)
+            .expect("valid");
+        assert!(r.check_input("email", r#"{"to":"a@b"}"#).is_ok());
+        let err = r.check_input("email", r#"{"to":5}"#).expect_err("wrong type");
+        assert!(err.contains("/to"), "{err}");
+        assert!(r.check_input("email", "{}").is_err());
+        assert!(r.check_input("free", "[1,2]").is_ok());
+        assert!(r.check_input("unknown", "1").is_ok());
+    }
+
+    #[test]
+    fn bad_schemas_and_names_are_refused() {
+        let r = Registry::default();
+        let bad = decl("x", Some(json!({"type": 12})));
+        assert!(r.register("w1", vec![], vec![bad], 0).is_err());
+        assert!(r.register("w1", vec![], vec![decl("bad name", None)], 0).is_err());
+    }
+
+    #[test]
+    fn liveness_and_counts() {
+        let r = Registry::default();
+        r.register("w1", vec!["q".into()], vec![decl("a", None)], 0).expect("valid");
+        r.register("w2", vec!["q".into()], vec![decl("a", None)], 0).expect("valid");
+        r.seen("w1", 50_000, 3);
+        assert_eq!(r.task_types(70_000)[0].workers, 1);
+        assert_eq!(r.live(70_000), 1);
+        let w = r.workers(70_000);
+        assert_eq!((w[0].id.as_str(), w[0].in_flight, w[0].live), ("w1", 3, true));
+        r.set_in_flight("w1", 70_000, 1);
+        assert_eq!(r.workers(70_000)[0].in_flight, 1);
+    }
+}
