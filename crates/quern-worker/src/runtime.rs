@@ -151,6 +151,8 @@ struct Flight {
     progress: Option<Progress>,
     progress_dirty: bool,
     cancel: watch::Sender<bool>,
+    /// The handler's tokio task, aborted when the task is handed back.
+    abort: Option<tokio::task::AbortHandle>,
 }
 
 impl Shared {
@@ -183,6 +185,10 @@ pub enum WorkerError {
     /// The worker has no handlers.
     #[error("the worker has no handlers")]
     NoHandlers,
+    /// The shell executor's sandbox policy cannot be set up (an unknown
+    /// `run_as` user, a missing allowed working-directory prefix).
+    #[error("sandbox policy: {0}")]
+    Sandbox(String),
 }
 
 fn default_id() -> String {
@@ -305,6 +311,9 @@ fn hand_back(shared: &Shared, done: &mpsc::UnboundedSender<Completion>) {
     for (task, flight) in flights {
         tracing::info!(%task, "handing back an unfinished task");
         let _ = flight.cancel.send(true);
+        if let Some(abort) = flight.abort {
+            abort.abort();
+        }
         let _ = done.send(Completion { task, token: flight.token, outcome: Outcome::Released });
     }
 }
@@ -321,7 +330,13 @@ fn start(
     if let Ok(mut f) = shared.flights.lock() {
         f.insert(
             task.id,
-            Flight { token: lease.token.clone(), progress: None, progress_dirty: false, cancel: cancel_tx },
+            Flight {
+                token: lease.token.clone(),
+                progress: None,
+                progress_dirty: false,
+                cancel: cancel_tx,
+                abort: None,
+            },
         );
     }
     let id = task.id;
@@ -330,9 +345,18 @@ fn start(
     let ctx = TaskContext::new(task.clone(), shared.clone(), cancel_rx);
     let shared = shared.clone();
     let done = done.clone();
+    let running = handler.map(|h| {
+        let handle = tokio::spawn(h(ctx));
+        if let Ok(mut f) = shared.flights.lock()
+            && let Some(flight) = f.get_mut(&id)
+        {
+            flight.abort = Some(handle.abort_handle());
+        }
+        handle
+    });
     tokio::spawn(async move {
-        let outcome = match handler {
-            Some(h) => run_handler(&task, &shared, h(ctx)).await,
+        let outcome = match running {
+            Some(handle) => run_handler(&task, &shared, handle).await,
             None => Err(TaskFailure::rejected(format!("this worker has no handler for {}", task.name))),
         };
         // A task handed back at shutdown is no longer ours to complete.
@@ -351,10 +375,13 @@ fn start(
     });
 }
 
-/// Runs one handler in its own tokio task (so a panic is a failure, not a
-/// crash), enforcing the task's timeout locally.
-async fn run_handler(task: &Task, shared: &Shared, fut: BoxFuture) -> HandlerResult {
-    let mut handle = tokio::spawn(fut);
+/// Awaits one handler, running in its own tokio task (so a panic is a
+/// failure, not a crash), enforcing the task's timeout locally.
+async fn run_handler(
+    task: &Task,
+    shared: &Shared,
+    mut handle: tokio::task::JoinHandle<HandlerResult>,
+) -> HandlerResult {
     let joined = match task.timeout_ms {
         None => (&mut handle).await,
         Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), &mut handle).await {
@@ -464,4 +491,34 @@ async fn heartbeat(
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Contexts for handlers run outside a [`Worker`], for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Flight, Shared};
+    use crate::context::TaskContext;
+    use quern_core::{Progress, Task};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::{Notify, watch};
+
+    /// A context for `task` as the runtime would give it to a handler; send
+    /// `true` on the sender to cancel it; read its progress from the shared
+    /// state.
+    pub(crate) fn context(task: Task) -> (TaskContext, watch::Sender<bool>, Arc<Shared>) {
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let (flight_tx, _) = watch::channel(false);
+        let flight = Flight { token: String::new(), progress: None, progress_dirty: false, cancel: flight_tx };
+        let shared = Arc::new(Shared {
+            flights: Mutex::new(HashMap::from([(task.id, flight)])),
+            progress_changed: Notify::new(),
+        });
+        (TaskContext::new(Arc::new(task), shared.clone(), cancel_rx), cancel_tx, shared)
+    }
+
+    /// The progress last reported for `task`.
+    pub(crate) fn progress(shared: &Shared, task: uuid::Uuid) -> Option<Progress> {
+        shared.flights.lock().ok()?.get(&task)?.progress.clone()
+    }
 }
