@@ -8,7 +8,7 @@
 
 use crate::engine::EngineError;
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use quern_store::StoreError;
 use serde_json::{Value, json};
@@ -102,8 +102,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        // The rest of an oversize body is never read, so the connection
+        // cannot carry another request: say so, and keep-alive clients
+        // open a new one instead of failing on a closed socket.
+        let close = matches!(self, ApiError::PayloadTooLarge(_));
         let (message, details) = self.message_and_details();
-        (status, Json(json!({"error": {"code": code, "message": message, "details": details}}))).into_response()
+        let mut response =
+            (status, Json(json!({"error": {"code": code, "message": message, "details": details}}))).into_response();
+        if close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

@@ -95,6 +95,10 @@ pub(crate) struct State {
     paused: Arc<Mutex<HashSet<String>>>,
     counts: Counts,
     effects: Effects,
+    /// The latest time an operation ran at: operations are stamped no earlier,
+    /// so timestamps follow commit order even when callers read their clocks
+    /// in another order.
+    last_now: Millis,
 }
 
 /// A unit of work for the writer thread.
@@ -215,6 +219,7 @@ impl State {
             paused,
             counts,
             effects: Effects::default(),
+            last_now: now,
         };
         st.reload(conn, now)?;
         Ok(st)
@@ -291,6 +296,12 @@ impl State {
         Ok(())
     }
 
+    /// `now`, or the latest time an earlier operation ran at if that is later.
+    fn clock(&mut self, now: Millis) -> Millis {
+        self.last_now = self.last_now.max(now);
+        self.last_now
+    }
+
     fn push_ready(&mut self, queue: String, name: String, priority: i32, run_at: Millis, id: Uuid) {
         self.ready.entry(queue).or_default().entry(name).or_default().insert((Reverse(priority), run_at, id));
         self.effects.ready = true;
@@ -361,7 +372,17 @@ impl State {
 
     // ---- operations -------------------------------------------------------
 
-    pub(crate) fn submit(&mut self, conn: &Connection, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
+    pub(crate) fn submit(&mut self, conn: &Connection, mut tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
+        for t in &mut tasks {
+            let now = self.clock(t.created_at);
+            if t.created_at < now {
+                t.created_at = now;
+                t.run_at = t.run_at.max(now);
+                if t.run_at <= now {
+                    t.status = Status::Queued;
+                }
+            }
+        }
         // Refusals first: an idempotency conflict anywhere refuses the batch.
         let mut existing: Vec<Option<Task>> = Vec::with_capacity(tasks.len());
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -445,6 +466,7 @@ impl State {
     }
 
     pub(crate) fn lease(&mut self, conn: &Connection, p: &LeaseParams) -> Result<Vec<Task>> {
+        let p = &LeaseParams { now: self.clock(p.now), ..p.clone() };
         let picked = self.pick_ready(p);
         let mut out = Vec::with_capacity(picked.len());
         // The token starts with the attempt number, so that a worker's logs
@@ -532,7 +554,8 @@ impl State {
         picked
     }
 
-    pub(crate) fn heartbeat(&mut self, conn: &Connection, p: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>> {
+    pub(crate) fn heartbeat(&mut self, conn: &Connection, mut p: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>> {
+        p.now = self.clock(p.now);
         let mut out = Vec::with_capacity(p.leases.len());
         for hb in p.leases {
             let current = self.leases.get(&hb.task).is_some_and(|l| l.token == hb.token);
@@ -559,7 +582,8 @@ impl State {
         Ok(out)
     }
 
-    pub(crate) fn complete(&mut self, conn: &Connection, p: CompleteParams) -> Result<Vec<CompleteAnswer>> {
+    pub(crate) fn complete(&mut self, conn: &Connection, mut p: CompleteParams) -> Result<Vec<CompleteAnswer>> {
+        p.now = self.clock(p.now);
         let mut out = Vec::with_capacity(p.results.len());
         for c in p.results {
             let current = self.leases.get(&c.task).is_some_and(|l| l.token == c.token);
@@ -748,6 +772,7 @@ impl State {
     }
 
     pub(crate) fn cancel(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<Task> {
+        let now = self.clock(now);
         let task = Self::read_task(conn, id)?;
         match task.status {
             Status::Running => {
@@ -800,6 +825,7 @@ impl State {
     }
 
     pub(crate) fn retry(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<Task> {
+        let now = self.clock(now);
         let task = Self::read_task(conn, id)?;
         if !task.status.can_manual_retry() {
             return Err(StoreError::InvalidTransition {
@@ -834,6 +860,7 @@ impl State {
     }
 
     pub(crate) fn tick(&mut self, conn: &Connection, now: Millis) -> Result<TickOutcome> {
+        let now = self.clock(now);
         let mut outcome = TickOutcome::default();
         while let Some(&(at, id)) = self.delayed.first() {
             if at > now {

@@ -66,7 +66,9 @@ async fn submit_one(s: &dyn Store, json: &str) -> Uuid {
     s.submit(vec![spec(json)]).await.unwrap()[0].task.id
 }
 
-/// Runs every behaviour, each on a fresh store from `make`.
+/// Runs every behaviour, each on a fresh store from `make`. Within one
+/// behaviour time never goes backwards: a store stamps operations in commit
+/// order, never earlier than an operation it already applied.
 pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     submit_and_get_round_trip(&mut make()).await;
     lease_order_is_priority_then_time_then_id(&mut make()).await;
@@ -259,8 +261,8 @@ pub async fn timeouts_end_attempts(f: &mut impl Factory) {
     // With attempts left, a timeout retries.
     let again =
         submit_one(&*s, r#"{"name":"a","timeout_ms":500,"max_attempts":2,"retry":{"initial_ms":0,"max_ms":0}}"#).await;
-    s.lease(lease(1, 30_000, T0)).await.unwrap();
-    s.tick(T0 + 500).await.unwrap();
+    s.lease(lease(1, 30_000, T0 + 600)).await.unwrap();
+    s.tick(T0 + 1_100).await.unwrap();
     assert_eq!(s.get(again).await.unwrap().status, Status::Queued);
 }
 
