@@ -22,9 +22,12 @@
 //! - [`context`]: the [`TaskContext`] a handler gets (input, progress,
 //!   cancellation) and [`TaskFailure`], the typed ways to fail.
 //! - [`runtime`]: the [`Worker`] and its loops (lease, heartbeat, deliver).
+//! - [`shell`]: the built-in sandboxed `shell` task ([`ShellExecutor`]).
 
 pub mod context;
 pub mod runtime;
+pub mod shell;
 
 pub use context::{HandlerResult, TaskContext, TaskFailure};
 pub use runtime::{TaskType, Worker, WorkerBuilder, WorkerError};
+pub use shell::{SandboxPolicy, ShellExecutor, shell_task_type};

@@ -509,7 +509,8 @@ pub(crate) mod testing {
     pub(crate) fn context(task: Task) -> (TaskContext, watch::Sender<bool>, Arc<Shared>) {
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let (flight_tx, _) = watch::channel(false);
-        let flight = Flight { token: String::new(), progress: None, progress_dirty: false, cancel: flight_tx };
+        let flight =
+            Flight { token: String::new(), progress: None, progress_dirty: false, cancel: flight_tx, abort: None };
         let shared = Arc::new(Shared {
             flights: Mutex::new(HashMap::from([(task.id, flight)])),
             progress_changed: Notify::new(),

@@ -1,11 +1,14 @@
 //! `quern`: the server, and the command line client of a running server.
 //!
 //! This binary only parses arguments and hands them on: `quern server` to
-//! [`server_cmd`], every other command to one function of a `*_cmd` module,
-//! which makes one call through `quern_client` and renders the answer.
+//! [`server_cmd`], `quern worker` to [`worker_cmd`], every other command to
+//! one function of a `*_cmd` module, which makes one call through
+//! `quern_client` and renders the answer.
 //!
 //! # Layout
 //! - [`server_cmd`]: `quern server`.
+//! - [`worker_cmd`]: `quern worker`, the built-in `shell` task's worker.
+//! - [`run_cmd`]: `quern run`, which submits a `shell` task.
 //! - [`task_cmd`]: `submit`, `status`, `wait`, `cancel`, `retry`, `history`,
 //!   `list`.
 //! - [`queue_cmd`]: `queues [pause|resume NAME]`.
@@ -20,9 +23,11 @@
 mod flags;
 mod queue_cmd;
 mod render;
+mod run_cmd;
 mod server_cmd;
 mod task_cmd;
 mod watch;
+mod worker_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use quern_client::Client;
@@ -59,6 +64,8 @@ struct GlobalArgs {
 enum Command {
     /// Run the server.
     Server(server_cmd::ServerArgs),
+    /// Run a worker of the built-in `shell` task until SIGINT or SIGTERM.
+    Worker(worker_cmd::WorkerArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -68,6 +75,8 @@ enum Command {
 enum ClientCommand {
     /// Submit a task.
     Submit(task_cmd::SubmitArgs),
+    /// Submit a `shell` task: `quern run [--wait] -- CMD ARGS...`.
+    Run(run_cmd::RunArgs),
     /// Show a task.
     Status(task_cmd::TaskId),
     /// Wait for a task to end; exit 1 unless it succeeded.
@@ -110,6 +119,11 @@ fn main() -> ExitCode {
     match cli.command {
         // The server builds its own (multi-threaded) runtime.
         Command::Server(args) => server_cmd::run(args),
+        // So does the worker, which runs many tasks at once.
+        Command::Worker(args) => {
+            let token = cli.global.token.filter(|t| !t.is_empty());
+            worker_cmd::run(cli.global.server, token, args)
+        }
         Command::Client(command) => run_client(cli.global, command).into(),
     }
 }
@@ -130,6 +144,7 @@ fn run_client(global: GlobalArgs, command: ClientCommand) -> Exit {
     let done = runtime.block_on(async {
         match command {
             ClientCommand::Submit(args) => task_cmd::submit(&client, output, args).await,
+            ClientCommand::Run(args) => run_cmd::run(&client, output, args).await,
             ClientCommand::Status(args) => task_cmd::status(&client, output, args).await,
             ClientCommand::Wait(args) => task_cmd::wait(&client, output, args).await,
             ClientCommand::Cancel(args) => task_cmd::cancel(&client, output, args).await,
@@ -183,6 +198,9 @@ mod tests {
             &["quern", "queues", "pause", "emails"],
             &["quern", "queues", "resume", "emails"],
             &["quern", "server"],
+            &["quern", "worker", "--queues", "a,b", "--concurrency", "2"],
+            &["quern", "run", "--wait", "--", "echo", "hi"],
+            &["quern", "run", "--script", "echo hi | wc -c"],
         ] {
             assert!(Cli::try_parse_from(argv).is_ok(), "{argv:?}");
         }

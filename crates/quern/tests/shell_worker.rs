@@ -1,0 +1,506 @@
+//! The built-in `shell` task end to end: a real `quern server`, real `quern
+//! worker` processes and real task processes. Round trips, progress, exit
+//! codes, cancellation and timeouts that kill whole process groups, resource
+//! limits, the clean environment, graceful shutdown and `kill -9` of a
+//! worker, and `quern run`.
+//!
+//! A test finds its task's processes by a marker variable in their
+//! environment (`/proc/PID/environ`), so it sees every descendant.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use support::{Api, Server, bounded, eventually, history_problem, id_of};
+use tempfile::TempDir;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A `quern worker` child process; its log goes to a file that a failing
+/// test prints.
+struct WorkerProc {
+    child: Option<Child>,
+    log: PathBuf,
+    dir: Option<TempDir>,
+}
+
+impl WorkerProc {
+    /// A worker of `server` with id `id` and extra flags.
+    fn start(server: &Server, id: &str, extra: &[&str]) -> WorkerProc {
+        WorkerProc::start_with_env(server, id, extra, &[])
+    }
+
+    /// The same, with extra environment variables for the worker process.
+    fn start_with_env(server: &Server, id: &str, extra: &[&str], env: &[(&str, &str)]) -> WorkerProc {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let log = dir.path().join("worker.log");
+        let stderr = OpenOptions::new().create(true).append(true).open(&log).expect("open the worker log");
+        // A short shutdown grace unless the test sets one, so that a test
+        // ending with a task still running does not wait for it long.
+        let grace: &[&str] = if extra.contains(&"--grace") { &[] } else { &["--grace", "5s"] };
+        // Task directories go beside the log, so that those of a killed
+        // worker are removed with the test's directory.
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).expect("create the work root");
+        let child = Command::new(env!("CARGO_BIN_EXE_quern"))
+            .args(["worker", "--server", &server.url, "--id", id])
+            .arg("--work-root")
+            .arg(&work)
+            .args(grace)
+            .args(extra)
+            .env("QUERN_LOG", "info,quern_worker=debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn quern worker");
+        WorkerProc { child: Some(child), log, dir: Some(dir) }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the worker is running").id()
+    }
+
+    /// SIGTERM, as a service manager stops it.
+    fn terminate(&self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL the worker");
+            child.wait().expect("reap the worker");
+        }
+    }
+
+    /// Waits up to `limit` for the worker to exit on its own.
+    fn wait_for_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("poll the worker") {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn log_tail(&self) -> String {
+        let Ok(mut file) = File::open(&self.log) else { return "(no worker log)".to_owned() };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(6_000)));
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        format!("--- end of the worker log ({}) ---\n{text}", self.log.display())
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        // A graceful stop first, so that the worker stops its tasks'
+        // process groups; SIGKILL if it does not exit soon.
+        if self.child.is_some() {
+            let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+            if self.wait_for_exit(Duration::from_secs(15)).is_none() {
+                self.kill9();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail());
+            if let Some(dir) = self.dir.take() {
+                eprintln!("kept the worker's directory: {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// Submits a `shell` task with `input` and extra task fields; its id.
+async fn submit_shell(api: &Api, input: Value, fields: Value) -> String {
+    let mut spec = json!({"name": "shell", "input": input});
+    if let (Some(spec), Some(fields)) = (spec.as_object_mut(), fields.as_object()) {
+        spec.extend(fields.clone());
+    }
+    id_of(&api.submit(spec).await)
+}
+
+/// A unique marker for a test's processes.
+fn marker() -> String {
+    format!("m{}", uuid_like())
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    format!("{}x{nanos}", std::process::id())
+}
+
+/// How many live processes carry `QUERN_TEST_MARK=<mark>` in their
+/// environment.
+fn marked(mark: &str) -> usize {
+    let needle = format!("QUERN_TEST_MARK={mark}");
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc").expect("/proc is readable").flatten() {
+        let path = entry.path();
+        let Ok(environ) = std::fs::read(path.join("environ")) else { continue };
+        if !environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
+            continue;
+        }
+        let zombie = std::fs::read_to_string(path.join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+            .unwrap_or(true);
+        if !zombie {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The task's `error.message`.
+fn message(task: &Value) -> &str {
+    task["error"]["message"].as_str().unwrap_or_else(|| panic!("no error message: {task}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_round_trips_and_the_shell_type_is_registered_with_its_schema() {
+    let server = Server::start();
+    let _worker = WorkerProc::start(&server, "shell-echo", &[]);
+    bounded(LIMIT, async {
+        let api = server.api();
+        let id = submit_shell(&api, json!({"command": ["echo", "hello", "world"]}), json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "succeeded", "{task}");
+        assert_eq!(task["result"]["stdout"], "hello world\n");
+        assert_eq!(task["result"]["exit_code"], 0);
+        assert_eq!(task["worker"], "shell-echo");
+
+        let types = api.get("/v1/task-types").await;
+        let shell = types.body["task_types"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["name"] == "shell"))
+            .unwrap_or_else(|| panic!("no shell type: {}", types.body))
+            .clone();
+        assert!(shell["input_schema"]["properties"]["command"].is_object(), "{shell}");
+        // The schema is checked at submit: neither command nor script.
+        let reply = api.post("/v1/tasks", &json!({"name": "shell", "input": {"stdin": "x"}})).await;
+        assert_eq!(reply.status, 422, "{reply:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_lines_are_visible_while_the_task_runs() {
+    let server = Server::start();
+    let _worker = WorkerProc::start(&server, "shell-progress", &["--lease", "3s"]);
+    let flag_dir = tempfile::tempdir().expect("temp dir");
+    let go = flag_dir.path().join("go");
+    bounded(LIMIT, async {
+        let api = server.api();
+        let script = format!(
+            "echo '::progress 42 halfway there'; while [ ! -e '{}' ]; do sleep 0.05; done; echo done",
+            go.display()
+        );
+        let id = submit_shell(&api, json!({"script": script}), json!({})).await;
+        let seen = eventually("progress 42 while running", LIMIT, async || {
+            let t = api.task(&id).await;
+            (t["status"] == "running" && t["progress"]["percent"] == 42.0).then_some(t)
+        })
+        .await;
+        assert_eq!(seen["progress"]["message"], "halfway there");
+        std::fs::write(&go, b"").expect("release the task");
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "succeeded", "{task}");
+        assert_eq!(task["result"]["stdout"], "::progress 42 halfway there\ndone\n");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_zero_exit_fails_with_the_stderr_tail() {
+    let server = Server::start();
+    let _worker = WorkerProc::start(&server, "shell-fail", &[]);
+    bounded(LIMIT, async {
+        let api = server.api();
+        let script = "echo some output; echo 'first problem' >&2; echo 'it went wrong' >&2; exit 3";
+        let id = submit_shell(&api, json!({"script": script}), json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "failed", "{task}");
+        assert_eq!(task["error"]["kind"], "exception");
+        assert_eq!(message(&task), "exit code 3: it went wrong");
+        let details = &task["error"]["details"];
+        assert_eq!(details["exit_code"], 3);
+        assert_eq!(details["stderr"], "first problem\nit went wrong\n");
+        assert_eq!(details["stdout"], "some output\n");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_task_kills_its_whole_group_within_two_seconds() {
+    let server = Server::start();
+    // Heartbeats every 2/3 s bring the cancel to the worker.
+    let _worker = WorkerProc::start(&server, "shell-cancel", &["--lease", "2s"]);
+    bounded(LIMIT, async {
+        let api = server.api();
+        let mark = marker();
+        // The outer sh, a child sh that ignores SIGTERM, and a sleep each.
+        let script = "sh -c 'trap \"\" TERM; sleep 60' & sleep 60";
+        let id = submit_shell(&api, json!({"script": script, "env": {"QUERN_TEST_MARK": mark}}), json!({})).await;
+        api.wait_status(&id, &["running"], LIMIT).await;
+        eventually("the task's four processes", LIMIT, async || (marked(&mark) == 4).then_some(())).await;
+
+        let asked = Instant::now();
+        let reply = api.post(&format!("/v1/tasks/{id}/cancel"), &json!({})).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let task = api.wait_status(&id, &["cancelled", "succeeded", "failed"], LIMIT).await;
+        let ended = asked.elapsed();
+        assert_eq!(task["status"], "cancelled", "{task}");
+        assert!(ended < Duration::from_secs(2), "the task took {ended:?} to end after the cancel");
+        // What ignores SIGTERM gets SIGKILL after the 2 s kill grace.
+        eventually("every process of the task to die", Duration::from_secs(5), async || {
+            (marked(&mark) == 0).then_some(())
+        })
+        .await;
+        assert!(asked.elapsed() < Duration::from_secs(5), "processes lived {:?} after the cancel", asked.elapsed());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_ends_the_task_timed_out_and_kills_its_processes() {
+    let server = Server::start();
+    let _worker = WorkerProc::start(&server, "shell-timeout", &[]);
+    bounded(LIMIT, async {
+        let api = server.api();
+        let mark = marker();
+        let input = json!({"script": "sleep 60 & sleep 60", "env": {"QUERN_TEST_MARK": mark}});
+        let id = submit_shell(&api, input, json!({"timeout_ms": 1000})).await;
+        let task = api.wait_status(&id, &["timed_out", "succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "timed_out", "{task}");
+        eventually("every process of the task to die", Duration::from_secs(5), async || {
+            (marked(&mark) == 0).then_some(())
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceeding_the_memory_limit_fails_with_a_message_naming_it() {
+    let server = Server::start();
+    let _worker = WorkerProc::start(&server, "shell-memory", &[]);
+    bounded(LIMIT, async {
+        let api = server.api();
+        let input = json!({
+            "command": ["python3", "-c", "x = bytearray(200 * 1024 * 1024)"],
+            "limits": {"memory_mb": 50},
+        });
+        let id = submit_shell(&api, input, json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "failed", "{task}");
+        let msg = message(&task);
+        assert!(msg.starts_with("memory limit of 50 MB exceeded (the process could not allocate)"), "{msg}");
+        assert!(task["error"]["details"]["stderr"].as_str().is_some_and(|s| s.contains("MemoryError")), "{task}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceeding_the_cpu_limit_fails_with_a_message_naming_it() {
+    let server = Server::start();
+    let _worker = WorkerProc::start(&server, "shell-cpu", &[]);
+    bounded(LIMIT, async {
+        let api = server.api();
+        let input = json!({"script": "while :; do :; done", "limits": {"cpu_s": 1}});
+        let id = submit_shell(&api, input, json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "failed", "{task}");
+        assert_eq!(message(&task), "CPU time limit of 1 s exceeded (killed by SIGXCPU)");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cannot_read_the_workers_environment() {
+    let server = Server::start();
+    let _worker = WorkerProc::start_with_env(&server, "shell-env", &[], &[("QUERN_SECRET_TEST", "xyz")]);
+    bounded(LIMIT, async {
+        let api = server.api();
+        let id = submit_shell(&api, json!({"command": ["printenv", "QUERN_SECRET_TEST"]}), json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "failed", "printenv found the variable: {task}");
+        assert_eq!(task["error"]["details"]["exit_code"], 1);
+        assert!(!task.to_string().contains("xyz"), "{task}");
+
+        let id = submit_shell(&api, json!({"command": ["env"], "env": {"MINE": "1"}}), json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        let stdout = task["result"]["stdout"].as_str().unwrap_or_else(|| panic!("no stdout: {task}"));
+        assert!(!stdout.contains("xyz") && !stdout.contains("QUERN_"), "{stdout}");
+        assert!(stdout.contains("MINE=1\n"), "{stdout}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_tasks_finish_and_leaves_the_rest_to_another_worker() {
+    let server = Server::start();
+    let mut first = WorkerProc::start(&server, "shell-term-a", &["--concurrency", "2", "--grace", "30s"]);
+    bounded(LIMIT, async {
+        let api = server.api();
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(submit_shell(&api, json!({"command": ["sleep", "2"]}), json!({})).await);
+        }
+        let running = eventually("two tasks running", LIMIT, async || {
+            let running = api.list_all("status=running").await;
+            (running.len() == 2).then_some(running)
+        })
+        .await;
+        first.terminate();
+        let status = tokio::task::block_in_place(|| first.wait_for_exit(Duration::from_secs(20)));
+        assert!(status.expect("the worker exits after its in-flight tasks").success());
+
+        let in_flight: Vec<String> = running.iter().map(id_of).collect();
+        for id in &in_flight {
+            let task = api.task(id).await;
+            assert_eq!(task["status"], "succeeded", "an in-flight task did not finish: {task}");
+            assert_eq!(task["worker"], "shell-term-a");
+        }
+        let rest: Vec<&String> = ids.iter().filter(|id| !in_flight.contains(id)).collect();
+        for id in &rest {
+            let task = api.task(id).await;
+            assert_eq!((task["status"].as_str(), task["attempt"].as_u64()), (Some("queued"), Some(0)), "{task}");
+        }
+
+        let _second = WorkerProc::start(&server, "shell-term-b", &["--concurrency", "4"]);
+        for id in rest {
+            let task = api.wait_status(id, &["succeeded", "failed"], LIMIT).await;
+            assert_eq!(task["status"], "succeeded", "{task}");
+            assert_eq!(task["worker"], "shell-term-b");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_still_running_after_the_shutdown_grace_is_handed_back_and_its_processes_killed() {
+    let server = Server::start();
+    let mut worker = WorkerProc::start(&server, "shell-handback", &["--grace", "1s", "--kill-grace", "1s"]);
+    bounded(LIMIT, async {
+        let api = server.api();
+        let mark = marker();
+        let input = json!({"script": "trap '' TERM; sleep 60 & sleep 60", "env": {"QUERN_TEST_MARK": mark}});
+        let id = submit_shell(&api, input, json!({})).await;
+        api.wait_status(&id, &["running"], LIMIT).await;
+        eventually("the task's processes", LIMIT, async || (marked(&mark) == 3).then_some(())).await;
+
+        worker.terminate();
+        let status = tokio::task::block_in_place(|| worker.wait_for_exit(Duration::from_secs(20)));
+        assert!(status.expect("the worker exits").success());
+        // Nothing of the task outlives its worker, SIGTERM-proof sh included.
+        assert_eq!(marked(&mark), 0, "task processes outlived the worker");
+        let task = api.task(&id).await;
+        assert_eq!(task["status"], "queued", "a handed-back task re-queues at once: {task}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_a_killed_worker_runs_again_on_another_after_its_lease_expires() {
+    let server = Server::start();
+    let mut first = WorkerProc::start(&server, "shell-dead", &["--lease", "2s"]);
+    bounded(LIMIT, async {
+        let api = server.api();
+        let mark = marker();
+        let input = json!({"command": ["sleep", "30"], "env": {"QUERN_TEST_MARK": mark}});
+        let id = submit_shell(&api, input, json!({"max_attempts": 2})).await;
+        let task = api.wait_status(&id, &["running"], LIMIT).await;
+        assert_eq!(task["worker"], "shell-dead");
+        eventually("the task's process", LIMIT, async || (marked(&mark) == 1).then_some(())).await;
+
+        first.kill9();
+        // The task's process dies with its worker (the parent-death signal
+        // every task gets by default).
+        eventually("the dead worker's task process to die", Duration::from_secs(5), async || {
+            (marked(&mark) == 0).then_some(())
+        })
+        .await;
+
+        let _second = WorkerProc::start(&server, "shell-alive", &["--lease", "2s"]);
+        let task = eventually("the second attempt on the other worker", LIMIT, async || {
+            let t = api.task(&id).await;
+            (t["status"] == "running" && t["attempt"] == 2 && t["worker"] == "shell-alive").then_some(t)
+        })
+        .await;
+        assert_eq!(task["max_attempts"], 2);
+        let history = api.history(&id).await;
+        assert_eq!(history_problem(&history), None, "{history:?}");
+        let started: Vec<(u64, String)> = history
+            .iter()
+            .filter(|e| e["to"] == "running")
+            .map(|e| (e["attempt"].as_u64().unwrap_or(0), e["worker"].as_str().unwrap_or("").to_owned()))
+            .collect();
+        assert_eq!(started, [(1, "shell-dead".to_owned()), (2, "shell-alive".to_owned())], "{history:?}");
+
+        let reply = api.post(&format!("/v1/tasks/{id}/cancel"), &json!({})).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        api.wait_status(&id, &["cancelled"], LIMIT).await;
+    })
+    .await;
+}
+
+/// Runs the `quern` binary with `args`; (exit code, stdout, stderr).
+async fn quern(args: Vec<String>) -> (Option<i32>, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_quern"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the quern binary");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("no panic")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quern_run_waits_and_prints_the_output_like_the_command() {
+    let server = Server::start();
+    let _worker = WorkerProc::start(&server, "shell-cli", &[]);
+    bounded(LIMIT, async {
+        let url = server.url.clone();
+        let args = |rest: &[&str]| -> Vec<String> {
+            ["run", "--server", &url].iter().chain(rest).map(|s| (*s).to_owned()).collect()
+        };
+        let (code, stdout, _) = quern(args(&["--wait", "--", "echo", "-n", "hello there"])).await;
+        assert_eq!((code, stdout.as_str()), (Some(0), "hello there"));
+
+        let (code, stdout, _) = quern(args(&["--wait", "--stdin", "abc", "--script", "wc -c"])).await;
+        assert_eq!((code, stdout.trim()), (Some(0), "3"));
+
+        let (code, stdout, stderr) = quern(args(&["--wait", "--script", "echo out; echo bad >&2; exit 4"])).await;
+        assert_eq!(code, Some(1));
+        assert_eq!(stdout, "out\n");
+        assert!(stderr.contains("bad\n") && stderr.contains("failed: exit code 4: bad"), "{stderr}");
+
+        // Without --wait, the submitted task is printed.
+        let (code, stdout, _) = quern(args(&["--output", "json", "--", "true"])).await;
+        assert_eq!(code, Some(0));
+        let task: Value = serde_json::from_str(&stdout).expect("a task as JSON");
+        assert_eq!(task["name"], "shell");
+        assert_eq!(task["input"], json!({"command": ["true"]}));
+    })
+    .await;
+}
