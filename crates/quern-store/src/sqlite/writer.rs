@@ -46,6 +46,8 @@ struct LeaseState {
     token: String,
     worker: String,
     queue: String,
+    name: String,
+    priority: i32,
     expires_at: Millis,
     timeout_at: Option<Millis>,
     lease_ms: u64,
@@ -278,6 +280,8 @@ impl State {
                         token: row.get::<_, Option<String>>(6)?.unwrap_or_default(),
                         worker: row.get::<_, Option<String>>(13)?.unwrap_or_default(),
                         queue,
+                        name,
+                        priority,
                         expires_at: hold,
                         timeout_at: timeout_ms.map(|t| started.saturating_add(ms_i64(t)).max(hold)),
                         lease_ms,
@@ -469,25 +473,37 @@ impl State {
         let p = &LeaseParams { now: self.clock(p.now), ..p.clone() };
         let picked = self.pick_ready(p);
         let mut out = Vec::with_capacity(picked.len());
-        // The token starts with the attempt number, so that a worker's logs
-        // show which attempt a stale completion came from.
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "UPDATE tasks SET status = 'running', attempt = attempt + 1, started_at = ?2, updated_at = ?2, \
-                 worker = ?3, lease_token = (attempt + 1) || '.' || ?4, lease_ms = ?5, progress = NULL, \
-                 cancel_requested = 0 WHERE id = ?1 AND status = 'queued' RETURNING {TASK_COLUMNS}, lease_token"
-            ))
+        // Read, then write: cheaper than UPDATE … RETURNING, which makes
+        // SQLite build an ephemeral table per statement.
+        let mut read = conn
+            .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1 AND status = 'queued'"))
+            .map_err(backend)?;
+        let mut write = conn
+            .prepare_cached(
+                "UPDATE tasks SET status = 'running', attempt = ?2, started_at = ?3, updated_at = ?3, worker = ?4, \
+                 lease_token = ?5, lease_ms = ?6, progress = NULL, cancel_requested = 0 WHERE id = ?1",
+            )
             .map_err(backend)?;
         let lease_ms = ms_i64(p.lease_ms);
         for id in picked {
-            let secret = Uuid::new_v4().simple().to_string();
-            let row = stmt
-                .query_row(params![id.as_bytes(), p.now, p.worker, secret, lease_ms], |r| {
-                    Ok((task_from_row(r)?, compact_at(r)?, r.get::<_, String>(26)?))
-                })
+            let row = read
+                .query_row([id.as_bytes()], |r| Ok((task_from_row(r)?, compact_at(r)?)))
                 .optional()
                 .map_err(backend)?;
-            let Some((mut task, compact, token)) = row else { continue };
+            let Some((mut task, compact)) = row else { continue };
+            task.attempt += 1;
+            task.status = Status::Running;
+            task.started_at = Some(p.now);
+            task.updated_at = p.now;
+            task.worker = Some(p.worker.clone());
+            task.progress = None;
+            task.cancel_requested = false;
+            // The token starts with the attempt number, so that a worker's
+            // logs show which attempt a stale completion came from.
+            let token = format!("{}.{}", task.attempt, Uuid::new_v4().simple());
+            write
+                .execute(params![id.as_bytes(), task.attempt, p.now, p.worker, token, lease_ms])
+                .map_err(backend)?;
             if !compact {
                 self.append(
                     conn,
@@ -507,6 +523,8 @@ impl State {
                 token: token.clone(),
                 worker: p.worker.clone(),
                 queue: task.queue.clone(),
+                name: task.name.clone(),
+                priority: task.priority,
                 expires_at: p.now.saturating_add(lease_ms),
                 timeout_at: task.timeout_ms.map(|t| p.now.saturating_add(ms_i64(t))),
                 lease_ms: p.lease_ms,
@@ -690,33 +708,26 @@ impl State {
         }
         let error_json = error.as_ref().map(json);
         let result_text = result.as_ref().map(|r| r.get().to_owned());
-        let row = if to.is_terminal() {
+        if to.is_terminal() {
             conn.prepare_cached(
                 "UPDATE tasks SET status = ?2, result = ?3, error = ?4, finished_at = ?5, updated_at = ?5, \
-                 lease_token = NULL WHERE id = ?1 RETURNING name, priority, run_at",
+                 lease_token = NULL WHERE id = ?1",
             )
-            .and_then(|mut s| {
-                s.query_row(params![id.as_bytes(), to.as_str(), result_text, error_json, now], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?, r.get::<_, i64>(2)?))
-                })
-            })
+            .and_then(|mut s| s.execute(params![id.as_bytes(), to.as_str(), result_text, error_json, now]))
         } else {
             conn.prepare_cached(
                 "UPDATE tasks SET status = ?2, error = coalesce(?3, error), run_at = ?4, updated_at = ?5, \
-                 lease_token = NULL, attempt = attempt - ?6 WHERE id = ?1 RETURNING name, priority, run_at",
+                 lease_token = NULL, attempt = attempt - ?6 WHERE id = ?1",
             )
             .and_then(|mut s| {
-                let run_at = retry_at.unwrap_or(now);
-                s.query_row(params![id.as_bytes(), to.as_str(), error_json, run_at, now, given_back], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?, r.get::<_, i64>(2)?))
-                })
+                s.execute(params![id.as_bytes(), to.as_str(), error_json, retry_at.unwrap_or(now), now, given_back])
             })
         }
         .map_err(backend)?;
         self.count(&lease.queue, Some(Status::Running), Some(to));
-        let (name, priority, run_at) = row;
+        let run_at = retry_at.unwrap_or(now);
         match to {
-            Status::Queued => self.push_ready(lease.queue.clone(), name, priority, run_at, id),
+            Status::Queued => self.push_ready(lease.queue.clone(), lease.name.clone(), lease.priority, run_at, id),
             Status::Pending => self.schedule(run_at, id),
             _ => self.effects.ended.push(id),
         }
