@@ -501,9 +501,7 @@ impl State {
             // The token starts with the attempt number, so that a worker's
             // logs show which attempt a stale completion came from.
             let token = format!("{}.{}", task.attempt, Uuid::new_v4().simple());
-            write
-                .execute(params![id.as_bytes(), task.attempt, p.now, p.worker, token, lease_ms])
-                .map_err(backend)?;
+            write.execute(params![id.as_bytes(), task.attempt, p.now, p.worker, token, lease_ms]).map_err(backend)?;
             if !compact {
                 self.append(
                     conn,
