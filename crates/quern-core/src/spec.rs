@@ -295,26 +295,61 @@ pub fn spec_digest(
     timeout_ms: Option<u64>,
     retry: &RetryPolicy,
 ) -> String {
-    let input: serde_json::Value = serde_json::from_str(input).unwrap_or(serde_json::Value::Null);
-    let spec = serde_json::json!({
-        "name": name,
-        "queue": queue,
-        "input": input,
-        "priority": priority,
-        "metadata": metadata,
-        "max_attempts": max_attempts,
-        "timeout_ms": timeout_ms,
-        "retry": retry,
-    });
-    let mut canonical = String::new();
-    write_canonical(&spec, &mut canonical);
-    let hash = Sha256::digest(canonical.as_bytes());
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
-    for b in hash {
-        let _ = write!(out, "{b:02x}");
+    // The canonical spec is written straight out, keys in sorted order,
+    // rather than built as a `serde_json::Value` first: this runs on every
+    // submission.
+    let mut out = String::with_capacity(input.len() + 256);
+    out.push_str("{\"input\":");
+    match serde_json::from_str::<serde_json::Value>(input) {
+        Ok(v) => write_canonical(&v, &mut out),
+        Err(_) => out.push_str("null"),
     }
-    out
+    let _ = write!(out, ",\"max_attempts\":{max_attempts},\"metadata\":{{");
+    for (i, (k, v)) in metadata.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_string(k, &mut out);
+        out.push(':');
+        write_json_string(v, &mut out);
+    }
+    out.push_str("},\"name\":");
+    write_json_string(name, &mut out);
+    let _ = write!(out, ",\"priority\":{priority},\"queue\":");
+    write_json_string(queue, &mut out);
+    let backoff = match retry.backoff {
+        crate::retry::Backoff::Exponential => "exponential",
+        crate::retry::Backoff::Fixed => "fixed",
+    };
+    let _ = write!(
+        out,
+        ",\"retry\":{{\"backoff\":\"{backoff}\",\"initial_ms\":{},\"jitter\":{},\"max_ms\":{}}},\"timeout_ms\":",
+        retry.initial_ms,
+        serde_json::Value::from(retry.jitter),
+        retry.max_ms
+    );
+    match timeout_ms {
+        Some(t) => {
+            let _ = write!(out, "{t}}}");
+        }
+        None => out.push_str("null}"),
+    }
+    let hash = Sha256::digest(out.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digest = String::with_capacity(7 + 64);
+    digest.push_str("sha256:");
+    for b in hash {
+        digest.push(char::from(HEX[usize::from(b >> 4)]));
+        digest.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    digest
+}
+
+fn write_json_string(s: &str, out: &mut String) {
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        Err(_) => out.push_str("\"\""),
+    }
 }
 
 /// Writes `v` as JSON with object keys sorted, no whitespace.
@@ -328,7 +363,7 @@ fn write_canonical(v: &serde_json::Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                write_json_string(k, out);
                 out.push(':');
                 write_canonical(&map[k], out);
             }
@@ -344,7 +379,10 @@ fn write_canonical(v: &serde_json::Value, out: &mut String) {
             }
             out.push(']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        serde_json::Value::String(text) => write_json_string(text, out),
+        scalar => {
+            let _ = write!(out, "{scalar}");
+        }
     }
 }
 
@@ -433,6 +471,17 @@ mod tests {
         let c = check(r#"{"name":"a","input":{"x":2,"y":[1,2]}}"#).expect("valid");
         assert_eq!(a.digest, b.digest);
         assert_ne!(a.digest, c.digest);
+    }
+
+    #[test]
+    fn digest_is_the_sha256_of_the_sorted_spec() {
+        // Pinned: changing the canonical form changes every stored digest.
+        let t =
+            check(r#"{"name":"a","input":{"b":[1,{"d":2,"c":"x"}],"a":null},"metadata":{"k":"v"}}"#).expect("valid");
+        let canonical = r#"{"input":{"a":null,"b":[1,{"c":"x","d":2}]},"max_attempts":1,"metadata":{"k":"v"},"name":"a","priority":0,"queue":"default","retry":{"backoff":"exponential","initial_ms":1000,"jitter":0.0,"max_ms":300000},"timeout_ms":null}"#;
+        let hash = Sha256::digest(canonical.as_bytes());
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(t.digest, format!("sha256:{hex}"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! retry, history.
 
 use super::AppState;
-use super::body::{Body, QueryPairs, parse, task_id};
+use super::body::{Body, QueryPairs, RawBody, parse, task_id};
 use super::error::ApiError;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -41,27 +41,43 @@ pub(super) async fn submit(State(engine): State<AppState>, Body(spec): Body<Task
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Batch {
+struct Batch {
+    tasks: Vec<TaskSpec>,
+}
+
+/// The same batch, each task kept as text: read only when the typed parse
+/// failed, to name the task at fault.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
     tasks: Vec<Box<RawValue>>,
 }
 
-pub(super) async fn submit_batch(State(engine): State<AppState>, Body(batch): Body<Batch>) -> Answer {
-    if batch.tasks.len() > MAX_BATCH {
-        return Err(ApiError::invalid_field("tasks", format!("at most {MAX_BATCH} tasks per batch")));
-    }
-    let specs = batch
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, raw)| {
-            parse::<TaskSpec>(raw.get().as_bytes()).map_err(|e| match e {
+/// Parses a batch in one pass; on failure, finds which task is at fault.
+fn parse_batch(bytes: &[u8]) -> Result<Vec<TaskSpec>, ApiError> {
+    let first = match parse::<Batch>(bytes) {
+        Ok(batch) => return Ok(batch.tasks),
+        Err(e) => e,
+    };
+    let raw = parse::<RawBatch>(bytes)?;
+    for (i, item) in raw.tasks.iter().enumerate() {
+        if let Err(e) = parse::<TaskSpec>(item.get().as_bytes()) {
+            return Err(match e {
                 ApiError::InvalidRequest { message, .. } => {
                     ApiError::InvalidRequest { message: format!("tasks[{i}]: {message}"), details: json!({"index": i}) }
                 }
                 other => other,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+            });
+        }
+    }
+    Err(first)
+}
+
+pub(super) async fn submit_batch(State(engine): State<AppState>, RawBody(bytes): RawBody) -> Answer {
+    let specs = parse_batch(&bytes)?;
+    if specs.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field("tasks", format!("at most {MAX_BATCH} tasks per batch")));
+    }
     let submitted = engine.submit_batch(specs).await?;
     let tasks: Vec<_> = submitted.into_iter().map(|s| s.task).collect();
     Ok((StatusCode::CREATED, Json(Tasks { tasks, next_cursor: None })).into_response())
