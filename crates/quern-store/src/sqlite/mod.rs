@@ -43,6 +43,7 @@ pub struct SqliteOptions {
 pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     readers: Arc<Readers>,
     signals: Arc<Signals>,
     counts: Counts,
@@ -89,6 +90,7 @@ impl SqliteStore {
         let path = opts.dir.join(DB_FILE);
         let conn = Connection::open(&path).map_err(backend)?;
         schema::configure(&conn, opts.durability).map_err(backend)?;
+        schema::configure_writer(&conn).map_err(backend)?;
         conn.execute_batch(schema::SCHEMA).map_err(backend)?;
         let counts: Counts = Arc::default();
         let paused: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -103,9 +105,11 @@ impl SqliteStore {
                 writer::run_writer(&conn, state, &rx, &writer_signals, &|| quern_core::Clock::now(&clock));
             })
             .map_err(backend)?;
+        let checkpointer = spawn_checkpointer(&path, opts.durability)?;
         Ok(Self {
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             readers: Arc::new(Readers { path, durability: opts.durability, idle: Mutex::new(Vec::new()) }),
             signals,
             counts,
@@ -121,6 +125,11 @@ impl SqliteStore {
         }
         let handle = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(h) = handle {
+            let _ = h.join();
+        }
+        let checkpointer = self.checkpointer.lock().ok().and_then(|mut c| c.take());
+        if let Some((stop, h)) = checkpointer {
+            drop(stop);
             let _ = h.join();
         }
     }
@@ -152,6 +161,47 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The longest the write-ahead log may grow (in 4 KiB frames: 256 MiB) before
+/// the checkpointer truncates it.
+const MAX_WAL_FRAMES: i64 = 65_536;
+
+/// How often the checkpointer moves the write-ahead log into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Checkpoints the WAL from its own thread and connection, so that the
+/// writer never stops to copy pages (its own automatic checkpoints are off).
+/// Passive checkpoints never block the writer or the readers.
+fn spawn_checkpointer(
+    path: &std::path::Path,
+    durability: Durability,
+) -> Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let conn = Connection::open(path).map_err(backend)?;
+    schema::configure(&conn, durability).map_err(backend)?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("quern-sqlite-checkpoint".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                // (busy, frames in the log, frames checkpointed)
+                let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+                match passive {
+                    // Under a steady write load a passive checkpoint never
+                    // catches up, and the log would only grow: past the cap,
+                    // pause the writer once to copy everything and truncate.
+                    Ok(frames) if frames > MAX_WAL_FRAMES => {
+                        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                            tracing::warn!(error = %e, "WAL truncation failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                }
+            }
+        })
+        .map_err(backend)?;
+    Ok((stop, handle))
 }
 
 fn encode_cursor(id: Uuid) -> String {

@@ -95,3 +95,11 @@ pub(crate) fn configure(conn: &Connection, durability: Durability) -> rusqlite::
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
+
+/// The writer's own settings: a larger page cache (recent pages stay hot),
+/// and no automatic checkpoints (the checkpointer thread does them).
+pub(crate) fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "cache_size", -32_768)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(())
+}
