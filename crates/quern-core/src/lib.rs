@@ -12,6 +12,7 @@
 //! - [`spec`]: a submission as clients send it, its validation and defaults.
 //! - [`task`]: the task as the API shows it, with its errors and progress.
 //! - [`time`]: the clock seam and RFC 3339 rendering of timestamps.
+//! - [`workflow`]: graph checks (keys, edges, cycles) and dependency readiness.
 //! - [`error`]: the validation error every layer above maps to a 4xx.
 
 pub mod error;
@@ -20,6 +21,7 @@ pub mod spec;
 pub mod status;
 pub mod task;
 pub mod time;
+pub mod workflow;
 
 pub use error::{ValidationError, ValidationResult};
 pub use retry::{Backoff, RetryPolicy, jitter_unit};
