@@ -28,6 +28,7 @@ pub use retry::{Backoff, RetryPolicy, jitter_unit};
 pub use spec::{ExecutionDefaults, NewTask, TaskSpec};
 pub use status::Status;
 pub use task::{
-    Condition, Dependency, ErrorKind, HistoryEntry, Lease, Outcome, OutcomeCondition, Progress, Task, TaskError,
+    Condition, Dependency, ErrorKind, HistoryEntry, Lease, Outcome, OutcomeCondition, ParentOutcome, Progress, Task,
+    TaskError,
 };
 pub use time::{Clock, ManualClock, Millis, SystemClock};

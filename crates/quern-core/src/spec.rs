@@ -180,6 +180,7 @@ impl TaskSpec {
             created_at: now,
             depends_on: Vec::new(),
             workflow: None,
+            key: None,
         })
     }
 }
@@ -219,6 +220,8 @@ pub struct NewTask {
     pub depends_on: Vec<Dependency>,
     /// Its workflow.
     pub workflow: Option<Uuid>,
+    /// Its key in its workflow.
+    pub key: Option<String>,
 }
 
 /// Checks a task name by the rules a submission's `name` obeys.

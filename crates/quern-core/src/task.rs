@@ -163,6 +163,9 @@ pub struct Task {
     pub worker: Option<String>,
     /// The workflow it belongs to.
     pub workflow: Option<Uuid>,
+    /// Its key in that workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Its parents and the conditions on them.
     pub depends_on: Vec<Dependency>,
     /// The key that makes its submission idempotent.
@@ -175,6 +178,22 @@ pub struct Task {
     /// The lease, present only in answers to a lease request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// In answers to a lease request, the outcome of each parent, by key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parents: Option<BTreeMap<String, ParentOutcome>>,
+}
+
+/// A parent's outcome, as a leased child sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParentOutcome {
+    /// The parent's task id.
+    pub task: Uuid,
+    /// How it ended.
+    pub status: Status,
+    /// Its result, if it succeeded.
+    pub result: Option<Box<RawValue>>,
+    /// Its error, if it did not.
+    pub error: Option<TaskError>,
 }
 
 /// One move in a task's audit trail.

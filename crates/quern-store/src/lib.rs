@@ -32,6 +32,9 @@ pub enum StoreError {
     /// No task has this id.
     #[error("no task with id {0}")]
     NotFound(Uuid),
+    /// No workflow has this id.
+    #[error("no workflow with id {0}")]
+    WorkflowNotFound(Uuid),
     /// The task's status does not allow the operation.
     #[error("task {id} is {status}: {message}")]
     InvalidTransition {
@@ -210,6 +213,41 @@ pub struct TickOutcome {
     pub next_due: Option<Millis>,
 }
 
+/// A workflow to insert with its tasks.
+#[derive(Debug, Clone)]
+pub struct NewWorkflow {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// When it was submitted.
+    pub created_at: Millis,
+}
+
+/// A workflow and its tasks, as stored.
+#[derive(Debug, Clone)]
+pub struct WorkflowRecord {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// When it was submitted.
+    pub created_at: Millis,
+    /// Its tasks, in submission order.
+    pub tasks: Vec<Task>,
+}
+
+/// A decision on an `approval` task.
+#[derive(Debug, Clone)]
+pub struct Approval {
+    /// Approved (the task succeeds) or rejected (it fails, kind `rejected`).
+    pub approved: bool,
+    /// Who decided.
+    pub by: Option<String>,
+    /// Why.
+    pub comment: Option<String>,
+}
+
 /// The storage seam. Every method is one atomic operation; `now` comes from
 /// the caller's clock so that backends never read time themselves.
 #[async_trait]
@@ -245,6 +283,15 @@ pub trait Store: Send + Sync + 'static {
     async fn queues(&self) -> Result<Vec<QueueInfo>>;
     /// Pauses or resumes a queue.
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()>;
+    /// Inserts a workflow and its tasks, all or none. Tasks with
+    /// dependencies wait (`pending`) until their parents' ends are judged.
+    async fn submit_workflow(&self, workflow: NewWorkflow, tasks: Vec<NewTask>) -> Result<Vec<Submitted>>;
+    /// A workflow and its tasks.
+    async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord>;
+    /// Cancels every unfinished task of a workflow; answers how many.
+    async fn cancel_workflow(&self, id: Uuid, now: Millis) -> Result<usize>;
+    /// Decides an `approval` task.
+    async fn approve(&self, id: Uuid, approval: Approval, now: Millis) -> Result<Task>;
     /// Is the backend reachable?
     async fn ready(&self) -> Result<()>;
     /// The store's signals.

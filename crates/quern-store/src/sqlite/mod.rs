@@ -14,8 +14,8 @@ mod writer;
 pub use schema::Durability;
 
 use crate::{
-    CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, QueueInfo,
-    Result, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome,
+    Approval, CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery,
+    NewWorkflow, QueueInfo, Result, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowRecord,
 };
 use async_trait::async_trait;
 use quern_core::{Millis, NewTask, Status, Task};
@@ -357,6 +357,48 @@ impl Store for SqliteStore {
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         let queue = queue.to_owned();
         self.write(move |st, conn| st.set_paused(conn, &queue, paused)).await
+    }
+
+    async fn submit_workflow(&self, workflow: NewWorkflow, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
+        self.write(move |st, conn| {
+            st.insert_workflow(conn, workflow.id, &workflow.name, workflow.created_at, tasks.len())?;
+            st.submit(conn, tasks)
+        })
+        .await
+    }
+
+    async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord> {
+        self.read(move |conn| {
+            let head = conn
+                .prepare_cached("SELECT name, created_at FROM workflows WHERE id = ?1")
+                .and_then(|mut s| {
+                    s.query_row([id.as_bytes()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).optional()
+                })
+                .map_err(backend)?;
+            let (name, created_at) = head.ok_or(StoreError::WorkflowNotFound(id))?;
+            let tasks = conn
+                .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE workflow = ?1 ORDER BY id"))
+                .and_then(|mut s| s.query_map([id.as_bytes()], task_from_row)?.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(backend)?;
+            Ok(WorkflowRecord { id, name, created_at, tasks })
+        })
+        .await
+    }
+
+    async fn cancel_workflow(&self, id: Uuid, now: Millis) -> Result<usize> {
+        self.write(move |st, conn| {
+            let exists = conn
+                .query_row("SELECT 1 FROM workflows WHERE id = ?1", [id.as_bytes()], |_| Ok(()))
+                .optional()
+                .map_err(backend)?;
+            exists.ok_or(StoreError::WorkflowNotFound(id))?;
+            st.cancel_workflow(conn, id, now)
+        })
+        .await
+    }
+
+    async fn approve(&self, id: Uuid, approval: Approval, now: Millis) -> Result<Task> {
+        self.write(move |st, conn| st.approve(conn, id, approval.approved, approval.by, approval.comment, now)).await
     }
 
     async fn ready(&self) -> Result<()> {

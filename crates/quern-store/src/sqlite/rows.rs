@@ -11,7 +11,7 @@ use uuid::Uuid;
 pub(crate) const TASK_COLUMNS: &str = "id, name, queue, input, status, priority, metadata, attempt, \
      max_attempts, timeout_ms, retry, run_at, progress, result, error, created_at, started_at, \
      finished_at, updated_at, worker, workflow, depends_on, idempotency_key, digest, \
-     cancel_requested, compact";
+     cancel_requested, compact, wf_key";
 
 fn bad(col: usize, e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -79,7 +79,9 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         idempotency_key: row.get(22)?,
         digest: row.get(23)?,
         cancel_requested: row.get(24)?,
+        key: row.get(26)?,
         lease: None,
+        parents: None,
     })
 }
 

@@ -56,12 +56,23 @@ CREATE TABLE IF NOT EXISTS tasks (
     -- submitted, maybe delayed, leased once, ended by its worker); any other
     -- transition first writes that history out as rows and sets 0.
     compact          INTEGER NOT NULL DEFAULT 1,
+    -- The task's key in its workflow.
+    wf_key           TEXT,
     CHECK ((status = 'running') = (lease_token IS NOT NULL)),
     CHECK ((finished_at IS NOT NULL) = (status <> 'pending' AND status <> 'queued' AND status <> 'running'))
 ) WITHOUT ROWID;
 
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotency_key
     ON tasks (idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+CREATE INDEX IF NOT EXISTS tasks_workflow ON tasks (workflow) WHERE workflow IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS workflows (
+    id         BLOB PRIMARY KEY,
+    name       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    total      INTEGER NOT NULL
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS history (
     seq         INTEGER PRIMARY KEY,

@@ -13,7 +13,8 @@ use crate::{
     Submitted, TickOutcome,
 };
 use quern_core::{
-    ErrorKind, HistoryEntry, Lease, Millis, NewTask, Outcome, RetryPolicy, Status, Task, TaskError, jitter_unit,
+    Dependency, ErrorKind, HistoryEntry, Lease, Millis, NewTask, Outcome, RetryPolicy, Status, Task, TaskError,
+    jitter_unit,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
@@ -22,6 +23,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+mod workflows;
+
+/// The built-in task name that waits for `approve` instead of a worker.
+pub(crate) const APPROVAL: &str = "approval";
 
 /// The most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -97,6 +103,11 @@ pub(crate) struct State {
     paused: Arc<Mutex<HashSet<String>>>,
     counts: Counts,
     effects: Effects,
+    /// Workflow tasks waiting for their parents: parent → children.
+    waiting: HashMap<Uuid, Vec<Uuid>>,
+    /// Tasks whose end must not release their dependents (a workflow being
+    /// cancelled as a whole).
+    holding: HashSet<Uuid>,
     /// The latest time an operation ran at: operations are stamped no earlier,
     /// so timestamps follow commit order even when callers read their clocks
     /// in another order.
@@ -221,6 +232,8 @@ impl State {
             paused,
             counts,
             effects: Effects::default(),
+            waiting: HashMap::new(),
+            holding: HashSet::new(),
             last_now: now,
         };
         st.reload(conn, now)?;
@@ -235,6 +248,7 @@ impl State {
         self.delayed.clear();
         self.leases.clear();
         self.deadlines.clear();
+        self.waiting.clear();
         let mut paused = HashSet::new();
         let mut stmt = conn.prepare("SELECT name FROM queues WHERE paused = 1")?;
         for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
@@ -255,7 +269,7 @@ impl State {
         }
         let mut stmt = conn.prepare(
             "SELECT id, queue, name, status, priority, run_at, lease_token, lease_ms, timeout_ms, started_at, \
-             attempt, max_attempts, retry, worker, cancel_requested, compact \
+             attempt, max_attempts, retry, worker, cancel_requested, compact, depends_on \
              FROM tasks WHERE status IN ('pending', 'queued', 'running')",
         )?;
         let mut rows = stmt.query([])?;
@@ -267,7 +281,26 @@ impl State {
             let run_at: Millis = row.get(5)?;
             match status_at(row, 3)? {
                 Status::Pending => {
-                    self.delayed.insert((run_at, id));
+                    let deps: Vec<Dependency> = row
+                        .get::<_, Option<String>>(16)?
+                        .and_then(|d| serde_json::from_str(&d).ok())
+                        .unwrap_or_default();
+                    let mut blocked = false;
+                    for d in &deps {
+                        let parent: Option<String> = conn
+                            .query_row("SELECT status FROM tasks WHERE id = ?1", [d.task.as_bytes()], |r| r.get(0))
+                            .optional()?;
+                        let parent_done = parent.and_then(|p| p.parse::<Status>().ok()).is_none_or(Status::is_terminal);
+                        if !parent_done {
+                            blocked = true;
+                            self.waiting.entry(d.task).or_default().push(id);
+                        }
+                    }
+                    // A task whose parents all ended was released with them
+                    // (in the same transaction); it waits only for its time.
+                    if !blocked {
+                        self.delayed.insert((run_at, id));
+                    }
                 }
                 Status::Queued => self.push_ready(queue, name, priority, run_at, id),
                 _ => {
@@ -307,6 +340,10 @@ impl State {
     }
 
     fn push_ready(&mut self, queue: String, name: String, priority: i32, run_at: Millis, id: Uuid) {
+        // Approvals wait for `approve`, never for a worker.
+        if name == APPROVAL {
+            return;
+        }
         self.ready.entry(queue).or_default().entry(name).or_default().insert((Reverse(priority), run_at, id));
         self.effects.ready = true;
     }
@@ -422,8 +459,8 @@ impl State {
         let mut stmt = conn
             .prepare_cached(
                 "INSERT INTO tasks (id, name, queue, status, priority, input, metadata, max_attempts, timeout_ms, \
-                 retry, run_at, created_at, updated_at, workflow, depends_on, idempotency_key, digest) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16)",
+                 retry, run_at, created_at, updated_at, workflow, depends_on, idempotency_key, digest, wf_key, \
+                 compact) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )
             .map_err(backend)?;
         for (t, found) in tasks.into_iter().zip(existing) {
@@ -457,12 +494,36 @@ impl State {
                 depends_on,
                 t.idempotency_key,
                 t.digest,
+                t.key,
+                t.depends_on.is_empty(),
             ])
             .map_err(backend)?;
             self.count(&t.queue, None, Some(t.status));
-            match t.status {
-                Status::Pending => self.schedule(t.run_at, t.id),
-                _ => self.push_ready(t.queue.clone(), t.name.clone(), t.priority, t.run_at, t.id),
+            if t.depends_on.is_empty() {
+                match t.status {
+                    Status::Pending => self.schedule(t.run_at, t.id),
+                    _ => self.push_ready(t.queue.clone(), t.name.clone(), t.priority, t.run_at, t.id),
+                }
+            } else {
+                // Off the compact path from the start: its release is a move
+                // the row alone could not tell.
+                let note = Some("waiting for its dependencies");
+                self.append(
+                    conn,
+                    t.id,
+                    &HistoryEntry {
+                        at: t.created_at,
+                        from: None,
+                        to: Status::Pending,
+                        attempt: 0,
+                        worker: None,
+                        actor: "client".to_owned(),
+                        note: note.map(str::to_owned),
+                    },
+                )?;
+                for d in &t.depends_on {
+                    self.waiting.entry(d.task).or_default().push(t.id);
+                }
             }
             out.push(Submitted { task: new_task_view(t)?, created: true });
         }
@@ -534,6 +595,9 @@ impl State {
                 compact,
             };
             task.lease = Some(Lease { token, expires_at: lease.expires_at });
+            if !task.depends_on.is_empty() {
+                task.parents = Some(self.parents_of(conn, &task)?);
+            }
             self.count(&task.queue, Some(Status::Queued), Some(Status::Running));
             self.set_lease(id, lease);
             out.push(task);
@@ -727,7 +791,7 @@ impl State {
         match to {
             Status::Queued => self.push_ready(lease.queue.clone(), lease.name.clone(), lease.priority, run_at, id),
             Status::Pending => self.schedule(run_at, id),
-            _ => self.effects.ended.push(id),
+            _ => self.ended(conn, id, now)?,
         }
         Ok(())
     }
@@ -773,7 +837,7 @@ impl State {
         Ok(())
     }
 
-    fn read_task(conn: &Connection, id: Uuid) -> Result<Task> {
+    pub(crate) fn read_task(conn: &Connection, id: Uuid) -> Result<Task> {
         conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
             .and_then(|mut s| s.query_row([id.as_bytes()], task_from_row).optional())
             .map_err(backend)?
@@ -822,7 +886,7 @@ impl State {
                 .and_then(|mut s| s.execute(params![id.as_bytes(), json(&error), now]))
                 .map_err(backend)?;
                 self.count(&task.queue, Some(task.status), Some(Status::Cancelled));
-                self.effects.ended.push(id);
+                self.ended(conn, id, now)?;
                 Self::read_task(conn, id)
             }
             status => Err(StoreError::InvalidTransition {
@@ -1011,7 +1075,9 @@ fn new_task_view(t: NewTask) -> Result<Task> {
         idempotency_key: t.idempotency_key,
         digest: t.digest,
         cancel_requested: false,
+        key: t.key,
         lease: None,
+        parents: None,
     })
 }
 

@@ -7,9 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, unreachable_pub)]
 
+use quern_core::{Condition, Dependency, OutcomeCondition};
 use quern_core::{ErrorKind, ExecutionDefaults, Millis, Outcome, Status, TaskError, TaskSpec};
 use quern_store::{
-    CompleteParams, Completion, HeartbeatLease, HeartbeatParams, LeaseParams, ListQuery, Store, StoreError,
+    Approval, CompleteParams, Completion, HeartbeatLease, HeartbeatParams, LeaseParams, ListQuery, NewWorkflow, Store,
+    StoreError,
 };
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -89,6 +91,10 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     purge_deletes_only_old_finished_tasks(&mut make()).await;
     restart_holds_running_tasks_for_their_lease(&mut make()).await;
     released_tasks_requeue_at_once_without_counting(&mut make()).await;
+    workflows_release_and_skip_along_conditions(&mut make()).await;
+    approvals_wait_for_a_decision(&mut make()).await;
+    cancelling_a_workflow_cancels_what_is_unfinished(&mut make()).await;
+    waiting_tasks_survive_a_restart(&mut make()).await;
 }
 
 pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
@@ -443,4 +449,168 @@ pub async fn released_tasks_requeue_at_once_without_counting(f: &mut impl Factor
     let to: Vec<Status> = s.history(id).await.unwrap().iter().map(|e| e.to).collect();
     use Status::*;
     assert_eq!(to, [Queued, Running, Queued, Running, Succeeded]);
+}
+
+/// A workflow node in a test: key, task name, parents with conditions.
+type WorkflowNode<'a> = (&'a str, &'a str, &'a [(&'a str, Condition)]);
+
+/// Builds a workflow from `(key, name, [(parent key, condition)])`, as the
+/// engine would, and submits it.
+async fn submit_workflow(
+    s: &dyn Store,
+    nodes: &[WorkflowNode<'_>],
+) -> (Uuid, std::collections::HashMap<String, Uuid>) {
+    let wf = Uuid::now_v7();
+    let ids: std::collections::HashMap<String, Uuid> =
+        nodes.iter().map(|(k, _, _)| ((*k).to_owned(), Uuid::now_v7())).collect();
+    let tasks = nodes
+        .iter()
+        .map(|(key, name, deps)| {
+            let spec = TaskSpec::named(*name);
+            let mut t = spec.validate(&ExecutionDefaults::default(), ids[*key], T0).unwrap();
+            t.workflow = Some(wf);
+            t.key = Some((*key).to_owned());
+            t.depends_on = deps.iter().map(|(p, on)| Dependency { task: ids[*p], on: on.clone() }).collect();
+            if !t.depends_on.is_empty() {
+                t.status = Status::Pending;
+            }
+            t
+        })
+        .collect();
+    s.submit_workflow(NewWorkflow { id: wf, name: "wf".into(), created_at: T0 }, tasks).await.unwrap();
+    (wf, ids)
+}
+
+fn on(c: OutcomeCondition) -> Condition {
+    Condition::Outcome(c)
+}
+
+async fn run_one(s: &dyn Store, name: &str, outcome: Outcome, now: Millis) -> quern_core::Task {
+    let got = s.lease(LeaseParams { names: Some(vec![name.into()]), ..lease(1, 30_000, now) }).await.unwrap();
+    assert_eq!(got.len(), 1, "{name} is ready");
+    let t = got[0].clone();
+    assert!(complete(s, t.id, &token(&t), outcome, now + 1).await);
+    t
+}
+
+pub async fn workflows_release_and_skip_along_conditions(f: &mut impl Factory) {
+    use OutcomeCondition::*;
+    let s = f.open(T0);
+    let (_, ids) = submit_workflow(
+        &*s,
+        &[
+            ("fetch", "fetch", &[]),
+            ("clean", "clean", &[("fetch", on(Success))]),
+            ("report", "report", &[("clean", on(Success))]),
+            ("alert", "alert", &[("clean", on(Failure))]),
+            ("always", "always", &[("clean", on(Completion))]),
+            ("big", "big", &[("fetch", Condition::Expr { expr: "result.rows > 10".into() })]),
+            ("small", "small", &[("fetch", Condition::Expr { expr: "result.rows <= 10".into() })]),
+        ],
+    )
+    .await;
+    assert_eq!(s.get(ids["clean"]).await.unwrap().status, Status::Pending);
+    let first = s.lease(lease(10, 30_000, T0)).await.unwrap();
+    assert_eq!(first.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["fetch"], "only the root is ready");
+    assert!(complete(&*s, first[0].id, &token(&first[0]), ok(r#"{"rows": 20}"#), T0 + 10).await);
+    let status = |k: &str| {
+        let s = s.clone();
+        let id = ids[k];
+        async move { s.get(id).await.unwrap() }
+    };
+    assert_eq!(status("clean").await.status, Status::Queued);
+    assert_eq!(status("big").await.status, Status::Queued);
+    let small = status("small").await;
+    assert_eq!((small.status, small.error.map(|e| e.kind)), (Status::Skipped, Some(ErrorKind::Dependency)));
+    run_one(&*s, "clean", fail(false), T0 + 20).await;
+    let report = status("report").await;
+    assert_eq!(report.status, Status::Skipped);
+    assert!(report.error.is_some_and(|e| e.message.contains("clean ended failed")));
+    assert_eq!(status("alert").await.status, Status::Queued);
+    assert_eq!(status("always").await.status, Status::Queued);
+}
+
+pub async fn approvals_wait_for_a_decision(f: &mut impl Factory) {
+    use OutcomeCondition::*;
+    let s = f.open(T0);
+    let (_, ids) = submit_workflow(
+        &*s,
+        &[
+            ("build", "build", &[]),
+            ("ok", "approval", &[("build", on(Success))]),
+            ("ship", "ship", &[("ok", on(Success))]),
+            ("undo", "undo", &[("ok", on(Failure))]),
+        ],
+    )
+    .await;
+    let early = s.approve(ids["ok"], Approval { approved: true, by: None, comment: None }, T0).await;
+    assert!(matches!(early, Err(StoreError::InvalidTransition { .. })), "not before its dependencies");
+    run_one(&*s, "build", ok("1"), T0 + 10).await;
+    assert_eq!(s.get(ids["ok"]).await.unwrap().status, Status::Queued);
+    assert!(s.lease(lease(10, 30_000, T0 + 20)).await.unwrap().is_empty(), "workers never get approvals");
+    let decided = s
+        .approve(
+            ids["ok"],
+            Approval { approved: false, by: Some("ana".into()), comment: Some("not today".into()) },
+            T0 + 30,
+        )
+        .await
+        .unwrap();
+    assert_eq!(decided.status, Status::Failed);
+    assert_eq!(
+        decided.error.map(|e| (e.kind, e.message)),
+        Some((ErrorKind::Rejected, "rejected by ana: not today".into()))
+    );
+    assert_eq!(s.get(ids["ship"]).await.unwrap().status, Status::Skipped);
+    assert_eq!(s.get(ids["undo"]).await.unwrap().status, Status::Queued);
+    let again = s.approve(ids["ok"], Approval { approved: true, by: None, comment: None }, T0 + 40).await;
+    assert!(matches!(again, Err(StoreError::InvalidTransition { .. })), "decided once");
+    let not_approval = s.approve(ids["undo"], Approval { approved: true, by: None, comment: None }, T0 + 40).await;
+    assert!(matches!(not_approval, Err(StoreError::InvalidTransition { .. })));
+}
+
+pub async fn cancelling_a_workflow_cancels_what_is_unfinished(f: &mut impl Factory) {
+    use OutcomeCondition::*;
+    let s = f.open(T0);
+    let (wf, ids) = submit_workflow(
+        &*s,
+        &[("a", "a", &[]), ("b", "b", &[("a", on(Success))]), ("c", "c", &[("b", on(Completion))]), ("d", "d", &[])],
+    )
+    .await;
+    run_one(&*s, "d", ok("1"), T0 + 1).await;
+    let running = s.lease(LeaseParams { names: Some(vec!["a".into()]), ..lease(1, 30_000, T0 + 2) }).await.unwrap();
+    assert_eq!(s.cancel_workflow(wf, T0 + 3).await.unwrap(), 3);
+    assert!(s.get(ids["a"]).await.unwrap().cancel_requested);
+    for k in ["b", "c"] {
+        assert_eq!(s.get(ids[k]).await.unwrap().status, Status::Cancelled, "{k}");
+    }
+    assert_eq!(s.get(ids["d"]).await.unwrap().status, Status::Succeeded, "finished tasks keep their end");
+    assert!(complete(&*s, ids["a"], &token(&running[0]), ok("1"), T0 + 4).await);
+    assert_eq!(s.get(ids["a"]).await.unwrap().status, Status::Cancelled);
+    let record = s.workflow(wf).await.unwrap();
+    assert_eq!(record.tasks.len(), 4);
+    assert!(matches!(s.workflow(Uuid::now_v7()).await, Err(StoreError::WorkflowNotFound(_))));
+    assert!(matches!(s.cancel_workflow(Uuid::now_v7(), T0).await, Err(StoreError::WorkflowNotFound(_))));
+}
+
+pub async fn waiting_tasks_survive_a_restart(f: &mut impl Factory) {
+    use OutcomeCondition::*;
+    let s = f.open(T0);
+    let (_, ids) =
+        submit_workflow(&*s, &[("a", "a", &[]), ("b", "b", &[("a", on(Success))]), ("c", "c", &[("b", on(Success))])])
+            .await;
+    let running = s.lease(lease(1, 30_000, T0)).await.unwrap();
+    drop(s);
+    let s = f.reopen(T0 + 100);
+    assert!(complete(&*s, ids["a"], &token(&running[0]), ok(r#"{"n":7}"#), T0 + 200).await);
+    let b = &s.lease(lease(10, 30_000, T0 + 300)).await.unwrap();
+    assert_eq!(b.iter().map(|t| t.id).collect::<Vec<_>>(), [ids["b"]]);
+    let parents = b[0].parents.as_ref().expect("a leased child sees its parents");
+    assert_eq!(parents["a"].status, Status::Succeeded);
+    assert_eq!(parents["a"].result.as_ref().map(|r| r.get()), Some(r#"{"n":7}"#));
+    assert!(complete(&*s, ids["b"], &token(&b[0]), fail(false), T0 + 400).await);
+    let c = s.get(ids["c"]).await.unwrap();
+    assert_eq!((c.status, c.error.map(|e| e.kind)), (Status::Skipped, Some(ErrorKind::Dependency)));
+    let h: Vec<_> = s.history(ids["c"]).await.unwrap().iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(h, [(None, Status::Pending), (Some(Status::Pending), Status::Skipped)]);
 }

@@ -1,0 +1,289 @@
+//! The writer's workflow operations: releasing or skipping dependents when a
+//! task ends, approvals, cancelling a whole workflow, and the parents' outcomes
+//! a leased child receives.
+//!
+//! Invariant: a task's dependents are judged in the same transaction that
+//! ends it, so after any commit no pending child waits on a finished parent
+//! without having been judged.
+
+use super::{APPROVAL, State, backend, json};
+use crate::sqlite::rows::{TASK_COLUMNS, status_at, task_from_row};
+use crate::{Result, StoreError};
+use quern_core::workflow::{Readiness, combine, compile_expr, expr_holds, outcome_holds};
+use quern_core::{Condition, Dependency, ErrorKind, HistoryEntry, Millis, ParentOutcome, Status, Task, TaskError};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// A parent's end, as its children's conditions see it.
+struct ParentEnd {
+    key: Option<String>,
+    status: Status,
+    result: Option<String>,
+    error: Option<String>,
+}
+
+fn parent_end(conn: &Connection, id: Uuid) -> Result<Option<ParentEnd>> {
+    conn.prepare_cached("SELECT wf_key, status, result, error FROM tasks WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.as_bytes()], |r| {
+                Ok(ParentEnd { key: r.get(0)?, status: status_at(r, 1)?, result: r.get(2)?, error: r.get(3)? })
+            })
+            .optional()
+        })
+        .map_err(backend)
+}
+
+fn judge(dep: &Dependency, parent: Option<&ParentEnd>) -> Readiness {
+    // A parent that no longer exists (deleted by retention) cannot satisfy
+    // anything.
+    let Some(p) = parent else { return Readiness::Never };
+    match &dep.on {
+        Condition::Outcome(c) => outcome_holds(*c, p.status),
+        Condition::Expr { expr } => match compile_expr(expr) {
+            Ok(e) => {
+                let value = |t: &Option<String>| {
+                    t.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(serde_json::Value::Null)
+                };
+                expr_holds(&e, p.status, &value(&p.result), &value(&p.error))
+            }
+            Err(_) => Readiness::Never,
+        },
+    }
+}
+
+impl State {
+    /// Records that task `id` ended, and judges the tasks that wait on it.
+    pub(super) fn ended(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<()> {
+        self.effects.ended.push(id);
+        if self.holding.contains(&id) {
+            return Ok(());
+        }
+        let mut work = vec![id];
+        while let Some(parent) = work.pop() {
+            let Some(children) = self.waiting.remove(&parent) else { continue };
+            for child in children {
+                if let Some(skipped) = self.judge_child(conn, child, now)? {
+                    self.effects.ended.push(skipped);
+                    work.push(skipped);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases `child` if all its conditions hold, skips it if one never
+    /// can (answering its id, so that its own dependents are judged), or
+    /// leaves it waiting.
+    fn judge_child(&mut self, conn: &Connection, child: Uuid, now: Millis) -> Result<Option<Uuid>> {
+        let row = conn
+            .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
+            .and_then(|mut s| s.query_row([child.as_bytes()], task_from_row).optional())
+            .map_err(backend)?;
+        let Some(task) = row else { return Ok(None) };
+        if task.status != Status::Pending {
+            return Ok(None);
+        }
+        let mut answers = Vec::with_capacity(task.depends_on.len());
+        let mut blocker = None;
+        for dep in &task.depends_on {
+            let parent = parent_end(conn, dep.task)?;
+            let answer = judge(dep, parent.as_ref());
+            if answer == Readiness::Never && blocker.is_none() {
+                blocker = Some((dep, parent));
+            }
+            answers.push(answer);
+        }
+        match combine(answers) {
+            Readiness::Waiting => {
+                // Still waiting on another parent: it is registered there.
+                Ok(None)
+            }
+            Readiness::Ready if task.run_at > now => {
+                // Dependencies met; it stays pending until its run_at.
+                self.schedule(task.run_at, child);
+                Ok(None)
+            }
+            Readiness::Ready => {
+                conn.prepare_cached("UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1")
+                    .and_then(|mut s| s.execute(params![child.as_bytes(), now]))
+                    .map_err(backend)?;
+                self.append(
+                    conn,
+                    child,
+                    &HistoryEntry {
+                        at: now,
+                        from: Some(Status::Pending),
+                        to: Status::Queued,
+                        attempt: task.attempt,
+                        worker: None,
+                        actor: "server".to_owned(),
+                        note: Some("dependencies met".to_owned()),
+                    },
+                )?;
+                self.count(&task.queue, Some(Status::Pending), Some(Status::Queued));
+                self.push_ready(task.queue.clone(), task.name.clone(), task.priority, now.max(task.run_at), child);
+                Ok(None)
+            }
+            Readiness::Never => {
+                let message = match blocker {
+                    Some((dep, Some(p))) => format!(
+                        "dependency {} ended {}; its condition {} can no longer hold",
+                        p.key.unwrap_or_else(|| dep.task.to_string()),
+                        p.status,
+                        serde_json::to_string(&dep.on).unwrap_or_default()
+                    ),
+                    _ => "a dependency no longer exists".to_owned(),
+                };
+                let error = TaskError::new(ErrorKind::Dependency, message.clone());
+                conn.prepare_cached(
+                    "UPDATE tasks SET status = 'skipped', error = ?2, finished_at = ?3, updated_at = ?3 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![child.as_bytes(), json(&error), now]))
+                .map_err(backend)?;
+                self.append(
+                    conn,
+                    child,
+                    &HistoryEntry {
+                        at: now,
+                        from: Some(Status::Pending),
+                        to: Status::Skipped,
+                        attempt: task.attempt,
+                        worker: None,
+                        actor: "server".to_owned(),
+                        note: Some(message),
+                    },
+                )?;
+                self.count(&task.queue, Some(Status::Pending), Some(Status::Skipped));
+                Ok(Some(child))
+            }
+        }
+    }
+
+    /// Ends an approval task: succeeded when approved, failed (kind
+    /// `rejected`, never retried) when not.
+    pub(crate) fn approve(
+        &mut self,
+        conn: &Connection,
+        id: Uuid,
+        approved: bool,
+        by: Option<String>,
+        comment: Option<String>,
+        now: Millis,
+    ) -> Result<Task> {
+        let now = self.clock(now);
+        let task = Self::read_task(conn, id)?;
+        if task.name != APPROVAL {
+            return Err(StoreError::InvalidTransition {
+                id,
+                status: task.status,
+                message: format!("only `{APPROVAL}` tasks can be approved"),
+            });
+        }
+        if task.status != Status::Queued {
+            return Err(StoreError::InvalidTransition {
+                id,
+                status: task.status,
+                message: "an approval can be decided only while it is queued (its dependencies met, not decided yet)"
+                    .to_owned(),
+            });
+        }
+        let by_text = by.clone().unwrap_or_else(|| "someone".to_owned());
+        let (to, result, error, note) = if approved {
+            let result = serde_json::json!({"approved": true, "by": by, "comment": comment});
+            (Status::Succeeded, Some(result.to_string()), None, format!("approved by {by_text}"))
+        } else {
+            let message = match &comment {
+                Some(c) => format!("rejected by {by_text}: {c}"),
+                None => format!("rejected by {by_text}"),
+            };
+            let mut error = TaskError::new(ErrorKind::Rejected, message.clone());
+            error.details = Some(serde_json::json!({"approved": false, "by": by, "comment": comment}));
+            (Status::Failed, None, Some(json(&error)), message)
+        };
+        self.materialize(conn, id)?;
+        self.append(
+            conn,
+            id,
+            &HistoryEntry {
+                at: now,
+                from: Some(Status::Queued),
+                to,
+                attempt: task.attempt,
+                worker: None,
+                actor: "client".to_owned(),
+                note: Some(note),
+            },
+        )?;
+        conn.prepare_cached(
+            "UPDATE tasks SET status = ?2, result = ?3, error = ?4, finished_at = ?5, updated_at = ?5 WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![id.as_bytes(), to.as_str(), result, error, now]))
+        .map_err(backend)?;
+        self.count(&task.queue, Some(Status::Queued), Some(to));
+        self.ended(conn, id, now)?;
+        Self::read_task(conn, id)
+    }
+
+    /// Cancels every unfinished task of a workflow: queued and pending ones
+    /// end `cancelled` (not `skipped`: their parents' ends are not judged),
+    /// running ones are asked to stop.
+    pub(crate) fn cancel_workflow(&mut self, conn: &Connection, workflow: Uuid, now: Millis) -> Result<usize> {
+        let now = self.clock(now);
+        let ids: Vec<Uuid> = conn
+            .prepare_cached(
+                "SELECT id FROM tasks WHERE workflow = ?1 AND status IN ('pending', 'queued', 'running') ORDER BY id",
+            )
+            .and_then(|mut s| s.query_map([workflow.as_bytes()], |r| crate::sqlite::rows::uuid_at(r, 0))?.collect())
+            .map_err(backend)?;
+        self.holding.extend(ids.iter().copied());
+        let mut outcome = Ok(());
+        for id in &ids {
+            if let Err(e) = self.cancel(conn, *id, now) {
+                outcome = Err(e);
+                break;
+            }
+        }
+        for id in &ids {
+            self.holding.remove(id);
+            self.waiting.remove(id);
+        }
+        outcome.map(|()| ids.len())
+    }
+
+    /// The outcomes of a leased task's parents, by key.
+    pub(super) fn parents_of(&self, conn: &Connection, task: &Task) -> Result<BTreeMap<String, ParentOutcome>> {
+        let mut out = BTreeMap::new();
+        for dep in &task.depends_on {
+            let Some(p) = parent_end(conn, dep.task)? else { continue };
+            let key = p.key.clone().unwrap_or_else(|| dep.task.to_string());
+            out.insert(
+                key,
+                ParentOutcome {
+                    task: dep.task,
+                    status: p.status,
+                    result: p.result.and_then(|r| RawValue::from_string(r).ok()),
+                    error: p.error.and_then(|e| serde_json::from_str(&e).ok()),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Inserts a workflow's record; its tasks go in with [`State::submit`]
+    /// in the same transaction.
+    pub(crate) fn insert_workflow(
+        &mut self,
+        conn: &Connection,
+        id: Uuid,
+        name: &str,
+        created_at: Millis,
+        total: usize,
+    ) -> Result<()> {
+        conn.prepare_cached("INSERT INTO workflows (id, name, created_at, total) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut s| s.execute(params![id.as_bytes(), name, created_at, i64::try_from(total).unwrap_or(0)]))
+            .map_err(backend)?;
+        Ok(())
+    }
+}
