@@ -8,11 +8,13 @@
 
 use crate::config::Config;
 use crate::registry::{RegisterError, Registry, TaskTypeDecl, TaskTypeView, WorkerView};
+use crate::workflow::{self, WorkflowError, WorkflowSpec};
 use quern_core::{Clock, ExecutionDefaults, HistoryEntry, Millis, Task, TaskSpec, ValidationError};
 use quern_store::{
-    CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, ListQuery, QueueInfo, Store,
-    StoreError, Submitted, TaskPage,
+    Approval, CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, ListQuery, NewWorkflow,
+    QueueInfo, Store, StoreError, Submitted, TaskPage, WorkflowRecord,
 };
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -39,6 +41,9 @@ pub enum EngineError {
         /// The position in a batch.
         index: Option<usize>,
     },
+    /// A workflow whose graph cannot run.
+    #[error("{0}")]
+    Workflow(ValidationError),
     /// A worker registration that cannot be accepted.
     #[error(transparent)]
     Register(#[from] RegisterError),
@@ -144,6 +149,67 @@ impl Engine {
         }
         self.store.signals().forget_closed(id);
         Ok(self.store.get(id).await?)
+    }
+
+    /// Submits a workflow: every task, or none.
+    pub async fn submit_workflow(&self, spec: WorkflowSpec) -> Result<(Uuid, BTreeMap<String, Uuid>)> {
+        let now = self.now();
+        let id = Uuid::now_v7();
+        let name = spec.name.clone();
+        let (tasks, by_key) = workflow::build(spec, id, &self.defaults, now).map_err(|e| match e {
+            WorkflowError::Task { index, error } => EngineError::Invalid { error, index: Some(index) },
+            WorkflowError::Graph(error) => EngineError::Workflow(error),
+        })?;
+        for (i, t) in tasks.iter().enumerate() {
+            self.registry.check_input(&t.name, &t.input).map_err(|message| EngineError::InputRejected {
+                name: t.name.clone(),
+                message,
+                index: Some(i),
+            })?;
+        }
+        self.store.submit_workflow(NewWorkflow { id, name, created_at: now }, tasks).await?;
+        Ok((id, by_key))
+    }
+
+    /// A workflow with its tasks; with `wait`, held until every task ended
+    /// or the wait elapses.
+    pub async fn workflow(&self, id: Uuid, wait: Option<Duration>) -> Result<WorkflowRecord> {
+        let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let record = self.store.workflow(id).await?;
+            let open: Vec<Uuid> = record.tasks.iter().filter(|t| !t.status.is_terminal()).map(|t| t.id).collect();
+            if open.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(record);
+            }
+            let ends: Vec<_> = open.iter().map(|t| self.store.signals().wait_for_end(*t)).collect();
+            // Re-read after registering, so that an end in between is seen.
+            let again = self.store.workflow(id).await?;
+            if again.tasks.iter().filter(|t| !t.status.is_terminal()).count() < open.len() {
+                for t in &open {
+                    self.store.signals().forget_closed(*t);
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = futures_any(ends) => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.wait_for(|s| *s) => return Ok(again),
+            }
+            for t in &open {
+                self.store.signals().forget_closed(*t);
+            }
+        }
+    }
+
+    /// Cancels every unfinished task of a workflow.
+    pub async fn cancel_workflow(&self, id: Uuid) -> Result<usize> {
+        Ok(self.store.cancel_workflow(id, self.now()).await?)
+    }
+
+    /// Decides an `approval` task.
+    pub async fn approve(&self, id: Uuid, approval: Approval) -> Result<Task> {
+        Ok(self.store.approve(id, approval, self.now()).await?)
     }
 
     /// A page of tasks.
@@ -303,5 +369,24 @@ impl Engine {
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
+    }
+}
+
+/// Resolves when any of `ends` fires (or all were dropped).
+async fn futures_any(ends: Vec<tokio::sync::oneshot::Receiver<()>>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut tasks = Vec::with_capacity(ends.len());
+    for end in ends {
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            if end.await.is_ok() {
+                let _ = tx.send(()).await;
+            }
+        }));
+    }
+    drop(tx);
+    let _ = rx.recv().await;
+    for t in tasks {
+        t.abort();
     }
 }

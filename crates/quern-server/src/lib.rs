@@ -5,6 +5,7 @@
 //! - [`engine`]: the only place that changes state; long-polls and the
 //!   background services (timers, retention) live here.
 //! - [`registry`]: workers and the task types they serve.
+//! - [`workflow`]: workflow graphs into tasks, their status and renderings.
 //! - [`api`]: axum routes, error rendering, request parsing.
 //! - [`serve`]: binds the pieces together and runs until shutdown.
 
@@ -12,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod registry;
+pub mod workflow;
 
 pub use config::Config;
 

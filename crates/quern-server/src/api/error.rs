@@ -32,6 +32,14 @@ pub enum ApiError {
         /// Which task type, and where in a batch.
         details: Value,
     },
+    /// A workflow whose graph cannot run (a cycle, an unknown parent, a bad
+    /// condition).
+    InvalidWorkflow {
+        /// What is wrong.
+        message: String,
+        /// Where.
+        details: Value,
+    },
     /// The body is over the configured limit.
     PayloadTooLarge(String),
     /// No such task or route.
@@ -71,6 +79,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             ApiError::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::InvalidInput { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+            ApiError::InvalidWorkflow { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_workflow"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -87,7 +96,8 @@ impl ApiError {
             ApiError::MalformedJson(m) => (m, json!({})),
             ApiError::InvalidRequest { message, details }
             | ApiError::IdempotencyConflict { message, details }
-            | ApiError::InvalidInput { message, details } => (message, details),
+            | ApiError::InvalidInput { message, details }
+            | ApiError::InvalidWorkflow { message, details } => (message, details),
             ApiError::PayloadTooLarge(m)
             | ApiError::NotFound(m)
             | ApiError::InvalidTransition(m)
@@ -120,6 +130,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => ApiError::NotFound(format!("no task with id {id}")),
+            StoreError::WorkflowNotFound(id) => ApiError::NotFound(format!("no workflow with id {id}")),
             StoreError::InvalidTransition { .. } => ApiError::InvalidTransition(e.to_string()),
             StoreError::IdempotencyConflict { index, ref key, existing } => ApiError::IdempotencyConflict {
                 details: json!({"index": index, "idempotency_key": key, "existing": existing}),
@@ -160,6 +171,9 @@ impl From<EngineError> for ApiError {
                 }
             }
             EngineError::Register(e) => ApiError::invalid_field(&e.field, e.message),
+            EngineError::Workflow(error) => {
+                ApiError::InvalidWorkflow { details: json!({"field": error.field}), message: error.to_string() }
+            }
             EngineError::Store(s) => s.into(),
             EngineError::ShuttingDown => ApiError::ShuttingDown,
         }

@@ -6,6 +6,7 @@ mod error;
 mod ops;
 mod tasks;
 mod workers;
+mod workflows;
 
 pub use error::ApiError;
 
@@ -30,6 +31,11 @@ pub fn router(engine: Arc<Engine>, max_body_bytes: usize) -> Router {
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/retry", post(tasks::retry))
         .route("/v1/tasks/{id}/history", get(tasks::history))
+        .route("/v1/tasks/{id}/approve", post(workflows::approve))
+        .route("/v1/workflows", post(workflows::submit))
+        .route("/v1/workflows/{id}", get(workflows::get))
+        .route("/v1/workflows/{id}/graph", get(workflows::graph))
+        .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
         .route("/v1/lease", post(workers::lease))
         .route("/v1/heartbeat", post(workers::heartbeat))
         .route("/v1/complete", post(workers::complete))

@@ -456,10 +456,7 @@ type WorkflowNode<'a> = (&'a str, &'a str, &'a [(&'a str, Condition)]);
 
 /// Builds a workflow from `(key, name, [(parent key, condition)])`, as the
 /// engine would, and submits it.
-async fn submit_workflow(
-    s: &dyn Store,
-    nodes: &[WorkflowNode<'_>],
-) -> (Uuid, std::collections::HashMap<String, Uuid>) {
+async fn submit_workflow(s: &dyn Store, nodes: &[WorkflowNode<'_>]) -> (Uuid, std::collections::HashMap<String, Uuid>) {
     let wf = Uuid::now_v7();
     let ids: std::collections::HashMap<String, Uuid> =
         nodes.iter().map(|(k, _, _)| ((*k).to_owned(), Uuid::now_v7())).collect();

@@ -1,0 +1,130 @@
+//! Workflow routes: submit, get (with long-poll), graph, cancel; and the
+//! approval of an `approval` task.
+
+use super::AppState;
+use super::body::{Body, QueryPairs, RawBody, parse, task_id};
+use super::error::ApiError;
+use crate::workflow::{self, DependsOn, GraphFormat, WorkflowSpec, WorkflowTask};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use quern_core::TaskSpec;
+use quern_store::Approval;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// The longest `?wait=` on a workflow.
+const MAX_WAIT_MS: u64 = 300_000;
+
+fn workflow_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::try_parse(raw).map_err(|_| ApiError::NotFound(format!("no workflow with id {raw:?}")))
+}
+
+/// Splits each task object into its key, its edges and the task fields, so
+/// that the task fields get exactly the checks of a plain submission.
+fn parse_spec(bytes: &[u8]) -> Result<WorkflowSpec, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        name: String,
+        tasks: Vec<Map<String, Value>>,
+    }
+    let raw: Raw = parse(bytes)?;
+    let mut tasks = Vec::with_capacity(raw.tasks.len());
+    for (i, mut obj) in raw.tasks.into_iter().enumerate() {
+        let at = |message: String| ApiError::InvalidRequest {
+            message: format!("tasks[{i}]: {message}"),
+            details: json!({"index": i}),
+        };
+        let key = match obj.remove("key") {
+            Some(Value::String(k)) => k,
+            Some(_) => return Err(at("key must be a string".into())),
+            None => return Err(at("missing field `key`".into())),
+        };
+        let depends_on: Vec<DependsOn> = match obj.remove("depends_on") {
+            Some(v) => serde_json::from_value(v).map_err(|e| at(format!("depends_on: {e}")))?,
+            None => Vec::new(),
+        };
+        let spec: TaskSpec = serde_json::from_value(Value::Object(obj)).map_err(|e| at(e.to_string()))?;
+        tasks.push(WorkflowTask { key, depends_on, spec });
+    }
+    Ok(WorkflowSpec { name: raw.name, tasks })
+}
+
+pub(super) async fn submit(State(engine): State<AppState>, RawBody(bytes): RawBody) -> Result<Response, ApiError> {
+    let spec = parse_spec(&bytes)?;
+    let name = spec.name.clone();
+    let (id, tasks) = engine.submit_workflow(spec).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id, "name": name, "tasks": tasks}))).into_response())
+}
+
+pub(super) async fn get(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    q.only(&["wait"])?;
+    let id = workflow_id(&id)?;
+    let wait = q.duration("wait", MAX_WAIT_MS)?;
+    let wf = engine.workflow(id, wait).await?;
+    Ok(Json(json!({
+        "id": wf.id,
+        "name": wf.name,
+        "created_at": quern_core::time::format_rfc3339(wf.created_at),
+        "status": workflow::status(&wf.tasks),
+        "total": wf.tasks.len(),
+        "counts": workflow::counts(&wf.tasks),
+        "tasks": wf.tasks,
+    })))
+}
+
+pub(super) async fn graph(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    q.only(&["format"])?;
+    let id = workflow_id(&id)?;
+    let format = match q.get("format") {
+        None => GraphFormat::Json,
+        Some(f) => serde_json::from_value(json!(f))
+            .map_err(|_| ApiError::invalid_field("format", "must be json, dot or mermaid"))?,
+    };
+    let wf = engine.workflow(id, None).await?;
+    Ok(match format {
+        GraphFormat::Json => Json(workflow::graph_json(&wf.tasks)).into_response(),
+        GraphFormat::Dot => {
+            ([(header::CONTENT_TYPE, "text/vnd.graphviz")], workflow::graph_dot(&wf.name, &wf.tasks)).into_response()
+        }
+        GraphFormat::Mermaid => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], workflow::graph_mermaid(&wf.tasks)).into_response()
+        }
+    })
+}
+
+pub(super) async fn cancel(State(engine): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = workflow_id(&id)?;
+    let n = engine.cancel_workflow(id).await?;
+    Ok(Json(json!({"id": id, "cancelled": n})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ApproveRequest {
+    approved: bool,
+    #[serde(default)]
+    by: Option<String>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+pub(super) async fn approve(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    Body(req): Body<ApproveRequest>,
+) -> Result<Response, ApiError> {
+    let id = task_id(&id)?;
+    let task = engine.approve(id, Approval { approved: req.approved, by: req.by, comment: req.comment }).await?;
+    Ok(Json(task).into_response())
+}
