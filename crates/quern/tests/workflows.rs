@@ -1,0 +1,188 @@
+//! Workflows through the real binary: conditions release and skip tasks,
+//! cycles and bad conditions are refused with nothing stored, approvals wait
+//! for a decision, parents' results reach a child's lease, cancel, graphs.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::{Api, Server, bounded};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Leases every ready task of `names`, checking exactly those come back.
+async fn lease(api: &Api, names: &[&str]) -> Vec<Value> {
+    let reply = api.post("/v1/lease", &json!({"worker": "w", "max": 100})).await;
+    let tasks = reply.body["tasks"].as_array().cloned().unwrap_or_default();
+    let mut got: Vec<&str> = tasks.iter().filter_map(|t| t["key"].as_str()).collect();
+    got.sort_unstable();
+    let mut want = names.to_vec();
+    want.sort_unstable();
+    assert_eq!(got, want, "{}", reply.body);
+    tasks
+}
+
+async fn complete(api: &Api, task: &Value, outcome: Value) {
+    let mut result = json!({"task": task["id"], "token": task["lease"]["token"]});
+    if let (Some(r), Some(o)) = (result.as_object_mut(), outcome.as_object()) {
+        r.extend(o.clone());
+    }
+    let reply = api.post("/v1/complete", &json!({"worker": "w", "results": [result]})).await;
+    assert_eq!(reply.body["results"][0]["ok"], true, "{}", reply.body);
+}
+
+fn by_key<'a>(tasks: &'a [Value], key: &str) -> &'a Value {
+    tasks.iter().find(|t| t["key"] == key).expect("a task with that key")
+}
+
+#[tokio::test]
+async fn conditions_release_and_skip_tasks_and_the_workflow_ends() {
+    bounded(LIMIT, async {
+        let server = Server::start();
+        let api = server.api();
+        let created = api
+            .post(
+                "/v1/workflows",
+                &json!({"name": "etl", "tasks": [
+                    {"key": "extract", "name": "extract", "input": {"source": "s3"}},
+                    {"key": "transform", "name": "transform", "depends_on": [{"key": "extract"}]},
+                    {"key": "load", "name": "load", "depends_on": [{"key": "transform", "on": "success"}]},
+                    {"key": "alert", "name": "alert", "depends_on": [{"key": "transform", "on": "failure"}]},
+                    {"key": "cleanup", "name": "cleanup", "depends_on": [{"key": "transform", "on": "completion"}]},
+                    {"key": "big", "name": "big", "depends_on": [{"key": "extract", "on": {"expr": "result.rows > 100"}}]}
+                ]}),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let wf = created.body["id"].as_str().expect("an id").to_owned();
+        assert_eq!(created.body["tasks"].as_object().map(|t| t.len()), Some(6));
+
+        let extract = lease(&api, &["extract"]).await;
+        complete(&api, &extract[0], json!({"outcome": "succeeded", "result": {"rows": 7}})).await;
+        let transform = lease(&api, &["transform"]).await;
+        assert_eq!(transform[0]["parents"]["extract"]["result"], json!({"rows": 7}), "parents reach the child");
+        assert_eq!(transform[0]["parents"]["extract"]["status"], "succeeded");
+        complete(&api, &transform[0], json!({"outcome": "failed", "error": {"kind": "exception", "message": "bad row"}, "retry": false})).await;
+        let next = lease(&api, &["alert", "cleanup"]).await;
+        for t in &next {
+            complete(&api, t, json!({"outcome": "succeeded"})).await;
+        }
+        let done = api.get(&format!("/v1/workflows/{wf}?wait=5s")).await.body;
+        assert_eq!(done["status"], "failed", "a failed task fails the workflow: {done}");
+        let tasks = done["tasks"].as_array().expect("tasks").clone();
+        assert_eq!(by_key(&tasks, "load")["status"], "skipped");
+        assert_eq!(by_key(&tasks, "load")["error"]["kind"], "dependency");
+        assert_eq!(by_key(&tasks, "big")["status"], "skipped", "rows 7 is not > 100");
+        assert_eq!(done["counts"], json!({"failed": 1, "skipped": 2, "succeeded": 3}));
+        let listed = api.get(&format!("/v1/tasks?workflow={wf}&status=skipped")).await.body;
+        assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(2));
+        let history = api.get(&format!("/v1/tasks/{}/history", by_key(&tasks, "load")["id"].as_str().unwrap_or(""))).await.body;
+        let moves: Vec<(Value, Value)> = history["history"].as_array().expect("a list").iter().map(|e| (e["from"].clone(), e["to"].clone())).collect();
+        assert_eq!(moves, [(Value::Null, json!("pending")), (json!("pending"), json!("skipped"))]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cycles_and_bad_graphs_are_refused_and_store_nothing() {
+    bounded(LIMIT, async {
+        let server = Server::start();
+        let api = server.api();
+        let cycle = api
+            .post("/v1/workflows", &json!({"name": "loop", "tasks": [
+                {"key": "a", "name": "x", "depends_on": [{"key": "c"}]},
+                {"key": "b", "name": "x", "depends_on": [{"key": "a"}]},
+                {"key": "c", "name": "x", "depends_on": [{"key": "b"}]}
+            ]}))
+            .await;
+        assert_eq!((cycle.status, cycle.code()), (422, "invalid_workflow"), "{}", cycle.body);
+        let message = cycle.body["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("a -> b -> c -> a"), "{message}");
+        let cases = [
+            (json!({"name": "w", "tasks": [{"key": "a", "name": "x", "depends_on": [{"key": "ghost"}]}]}), 422, "invalid_workflow"),
+            (json!({"name": "w", "tasks": [{"key": "a", "name": "x"}, {"key": "a", "name": "y"}]}), 422, "invalid_workflow"),
+            (json!({"name": "w", "tasks": [{"key": "a", "name": "x"}, {"key": "b", "name": "y", "depends_on": [{"key": "a", "on": {"expr": "result >"}}]}]}), 422, "invalid_workflow"),
+            (json!({"name": "w", "tasks": [{"key": "a", "name": "x"}, {"key": "b", "name": "y", "depends_on": [{"key": "a", "on": "sometimes"}]}]}), 400, "invalid_request"),
+            (json!({"name": "w", "tasks": [{"key": "a", "name": "bad name"}]}), 400, "invalid_request"),
+            (json!({"name": "w", "tasks": [{"name": "x"}]}), 400, "invalid_request"),
+            (json!({"name": "w", "tasks": []}), 422, "invalid_workflow"),
+            (json!({"tasks": [{"key": "a", "name": "x"}]}), 400, "invalid_request"),
+        ];
+        for (body, status, code) in cases {
+            let reply = api.post("/v1/workflows", &body).await;
+            assert_eq!((reply.status, reply.code()), (status, code), "{body}: {}", reply.body);
+        }
+        let listed = api.get("/v1/tasks").await.body;
+        assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(0), "nothing stored");
+        let missing = api.get("/v1/workflows/01a209f5-c18d-7089-af73-b273174626f4").await;
+        assert_eq!((missing.status, missing.code()), (404, "not_found"));
+        assert_eq!(api.get("/healthz").await.status, 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn approvals_wait_for_a_person() {
+    bounded(LIMIT, async {
+        let server = Server::start();
+        let api = server.api();
+        let created = api
+            .post(
+                "/v1/workflows",
+                &json!({"name": "deploy", "tasks": [
+                    {"key": "build", "name": "build"},
+                    {"key": "ok", "name": "approval", "depends_on": [{"key": "build"}]},
+                    {"key": "ship", "name": "ship", "depends_on": [{"key": "ok"}]}
+                ]}),
+            )
+            .await;
+        let ids = created.body["tasks"].clone();
+        let build = lease(&api, &["build"]).await;
+        complete(&api, &build[0], json!({"outcome": "succeeded"})).await;
+        lease(&api, &[]).await;
+        let ok = ids["ok"].as_str().expect("id");
+        let decided = api
+            .post(&format!("/v1/tasks/{ok}/approve"), &json!({"approved": true, "by": "ana", "comment": "go"}))
+            .await;
+        assert_eq!(decided.body["status"], "succeeded", "{}", decided.body);
+        assert_eq!(decided.body["result"], json!({"approved": true, "by": "ana", "comment": "go"}));
+        let twice = api.post(&format!("/v1/tasks/{ok}/approve"), &json!({"approved": false})).await;
+        assert_eq!((twice.status, twice.code()), (409, "invalid_transition"));
+        let bad = api.post(&format!("/v1/tasks/{ok}/approve"), &json!({"approved": "yes"})).await;
+        assert_eq!(bad.status, 400);
+        lease(&api, &["ship"]).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cancel_and_graphs() {
+    bounded(LIMIT, async {
+        let server = Server::start();
+        let api = server.api();
+        let created = api
+            .post(
+                "/v1/workflows",
+                &json!({"name": "g", "tasks": [
+                    {"key": "a", "name": "a"},
+                    {"key": "b", "name": "b", "depends_on": [{"key": "a", "on": "completion"}]}
+                ]}),
+            )
+            .await;
+        let wf = created.body["id"].as_str().expect("id").to_owned();
+        let dot = api.send(reqwest::Method::GET, &format!("/v1/workflows/{wf}/graph?format=dot"), None).await;
+        let text = dot.body.as_str().unwrap_or("").to_owned();
+        assert!(text.starts_with("digraph") && text.contains("\"a\" -> \"b\" [label=\"completion\"]"), "{text}");
+        let mermaid = api.send(reqwest::Method::GET, &format!("/v1/workflows/{wf}/graph?format=mermaid"), None).await;
+        assert!(mermaid.body.as_str().unwrap_or("").contains("n0 -->|completion| n1"), "{}", mermaid.body);
+        let json_graph = api.get(&format!("/v1/workflows/{wf}/graph")).await.body;
+        assert_eq!(json_graph["edges"][0], json!({"from": "a", "to": "b", "on": "completion"}));
+        let bad = api.get(&format!("/v1/workflows/{wf}/graph?format=png")).await;
+        assert_eq!(bad.status, 400);
+        let cancelled = api.post(&format!("/v1/workflows/{wf}/cancel"), &json!({})).await;
+        assert_eq!(cancelled.body["cancelled"], 2, "{}", cancelled.body);
+        let done = api.get(&format!("/v1/workflows/{wf}")).await.body;
+        assert_eq!((done["status"].as_str(), done["counts"].clone()), (Some("cancelled"), json!({"cancelled": 2})));
+    })
+    .await;
+}
