@@ -240,6 +240,43 @@ impl Client {
         self.call(self.request(Method::POST, &format!("/v1/tasks/{id}/retry"))).await
     }
 
+    /// Submits a workflow (`POST /v1/workflows`): the body is the workflow
+    /// as api.md describes it. Answers `{"id", "name", "tasks": {key: id}}`.
+    pub async fn submit_workflow(&self, workflow: &serde_json::Value) -> Result<serde_json::Value> {
+        self.call(self.request(Method::POST, "/v1/workflows").json(workflow)).await
+    }
+
+    /// A workflow with its status, counts and tasks (`GET /v1/workflows/{id}`);
+    /// with `wait`, held until every task ended or the wait elapses.
+    pub async fn workflow(&self, id: Uuid, wait: Option<Duration>) -> Result<serde_json::Value> {
+        let mut req = self.request(Method::GET, &format!("/v1/workflows/{id}"));
+        if let Some(wait) = wait {
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            req = req.query(&[("wait", ms.to_string())]).timeout(self.timeout.saturating_add(wait));
+        }
+        self.call(req).await
+    }
+
+    /// A workflow's graph as `json`, `dot` or `mermaid` text
+    /// (`GET /v1/workflows/{id}/graph`).
+    pub async fn workflow_graph(&self, id: Uuid, format: &str) -> Result<String> {
+        let req = self.request(Method::GET, &format!("/v1/workflows/{id}/graph")).query(&[("format", format)]);
+        let (_, body) = self.exchange(req).await?;
+        String::from_utf8(body).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Cancels every unfinished task of a workflow
+    /// (`POST /v1/workflows/{id}/cancel`).
+    pub async fn cancel_workflow(&self, id: Uuid) -> Result<serde_json::Value> {
+        self.call(self.request(Method::POST, &format!("/v1/workflows/{id}/cancel"))).await
+    }
+
+    /// Decides an `approval` task (`POST /v1/tasks/{id}/approve`).
+    pub async fn approve(&self, id: Uuid, approved: bool, by: Option<&str>, comment: Option<&str>) -> Result<Task> {
+        let body = serde_json::json!({"approved": approved, "by": by, "comment": comment});
+        self.call(self.request(Method::POST, &format!("/v1/tasks/{id}/approve")).json(&body)).await
+    }
+
     /// A task's audit trail, oldest first (`GET /v1/tasks/{id}/history`).
     pub async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
         let answer: ListAnswer<HistoryEntry> =

@@ -12,6 +12,7 @@
 //! - [`task_cmd`]: `submit`, `status`, `wait`, `cancel`, `retry`, `history`,
 //!   `list`.
 //! - [`queue_cmd`]: `queues [pause|resume NAME]`.
+//! - [`workflow_cmd`]: `workflow submit|status|graph|cancel` and `approve`.
 //! - [`watch`]: waiting for a task to end, with progress on stderr.
 //! - [`render`]: tables, `key: value` blocks and JSON on stdout.
 //! - [`flags`]: parsers of flag values (durations, `KEY=VALUE`, JSON).
@@ -28,6 +29,7 @@ mod server_cmd;
 mod task_cmd;
 mod watch;
 mod worker_cmd;
+mod workflow_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use quern_client::Client;
@@ -91,6 +93,10 @@ enum ClientCommand {
     List(task_cmd::ListArgs),
     /// List queues with their task counts, or pause or resume one.
     Queues(queue_cmd::QueuesArgs),
+    /// Submit, watch, draw or cancel a workflow.
+    Workflow(workflow_cmd::WorkflowArgs),
+    /// Approve (or `--reject`) an `approval` task of a workflow.
+    Approve(workflow_cmd::ApproveArgs),
 }
 
 /// How a client command ended, as the process's exit code.
@@ -152,6 +158,8 @@ fn run_client(global: GlobalArgs, command: ClientCommand) -> Exit {
             ClientCommand::History(args) => task_cmd::history(&client, output, args).await,
             ClientCommand::List(args) => task_cmd::list(&client, output, args).await,
             ClientCommand::Queues(args) => queue_cmd::run(&client, output, args).await,
+            ClientCommand::Workflow(args) => workflow_cmd::run(&client, output, args).await,
+            ClientCommand::Approve(args) => workflow_cmd::approve(&client, output, args).await,
         }
     });
     done.unwrap_or_else(|e| {

@@ -172,7 +172,7 @@ fn status_text(task: &Task) -> String {
 }
 
 /// An empty table with `header`: no borders, two spaces between columns.
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table.load_style(presets::NOTHING).set_header(header.to_vec());
     for column in table.column_iter_mut() {
