@@ -20,7 +20,9 @@ pub enum Status {
     /// dependency that can no longer hold moves it to `skipped`.
     Pending,
     /// Ready to run. A worker's lease moves it to `running`; a cancel to
-    /// `cancelled`.
+    /// `cancelled`. An `approval` task waits here for a person's decision,
+    /// which moves it to `succeeded` or `failed` (or the server to
+    /// `timed_out` when its timeout passes first).
     Queued,
     /// Leased by a worker. The worker's completion moves it to `succeeded` or
     /// `failed` (or back to `pending`/`queued` for a retry); the server moves it
@@ -83,7 +85,7 @@ impl Status {
         matches!(
             (self, to),
             (Pending, Queued | Cancelled | Skipped)
-                | (Queued, Running | Cancelled | Skipped)
+                | (Queued, Running | Cancelled | Skipped | Succeeded | Failed | TimedOut)
                 | (Running, Succeeded | Failed | Cancelled | TimedOut | Pending | Queued)
         )
     }
@@ -139,6 +141,9 @@ mod tests {
             (Queued, Running),
             (Queued, Cancelled),
             (Queued, Skipped),
+            (Queued, Succeeded),
+            (Queued, Failed),
+            (Queued, TimedOut),
             (Running, Succeeded),
             (Running, Failed),
             (Running, Cancelled),

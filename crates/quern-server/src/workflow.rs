@@ -179,7 +179,7 @@ pub fn graph_dot(name: &str, tasks: &[Task]) -> String {
     let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n", quote(name));
     for t in tasks {
         let k = quote(&key_of(t));
-        out.push_str(&format!("  \"{k}\" [label=\"{k}\\n{}\"];\n", t.status));
+        out.push_str(&format!("  \"{k}\" [label=\"{k}\\n{}\\n{}\"];\n", quote(&t.name), t.status));
     }
     for t in tasks {
         for d in &t.depends_on {
@@ -200,7 +200,12 @@ pub fn graph_mermaid(tasks: &[Task]) -> String {
     let index: HashMap<Uuid, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
     let mut out = String::from("flowchart LR\n");
     for (i, t) in tasks.iter().enumerate() {
-        out.push_str(&format!("  n{i}[\"{} ({})\"]\n", key_of(t).replace('"', "'"), t.status));
+        out.push_str(&format!(
+            "  n{i}[\"{}: {} ({})\"]\n",
+            key_of(t).replace('"', "'"),
+            t.name.replace('"', "'"),
+            t.status
+        ));
     }
     for (i, t) in tasks.iter().enumerate() {
         for d in &t.depends_on {

@@ -103,6 +103,9 @@ pub(crate) struct State {
     paused: Arc<Mutex<HashSet<String>>>,
     counts: Counts,
     effects: Effects,
+    /// Approvals with a timeout, by deadline, and each one's deadline.
+    approval_deadlines: BTreeSet<(Millis, Uuid)>,
+    approval_due: HashMap<Uuid, Millis>,
     /// Workflow tasks waiting for their parents: parent → children.
     waiting: HashMap<Uuid, Vec<Uuid>>,
     /// Tasks whose end must not release their dependents (a workflow being
@@ -234,6 +237,8 @@ impl State {
             effects: Effects::default(),
             waiting: HashMap::new(),
             holding: HashSet::new(),
+            approval_deadlines: BTreeSet::new(),
+            approval_due: HashMap::new(),
             last_now: now,
         };
         st.reload(conn, now)?;
@@ -249,6 +254,8 @@ impl State {
         self.leases.clear();
         self.deadlines.clear();
         self.waiting.clear();
+        self.approval_deadlines.clear();
+        self.approval_due.clear();
         let mut paused = HashSet::new();
         let mut stmt = conn.prepare("SELECT name FROM queues WHERE paused = 1")?;
         for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
@@ -269,7 +276,7 @@ impl State {
         }
         let mut stmt = conn.prepare(
             "SELECT id, queue, name, status, priority, run_at, lease_token, lease_ms, timeout_ms, started_at, \
-             attempt, max_attempts, retry, worker, cancel_requested, compact, depends_on \
+             attempt, max_attempts, retry, worker, cancel_requested, compact, depends_on, updated_at \
              FROM tasks WHERE status IN ('pending', 'queued', 'running')",
         )?;
         let mut rows = stmt.query([])?;
@@ -302,7 +309,12 @@ impl State {
                         self.delayed.insert((run_at, id));
                     }
                 }
-                Status::Queued => self.push_ready(queue, name, priority, run_at, id),
+                Status::Queued => {
+                    let timeout_ms = row.get::<_, Option<i64>>(8)?.map(i64::unsigned_abs);
+                    let since: Millis = row.get(17)?;
+                    self.arm_approval(id, &name, timeout_ms, since);
+                    self.push_ready(queue, name, priority, run_at, id);
+                }
                 _ => {
                     let lease_ms = row.get::<_, Option<i64>>(7)?.unwrap_or(30_000).unsigned_abs();
                     let timeout_ms = row.get::<_, Option<i64>>(8)?.map(i64::unsigned_abs);
@@ -403,11 +415,33 @@ impl State {
     }
 
     fn next_due(&self) -> Option<Millis> {
-        let a = self.delayed.first().map(|(t, _)| *t);
-        let b = self.deadlines.first().map(|(t, _)| *t);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [self.delayed.first(), self.deadlines.first(), self.approval_deadlines.first()]
+            .into_iter()
+            .flatten()
+            .map(|(t, _)| *t)
+            .min()
+    }
+
+    /// Starts the decision deadline of an `approval` task with a timeout
+    /// that became queued at `since`.
+    fn arm_approval(&mut self, id: Uuid, name: &str, timeout_ms: Option<u64>, since: Millis) {
+        if name != APPROVAL {
+            return;
+        }
+        let Some(timeout) = timeout_ms else { return };
+        let due = since.saturating_add(ms_i64(timeout));
+        if self.approval_deadlines.first().is_none_or(|(first, _)| due < *first) {
+            self.effects.timers = true;
+        }
+        if let Some(old) = self.approval_due.insert(id, due) {
+            self.approval_deadlines.remove(&(old, id));
+        }
+        self.approval_deadlines.insert((due, id));
+    }
+
+    fn disarm_approval(&mut self, id: Uuid) {
+        if let Some(due) = self.approval_due.remove(&id) {
+            self.approval_deadlines.remove(&(due, id));
         }
     }
 
@@ -502,7 +536,10 @@ impl State {
             if t.depends_on.is_empty() {
                 match t.status {
                     Status::Pending => self.schedule(t.run_at, t.id),
-                    _ => self.push_ready(t.queue.clone(), t.name.clone(), t.priority, t.run_at, t.id),
+                    _ => {
+                        self.arm_approval(t.id, &t.name, t.timeout_ms, t.created_at);
+                        self.push_ready(t.queue.clone(), t.name.clone(), t.priority, t.run_at, t.id);
+                    }
                 }
             } else {
                 // Off the compact path from the start: its release is a move
@@ -860,6 +897,7 @@ impl State {
                 Self::read_task(conn, id)
             }
             Status::Pending | Status::Queued => {
+                self.disarm_approval(id);
                 if task.status == Status::Pending {
                     self.delayed.remove(&(task.run_at, id));
                 } else {
@@ -928,6 +966,7 @@ impl State {
         .and_then(|mut s| s.execute(params![id.as_bytes(), now]))
         .map_err(backend)?;
         self.count(&task.queue, Some(task.status), Some(Status::Queued));
+        self.arm_approval(id, &task.name, task.timeout_ms, now);
         self.push_ready(task.queue.clone(), task.name.clone(), task.priority, now, id);
         Self::read_task(conn, id)
     }
@@ -943,7 +982,7 @@ impl State {
             let row = conn
                 .prepare_cached(
                     "UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1 AND status = 'pending' \
-                     RETURNING queue, name, priority, run_at, compact, attempt",
+                     RETURNING queue, name, priority, run_at, compact, attempt, timeout_ms",
                 )
                 .and_then(|mut s| {
                     s.query_row(params![id.as_bytes(), now], |r| {
@@ -954,25 +993,19 @@ impl State {
                             r.get(3)?,
                             r.get::<_, bool>(4)?,
                             r.get(5)?,
+                            r.get::<_, Option<i64>>(6)?.map(i64::unsigned_abs),
                         ))
                     })
                     .optional()
                 })
                 .map_err(backend)?;
-            let Some((queue, name, priority, run_at, compact, attempt)) = row else { continue };
+            let Some((queue, name, priority, run_at, compact, attempt, timeout_ms)) = row else { continue };
+            self.arm_approval(id, &name, timeout_ms, now);
             if !compact {
                 self.append(
                     conn,
                     id,
-                    &entry(
-                        now,
-                        Status::Pending,
-                        Status::Queued,
-                        attempt,
-                        None,
-                        "server",
-                        Some("retry backoff elapsed"),
-                    ),
+                    &entry(now, Status::Pending, Status::Queued, attempt, None, "server", Some("run_at reached")),
                 )?;
             }
             self.count(&queue, Some(Status::Pending), Some(Status::Queued));
@@ -995,6 +1028,13 @@ impl State {
                 AttemptEnd::Lost
             };
             self.end_attempt(conn, id, &lease, end, now, "server")?;
+        }
+        while let Some(&(due, id)) = self.approval_deadlines.first() {
+            if due > now {
+                break;
+            }
+            self.disarm_approval(id);
+            outcome.timed_out += usize::from(self.time_out_approval(conn, id, now)?);
         }
         outcome.next_due = self.next_due();
         Ok(outcome)

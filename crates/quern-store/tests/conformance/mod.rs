@@ -95,6 +95,7 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     approvals_wait_for_a_decision(&mut make()).await;
     cancelling_a_workflow_cancels_what_is_unfinished(&mut make()).await;
     waiting_tasks_survive_a_restart(&mut make()).await;
+    undecided_approvals_time_out(&mut make()).await;
 }
 
 pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
@@ -463,7 +464,10 @@ async fn submit_workflow(s: &dyn Store, nodes: &[WorkflowNode<'_>]) -> (Uuid, st
     let tasks = nodes
         .iter()
         .map(|(key, name, deps)| {
-            let spec = TaskSpec::named(*name);
+            let mut spec = TaskSpec::named(*name);
+            if *name == "approval" && key.ends_with("-1s") {
+                spec.timeout_ms = Some(1_000);
+            }
             let mut t = spec.validate(&ExecutionDefaults::default(), ids[*key], T0).unwrap();
             t.workflow = Some(wf);
             t.key = Some((*key).to_owned());
@@ -610,4 +614,29 @@ pub async fn waiting_tasks_survive_a_restart(f: &mut impl Factory) {
     assert_eq!((c.status, c.error.map(|e| e.kind)), (Status::Skipped, Some(ErrorKind::Dependency)));
     let h: Vec<_> = s.history(ids["c"]).await.unwrap().iter().map(|e| (e.from, e.to)).collect();
     assert_eq!(h, [(None, Status::Pending), (Some(Status::Pending), Status::Skipped)]);
+}
+
+pub async fn undecided_approvals_time_out(f: &mut impl Factory) {
+    use OutcomeCondition::*;
+    let s = f.open(T0);
+    let (_, ids) = submit_workflow(
+        &*s,
+        &[
+            ("build", "build", &[]),
+            ("ok-1s", "approval", &[("build", on(Success))]),
+            ("ship", "ship", &[("ok-1s", on(Success))]),
+            ("escalate", "escalate", &[("ok-1s", on(Failure))]),
+        ],
+    )
+    .await;
+    run_one(&*s, "build", ok("1"), T0 + 10).await;
+    // The clock of its decision starts when it became queued (T0 + 11).
+    assert_eq!(s.tick(T0 + 1_010).await.unwrap().timed_out, 0);
+    assert_eq!(s.tick(T0 + 1_011).await.unwrap().timed_out, 1);
+    let ok = s.get(ids["ok-1s"]).await.unwrap();
+    assert_eq!((ok.status, ok.error.map(|e| e.kind)), (Status::TimedOut, Some(ErrorKind::Timeout)));
+    assert_eq!(s.get(ids["ship"]).await.unwrap().status, Status::Skipped);
+    assert_eq!(s.get(ids["escalate"]).await.unwrap().status, Status::Queued, "a timeout counts as a failure");
+    let late = s.approve(ids["ok-1s"], Approval { approved: true, by: None, comment: None }, T0 + 1_100).await;
+    assert!(matches!(late, Err(StoreError::InvalidTransition { .. })));
 }

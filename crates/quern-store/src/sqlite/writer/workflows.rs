@@ -123,6 +123,7 @@ impl State {
                     },
                 )?;
                 self.count(&task.queue, Some(Status::Pending), Some(Status::Queued));
+                self.arm_approval(child, &task.name, task.timeout_ms, now);
                 self.push_ready(task.queue.clone(), task.name.clone(), task.priority, now.max(task.run_at), child);
                 Ok(None)
             }
@@ -189,6 +190,7 @@ impl State {
                     .to_owned(),
             });
         }
+        self.disarm_approval(id);
         let by_text = by.clone().unwrap_or_else(|| "someone".to_owned());
         let (to, result, error, note) = if approved {
             let result = serde_json::json!({"approved": true, "by": by, "comment": comment});
@@ -224,6 +226,43 @@ impl State {
         self.count(&task.queue, Some(Status::Queued), Some(to));
         self.ended(conn, id, now)?;
         Self::read_task(conn, id)
+    }
+
+    /// Ends an approval that got no decision within its `timeout_ms`:
+    /// `timed_out`, error kind `timeout`. Answers whether it did.
+    pub(super) fn time_out_approval(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<bool> {
+        let task = match Self::read_task(conn, id) {
+            Ok(t) => t,
+            Err(StoreError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if task.name != APPROVAL || task.status != Status::Queued {
+            return Ok(false);
+        }
+        let message = format!("no decision within its timeout of {} ms", task.timeout_ms.unwrap_or_default());
+        let error = TaskError::new(ErrorKind::Timeout, message.clone());
+        self.materialize(conn, id)?;
+        self.append(
+            conn,
+            id,
+            &HistoryEntry {
+                at: now,
+                from: Some(Status::Queued),
+                to: Status::TimedOut,
+                attempt: task.attempt,
+                worker: None,
+                actor: "server".to_owned(),
+                note: Some(message),
+            },
+        )?;
+        conn.prepare_cached(
+            "UPDATE tasks SET status = 'timed_out', error = ?2, finished_at = ?3, updated_at = ?3 WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![id.as_bytes(), json(&error), now]))
+        .map_err(backend)?;
+        self.count(&task.queue, Some(Status::Queued), Some(Status::TimedOut));
+        self.ended(conn, id, now)?;
+        Ok(true)
     }
 
     /// Cancels every unfinished task of a workflow: queued and pending ones
