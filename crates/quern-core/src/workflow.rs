@@ -12,7 +12,7 @@ use crate::task::{Condition, OutcomeCondition};
 use std::collections::HashMap;
 
 /// The most tasks one workflow may hold.
-pub const MAX_WORKFLOW_TASKS: usize = 10_000;
+pub const MAX_WORKFLOW_TASKS: usize = 50_000;
 
 /// One node of a workflow as submitted: its key and its parents' keys with
 /// the condition on each.

@@ -186,3 +186,186 @@ async fn cancel_and_graphs() {
     })
     .await;
 }
+
+/// Runs whatever is ready until nothing is left, completing every task with
+/// `outcome_for(key)`; answers how many tasks ran.
+async fn drain(api: &Api, outcome_for: impl Fn(&str) -> Value) -> usize {
+    let mut ran = 0;
+    loop {
+        let reply = api.post("/v1/lease", &json!({"worker": "w", "max": 1000})).await;
+        let tasks = reply.body["tasks"].as_array().cloned().unwrap_or_default();
+        if tasks.is_empty() {
+            return ran;
+        }
+        let results: Vec<Value> = tasks
+            .iter()
+            .map(|t| {
+                let mut r = json!({"task": t["id"], "token": t["lease"]["token"]});
+                if let (Some(r), Some(o)) =
+                    (r.as_object_mut(), outcome_for(t["key"].as_str().unwrap_or("")).as_object())
+                {
+                    r.extend(o.clone());
+                }
+                r
+            })
+            .collect();
+        let done = api.post("/v1/complete", &json!({"worker": "w", "results": results})).await;
+        assert!(done.body["results"].as_array().is_some_and(|a| a.iter().all(|r| r["ok"] == true)), "{}", done.body);
+        ran += tasks.len();
+    }
+}
+
+fn succeed(_: &str) -> Value {
+    json!({"outcome": "succeeded", "result": null})
+}
+
+#[tokio::test]
+async fn a_diamond_joins_and_a_skip_travels_three_levels() {
+    bounded(LIMIT, async {
+        let server = Server::start();
+        let api = server.api();
+        let diamond = api
+            .post(
+                "/v1/workflows",
+                &json!({"name": "diamond", "tasks": [
+                    {"key": "top", "name": "t"},
+                    {"key": "left", "name": "t", "depends_on": [{"key": "top"}]},
+                    {"key": "right", "name": "t", "depends_on": [{"key": "top"}]},
+                    {"key": "bottom", "name": "t", "depends_on": [{"key": "left"}, {"key": "right"}]}
+                ]}),
+            )
+            .await;
+        let wf = diamond.body["id"].as_str().expect("id").to_owned();
+        let top = lease(&api, &["top"]).await;
+        complete(&api, &top[0], json!({"outcome": "succeeded"})).await;
+        let sides = lease(&api, &["left", "right"]).await;
+        complete(&api, &sides[0], json!({"outcome": "succeeded"})).await;
+        lease(&api, &[]).await;
+        complete(&api, &sides[1], json!({"outcome": "succeeded"})).await;
+        let bottom = lease(&api, &["bottom"]).await;
+        assert_eq!(bottom[0]["parents"].as_object().map(|p| p.len()), Some(2));
+        complete(&api, &bottom[0], json!({"outcome": "succeeded"})).await;
+        assert_eq!(api.get(&format!("/v1/workflows/{wf}?wait=5s")).await.body["status"], "succeeded");
+
+        let chain = api
+            .post(
+                "/v1/workflows",
+                &json!({"name": "levels", "tasks": [
+                    {"key": "root", "name": "t"},
+                    {"key": "l1", "name": "t", "depends_on": [{"key": "root"}]},
+                    {"key": "l2", "name": "t", "depends_on": [{"key": "l1"}]},
+                    {"key": "l3", "name": "t", "depends_on": [{"key": "l2"}]},
+                    {"key": "after", "name": "t", "depends_on": [{"key": "l3", "on": "completion"}]}
+                ]}),
+            )
+            .await;
+        let wf = chain.body["id"].as_str().expect("id").to_owned();
+        let root = lease(&api, &["root"]).await;
+        complete(
+            &api,
+            &root[0],
+            json!({"outcome": "failed", "error": {"kind": "exception", "message": "no"}, "retry": false}),
+        )
+        .await;
+        // l1, l2 and l3 are skipped in one go; `after` runs on their completion.
+        let after = lease(&api, &["after"]).await;
+        assert_eq!(after[0]["parents"]["l3"]["status"], "skipped");
+        complete(&api, &after[0], json!({"outcome": "succeeded"})).await;
+        let done = api.get(&format!("/v1/workflows/{wf}?wait=5s")).await.body;
+        assert_eq!(done["counts"], json!({"failed": 1, "skipped": 3, "succeeded": 1}), "{done}");
+        let l3 = by_key(done["tasks"].as_array().expect("tasks"), "l3");
+        assert!(l3["error"]["message"].as_str().unwrap_or("").contains("l2 ended skipped"), "{l3}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn chain_group_and_chord_shorthands() {
+    bounded(LIMIT, async {
+        let server = Server::start();
+        let api = server.api();
+        let chain = api
+            .post("/v1/workflows", &json!({"name": "c", "chain": [{"name": "a"}, {"name": "b", "key": "second"}, {"name": "c"}]}))
+            .await;
+        assert_eq!(chain.status, 201, "{}", chain.body);
+        let keys: Vec<&str> = chain.body["tasks"].as_object().expect("tasks").keys().map(String::as_str).collect();
+        assert_eq!(keys, ["second", "step-1", "step-3"]);
+        let graph = api.get(&format!("/v1/workflows/{}/graph", chain.body["id"].as_str().unwrap_or(""))).await.body;
+        assert_eq!(
+            graph["edges"],
+            json!([{"from": "step-1", "to": "second", "on": "success"}, {"from": "second", "to": "step-3", "on": "success"}])
+        );
+        let chord = api
+            .post("/v1/workflows", &json!({"name": "g", "group": [{"name": "x"}, {"name": "x"}, {"name": "x"}], "then": {"name": "sum"}}))
+            .await;
+        assert_eq!(chord.status, 201, "{}", chord.body);
+        let graph = api.get(&format!("/v1/workflows/{}/graph", chord.body["id"].as_str().unwrap_or(""))).await.body;
+        assert_eq!(graph["edges"].as_array().map(Vec::len), Some(3));
+        assert!(graph["edges"].as_array().is_some_and(|e| e.iter().all(|e| e["to"] == "task-4")));
+        let both = api.post("/v1/workflows", &json!({"name": "x", "chain": [{"name": "a"}], "group": [{"name": "b"}]})).await;
+        assert_eq!((both.status, both.code()), (400, "invalid_request"));
+        let own_deps = api.post("/v1/workflows", &json!({"name": "x", "chain": [{"name": "a", "depends_on": []}]})).await;
+        assert_eq!((own_deps.status, own_deps.code()), (400, "invalid_request"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ten_thousand_step_chains_and_fan_outs_complete() {
+    bounded(Duration::from_secs(120), async {
+        let server = Server::start();
+        let api = server.api();
+        let steps: Vec<Value> = (0..10_000).map(|_| json!({"name": "n"})).collect();
+        let chain = api.post("/v1/workflows", &json!({"name": "long", "chain": steps})).await;
+        assert_eq!(chain.status, 201, "{}", chain.body);
+        let fan: Vec<Value> = (0..10_000).map(|_| json!({"name": "n"})).collect();
+        let wide = api.post("/v1/workflows", &json!({"name": "wide", "group": fan, "then": {"name": "n"}})).await;
+        assert_eq!(wide.status, 201, "{}", wide.body);
+        assert_eq!(drain(&api, succeed).await, 20_001);
+        for created in [chain, wide] {
+            let id = created.body["id"].as_str().unwrap_or("");
+            let done = api.get(&format!("/v1/workflows/{id}")).await.body;
+            assert_eq!(done["status"], "succeeded");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_crash_mid_workflow_loses_nothing_and_runs_no_step_twice() {
+    bounded(Duration::from_secs(60), async {
+        let mut server = Server::start();
+        // Two attempts each: the step running at the crash loses its lease
+        // and runs again.
+        let steps: Vec<Value> = (0..40).map(|_| json!({"name": "n", "max_attempts": 2})).collect();
+        let created = server.api().post("/v1/workflows", &json!({"name": "crashy", "chain": steps})).await;
+        let wf = created.body["id"].as_str().expect("id").to_owned();
+        // Run 15 steps, one at a time.
+        let api = server.api();
+        for _ in 0..15 {
+            let reply = api.post("/v1/lease", &json!({"worker": "w", "max": 10})).await;
+            let tasks = reply.body["tasks"].as_array().cloned().unwrap_or_default();
+            assert_eq!(tasks.len(), 1);
+            complete(&api, &tasks[0], json!({"outcome": "succeeded"})).await;
+        }
+        // Lease step 16 and crash while it runs.
+        let running = api.post("/v1/lease", &json!({"worker": "w", "max": 10, "lease_ms": 1000})).await;
+        assert_eq!(running.body["tasks"].as_array().map(Vec::len), Some(1));
+        server.kill9();
+        server.restart();
+        let api = server.api();
+        let ran = support::eventually("the rest of the chain", Duration::from_secs(30), async || {
+            drain(&api, succeed).await;
+            let done = api.get(&format!("/v1/workflows/{wf}")).await.body;
+            (done["status"] != "running").then_some(done)
+        })
+        .await;
+        assert_eq!(ran["status"], "succeeded", "{}", ran["counts"]);
+        for t in ran["tasks"].as_array().expect("tasks") {
+            let h = api.get(&format!("/v1/tasks/{}/history", t["id"].as_str().unwrap_or(""))).await.body;
+            let successes = h["history"].as_array().map_or(0, |e| e.iter().filter(|e| e["to"] == "succeeded").count());
+            assert_eq!(successes, 1, "{}", t["key"]);
+        }
+    })
+    .await;
+}

@@ -21,18 +21,44 @@ fn workflow_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::try_parse(raw).map_err(|_| ApiError::NotFound(format!("no workflow with id {raw:?}")))
 }
 
-/// Splits each task object into its key, its edges and the task fields, so
-/// that the task fields get exactly the checks of a plain submission.
+/// Reads a workflow body: a graph (`tasks`), or one of the shorthands —
+/// `chain` (each task after the previous one) or `group` (all at once) with
+/// an optional `then` (one task after all of them: a chord).
 fn parse_spec(bytes: &[u8]) -> Result<WorkflowSpec, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Raw {
         name: String,
-        tasks: Vec<Map<String, Value>>,
+        #[serde(default)]
+        tasks: Option<Vec<Map<String, Value>>>,
+        #[serde(default)]
+        chain: Option<Vec<Map<String, Value>>>,
+        #[serde(default)]
+        group: Option<Vec<Map<String, Value>>>,
+        #[serde(default)]
+        then: Option<Map<String, Value>>,
     }
     let raw: Raw = parse(bytes)?;
-    let mut tasks = Vec::with_capacity(raw.tasks.len());
-    for (i, mut obj) in raw.tasks.into_iter().enumerate() {
+    let objects = match (raw.tasks, raw.chain, raw.group) {
+        (Some(tasks), None, None) if raw.then.is_none() => tasks,
+        (None, Some(chain), None) if raw.then.is_none() => {
+            shorthand(chain, "step", |i, keys| if i == 0 { Vec::new() } else { vec![keys[i - 1].clone()] })?
+        }
+        (None, None, Some(group)) => {
+            let n = group.len();
+            let mut all = group;
+            let has_then = raw.then.is_some();
+            all.extend(raw.then);
+            shorthand(all, "task", |i, keys| if has_then && i == n { keys[..n].to_vec() } else { Vec::new() })?
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "give exactly one of `tasks` (a graph), `chain`, or `group` (with an optional `then`)",
+            ));
+        }
+    };
+    let mut tasks = Vec::with_capacity(objects.len());
+    for (i, mut obj) in objects.into_iter().enumerate() {
         let at = |message: String| ApiError::InvalidRequest {
             message: format!("tasks[{i}]: {message}"),
             details: json!({"index": i}),
@@ -50,6 +76,33 @@ fn parse_spec(bytes: &[u8]) -> Result<WorkflowSpec, ApiError> {
         tasks.push(WorkflowTask { key, depends_on, spec });
     }
     Ok(WorkflowSpec { name: raw.name, tasks })
+}
+
+/// Gives shorthand tasks keys (their own, or `<prefix>-<n>`) and the edges
+/// `parents(i, keys)` names, all on success. Shorthand tasks may not carry
+/// their own `depends_on`.
+fn shorthand(
+    mut objects: Vec<Map<String, Value>>,
+    prefix: &str,
+    parents: impl Fn(usize, &[String]) -> Vec<String>,
+) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let keys: Vec<String> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| o.get("key").and_then(Value::as_str).map_or_else(|| format!("{prefix}-{}", i + 1), str::to_owned))
+        .collect();
+    for (i, obj) in objects.iter_mut().enumerate() {
+        if obj.contains_key("depends_on") {
+            return Err(ApiError::InvalidRequest {
+                message: format!("tasks[{i}]: a chain or group builds depends_on itself; use `tasks` for a graph"),
+                details: json!({"index": i}),
+            });
+        }
+        obj.insert("key".into(), Value::String(keys[i].clone()));
+        let deps: Vec<Value> = parents(i, &keys).into_iter().map(|k| json!({"key": k})).collect();
+        obj.insert("depends_on".into(), Value::Array(deps));
+    }
+    Ok(objects)
 }
 
 pub(super) async fn submit(State(engine): State<AppState>, RawBody(bytes): RawBody) -> Result<Response, ApiError> {

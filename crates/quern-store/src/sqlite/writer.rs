@@ -13,8 +13,8 @@ use crate::{
     Submitted, TickOutcome,
 };
 use quern_core::{
-    Dependency, ErrorKind, HistoryEntry, Lease, Millis, NewTask, Outcome, RetryPolicy, Status, Task, TaskError,
-    jitter_unit,
+    Condition, Dependency, ErrorKind, HistoryEntry, Lease, Millis, NewTask, Outcome, RetryPolicy, Status, Task,
+    TaskError, jitter_unit,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
@@ -106,8 +106,13 @@ pub(crate) struct State {
     /// Approvals with a timeout, by deadline, and each one's deadline.
     approval_deadlines: BTreeSet<(Millis, Uuid)>,
     approval_due: HashMap<Uuid, Millis>,
-    /// Workflow tasks waiting for their parents: parent → children.
-    waiting: HashMap<Uuid, Vec<Uuid>>,
+    /// Workflow tasks waiting for their parents: parent → (child, the
+    /// condition on that edge).
+    waiting: HashMap<Uuid, Vec<(Uuid, Condition)>>,
+    /// For each waiting child, how many of its edges have yet to be judged
+    /// ready. Judging one edge at a time keeps a parent's end O(its
+    /// children), however many parents a child has.
+    unmet: HashMap<Uuid, usize>,
     /// Tasks whose end must not release their dependents (a workflow being
     /// cancelled as a whole).
     holding: HashSet<Uuid>,
@@ -236,6 +241,7 @@ impl State {
             counts,
             effects: Effects::default(),
             waiting: HashMap::new(),
+            unmet: HashMap::new(),
             holding: HashSet::new(),
             approval_deadlines: BTreeSet::new(),
             approval_due: HashMap::new(),
@@ -254,6 +260,7 @@ impl State {
         self.leases.clear();
         self.deadlines.clear();
         self.waiting.clear();
+        self.unmet.clear();
         self.approval_deadlines.clear();
         self.approval_due.clear();
         let mut paused = HashSet::new();
@@ -292,20 +299,23 @@ impl State {
                         .get::<_, Option<String>>(16)?
                         .and_then(|d| serde_json::from_str(&d).ok())
                         .unwrap_or_default();
-                    let mut blocked = false;
-                    for d in &deps {
+                    // Edges to parents that already ended were judged ready
+                    // when they ended (else the task would be skipped):
+                    // only the unfinished parents are still to be judged.
+                    let mut unmet = 0;
+                    for d in deps {
                         let parent: Option<String> = conn
                             .query_row("SELECT status FROM tasks WHERE id = ?1", [d.task.as_bytes()], |r| r.get(0))
                             .optional()?;
                         let parent_done = parent.and_then(|p| p.parse::<Status>().ok()).is_none_or(Status::is_terminal);
                         if !parent_done {
-                            blocked = true;
-                            self.waiting.entry(d.task).or_default().push(id);
+                            unmet += 1;
+                            self.waiting.entry(d.task).or_default().push((id, d.on));
                         }
                     }
-                    // A task whose parents all ended was released with them
-                    // (in the same transaction); it waits only for its time.
-                    if !blocked {
+                    if unmet > 0 {
+                        self.unmet.insert(id, unmet);
+                    } else {
                         self.delayed.insert((run_at, id));
                     }
                 }
@@ -559,8 +569,9 @@ impl State {
                     },
                 )?;
                 for d in &t.depends_on {
-                    self.waiting.entry(d.task).or_default().push(t.id);
+                    self.waiting.entry(d.task).or_default().push((t.id, d.on.clone()));
                 }
+                self.unmet.insert(t.id, t.depends_on.len());
             }
             out.push(Submitted { task: new_task_view(t)?, created: true });
         }

@@ -4,12 +4,13 @@
 //!
 //! Invariant: a task's dependents are judged in the same transaction that
 //! ends it, so after any commit no pending child waits on a finished parent
-//! without having been judged.
+//! without having been judged. Each edge is judged once, when its parent
+//! ends: releasing a child never reads its other parents.
 
 use super::{APPROVAL, State, backend, json};
-use crate::sqlite::rows::{TASK_COLUMNS, status_at, task_from_row};
+use crate::sqlite::rows::status_at;
 use crate::{Result, StoreError};
-use quern_core::workflow::{Readiness, combine, compile_expr, expr_holds, outcome_holds};
+use quern_core::workflow::{Readiness, compile_expr, expr_holds, outcome_holds};
 use quern_core::{Condition, Dependency, ErrorKind, HistoryEntry, Millis, ParentOutcome, Status, Task, TaskError};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
@@ -54,7 +55,9 @@ fn judge(dep: &Dependency, parent: Option<&ParentEnd>) -> Readiness {
 }
 
 impl State {
-    /// Records that task `id` ended, and judges the tasks that wait on it.
+    /// Records that task `id` ended, and judges the edges from it: a child
+    /// whose last unmet edge holds is released, a child with an edge that can
+    /// no longer hold is skipped (and its own children judged in turn).
     pub(super) fn ended(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<()> {
         self.effects.ended.push(id);
         if self.holding.contains(&id) {
@@ -63,103 +66,134 @@ impl State {
         let mut work = vec![id];
         while let Some(parent) = work.pop() {
             let Some(children) = self.waiting.remove(&parent) else { continue };
-            for child in children {
-                if let Some(skipped) = self.judge_child(conn, child, now)? {
-                    self.effects.ended.push(skipped);
-                    work.push(skipped);
+            let end = parent_end(conn, parent)?;
+            for (child, on) in children {
+                if !self.unmet.contains_key(&child) {
+                    // Already skipped through another edge, or cancelled.
+                    continue;
+                }
+                let dep = Dependency { task: parent, on };
+                match judge(&dep, end.as_ref()) {
+                    Readiness::Ready | Readiness::Waiting => {
+                        let left = self.unmet.get_mut(&child).map(|n| {
+                            *n = n.saturating_sub(1);
+                            *n
+                        });
+                        if left == Some(0) {
+                            self.unmet.remove(&child);
+                            self.release(conn, child, now)?;
+                        }
+                    }
+                    Readiness::Never => {
+                        self.unmet.remove(&child);
+                        let message = match &end {
+                            Some(p) => format!(
+                                "dependency {} ended {}; its condition {} can no longer hold",
+                                p.key.clone().unwrap_or_else(|| parent.to_string()),
+                                p.status,
+                                serde_json::to_string(&dep.on).unwrap_or_default()
+                            ),
+                            None => format!("dependency {parent} no longer exists"),
+                        };
+                        if self.skip(conn, child, message, now)? {
+                            self.effects.ended.push(child);
+                            work.push(child);
+                        }
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    /// Releases `child` if all its conditions hold, skips it if one never
-    /// can (answering its id, so that its own dependents are judged), or
-    /// leaves it waiting.
-    fn judge_child(&mut self, conn: &Connection, child: Uuid, now: Millis) -> Result<Option<Uuid>> {
+    /// Moves a child whose every edge holds out of waiting: queued now, or
+    /// pending until a later `run_at`.
+    fn release(&mut self, conn: &Connection, child: Uuid, now: Millis) -> Result<()> {
         let row = conn
-            .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
-            .and_then(|mut s| s.query_row([child.as_bytes()], task_from_row).optional())
+            .prepare_cached(
+                "SELECT status, queue, name, priority, run_at, timeout_ms, attempt FROM tasks WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([child.as_bytes()], |r| {
+                    Ok((
+                        status_at(r, 0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i32>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?.map(i64::unsigned_abs),
+                        r.get::<_, u32>(6)?,
+                    ))
+                })
+                .optional()
+            })
             .map_err(backend)?;
-        let Some(task) = row else { return Ok(None) };
-        if task.status != Status::Pending {
-            return Ok(None);
+        let Some((status, queue, name, priority, run_at, timeout_ms, attempt)) = row else { return Ok(()) };
+        if status != Status::Pending {
+            return Ok(());
         }
-        let mut answers = Vec::with_capacity(task.depends_on.len());
-        let mut blocker = None;
-        for dep in &task.depends_on {
-            let parent = parent_end(conn, dep.task)?;
-            let answer = judge(dep, parent.as_ref());
-            if answer == Readiness::Never && blocker.is_none() {
-                blocker = Some((dep, parent));
-            }
-            answers.push(answer);
+        if run_at > now {
+            // Dependencies met; it stays pending until its run_at.
+            self.schedule(run_at, child);
+            return Ok(());
         }
-        match combine(answers) {
-            Readiness::Waiting => {
-                // Still waiting on another parent: it is registered there.
-                Ok(None)
-            }
-            Readiness::Ready if task.run_at > now => {
-                // Dependencies met; it stays pending until its run_at.
-                self.schedule(task.run_at, child);
-                Ok(None)
-            }
-            Readiness::Ready => {
-                conn.prepare_cached("UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1")
-                    .and_then(|mut s| s.execute(params![child.as_bytes(), now]))
-                    .map_err(backend)?;
-                self.append(
-                    conn,
-                    child,
-                    &HistoryEntry {
-                        at: now,
-                        from: Some(Status::Pending),
-                        to: Status::Queued,
-                        attempt: task.attempt,
-                        worker: None,
-                        actor: "server".to_owned(),
-                        note: Some("dependencies met".to_owned()),
-                    },
-                )?;
-                self.count(&task.queue, Some(Status::Pending), Some(Status::Queued));
-                self.arm_approval(child, &task.name, task.timeout_ms, now);
-                self.push_ready(task.queue.clone(), task.name.clone(), task.priority, now.max(task.run_at), child);
-                Ok(None)
-            }
-            Readiness::Never => {
-                let message = match blocker {
-                    Some((dep, Some(p))) => format!(
-                        "dependency {} ended {}; its condition {} can no longer hold",
-                        p.key.unwrap_or_else(|| dep.task.to_string()),
-                        p.status,
-                        serde_json::to_string(&dep.on).unwrap_or_default()
-                    ),
-                    _ => "a dependency no longer exists".to_owned(),
-                };
-                let error = TaskError::new(ErrorKind::Dependency, message.clone());
-                conn.prepare_cached(
-                    "UPDATE tasks SET status = 'skipped', error = ?2, finished_at = ?3, updated_at = ?3 WHERE id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![child.as_bytes(), json(&error), now]))
-                .map_err(backend)?;
-                self.append(
-                    conn,
-                    child,
-                    &HistoryEntry {
-                        at: now,
-                        from: Some(Status::Pending),
-                        to: Status::Skipped,
-                        attempt: task.attempt,
-                        worker: None,
-                        actor: "server".to_owned(),
-                        note: Some(message),
-                    },
-                )?;
-                self.count(&task.queue, Some(Status::Pending), Some(Status::Skipped));
-                Ok(Some(child))
-            }
+        conn.prepare_cached("UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![child.as_bytes(), now]))
+            .map_err(backend)?;
+        self.append(
+            conn,
+            child,
+            &HistoryEntry {
+                at: now,
+                from: Some(Status::Pending),
+                to: Status::Queued,
+                attempt,
+                worker: None,
+                actor: "server".to_owned(),
+                note: Some("dependencies met".to_owned()),
+            },
+        )?;
+        self.count(&queue, Some(Status::Pending), Some(Status::Queued));
+        self.arm_approval(child, &name, timeout_ms, now);
+        self.push_ready(queue, name, priority, now.max(run_at), child);
+        Ok(())
+    }
+
+    /// Ends a waiting child `skipped` (error kind `dependency`); answers
+    /// whether it was still waiting.
+    fn skip(&mut self, conn: &Connection, child: Uuid, message: String, now: Millis) -> Result<bool> {
+        let row = conn
+            .prepare_cached("SELECT status, queue, attempt FROM tasks WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([child.as_bytes()], |r| Ok((status_at(r, 0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))
+                    .optional()
+            })
+            .map_err(backend)?;
+        let Some((status, queue, attempt)) = row else { return Ok(false) };
+        if status != Status::Pending {
+            return Ok(false);
         }
+        let error = TaskError::new(ErrorKind::Dependency, message.clone());
+        conn.prepare_cached(
+            "UPDATE tasks SET status = 'skipped', error = ?2, finished_at = ?3, updated_at = ?3 WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![child.as_bytes(), json(&error), now]))
+        .map_err(backend)?;
+        self.append(
+            conn,
+            child,
+            &HistoryEntry {
+                at: now,
+                from: Some(Status::Pending),
+                to: Status::Skipped,
+                attempt,
+                worker: None,
+                actor: "server".to_owned(),
+                note: Some(message),
+            },
+        )?;
+        self.count(&queue, Some(Status::Pending), Some(Status::Skipped));
+        Ok(true)
     }
 
     /// Ends an approval task: succeeded when approved, failed (kind
@@ -287,6 +321,7 @@ impl State {
         for id in &ids {
             self.holding.remove(id);
             self.waiting.remove(id);
+            self.unmet.remove(id);
         }
         outcome.map(|()| ids.len())
     }
