@@ -5,13 +5,17 @@ use crate::flags;
 use crate::render::{self, Output};
 use crate::{Exit, emit};
 use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use quern_client::{Client, Error, Result, Uuid};
 use serde_json::Value;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The longest single long-poll; longer waits loop.
 const POLL: Duration = Duration::from_secs(30);
+/// The long-poll while a progress bar is shown, so that it moves.
+const BAR_POLL: Duration = Duration::from_secs(1);
 
 /// `quern workflow …`.
 #[derive(Debug, Args)]
@@ -128,20 +132,41 @@ fn render_workflow(output: Output, wf: &Value) -> Result<String> {
     Ok(out)
 }
 
-/// Waits until the workflow ends or `timeout` passes, in long-polls.
+/// Waits until the workflow ends or `timeout` passes, in long-polls. On a
+/// terminal, a bar shows finished tasks out of the total, refreshed every
+/// second.
 async fn wait_for(client: &Client, id: Uuid, timeout: Option<Duration>) -> Result<(Value, bool)> {
     let start = Instant::now();
-    loop {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {pos}/{len} tasks finished [{bar:30}] {msg}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
+    let poll = if bar.is_some() { BAR_POLL } else { POLL };
+    let answer = loop {
         let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
-        let wait = left.map_or(POLL, |l| l.min(POLL));
+        let wait = left.map_or(poll, |l| l.min(poll));
         let wf = client.workflow(id, Some(wait)).await?;
+        if let Some(bar) = &bar {
+            let total = wf["total"].as_u64().unwrap_or(0);
+            let open: u64 = ["pending", "queued", "running"].iter().filter_map(|s| wf["counts"][*s].as_u64()).sum();
+            bar.set_length(total);
+            bar.set_position(total.saturating_sub(open));
+            bar.set_message(wf["status"].as_str().unwrap_or("").to_owned());
+        }
         if wf["status"] != "running" {
-            return Ok((wf, true));
+            break (wf, true);
         }
         if left.is_some_and(|l| l <= wait) {
-            return Ok((wf, false));
+            break (wf, false);
         }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
+    Ok(answer)
 }
 
 pub(crate) async fn run(client: &Client, output: Output, args: WorkflowArgs) -> Result<Exit> {
