@@ -99,7 +99,7 @@ pub(crate) fn run(args: ServerArgs) -> ExitCode {
         };
         tracing::info!(%addr, data = %config.storage.data.display(), "quern server starting");
         println!("listening on http://{addr}");
-        match quern_server::serve(config, listener, shutdown_signal()).await {
+        match quern_server::serve(config, listener, crate::signals::shutdown()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("quern server: {e}");
@@ -107,26 +107,4 @@ pub(crate) fn run(args: ServerArgs) -> ExitCode {
             }
         }
     })
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

@@ -159,7 +159,7 @@ pub(crate) fn run(server: String, token: Option<String>, args: WorkerArgs) -> Ex
     // Enough for handed-back tasks to go through SIGTERM, the grace and SIGKILL.
     let stopping = args.kill_grace + Duration::from_secs(2);
     let outcome = runtime.block_on(async {
-        let outcome = worker.run(shutdown_signal()).await;
+        let outcome = worker.run(crate::signals::shutdown()).await;
         // Handed-back tasks were aborted: their processes got SIGTERM and
         // get SIGKILL after the kill grace from reaper threads. Wait for
         // that while the runtime's threads live, for a task's process gets
@@ -183,25 +183,6 @@ pub(crate) fn run(server: String, token: Option<String>, args: WorkerArgs) -> Ex
             eprintln!("quern worker: {e}");
             ExitCode::from(2)
         }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT: shutting down"),
-        () = term => tracing::info!("SIGTERM: shutting down"),
     }
 }
 

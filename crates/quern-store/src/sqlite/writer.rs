@@ -801,11 +801,10 @@ impl State {
             } else {
                 error.as_ref().map(|e| e.message.clone())
             };
-            self.materialize(conn, id)?;
-            self.append(
+            self.record(
                 conn,
                 id,
-                &HistoryEntry {
+                HistoryEntry {
                     at: now,
                     from: Some(Status::Running),
                     to,
@@ -864,6 +863,13 @@ impl State {
         Ok(())
     }
 
+    /// Records a move off the common path: writes the compact history out
+    /// first (if still compact), then the move.
+    fn record(&mut self, conn: &Connection, id: Uuid, e: HistoryEntry) -> Result<()> {
+        self.materialize(conn, id)?;
+        self.append(conn, id, &e)
+    }
+
     fn append(&mut self, conn: &Connection, id: Uuid, e: &HistoryEntry) -> Result<()> {
         conn.prepare_cached(
             "INSERT INTO history (task, at, from_status, to_status, attempt, worker, actor, note) \
@@ -914,11 +920,10 @@ impl State {
                 } else {
                     self.remove_ready(&task.queue, &task.name, task.priority, task.run_at, id);
                 }
-                self.materialize(conn, id)?;
-                self.append(
+                self.record(
                     conn,
                     id,
-                    &HistoryEntry {
+                    HistoryEntry {
                         at: now,
                         from: Some(task.status),
                         to: Status::Cancelled,
@@ -956,11 +961,10 @@ impl State {
                 message: "only failed, timed_out or cancelled tasks can be retried".to_owned(),
             });
         }
-        self.materialize(conn, id)?;
-        self.append(
+        self.record(
             conn,
             id,
-            &HistoryEntry {
+            HistoryEntry {
                 at: now,
                 from: Some(task.status),
                 to: Status::Queued,

@@ -238,11 +238,10 @@ impl State {
             error.details = Some(serde_json::json!({"approved": false, "by": by, "comment": comment}));
             (Status::Failed, None, Some(json(&error)), message)
         };
-        self.materialize(conn, id)?;
-        self.append(
+        self.record(
             conn,
             id,
-            &HistoryEntry {
+            HistoryEntry {
                 at: now,
                 from: Some(Status::Queued),
                 to,
@@ -275,11 +274,10 @@ impl State {
         }
         let message = format!("no decision within its timeout of {} ms", task.timeout_ms.unwrap_or_default());
         let error = TaskError::new(ErrorKind::Timeout, message.clone());
-        self.materialize(conn, id)?;
-        self.append(
+        self.record(
             conn,
             id,
-            &HistoryEntry {
+            HistoryEntry {
                 at: now,
                 from: Some(Status::Queued),
                 to: Status::TimedOut,
