@@ -463,7 +463,9 @@ impl State {
             if t.created_at < now {
                 t.created_at = now;
                 t.run_at = t.run_at.max(now);
-                if t.run_at <= now {
+                // A delay that has passed by now is no delay; a task waiting
+                // for its dependencies waits regardless.
+                if t.run_at <= now && t.depends_on.is_empty() {
                     t.status = Status::Queued;
                 }
             }
