@@ -1,0 +1,95 @@
+//! Quern's benchmark harness.
+//!
+//! It starts a fresh `quern server` for each scenario (or drives a server
+//! given by URL), runs named scenarios against it over a lean HTTP/1.1
+//! client, and reports one [`Row`] per measured figure: a table on the
+//! terminal and, on request, a JSON file with the machine it ran on.
+//!
+//! # Layout
+//!
+//! - [`client`]: one keep-alive HTTP/1.1 connection over hyper, nothing more;
+//!   the client shares the machine's two cores with the server, so it must
+//!   stay cheap.
+//! - [`server`]: starting, watching (RSS, liveness) and stopping a server
+//!   process on a temporary data directory.
+//! - [`scenarios`]: the workloads, one module per family; each returns rows.
+//! - [`samples`]: latency samples and their percentiles.
+//! - [`report`]: the [`Row`], the terminal table, the JSON file, machine info.
+//! - [`peers`]: the seam where other systems' rows (Celery, RQ, BullMQ, …)
+//!   will join Quern's in one table.
+//!
+//! Invariant: a figure is only reported when every request of its scenario
+//! succeeded and the server is still alive; anything else ends the run with
+//! an error.
+
+pub mod client;
+pub mod peers;
+pub mod report;
+pub mod samples;
+pub mod scenarios;
+pub mod server;
+
+pub use report::Row;
+pub use scenarios::{Options, Scenario};
+
+/// The harness's error: anything that stops a run, with a message for a person.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// A harness result.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where the scenarios send their requests.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Start a fresh server from this binary for each scenario.
+    Spawn {
+        /// The `quern` binary.
+        bin: std::path::PathBuf,
+        /// `normal` or `strict`, passed as `--durability`.
+        durability: String,
+    },
+    /// A running server; nothing is started or stopped, and no RSS is read.
+    Url(String),
+}
+
+/// Runs `scenarios` one after another against `target`, each on a fresh
+/// server when the harness starts them; stops at the first failure.
+pub async fn run(target: &Target, scenarios: &[Scenario], opts: &Options) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for scenario in scenarios {
+        eprintln!("quern-bench: running {}", scenario.name());
+        let mut server = match target {
+            Target::Spawn { bin, durability } => Some(server::Server::start(bin, durability).await?),
+            Target::Url(_) => None,
+        };
+        let url = match (&server, target) {
+            (Some(s), _) => s.url().to_owned(),
+            (None, Target::Url(u)) => u.clone(),
+            (None, Target::Spawn { .. }) => return Err("no server to run against".into()),
+        };
+        let ctx = scenarios::Ctx::new(&url, server.as_ref(), opts)?;
+        let result = tokio::time::timeout(opts.scenario_timeout, scenario.run(&ctx)).await;
+        let mut out = match result {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => return Err(format!("{}: {e}", scenario.name()).into()),
+            Err(_) => {
+                return Err(format!("{}: did not finish within {:?}", scenario.name(), opts.scenario_timeout).into());
+            }
+        };
+        if let Some(mut s) = server.take() {
+            s.check_alive()?;
+            let mem = s.memory()?;
+            for row in &mut out {
+                if row.rss_mb.is_none() {
+                    row.rss_mb = Some(mem.rss_mb);
+                    row.peak_rss_mb = Some(mem.peak_mb);
+                }
+            }
+            s.stop().await?;
+        }
+        for row in &out {
+            eprintln!("quern-bench:   {}", row.one_line());
+        }
+        rows.extend(out);
+    }
+    Ok(rows)
+}

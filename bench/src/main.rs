@@ -1,0 +1,154 @@
+//! `quern-bench`: parses the command line, runs the scenarios, prints the
+//! table, writes the JSON. The work is in the library.
+
+use clap::Parser;
+use quern_bench::report::{Machine, Report, markdown, median_of, table};
+use quern_bench::{Options, Scenario, Target, peers, server};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Quern's benchmark harness. By default it starts a fresh `quern server`
+/// (the binary next to this one) for each scenario on a temporary data
+/// directory, and stops it afterwards.
+#[derive(Debug, Parser)]
+#[command(name = "quern-bench")]
+struct Args {
+    /// The `quern` binary to start [default: the one next to this binary].
+    #[arg(long, conflicts_with = "url")]
+    server_bin: Option<PathBuf>,
+    /// Run against this server instead of starting one (no RSS figures).
+    #[arg(long)]
+    url: Option<String>,
+    /// Comma-separated scenarios: idle, submit-single, submit-concurrent,
+    /// submit-batch, e2e, e2e-single, latency, depth [default: all].
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Seconds-long settings for smoke runs (no 1M depth).
+    #[arg(long)]
+    quick: bool,
+    /// Write every row and the machine info to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also print the table as Markdown.
+    #[arg(long)]
+    markdown: bool,
+    /// Durability of the started server.
+    #[arg(long, default_value = "normal", value_parser = ["normal", "strict"])]
+    durability: String,
+    /// Seconds of each time-bounded submit measurement [default: 10, quick 1].
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Tasks through e2e [default: 100000, quick 5000].
+    #[arg(long)]
+    e2e_tasks: Option<u64>,
+    /// Tasks through e2e-single [default: 20000, quick 2000].
+    #[arg(long)]
+    e2e_single_tasks: Option<u64>,
+    /// Worker loops in e2e and depth [default: 4].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Leave out depths above this many queued tasks.
+    #[arg(long)]
+    max_depth: Option<u64>,
+    /// Run the whole suite this many times and report each figure's median run.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Merge the rows of a peers' run (bench/peers/run.sh --out FILE) into the table.
+    #[arg(long)]
+    peers: Option<PathBuf>,
+    /// Client runtime threads; 1 leaves the most CPU to the server.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+}
+
+fn options(args: &Args) -> Options {
+    let mut opts = Options::defaults(args.quick);
+    if let Some(d) = args.duration {
+        opts.duration = Duration::from_secs_f64(d.max(0.1));
+    }
+    if let Some(n) = args.e2e_tasks {
+        opts.e2e_tasks = n;
+    }
+    if let Some(n) = args.e2e_single_tasks {
+        opts.e2e_single_tasks = n;
+    }
+    if let Some(k) = args.workers {
+        opts.workers = k.max(1);
+    }
+    if let Some(max) = args.max_depth {
+        opts.depths.retain(|d| *d <= max);
+    }
+    opts
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quern-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> quern_bench::Result<()> {
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios.iter().map(|s| Scenario::parse(s.trim())).collect::<quern_bench::Result<_>>()?
+    };
+    let target = match &args.url {
+        Some(url) => Target::Url(url.clone()),
+        None => Target::Spawn {
+            bin: match &args.server_bin {
+                Some(b) => b.clone(),
+                None => server::default_bin()?,
+            },
+            durability: args.durability.clone(),
+        },
+    };
+    let durability = match &target {
+        Target::Url(_) => "external",
+        Target::Spawn { durability, .. } => durability.as_str(),
+    };
+    let opts = options(args);
+    let machine = Machine::probe();
+    let runtime = if args.client_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads).enable_all().build()?
+    };
+    let mut runs = Vec::new();
+    for i in 0..args.runs.max(1) {
+        if args.runs > 1 {
+            eprintln!("quern-bench: run {} of {}", i + 1, args.runs);
+        }
+        runs.push(runtime.block_on(quern_bench::run(&target, &scenarios, &opts))?);
+    }
+    let peer_run = args.peers.as_deref().map(peers::load).transpose()?;
+    let (peer_rows, peer_versions) = match peer_run {
+        Some(run) => (run.rows, Some(run.versions)),
+        None => (Vec::new(), None),
+    };
+    let rows = peers::merge(median_of(runs, machine.nproc), peer_rows);
+    println!("{}  ·  durability {durability}{}", machine.summary(), if args.quick { "  ·  quick" } else { "" });
+    print!("{}", table(&rows));
+    if args.markdown {
+        print!("\n{}", markdown(&rows));
+    }
+    if let Some(path) = &args.json {
+        let report = Report {
+            machine: &machine,
+            durability,
+            quick: args.quick,
+            runs: args.runs.max(1),
+            rows: &rows,
+            peer_versions: peer_versions.as_ref(),
+        };
+        report.write(path)?;
+        eprintln!("quern-bench: wrote {}", path.display());
+    }
+    Ok(())
+}
