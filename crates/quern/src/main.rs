@@ -16,7 +16,7 @@
 //! - [`watch`]: waiting for a task to end, with progress on stderr.
 //! - [`render`]: tables, `key: value` blocks and JSON on stdout.
 //! - [`flags`]: parsers of flag values (durations, `KEY=VALUE`, JSON).
-//! - [`signals`]: the SIGINT/SIGTERM stop shared by `server` and `worker`.
+//! - [`service`]: what `server` and `worker` share: logging, runtime, stop signal.
 //!
 //! Exit codes (`api.md`): 0 success; 1 when an awaited task ended
 //! unsuccessfully or the wait timed out; 2 on usage errors and on server or
@@ -27,7 +27,7 @@ mod queue_cmd;
 mod render;
 mod run_cmd;
 mod server_cmd;
-mod signals;
+mod service;
 mod task_cmd;
 mod watch;
 mod worker_cmd;

@@ -71,16 +71,8 @@ pub(crate) fn run(args: ServerArgs) -> ExitCode {
         print!("{}", config.to_yaml());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("QUERN_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("quern server: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(runtime) = crate::service::start("quern server") else {
+        return ExitCode::from(2);
     };
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(&config.server.listen).await {
@@ -99,7 +91,7 @@ pub(crate) fn run(args: ServerArgs) -> ExitCode {
         };
         tracing::info!(%addr, data = %config.storage.data.display(), "quern server starting");
         println!("listening on http://{addr}");
-        match quern_server::serve(config, listener, crate::signals::shutdown()).await {
+        match quern_server::serve(config, listener, crate::service::shutdown()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("quern server: {e}");

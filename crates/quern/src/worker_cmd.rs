@@ -122,16 +122,8 @@ pub(crate) fn run(server: String, token: Option<String>, args: WorkerArgs) -> Ex
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("QUERN_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("quern worker: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(runtime) = crate::service::start("quern worker") else {
+        return ExitCode::from(2);
     };
     tracing::info!(
         server = %server,
@@ -159,7 +151,7 @@ pub(crate) fn run(server: String, token: Option<String>, args: WorkerArgs) -> Ex
     // Enough for handed-back tasks to go through SIGTERM, the grace and SIGKILL.
     let stopping = args.kill_grace + Duration::from_secs(2);
     let outcome = runtime.block_on(async {
-        let outcome = worker.run(crate::signals::shutdown()).await;
+        let outcome = worker.run(crate::service::shutdown()).await;
         // Handed-back tasks were aborted: their processes got SIGTERM and
         // get SIGKILL after the kill grace from reaper threads. Wait for
         // that while the runtime's threads live, for a task's process gets

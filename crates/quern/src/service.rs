@@ -1,0 +1,37 @@
+//! What the long-running commands (`server`, `worker`) share: logging to
+//! stderr, a multi-threaded runtime, and the stop signal.
+
+/// Starts logging (filter from `QUERN_LOG`, default `info`) and builds the
+/// runtime; on failure prints why, prefixed with `command`, and answers `None`.
+pub(crate) fn start(command: &str) -> Option<tokio::runtime::Runtime> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("QUERN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("{command}: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM, logging which.
+pub(crate) async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
