@@ -2,7 +2,7 @@
 //! table, writes the JSON. The work is in the library.
 
 use clap::Parser;
-use quern_bench::report::{Machine, Report, markdown, median_of, table};
+use quern_bench::report::{Machine, Report, ServerBin, markdown, median_of, table};
 use quern_bench::{Options, Scenario, Target, peers, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,6 +113,10 @@ fn run(args: &Args) -> quern_bench::Result<()> {
         Target::Url(_) => "external",
         Target::Spawn { durability, .. } => durability.as_str(),
     };
+    let server_bin = match &target {
+        Target::Spawn { bin, .. } => Some(ServerBin::probe(bin)),
+        Target::Url(_) => None,
+    };
     let opts = options(args);
     let machine = Machine::probe();
     let runtime = if args.client_threads <= 1 {
@@ -146,6 +150,7 @@ fn run(args: &Args) -> quern_bench::Result<()> {
             runs: args.runs.max(1),
             rows: &rows,
             peer_versions: peer_versions.as_ref(),
+            server_bin: server_bin.as_ref(),
         };
         report.write(path)?;
         eprintln!("quern-bench: wrote {}", path.display());

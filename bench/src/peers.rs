@@ -26,16 +26,22 @@ pub fn load(path: &Path) -> Result<PeerRun> {
     Ok(serde_json::from_str(&text).map_err(|e| format!("{}: not a peers file: {e}", path.display()))?)
 }
 
-/// Quern's rows followed, scenario by scenario, by each peer's.
+/// Quern's rows, each scenario's followed by the peers' rows of that
+/// scenario (variants differ between systems, so scenarios are what match);
+/// peers' rows of scenarios Quern did not run come last.
 pub fn merge(quern: Vec<Row>, peers: Vec<Row>) -> Vec<Row> {
     let mut out = Vec::with_capacity(quern.len() + peers.len());
     let mut rest = peers;
-    for row in quern {
-        let (same, other): (Vec<Row>, Vec<Row>) =
-            rest.into_iter().partition(|p| p.scenario == row.scenario && p.variant == row.variant);
-        rest = other;
+    let mut quern = quern.into_iter().peekable();
+    while let Some(row) = quern.next() {
+        let last_of_scenario = quern.peek().is_none_or(|next| next.scenario != row.scenario);
+        let scenario = row.scenario.clone();
         out.push(row);
-        out.extend(same);
+        if last_of_scenario {
+            let (same, other): (Vec<Row>, Vec<Row>) = rest.into_iter().partition(|p| p.scenario == scenario);
+            rest = other;
+            out.extend(same);
+        }
     }
     out.extend(rest);
     out
@@ -60,13 +66,24 @@ mod tests {
 
     #[test]
     fn peers_follow_their_scenario() {
-        let q = vec![Row::new("e2e", "batch"), Row::new("latency", "start")];
-        let mut celery = Row::new("e2e", "batch");
-        celery.system = "celery".into();
-        let mut rq = Row::new("shell", "");
-        rq.system = "rq".into();
-        let out = merge(q, vec![rq, celery]);
+        let q = vec![Row::new("e2e", "batch"), Row::new("latency", "ack"), Row::new("latency", "result")];
+        let peer = |system: &str, scenario: &str| {
+            let mut r = Row::new(scenario, "2 worker processes");
+            r.system = system.into();
+            r
+        };
+        let out = merge(q, vec![peer("rq", "shell"), peer("celery", "latency"), peer("celery", "e2e")]);
         let order: Vec<_> = out.iter().map(|r| (r.system.as_str(), r.scenario.as_str())).collect();
-        assert_eq!(order, [("quern", "e2e"), ("celery", "e2e"), ("quern", "latency"), ("rq", "shell")]);
+        assert_eq!(
+            order,
+            [
+                ("quern", "e2e"),
+                ("celery", "e2e"),
+                ("quern", "latency"),
+                ("quern", "latency"),
+                ("celery", "latency"),
+                ("rq", "shell")
+            ]
+        );
     }
 }

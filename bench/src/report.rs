@@ -338,7 +338,8 @@ pub struct Machine {
     pub kernel: String,
     /// 1-, 5- and 15-minute load averages when the run started.
     pub load_at_start: String,
-    /// `git rev-parse --short HEAD`, with `+dirty` when the tree has changes.
+    /// `git rev-parse --short HEAD` of the working directory, with `+dirty`
+    /// when the tree has changes (see [`ServerBin`] for the binary itself).
     pub quern_commit: String,
     /// Seconds since the Unix epoch when the run started.
     pub started_at_unix: u64,
@@ -411,6 +412,31 @@ pub struct Report<'a> {
     /// Versions of the peers that ran, when their rows were merged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_versions: Option<&'a serde_json::Value>,
+    /// The server binary the harness started, when it started one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_bin: Option<&'a ServerBin>,
+}
+
+/// Which server binary ran: `quern_commit` is the working directory's, and a
+/// binary given by `--server-bin` may have been built from another tree.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerBin {
+    /// Its path.
+    pub path: String,
+    /// When it was last modified (built), in seconds since the Unix epoch.
+    pub modified_unix: Option<u64>,
+}
+
+impl ServerBin {
+    /// Describes the binary at `path`.
+    pub fn probe(path: &Path) -> Self {
+        let modified_unix = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        Self { path: path.display().to_string(), modified_unix }
+    }
 }
 
 impl Report<'_> {
