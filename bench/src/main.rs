@@ -48,6 +48,9 @@ struct Args {
     /// Worker loops in e2e and depth [default: 4].
     #[arg(long)]
     workers: Option<usize>,
+    /// Tasks leased and completed at each depth [default: 20000, quick 2000].
+    #[arg(long)]
+    depth_tasks: Option<u64>,
     /// Leave out depths above this many queued tasks.
     #[arg(long)]
     max_depth: Option<u64>,
@@ -75,6 +78,9 @@ fn options(args: &Args) -> Options {
     }
     if let Some(k) = args.workers {
         opts.workers = k.max(1);
+    }
+    if let Some(n) = args.depth_tasks {
+        opts.depth_measured = n.max(1);
     }
     if let Some(max) = args.max_depth {
         opts.depths.retain(|d| *d <= max);

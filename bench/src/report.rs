@@ -88,10 +88,11 @@ impl Row {
         self
     }
 
-    /// Server CPU µs per task, where both are known.
+    /// Server CPU µs per task, for throughput rows (in latency rows the CPU
+    /// includes the idle waits between samples).
     pub fn server_cpu_us_per_task(&self) -> Option<f64> {
         #[allow(clippy::cast_precision_loss)]
-        self.server_cpu_s.filter(|_| self.tasks > 0).map(|s| s * 1e6 / self.tasks as f64)
+        self.server_cpu_s.filter(|_| self.tasks > 0 && self.tasks_per_s.is_some()).map(|s| s * 1e6 / self.tasks as f64)
     }
 
     /// The row in one line, for progress output.
@@ -305,12 +306,16 @@ pub struct Cpu {
     pub at: std::time::Instant,
 }
 
+/// The shortest measurement for which a thread's busy share is reported.
+const MIN_THREAD_WINDOW_S: f64 = 0.25;
+
 impl Cpu {
     /// The server thread that used the most CPU between `self` and `later`,
     /// with the share of the wall time it was busy (1.0 = a whole core).
     pub fn busiest_thread(&self, later: &Self) -> Option<(String, f64)> {
         let wall = later.at.saturating_duration_since(self.at).as_secs_f64();
-        if wall <= 0.0 {
+        // /proc counts CPU in 10 ms ticks: a shorter window says nothing.
+        if wall < MIN_THREAD_WINDOW_S {
             return None;
         }
         later
