@@ -8,7 +8,7 @@
 //! ends: releasing a child never reads its other parents.
 
 use super::{APPROVAL, State, backend, json};
-use crate::sqlite::rows::status_at;
+use crate::sqlite::rows::{entry, status_at};
 use crate::{Result, StoreError};
 use quern_core::workflow::{Readiness, compile_expr, expr_holds, outcome_holds};
 use quern_core::{Condition, Dependency, ErrorKind, HistoryEntry, Millis, ParentOutcome, Status, Task, TaskError};
@@ -143,15 +143,7 @@ impl State {
         self.append(
             conn,
             child,
-            &HistoryEntry {
-                at: now,
-                from: Some(Status::Pending),
-                to: Status::Queued,
-                attempt,
-                worker: None,
-                actor: "server".to_owned(),
-                note: Some("dependencies met".to_owned()),
-            },
+            &entry(now, Status::Pending, Status::Queued, attempt, None, "server", Some("dependencies met")),
         )?;
         self.count(&queue, Some(Status::Pending), Some(Status::Queued));
         self.arm_approval(child, &name, timeout_ms, now);
@@ -182,15 +174,7 @@ impl State {
         self.append(
             conn,
             child,
-            &HistoryEntry {
-                at: now,
-                from: Some(Status::Pending),
-                to: Status::Skipped,
-                attempt,
-                worker: None,
-                actor: "server".to_owned(),
-                note: Some(message),
-            },
+            &entry(now, Status::Pending, Status::Skipped, attempt, None, "server", Some(&message)),
         )?;
         self.count(&queue, Some(Status::Pending), Some(Status::Skipped));
         Ok(true)
