@@ -13,10 +13,12 @@
 //! - [`task`]: the task as the API shows it, with its errors and progress.
 //! - [`time`]: the clock seam and RFC 3339 rendering of timestamps.
 //! - [`workflow`]: graph checks (keys, edges, cycles) and dependency readiness.
+//! - [`schedule`]: cron, interval and one-time schedules, and when each slot is due.
 //! - [`error`]: the validation error every layer above maps to a 4xx.
 
 pub mod error;
 pub mod retry;
+pub mod schedule;
 pub mod spec;
 pub mod status;
 pub mod task;
@@ -25,6 +27,7 @@ pub mod workflow;
 
 pub use error::{ValidationError, ValidationResult};
 pub use retry::{Backoff, RetryPolicy, jitter_unit};
+pub use schedule::{Overlap, Schedule, ScheduleSpec, Timing};
 pub use spec::{ExecutionDefaults, NewTask, TaskSpec};
 pub use status::Status;
 pub use task::{
