@@ -29,11 +29,14 @@ pub struct ServerConfig {
     pub listen: String,
     /// The largest request body, in bytes (larger → 413).
     pub max_body_bytes: usize,
+    /// A schedules file applied at start (created and updated, never pruned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedules: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:7311".to_owned(), max_body_bytes: 1 << 20 }
+        Self { listen: "127.0.0.1:7311".to_owned(), max_body_bytes: 1 << 20, schedules: None }
     }
 }
 

@@ -6,6 +6,10 @@
 //! Invariant: nothing reaches the store that [`quern_core`] has not
 //! validated, and no time is read except through the engine's [`Clock`].
 
+mod schedules;
+
+pub use schedules::{ApplyReport, PutOutcome, ScheduleError, ScheduleView};
+
 use crate::config::Config;
 use crate::registry::{RegisterError, Registry, TaskTypeDecl, TaskTypeView, WorkerView};
 use crate::workflow::{self, WorkflowError, WorkflowSpec};
@@ -44,6 +48,9 @@ pub enum EngineError {
     /// A workflow whose graph cannot run.
     #[error("{0}")]
     Workflow(ValidationError),
+    /// A schedule that cannot be stored.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
     /// A worker registration that cannot be accepted.
     #[error(transparent)]
     Register(#[from] RegisterError),

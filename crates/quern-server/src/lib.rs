@@ -35,6 +35,14 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] quern_store::StoreError),
+    /// The schedules file given at start cannot be read or applied.
+    #[error("schedules file {path}: {message}")]
+    Schedules {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
     /// Socket trouble.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -54,6 +62,17 @@ pub async fn serve(
     let store = Arc::new(SqliteStore::open(&opts, clock.now())?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine = Arc::new(Engine::new(store.clone() as Arc<dyn Store>, clock, &config, stop_rx));
+    if let Some(path) = &config.server.schedules {
+        let fail = |message: String| ServeError::Schedules { path: path.display().to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let report = engine.apply_schedules(&text, false, false).await.map_err(|e| fail(e.to_string()))?;
+        tracing::info!(
+            created = report.created.len(),
+            updated = report.updated.len(),
+            unchanged = report.unchanged.len(),
+            "schedules file applied"
+        );
+    }
     let timers = tokio::spawn({
         let engine = engine.clone();
         async move { engine.run_timers().await }
@@ -61,6 +80,10 @@ pub async fn serve(
     let retention = tokio::spawn({
         let engine = engine.clone();
         async move { engine.run_retention().await }
+    });
+    let scheduler = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_scheduler().await }
     });
     let app = api::router(engine, config.server.max_body_bytes);
     let result = axum::serve(listener, app)
@@ -72,6 +95,7 @@ pub async fn serve(
         .await;
     let _ = timers.await;
     let _ = retention.await;
+    let _ = scheduler.await;
     store.close();
     result.map_err(ServeError::Io)
 }

@@ -23,6 +23,10 @@ pub(crate) struct ServerArgs {
     /// The largest request body in bytes [default: 1048576].
     #[arg(long, env = "QUERN_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
+    /// A schedules file (YAML or JSON) to apply at start: its schedules are
+    /// created or updated; others are left alone.
+    #[arg(long, env = "QUERN_SCHEDULES")]
+    schedules: Option<PathBuf>,
     /// YAML configuration file.
     #[arg(long, env = "QUERN_CONFIG")]
     config: Option<PathBuf>,
@@ -50,6 +54,9 @@ impl ServerArgs {
             } else {
                 quern_store::sqlite::Durability::Normal
             };
+        }
+        if let Some(path) = &self.schedules {
+            config.server.schedules = Some(path.clone());
         }
         if let Some(n) = self.max_body_bytes {
             config.server.max_body_bytes = n;

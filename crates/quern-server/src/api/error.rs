@@ -40,6 +40,16 @@ pub enum ApiError {
         /// Where.
         details: Value,
     },
+    /// A schedule that cannot run (a bad cron, an unknown time zone, an
+    /// interval of zero), or a schedules file with such an entry.
+    InvalidSchedule {
+        /// What is wrong, naming the field (and the entry, in a file).
+        message: String,
+        /// The field and the entry.
+        details: Value,
+    },
+    /// Another request changed the same thing meanwhile, again and again.
+    Conflict(String),
     /// The body is over the configured limit.
     PayloadTooLarge(String),
     /// No such task or route.
@@ -80,6 +90,8 @@ impl ApiError {
             ApiError::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::InvalidInput { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
             ApiError::InvalidWorkflow { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_workflow"),
+            ApiError::InvalidSchedule { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schedule"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -97,10 +109,12 @@ impl ApiError {
             ApiError::InvalidRequest { message, details }
             | ApiError::IdempotencyConflict { message, details }
             | ApiError::InvalidInput { message, details }
-            | ApiError::InvalidWorkflow { message, details } => (message, details),
+            | ApiError::InvalidWorkflow { message, details }
+            | ApiError::InvalidSchedule { message, details } => (message, details),
             ApiError::PayloadTooLarge(m)
             | ApiError::NotFound(m)
             | ApiError::InvalidTransition(m)
+            | ApiError::Conflict(m)
             | ApiError::NotReady(m) => (m, json!({})),
             ApiError::MethodNotAllowed => ("this route does not take that method".into(), json!({})),
             ApiError::ShuttingDown => ("the server is shutting down; try another or retry later".into(), json!({})),
@@ -136,6 +150,8 @@ impl From<StoreError> for ApiError {
                 details: json!({"index": index, "idempotency_key": key, "existing": existing}),
                 message: e.to_string(),
             },
+            StoreError::ScheduleNotFound(_) => ApiError::NotFound(e.to_string()),
+            StoreError::ScheduleConflict(_) => ApiError::Conflict(format!("{e}, again and again; try again")),
             StoreError::InvalidCursor => ApiError::invalid_field("cursor", "not a cursor this server handed out"),
             StoreError::Backend(cause) => {
                 tracing::error!(%cause, "store failure");
@@ -173,6 +189,13 @@ impl From<EngineError> for ApiError {
             EngineError::Register(e) => ApiError::invalid_field(&e.field, e.message),
             EngineError::Workflow(error) => {
                 ApiError::InvalidWorkflow { details: json!({"field": error.field}), message: error.to_string() }
+            }
+            EngineError::Schedule(e) => {
+                let mut details = json!({"field": e.error.field});
+                if let Some(entry) = &e.entry {
+                    details["entry"] = json!(entry);
+                }
+                ApiError::InvalidSchedule { message: e.to_string(), details }
             }
             EngineError::Store(s) => s.into(),
             EngineError::ShuttingDown => ApiError::ShuttingDown,

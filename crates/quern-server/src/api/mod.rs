@@ -4,6 +4,7 @@
 mod body;
 mod error;
 mod ops;
+mod schedules;
 mod tasks;
 mod workers;
 mod workflows;
@@ -13,7 +14,7 @@ pub use error::ApiError;
 use crate::engine::Engine;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use std::sync::Arc;
 
 /// The application state every handler sees.
@@ -36,6 +37,13 @@ pub fn router(engine: Arc<Engine>, max_body_bytes: usize) -> Router {
         .route("/v1/workflows/{id}", get(workflows::get))
         .route("/v1/workflows/{id}/graph", get(workflows::graph))
         .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
+        .route("/v1/schedules", get(schedules::list))
+        .route("/v1/schedules/apply", post(schedules::apply))
+        .route("/v1/schedules/{name}", put(schedules::put).get(schedules::get).delete(schedules::delete))
+        .route("/v1/schedules/{name}/enable", post(schedules::enable))
+        .route("/v1/schedules/{name}/disable", post(schedules::disable))
+        .route("/v1/schedules/{name}/trigger", post(schedules::trigger))
+        .route("/v1/schedules/{name}/runs", get(schedules::runs))
         .route("/v1/lease", post(workers::lease))
         .route("/v1/heartbeat", post(workers::heartbeat))
         .route("/v1/complete", post(workers::complete))

@@ -14,18 +14,19 @@ mod writer;
 pub use schema::Durability;
 
 use crate::{
-    Approval, CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery,
-    NewWorkflow, QueueInfo, Result, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowRecord,
+    Approval, CompleteAnswer, CompleteParams, DueSchedules, Fire, FireOutcome, HeartbeatAnswer, HeartbeatParams,
+    HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result, ScheduleRecord, ScheduleWrite, Signals,
+    Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowRecord,
 };
 use async_trait::async_trait;
 use quern_core::{Millis, NewTask, Status, Task};
 use rows::{TASK_COLUMNS, compact_at, compact_history, history_from_row, task_from_row};
-use rusqlite::{Connection, OptionalExtension, ToSql};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use uuid::Uuid;
-use writer::{Counts, Job, State, TypedJob, backend};
+use writer::{Counts, Job, SCHEDULE_COLUMNS, State, TypedJob, backend, schedule_from_row};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "quern.db";
@@ -399,6 +400,71 @@ impl Store for SqliteStore {
 
     async fn approve(&self, id: Uuid, approval: Approval, now: Millis) -> Result<Task> {
         self.write(move |st, conn| st.approve(conn, id, approval.approved, approval.by, approval.comment, now)).await
+    }
+
+    async fn schedules(&self, name: Option<String>) -> Result<Vec<ScheduleRecord>> {
+        self.read(move |conn| {
+            let found = match &name {
+                Some(n) => conn
+                    .prepare_cached(&format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?1"))
+                    .and_then(|mut s| s.query_map([n], schedule_from_row)?.collect::<rusqlite::Result<Vec<_>>>()),
+                None => conn
+                    .prepare_cached(&format!("SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"))
+                    .and_then(|mut s| s.query_map([], schedule_from_row)?.collect::<rusqlite::Result<Vec<_>>>()),
+            }
+            .map_err(backend)?;
+            match name {
+                Some(n) if found.is_empty() => Err(StoreError::ScheduleNotFound(n)),
+                _ => Ok(found),
+            }
+        })
+        .await
+    }
+
+    async fn write_schedules(&self, writes: Vec<ScheduleWrite>) -> Result<()> {
+        self.write(move |st, conn| st.write_schedules(conn, writes)).await
+    }
+
+    async fn due_schedules(&self, now: Millis, limit: usize) -> Result<DueSchedules> {
+        self.read(move |conn| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let due = conn
+                .prepare_cached(&format!(
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE enabled = 1 AND next_fire_at <= ?1 \
+                     ORDER BY next_fire_at LIMIT ?2"
+                ))
+                .and_then(|mut s| {
+                    s.query_map(params![now, limit], schedule_from_row)?.collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(backend)?;
+            let next_due = conn
+                .prepare_cached("SELECT min(next_fire_at) FROM schedules WHERE enabled = 1 AND next_fire_at > ?1")
+                .and_then(|mut s| s.query_row([now], |r| r.get(0)))
+                .map_err(backend)?;
+            Ok(DueSchedules { due, next_due })
+        })
+        .await
+    }
+
+    async fn fire_schedules(&self, fires: Vec<Fire>, now: Millis) -> Result<Vec<FireOutcome>> {
+        self.write(move |st, conn| st.fire_schedules(conn, fires, now)).await
+    }
+
+    async fn schedule_runs(&self, name: String, limit: usize) -> Result<Vec<Task>> {
+        self.read(move |conn| {
+            // Run keys are `schedule:NAME@<slot>`: one range of the
+            // idempotency key index, in slot order.
+            let from = quern_core::schedule::run_key_prefix(&name);
+            let to = format!("{}A", &from[..from.len() - 1]);
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            conn.prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE idempotency_key >= ?1 AND idempotency_key < ?2 \
+                 ORDER BY idempotency_key DESC LIMIT ?3"
+            ))
+            .and_then(|mut s| s.query_map(params![from, to, limit], task_from_row)?.collect())
+            .map_err(backend)
+        })
+        .await
     }
 
     async fn ready(&self) -> Result<()> {

@@ -87,6 +87,24 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_task ON history (task, seq);
 
+-- Schedules. The scheduler finds what is due through the index on
+-- next_fire_at; a slot fires by a compare-and-set on next_fire_at in the
+-- transaction that inserts its task.
+CREATE TABLE IF NOT EXISTS schedules (
+    name          TEXT PRIMARY KEY,
+    spec          TEXT NOT NULL,
+    timing        TEXT NOT NULL,
+    enabled       INTEGER NOT NULL,
+    anchor        INTEGER NOT NULL,
+    next_fire_at  INTEGER,
+    last_fired_at INTEGER,
+    last_task     BLOB,
+    version       INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_fire_at) WHERE enabled = 1;
+
 CREATE TABLE IF NOT EXISTS queues (
     name   TEXT PRIMARY KEY,
     paused INTEGER NOT NULL DEFAULT 0

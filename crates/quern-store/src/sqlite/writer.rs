@@ -24,7 +24,10 @@ use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+mod schedules;
 mod workflows;
+
+pub(crate) use schedules::{SCHEDULE_COLUMNS, schedule_from_row};
 
 /// The built-in task name that waits for `approve` instead of a worker.
 pub(crate) const APPROVAL: &str = "approval";
@@ -92,6 +95,7 @@ enum EndKind {
 struct Effects {
     ready: bool,
     timers: bool,
+    schedules: bool,
     ended: Vec<Uuid>,
 }
 
@@ -221,6 +225,9 @@ pub(crate) fn run_writer(
         }
         if effects.timers {
             signals.timers.notify_one();
+        }
+        if effects.schedules {
+            signals.schedules.notify_one();
         }
     }
 }

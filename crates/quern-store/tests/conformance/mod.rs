@@ -10,8 +10,8 @@
 use quern_core::{Condition, Dependency, OutcomeCondition};
 use quern_core::{ErrorKind, ExecutionDefaults, Millis, Outcome, Status, TaskError, TaskSpec};
 use quern_store::{
-    Approval, CompleteParams, Completion, HeartbeatLease, HeartbeatParams, LeaseParams, ListQuery, NewWorkflow, Store,
-    StoreError,
+    Approval, CompleteParams, Completion, Fire, FireOutcome, HeartbeatLease, HeartbeatParams, LeaseParams, ListQuery,
+    NewWorkflow, ScheduleRecord, ScheduleWrite, Store, StoreError,
 };
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -96,6 +96,10 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     cancelling_a_workflow_cancels_what_is_unfinished(&mut make()).await;
     waiting_tasks_survive_a_restart(&mut make()).await;
     undecided_approvals_time_out(&mut make()).await;
+    schedule_writes_are_versioned(&mut make()).await;
+    a_slot_fires_once(&mut make()).await;
+    overlapping_slots_can_be_skipped(&mut make()).await;
+    schedules_survive_a_restart(&mut make()).await;
 }
 
 pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
@@ -642,4 +646,130 @@ pub async fn undecided_approvals_time_out(f: &mut impl Factory) {
     assert_eq!(s.get(ids["escalate"]).await.unwrap().status, Status::Queued, "a timeout counts as a failure");
     let late = s.approve(ids["ok-1s"], Approval { approved: true, by: None, comment: None }, T0 + 1_100).await;
     assert!(matches!(late, Err(StoreError::InvalidTransition { .. })));
+}
+
+fn schedule_record(name: &str, next: Option<Millis>, version: i64) -> ScheduleRecord {
+    ScheduleRecord {
+        name: name.into(),
+        spec: format!(r#"{{"name":"{name}"}}"#),
+        timing: "every 1s".into(),
+        enabled: true,
+        anchor: T0,
+        next_fire_at: next,
+        last_fired_at: None,
+        last_task: None,
+        version,
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+fn slot_task(name: &str, slot: Millis) -> quern_core::NewTask {
+    let mut t = spec(r#"{"name": "tick"}"#);
+    t.idempotency_key = Some(format!("{}{slot:015}", quern_core::schedule::run_key_prefix(name)));
+    t
+}
+
+fn slot(name: &str, consumed: Millis, next: Millis, skip_if_running: bool) -> Fire {
+    Fire { name: name.into(), advance: Some((consumed, Some(next))), skip_if_running, task: slot_task(name, consumed) }
+}
+
+pub async fn schedule_writes_are_versioned(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let put = |expected| ScheduleWrite::Put { record: schedule_record("a", Some(T0 + 1_000), 0), expected };
+    s.write_schedules(vec![put(None)]).await.unwrap();
+    assert_eq!(s.schedules(Some("a".into())).await.unwrap()[0].version, 1);
+    // A second create, or a replace of a version that is gone, changes nothing.
+    assert!(matches!(s.write_schedules(vec![put(None)]).await, Err(StoreError::ScheduleConflict(n)) if n == "a"));
+    let both = vec![ScheduleWrite::Put { record: schedule_record("b", None, 0), expected: None }, put(Some(7))];
+    assert!(matches!(s.write_schedules(both).await, Err(StoreError::ScheduleConflict(_))));
+    assert_eq!(s.schedules(None).await.unwrap().len(), 1, "all or nothing");
+    s.write_schedules(vec![put(Some(1))]).await.unwrap();
+    assert_eq!(s.schedules(None).await.unwrap()[0].version, 2);
+    assert!(matches!(s.schedules(Some("zzz".into())).await, Err(StoreError::ScheduleNotFound(_))));
+    s.write_schedules(vec![ScheduleWrite::Delete { name: "a".into(), expected: 2 }]).await.unwrap();
+    assert!(s.schedules(None).await.unwrap().is_empty());
+}
+
+pub async fn a_slot_fires_once(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let next = T0 + 1_000;
+    s.write_schedules(vec![ScheduleWrite::Put { record: schedule_record("a", Some(next), 0), expected: None }])
+        .await
+        .unwrap();
+    let due = s.due_schedules(T0, 100).await.unwrap();
+    assert!(due.due.is_empty());
+    assert_eq!(due.next_due, Some(next));
+    assert_eq!(s.due_schedules(next, 100).await.unwrap().due.len(), 1);
+    // Two nodes plan the same slot; one transaction wins, the other is stale.
+    let out =
+        s.fire_schedules(vec![slot("a", next, next + 1_000, false), slot("a", next, next + 1_000, false)], next).await;
+    let out = out.unwrap();
+    assert!(matches!(out[0], FireOutcome::Fired(_)));
+    assert!(matches!(out[1], FireOutcome::Stale));
+    let record = &s.schedules(Some("a".into())).await.unwrap()[0];
+    assert_eq!((record.next_fire_at, record.last_fired_at), (Some(next + 1_000), Some(next)));
+    let runs = s.schedule_runs("a".into(), 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(Some(runs[0].id), record.last_task);
+    // A slot whose task exists already (the key) does not fire again.
+    let mut again = slot("a", next + 1_000, next + 2_000, false);
+    again.task = slot_task("a", next);
+    assert!(matches!(s.fire_schedules(vec![again], next + 1_000).await.unwrap()[0], FireOutcome::Duplicate));
+    assert_eq!(s.schedule_runs("a".into(), 10).await.unwrap().len(), 1);
+    // Runs of another schedule whose name starts alike are not its runs.
+    s.write_schedules(vec![ScheduleWrite::Put { record: schedule_record("ab", Some(next), 0), expected: None }])
+        .await
+        .unwrap();
+    s.fire_schedules(vec![slot("ab", next, next + 1_000, false)], next + 1_000).await.unwrap();
+    assert_eq!(s.schedule_runs("a".into(), 10).await.unwrap().len(), 1);
+    // A manual trigger creates a task and leaves the next slot alone.
+    let mut manual = slot("a", 0, 0, false);
+    manual.advance = None;
+    manual.task = slot_task("a", next + 1_500);
+    assert!(matches!(s.fire_schedules(vec![manual], next + 1_500).await.unwrap()[0], FireOutcome::Fired(_)));
+    assert_eq!(s.schedules(Some("a".into())).await.unwrap()[0].next_fire_at, Some(next + 2_000));
+    let runs = s.schedule_runs("a".into(), 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs[0].created_at >= runs[1].created_at, "newest first");
+}
+
+pub async fn overlapping_slots_can_be_skipped(f: &mut impl Factory) {
+    let s = f.open(T0);
+    s.write_schedules(vec![ScheduleWrite::Put { record: schedule_record("a", Some(T0), 0), expected: None }])
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.fire_schedules(vec![slot("a", T0, T0 + 1_000, true)], T0).await.unwrap()[0],
+        FireOutcome::Fired(_)
+    ));
+    // The run is still queued: the next slot passes without a task.
+    let out = s.fire_schedules(vec![slot("a", T0 + 1_000, T0 + 2_000, true)], T0 + 1_000).await.unwrap();
+    assert!(matches!(out[0], FireOutcome::Skipped));
+    assert_eq!(s.schedules(Some("a".into())).await.unwrap()[0].next_fire_at, Some(T0 + 2_000));
+    let run = s.lease(lease(1, 30_000, T0 + 1_500)).await.unwrap().remove(0);
+    assert!(complete(&*s, run.id, &token(&run), ok("1"), T0 + 1_600).await);
+    let out = s.fire_schedules(vec![slot("a", T0 + 2_000, T0 + 3_000, true)], T0 + 2_000).await.unwrap();
+    assert!(matches!(out[0], FireOutcome::Fired(_)), "the previous run ended");
+    // A disabled schedule fires nothing.
+    let mut off = s.schedules(Some("a".into())).await.unwrap().remove(0);
+    let version = off.version;
+    off.enabled = false;
+    s.write_schedules(vec![ScheduleWrite::Put { record: off, expected: Some(version) }]).await.unwrap();
+    assert!(s.due_schedules(T0 + 5_000, 10).await.unwrap().due.is_empty());
+    let out = s.fire_schedules(vec![slot("a", T0 + 3_000, T0 + 4_000, false)], T0 + 3_000).await.unwrap();
+    assert!(matches!(out[0], FireOutcome::Stale));
+}
+
+pub async fn schedules_survive_a_restart(f: &mut impl Factory) {
+    let s = f.open(T0);
+    s.write_schedules(vec![ScheduleWrite::Put { record: schedule_record("a", Some(T0), 0), expected: None }])
+        .await
+        .unwrap();
+    s.fire_schedules(vec![slot("a", T0, T0 + 1_000, false)], T0).await.unwrap();
+    drop(s);
+    let s = f.reopen(T0 + 10);
+    let record = &s.schedules(Some("a".into())).await.unwrap()[0];
+    assert_eq!((record.next_fire_at, record.version), (Some(T0 + 1_000), 2));
+    assert_eq!(s.schedule_runs("a".into(), 10).await.unwrap().len(), 1);
 }
