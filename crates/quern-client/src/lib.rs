@@ -277,6 +277,65 @@ impl Client {
         self.call(self.request(Method::POST, &format!("/v1/tasks/{id}/approve")).json(&body)).await
     }
 
+    /// Creates or replaces schedule `name` (`PUT /v1/schedules/{name}`) from
+    /// a schedule as api.md describes it. Answers the stored schedule, with
+    /// `outcome`: `created`, `updated` or `unchanged`.
+    pub async fn put_schedule(&self, name: &str, schedule: &serde_json::Value) -> Result<serde_json::Value> {
+        let path = format!("/v1/schedules/{}", path_segment(name));
+        self.call(self.request(Method::PUT, &path).json(schedule)).await
+    }
+
+    /// Every schedule, with next and last fire times (`GET /v1/schedules`).
+    pub async fn schedules(&self) -> Result<Vec<serde_json::Value>> {
+        let answer: ListAnswer<serde_json::Value> = self.call(self.request(Method::GET, "/v1/schedules")).await?;
+        answer.into_vec("schedules")
+    }
+
+    /// One schedule (`GET /v1/schedules/{name}`).
+    pub async fn schedule(&self, name: &str) -> Result<serde_json::Value> {
+        self.call(self.request(Method::GET, &format!("/v1/schedules/{}", path_segment(name)))).await
+    }
+
+    /// Deletes a schedule (`DELETE /v1/schedules/{name}`); the tasks it
+    /// created stay. Answers the schedule as it was.
+    pub async fn delete_schedule(&self, name: &str) -> Result<serde_json::Value> {
+        self.call(self.request(Method::DELETE, &format!("/v1/schedules/{}", path_segment(name)))).await
+    }
+
+    /// Enables (`true`) or disables a schedule
+    /// (`POST /v1/schedules/{name}/enable|disable`).
+    pub async fn set_schedule_enabled(&self, name: &str, enabled: bool) -> Result<serde_json::Value> {
+        let verb = if enabled { "enable" } else { "disable" };
+        self.call(self.request(Method::POST, &format!("/v1/schedules/{}/{verb}", path_segment(name)))).await
+    }
+
+    /// Runs a schedule now (`POST /v1/schedules/{name}/trigger`): the task.
+    pub async fn trigger_schedule(&self, name: &str) -> Result<Task> {
+        self.call(self.request(Method::POST, &format!("/v1/schedules/{}/trigger", path_segment(name)))).await
+    }
+
+    /// The tasks a schedule created, newest first
+    /// (`GET /v1/schedules/{name}/runs`).
+    pub async fn schedule_runs(&self, name: &str, limit: Option<u32>) -> Result<Vec<Task>> {
+        let mut req = self.request(Method::GET, &format!("/v1/schedules/{}/runs", path_segment(name)));
+        if let Some(limit) = limit {
+            req = req.query(&[("limit", limit.to_string())]);
+        }
+        let answer: Tasks<Vec<Task>> = self.call(req).await?;
+        Ok(answer.tasks)
+    }
+
+    /// Applies a schedules file, YAML or JSON as written
+    /// (`POST /v1/schedules/apply`). Answers
+    /// `{"created", "updated", "deleted", "unchanged"}` (names).
+    pub async fn apply_schedules(&self, file: &str, dry_run: bool, prune: bool) -> Result<serde_json::Value> {
+        let req = self
+            .request(Method::POST, "/v1/schedules/apply")
+            .query(&[("dry_run", dry_run), ("prune", prune)])
+            .body(file.to_owned());
+        self.call(req).await
+    }
+
     /// A task's audit trail, oldest first (`GET /v1/tasks/{id}/history`).
     pub async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
         let answer: ListAnswer<HistoryEntry> =

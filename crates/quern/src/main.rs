@@ -13,6 +13,7 @@
 //!   `list`.
 //! - [`queue_cmd`]: `queues [pause|resume NAME]`.
 //! - [`workflow_cmd`]: `workflow submit|status|graph|cancel` and `approve`.
+//! - [`schedule_cmd`]: `schedule list|get|enable|disable|trigger|delete|runs|apply`.
 //! - [`watch`]: waiting for a task to end, with progress on stderr.
 //! - [`render`]: tables, `key: value` blocks and JSON on stdout.
 //! - [`flags`]: parsers of flag values (durations, `KEY=VALUE`, JSON).
@@ -26,6 +27,7 @@ mod flags;
 mod queue_cmd;
 mod render;
 mod run_cmd;
+mod schedule_cmd;
 mod server_cmd;
 mod service;
 mod task_cmd;
@@ -99,6 +101,8 @@ enum ClientCommand {
     Workflow(workflow_cmd::WorkflowArgs),
     /// Approve (or `--reject`) an `approval` task of a workflow.
     Approve(workflow_cmd::ApproveArgs),
+    /// Cron, interval and one-time schedules: list them, apply a file, run one now.
+    Schedule(schedule_cmd::ScheduleArgs),
 }
 
 /// How a client command ended, as the process's exit code.
@@ -162,6 +166,7 @@ fn run_client(global: GlobalArgs, command: ClientCommand) -> Exit {
             ClientCommand::Queues(args) => queue_cmd::run(&client, output, args).await,
             ClientCommand::Workflow(args) => workflow_cmd::run(&client, output, args).await,
             ClientCommand::Approve(args) => workflow_cmd::approve(&client, output, args).await,
+            ClientCommand::Schedule(args) => schedule_cmd::run(&client, output, args).await,
         }
     });
     done.unwrap_or_else(|e| {
