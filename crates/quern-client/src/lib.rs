@@ -336,6 +336,33 @@ impl Client {
         self.call(req).await
     }
 
+    /// Publishes one event (`POST /v1/events`): `{"type", "source",
+    /// "target"?, "payload"}`. Answers the event with its offset.
+    pub async fn publish_event(&self, event: &serde_json::Value) -> Result<serde_json::Value> {
+        self.call(self.request(Method::POST, "/v1/events").json(event)).await
+    }
+
+    /// Reads the event log (`GET /v1/events`): the events after `after`
+    /// (`None`: from the earliest kept; `Some("latest")`: only new ones)
+    /// passing `filter` (`type`, `source`, `target`, `limit` pairs), parked up
+    /// to `wait` when none is there yet. Answers `{"events", "next_after"}`.
+    pub async fn events(
+        &self,
+        after: Option<&str>,
+        filter: &[(&str, &str)],
+        wait: Option<Duration>,
+    ) -> Result<serde_json::Value> {
+        let mut req = self.request(Method::GET, "/v1/events").query(filter);
+        if let Some(after) = after {
+            req = req.query(&[("after", after)]);
+        }
+        if let Some(wait) = wait {
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            req = req.query(&[("wait", ms.to_string())]).timeout(self.timeout.saturating_add(wait));
+        }
+        self.call(req).await
+    }
+
     /// A task's audit trail, oldest first (`GET /v1/tasks/{id}/history`).
     pub async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
         let answer: ListAnswer<HistoryEntry> =

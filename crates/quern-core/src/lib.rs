@@ -14,9 +14,11 @@
 //! - [`time`]: the clock seam and RFC 3339 rendering of timestamps.
 //! - [`workflow`]: graph checks (keys, edges, cycles) and dependency readiness.
 //! - [`schedule`]: cron, interval and one-time schedules, and when each slot is due.
+//! - [`event`]: events as published and logged, and the filters subscribers read through.
 //! - [`error`]: the validation error every layer above maps to a 4xx.
 
 pub mod error;
+pub mod event;
 pub mod retry;
 pub mod schedule;
 pub mod spec;
@@ -26,6 +28,7 @@ pub mod time;
 pub mod workflow;
 
 pub use error::{ValidationError, ValidationResult};
+pub use event::{Event, EventFilter, EventSpec, NewEvent};
 pub use retry::{Backoff, RetryPolicy, jitter_unit};
 pub use schedule::{Overlap, Schedule, ScheduleSpec, Timing};
 pub use spec::{ExecutionDefaults, NewTask, TaskSpec};

@@ -186,6 +186,24 @@ pub const fn default_condition() -> Condition {
     Condition::Outcome(OutcomeCondition::Success)
 }
 
+/// Where a workflow stands, from its tasks' statuses: `running` while any is
+/// unfinished; then `failed` if any failed or timed out, `cancelled` if any
+/// was cancelled, else `succeeded` (skipped tasks do not fail it).
+pub fn overall_status(statuses: impl IntoIterator<Item = Status>) -> &'static str {
+    let (mut open, mut failed, mut cancelled) = (false, false, false);
+    for s in statuses {
+        open |= !s.is_terminal();
+        failed |= matches!(s, Status::Failed | Status::TimedOut);
+        cancelled |= s == Status::Cancelled;
+    }
+    match (open, failed, cancelled) {
+        (true, _, _) => "running",
+        (false, true, _) => "failed",
+        (false, false, true) => "cancelled",
+        (false, false, false) => "succeeded",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

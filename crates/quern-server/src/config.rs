@@ -19,6 +19,24 @@ pub struct Config {
     pub execution: ExecutionDefaults,
     /// How long finished tasks are kept.
     pub retention: RetentionConfig,
+    /// How long events are kept.
+    pub events: EventsConfig,
+}
+
+/// How long events are kept: the older of the two limits wins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events older than this are deleted.
+    pub ttl: Duration,
+    /// At most this many of the newest events are kept.
+    pub max_events: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { ttl: Duration(7 * 24 * 3_600_000), max_events: 10_000_000 }
+    }
 }
 
 /// Listening and request limits.

@@ -6,6 +6,7 @@
 //! Invariant: nothing reaches the store that [`quern_core`] has not
 //! validated, and no time is read except through the engine's [`Clock`].
 
+mod events;
 mod schedules;
 
 pub use schedules::{ApplyReport, PutOutcome, ScheduleError, ScheduleView};
@@ -78,6 +79,8 @@ pub struct Engine {
     defaults: ExecutionDefaults,
     retention_ttl_ms: u64,
     sweep_interval: Duration,
+    events_ttl_ms: u64,
+    events_max: u64,
     shutdown: watch::Receiver<bool>,
     registry: Registry,
     started_at: Millis,
@@ -94,6 +97,8 @@ impl Engine {
             defaults: config.execution.clone(),
             retention_ttl_ms: config.retention.ttl.0,
             sweep_interval: Duration::from_millis(config.retention.sweep_interval.0),
+            events_ttl_ms: config.events.ttl.0,
+            events_max: config.events.max_events,
             shutdown,
             registry: Registry::default(),
             started_at,
@@ -103,6 +108,11 @@ impl Engine {
     /// Now, by the engine's clock.
     pub fn now(&self) -> Millis {
         self.clock.now()
+    }
+
+    /// Whether the server is shutting down.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     /// Milliseconds since the engine started.
@@ -370,6 +380,12 @@ impl Engine {
                         break;
                     }
                 }
+            }
+            match self.purge_events().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "event retention sweep"),
+                Err(StoreError::Closed) => return,
+                Err(e) => tracing::error!(error = %e, "event retention sweep failed"),
             }
             tokio::select! {
                 () = tokio::time::sleep(self.sweep_interval) => {}

@@ -103,19 +103,10 @@ pub fn build(
     Ok((out, by_key))
 }
 
-/// Where a workflow stands, from its tasks: `running` while any task is
-/// unfinished; then `failed` if any task failed or timed out, `cancelled` if
-/// any was cancelled, else `succeeded` (skipped tasks do not fail it).
+/// Where a workflow stands, from its tasks (see
+/// [`quern_core::workflow::overall_status`]).
 pub fn status(tasks: &[Task]) -> &'static str {
-    if tasks.iter().any(|t| !t.status.is_terminal()) {
-        "running"
-    } else if tasks.iter().any(|t| matches!(t.status, Status::Failed | Status::TimedOut)) {
-        "failed"
-    } else if tasks.iter().any(|t| t.status == Status::Cancelled) {
-        "cancelled"
-    } else {
-        "succeeded"
-    }
+    quern_core::workflow::overall_status(tasks.iter().map(|t| t.status))
 }
 
 /// Tasks by status, for the workflow's `counts`.

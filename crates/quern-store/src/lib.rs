@@ -18,7 +18,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use quern_core::{Millis, NewTask, Outcome, Progress, Status, Task};
+use quern_core::{Event, EventFilter, Millis, NewEvent, NewTask, Outcome, Progress, Status, Task};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use tokio::sync::{Notify, oneshot};
@@ -62,6 +62,14 @@ pub enum StoreError {
     /// write; nothing was changed, and the write may be planned again.
     #[error("schedule {0:?} changed meanwhile")]
     ScheduleConflict(String),
+    /// The events after this offset were deleted by retention.
+    #[error("events after offset {after} are gone (retention); the earliest kept is {earliest}")]
+    OffsetExpired {
+        /// The offset asked for.
+        after: u64,
+        /// The earliest offset still kept.
+        earliest: u64,
+    },
     /// A list cursor that this store did not hand out.
     #[error("cursor is not one this server handed out")]
     InvalidCursor,
@@ -343,6 +351,29 @@ pub struct DueSchedules {
     pub next_due: Option<Millis>,
 }
 
+/// What [`Store::read_events`] reads.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Events after this offset; `None` is from the earliest kept.
+    pub after: Option<u64>,
+    /// Which events.
+    pub filter: EventFilter,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A page of the event log.
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    /// The events, oldest first.
+    pub events: Vec<Event>,
+    /// The offset the next read continues after: the last event returned,
+    /// or, when the filter matched little, the last one looked at.
+    pub next_after: u64,
+    /// The newest offset in the log (0 when it is empty).
+    pub head: u64,
+}
+
 /// The storage seam. Every method is one atomic operation; `now` comes from
 /// the caller's clock so that backends never read time themselves.
 #[async_trait]
@@ -402,6 +433,13 @@ pub trait Store: Send + Sync + 'static {
     async fn fire_schedules(&self, fires: Vec<Fire>, now: Millis) -> Result<Vec<FireOutcome>>;
     /// The tasks schedule `name` created that are still kept, newest first.
     async fn schedule_runs(&self, name: String, limit: usize) -> Result<Vec<Task>>;
+    /// Appends events to the log; answers them with their offsets.
+    async fn publish(&self, events: Vec<NewEvent>, now: Millis) -> Result<Vec<Event>>;
+    /// Reads the log.
+    async fn read_events(&self, query: EventQuery) -> Result<EventPage>;
+    /// Deletes events older than `before`, and all but the newest `keep`;
+    /// answers how many went.
+    async fn purge_events(&self, before: Millis, keep: u64) -> Result<u64>;
     /// Is the backend reachable?
     async fn ready(&self) -> Result<()>;
     /// The store's signals.
@@ -417,6 +455,8 @@ pub struct Signals {
     pub timers: Notify,
     /// Schedules changed: the scheduler should look again.
     pub schedules: Notify,
+    /// Events were appended: parked readers should read again.
+    pub events: Notify,
     waiters: Mutex<HashMap<Uuid, Vec<oneshot::Sender<()>>>>,
 }
 

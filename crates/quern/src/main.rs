@@ -13,6 +13,7 @@
 //!   `list`.
 //! - [`queue_cmd`]: `queues [pause|resume NAME]`.
 //! - [`workflow_cmd`]: `workflow submit|status|graph|cancel` and `approve`.
+//! - [`events_cmd`]: `events publish|tail`.
 //! - [`schedule_cmd`]: `schedule list|get|enable|disable|trigger|delete|runs|apply`.
 //! - [`watch`]: waiting for a task to end, with progress on stderr.
 //! - [`render`]: tables, `key: value` blocks and JSON on stdout.
@@ -23,6 +24,7 @@
 //! unsuccessfully or the wait timed out; 2 on usage errors and on server or
 //! transport errors, which print `error: <code>: <message>` on stderr.
 
+mod events_cmd;
 mod flags;
 mod queue_cmd;
 mod render;
@@ -103,6 +105,8 @@ enum ClientCommand {
     Approve(workflow_cmd::ApproveArgs),
     /// Cron, interval and one-time schedules: list them, apply a file, run one now.
     Schedule(schedule_cmd::ScheduleArgs),
+    /// Publish events, or follow the event log.
+    Events(events_cmd::EventsArgs),
 }
 
 /// How a client command ended, as the process's exit code.
@@ -167,6 +171,7 @@ fn run_client(global: GlobalArgs, command: ClientCommand) -> Exit {
             ClientCommand::Workflow(args) => workflow_cmd::run(&client, output, args).await,
             ClientCommand::Approve(args) => workflow_cmd::approve(&client, output, args).await,
             ClientCommand::Schedule(args) => schedule_cmd::run(&client, output, args).await,
+            ClientCommand::Events(args) => events_cmd::run(&client, output, args).await,
         }
     });
     done.unwrap_or_else(|e| {

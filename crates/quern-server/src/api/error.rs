@@ -48,6 +48,13 @@ pub enum ApiError {
         /// The field and the entry.
         details: Value,
     },
+    /// The events after the asked offset were deleted by retention.
+    OffsetExpired {
+        /// What is gone.
+        message: String,
+        /// The earliest offset kept.
+        details: Value,
+    },
     /// Another request changed the same thing meanwhile, again and again.
     Conflict(String),
     /// The body is over the configured limit.
@@ -92,6 +99,7 @@ impl ApiError {
             ApiError::InvalidWorkflow { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_workflow"),
             ApiError::InvalidSchedule { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schedule"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::OffsetExpired { .. } => (StatusCode::GONE, "offset_expired"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -110,7 +118,8 @@ impl ApiError {
             | ApiError::IdempotencyConflict { message, details }
             | ApiError::InvalidInput { message, details }
             | ApiError::InvalidWorkflow { message, details }
-            | ApiError::InvalidSchedule { message, details } => (message, details),
+            | ApiError::InvalidSchedule { message, details }
+            | ApiError::OffsetExpired { message, details } => (message, details),
             ApiError::PayloadTooLarge(m)
             | ApiError::NotFound(m)
             | ApiError::InvalidTransition(m)
@@ -152,6 +161,10 @@ impl From<StoreError> for ApiError {
             },
             StoreError::ScheduleNotFound(_) => ApiError::NotFound(e.to_string()),
             StoreError::ScheduleConflict(_) => ApiError::Conflict(format!("{e}, again and again; try again")),
+            StoreError::OffsetExpired { earliest, .. } => ApiError::OffsetExpired {
+                message: format!("{e}; read from after={} to take what is kept", earliest.saturating_sub(1)),
+                details: json!({"earliest": earliest}),
+            },
             StoreError::InvalidCursor => ApiError::invalid_field("cursor", "not a cursor this server handed out"),
             StoreError::Backend(cause) => {
                 tracing::error!(%cause, "store failure");

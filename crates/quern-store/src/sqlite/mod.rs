@@ -14,19 +14,19 @@ mod writer;
 pub use schema::Durability;
 
 use crate::{
-    Approval, CompleteAnswer, CompleteParams, DueSchedules, Fire, FireOutcome, HeartbeatAnswer, HeartbeatParams,
-    HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result, ScheduleRecord, ScheduleWrite, Signals,
-    Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowRecord,
+    Approval, CompleteAnswer, CompleteParams, DueSchedules, EventPage, EventQuery, Fire, FireOutcome, HeartbeatAnswer,
+    HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result, ScheduleRecord,
+    ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowRecord,
 };
 use async_trait::async_trait;
-use quern_core::{Millis, NewTask, Status, Task};
+use quern_core::{Event, Millis, NewEvent, NewTask, Status, Task};
 use rows::{TASK_COLUMNS, compact_at, compact_history, history_from_row, task_from_row};
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use uuid::Uuid;
-use writer::{Counts, Job, SCHEDULE_COLUMNS, State, TypedJob, backend, schedule_from_row};
+use writer::{Counts, Job, SCHEDULE_COLUMNS, State, TypedJob, backend, read_events, schedule_from_row};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "quern.db";
@@ -465,6 +465,18 @@ impl Store for SqliteStore {
             .map_err(backend)
         })
         .await
+    }
+
+    async fn publish(&self, events: Vec<NewEvent>, now: Millis) -> Result<Vec<Event>> {
+        self.write(move |st, _| st.publish(events, now)).await
+    }
+
+    async fn read_events(&self, query: EventQuery) -> Result<EventPage> {
+        self.read(move |conn| read_events(conn, &query)).await
+    }
+
+    async fn purge_events(&self, before: Millis, keep: u64) -> Result<u64> {
+        self.write(move |st, conn| st.purge_events(conn, before, keep)).await
     }
 
     async fn ready(&self) -> Result<()> {

@@ -105,6 +105,17 @@ CREATE TABLE IF NOT EXISTS schedules (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_fire_at) WHERE enabled = 1;
 
+-- The event log: one row per writer batch (a segment), holding that
+-- batch's events as a JSON array; offsets first_offset .. first_offset +
+-- count - 1, without gaps between segments.
+CREATE TABLE IF NOT EXISTS event_segments (
+    first_offset INTEGER PRIMARY KEY,
+    count        INTEGER NOT NULL,
+    first_at     INTEGER NOT NULL,
+    last_at      INTEGER NOT NULL,
+    events       TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS queues (
     name   TEXT PRIMARY KEY,
     paused INTEGER NOT NULL DEFAULT 0

@@ -24,9 +24,12 @@ use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+mod events;
 mod schedules;
 mod workflows;
 
+use events::Move;
+pub(crate) use events::read_events;
 pub(crate) use schedules::{SCHEDULE_COLUMNS, schedule_from_row};
 
 /// The built-in task name that waits for `approve` instead of a worker.
@@ -120,6 +123,11 @@ pub(crate) struct State {
     /// Tasks whose end must not release their dependents (a workflow being
     /// cancelled as a whole).
     holding: HashSet<Uuid>,
+    /// The event log's open batch.
+    log: events::EventLog,
+    /// Unfinished tasks of each workflow that has some: when the count of
+    /// one reaches zero, it publishes its `workflow.*` event.
+    open_workflows: HashMap<Uuid, u32>,
     /// The latest time an operation ran at: operations are stamped no earlier,
     /// so timestamps follow commit order even when callers read their clocks
     /// in another order.
@@ -201,6 +209,9 @@ pub(crate) fn run_writer(
             }
         }
         if failure.is_none() {
+            failure = st.flush_events(conn).err();
+        }
+        if failure.is_none() {
             failure = conn.execute_batch("COMMIT").err().map(backend);
         }
         if let Some(err) = failure {
@@ -217,6 +228,9 @@ pub(crate) fn run_writer(
         }
         for job in jobs {
             job.finish(None);
+        }
+        if st.events_committed() {
+            signals.events.notify_waiters();
         }
         let effects = std::mem::take(&mut st.effects);
         signals.ended(effects.ended);
@@ -252,6 +266,8 @@ impl State {
             holding: HashSet::new(),
             approval_deadlines: BTreeSet::new(),
             approval_due: HashMap::new(),
+            log: events::EventLog::default(),
+            open_workflows: HashMap::new(),
             last_now: now,
         };
         st.reload(conn, now)?;
@@ -262,6 +278,16 @@ impl State {
     /// period again from `now`: a worker that was running one before a
     /// restart keeps it for that long, so one task never has two live runs.
     fn reload(&mut self, conn: &Connection, now: Millis) -> rusqlite::Result<()> {
+        self.log = events::EventLog { next: events::next_offset(conn)?, pending: Vec::new() };
+        self.open_workflows.clear();
+        let mut stmt = conn.prepare(
+            "SELECT workflow, count(*) FROM tasks WHERE workflow IS NOT NULL \
+             AND status IN ('pending', 'queued', 'running') GROUP BY workflow",
+        )?;
+        for row in stmt.query_map([], |r| Ok((uuid_at(r, 0)?, r.get::<_, i64>(1)?)))? {
+            let (workflow, open) = row?;
+            self.open_workflows.insert(workflow, u32::try_from(open).unwrap_or(u32::MAX));
+        }
         self.ready.clear();
         self.delayed.clear();
         self.leases.clear();
@@ -551,7 +577,22 @@ impl State {
                 t.depends_on.is_empty(),
             ])
             .map_err(backend)?;
-            self.count(&t.queue, None, Some(t.status));
+            if let Some(workflow) = t.workflow {
+                *self.open_workflows.entry(workflow).or_insert(0) += 1;
+            }
+            self.moved(
+                conn,
+                &Move {
+                    id: t.id,
+                    name: &t.name,
+                    queue: &t.queue,
+                    attempt: 0,
+                    from: None,
+                    to: t.status,
+                    retrying: false,
+                    at: t.created_at,
+                },
+            )?;
             if t.depends_on.is_empty() {
                 match t.status {
                     Status::Pending => self.schedule(t.run_at, t.id),
@@ -655,7 +696,19 @@ impl State {
             if !task.depends_on.is_empty() {
                 task.parents = Some(self.parents_of(conn, &task)?);
             }
-            self.count(&task.queue, Some(Status::Queued), Some(Status::Running));
+            self.moved(
+                conn,
+                &Move {
+                    id,
+                    name: &task.name,
+                    queue: &task.queue,
+                    attempt: task.attempt,
+                    from: Some(Status::Queued),
+                    to: Status::Running,
+                    retrying: false,
+                    at: p.now,
+                },
+            )?;
             self.set_lease(id, lease);
             out.push(task);
         }
@@ -842,7 +895,19 @@ impl State {
             })
         }
         .map_err(backend)?;
-        self.count(&lease.queue, Some(Status::Running), Some(to));
+        self.moved(
+            conn,
+            &Move {
+                id,
+                name: &lease.name,
+                queue: &lease.queue,
+                attempt: lease.attempt,
+                from: Some(Status::Running),
+                to,
+                retrying: error.is_some() && !to.is_terminal(),
+                at: now,
+            },
+        )?;
         let run_at = retry_at.unwrap_or(now);
         match to {
             Status::Queued => self.push_ready(lease.queue.clone(), lease.name.clone(), lease.priority, run_at, id),
@@ -948,7 +1013,19 @@ impl State {
                 )
                 .and_then(|mut s| s.execute(params![id.as_bytes(), json(&error), now]))
                 .map_err(backend)?;
-                self.count(&task.queue, Some(task.status), Some(Status::Cancelled));
+                self.moved(
+                    conn,
+                    &Move {
+                        id,
+                        name: &task.name,
+                        queue: &task.queue,
+                        attempt: task.attempt,
+                        from: Some(task.status),
+                        to: Status::Cancelled,
+                        retrying: false,
+                        at: now,
+                    },
+                )?;
                 self.ended(conn, id, now)?;
                 Self::read_task(conn, id)
             }
@@ -989,7 +1066,19 @@ impl State {
         )
         .and_then(|mut s| s.execute(params![id.as_bytes(), now]))
         .map_err(backend)?;
-        self.count(&task.queue, Some(task.status), Some(Status::Queued));
+        self.moved(
+            conn,
+            &Move {
+                id,
+                name: &task.name,
+                queue: &task.queue,
+                attempt: task.attempt,
+                from: Some(task.status),
+                to: Status::Queued,
+                retrying: false,
+                at: now,
+            },
+        )?;
         self.arm_approval(id, &task.name, task.timeout_ms, now);
         self.push_ready(task.queue.clone(), task.name.clone(), task.priority, now, id);
         Self::read_task(conn, id)
@@ -1032,7 +1121,19 @@ impl State {
                     &entry(now, Status::Pending, Status::Queued, attempt, None, "server", Some("run_at reached")),
                 )?;
             }
-            self.count(&queue, Some(Status::Pending), Some(Status::Queued));
+            self.moved(
+                conn,
+                &Move {
+                    id,
+                    name: &name,
+                    queue: &queue,
+                    attempt,
+                    from: Some(Status::Pending),
+                    to: Status::Queued,
+                    retrying: false,
+                    at: now,
+                },
+            )?;
             self.push_ready(queue, name, priority, run_at, id);
             outcome.promoted += 1;
         }

@@ -7,11 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, unreachable_pub)]
 
-use quern_core::{Condition, Dependency, OutcomeCondition};
+use quern_core::{Condition, Dependency, EventFilter, NewEvent, OutcomeCondition};
 use quern_core::{ErrorKind, ExecutionDefaults, Millis, Outcome, Status, TaskError, TaskSpec};
 use quern_store::{
-    Approval, CompleteParams, Completion, Fire, FireOutcome, HeartbeatLease, HeartbeatParams, LeaseParams, ListQuery,
-    NewWorkflow, ScheduleRecord, ScheduleWrite, Store, StoreError,
+    Approval, CompleteParams, Completion, EventPage, EventQuery, Fire, FireOutcome, HeartbeatLease, HeartbeatParams,
+    LeaseParams, ListQuery, NewWorkflow, ScheduleRecord, ScheduleWrite, Store, StoreError,
 };
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -100,6 +100,9 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     a_slot_fires_once(&mut make()).await;
     overlapping_slots_can_be_skipped(&mut make()).await;
     schedules_survive_a_restart(&mut make()).await;
+    events_are_kept_in_order_and_filtered(&mut make()).await;
+    task_moves_publish_their_events_in_order(&mut make()).await;
+    purged_events_are_reported_not_skipped(&mut make()).await;
 }
 
 pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
@@ -772,4 +775,114 @@ pub async fn schedules_survive_a_restart(f: &mut impl Factory) {
     let record = &s.schedules(Some("a".into())).await.unwrap()[0];
     assert_eq!((record.next_fire_at, record.version), (Some(T0 + 1_000), 2));
     assert_eq!(s.schedule_runs("a".into(), 10).await.unwrap().len(), 1);
+}
+
+fn event(kind: &str, source: &str, target: Option<&str>) -> NewEvent {
+    NewEvent { kind: kind.into(), source: source.into(), target: target.map(Into::into), payload: r#"{"n":1}"#.into() }
+}
+
+async fn read(s: &dyn Store, after: Option<u64>, filter: EventFilter) -> EventPage {
+    s.read_events(EventQuery { after, filter, limit: 1_000 }).await.unwrap()
+}
+
+fn kinds(page: &EventPage) -> Vec<&str> {
+    page.events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+pub async fn events_are_kept_in_order_and_filtered(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let first = s.publish(vec![event("email.processed", "email-agent", None)], T0).await.unwrap();
+    assert_eq!(first[0].offset, 1);
+    let more = s
+        .publish(
+            vec![
+                event("email.failed", "email-agent", Some("support-bot")),
+                event("alert.raised", "aiops", Some("pager")),
+            ],
+            T0 + 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(more.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![2, 3]);
+    let all = read(&*s, Some(0), EventFilter::default()).await;
+    assert_eq!(kinds(&all), vec!["email.processed", "email.failed", "alert.raised"]);
+    assert_eq!((all.next_after, all.head), (3, 3));
+    assert_eq!(all.events[0].payload.get(), r#"{"n":1}"#);
+    let emails = read(&*s, Some(0), EventFilter { types: vec!["email.*".into()], ..EventFilter::default() }).await;
+    assert_eq!(kinds(&emails), vec!["email.processed", "email.failed"]);
+    let bot = read(&*s, Some(0), EventFilter { target: Some("support-bot".into()), ..EventFilter::default() }).await;
+    assert_eq!(kinds(&bot), vec!["email.processed", "email.failed"], "broadcasts and its own, not the pager's");
+    let aiops = read(&*s, Some(1), EventFilter { source: Some("aiops".into()), ..EventFilter::default() }).await;
+    assert_eq!(kinds(&aiops), vec!["alert.raised"]);
+    let none = read(&*s, Some(0), EventFilter { types: vec!["nothing.*".into()], ..EventFilter::default() }).await;
+    assert!(none.events.is_empty());
+    assert_eq!(none.next_after, 3, "a filter that matched nothing still moves the reader on");
+    let page = s.read_events(EventQuery { after: Some(0), filter: EventFilter::default(), limit: 2 }).await.unwrap();
+    assert_eq!((page.events.len(), page.next_after), (2, 2));
+    drop(s);
+    let s = f.reopen(T0 + 10);
+    let next = s.publish(vec![event("after.restart", "x", None)], T0 + 10).await.unwrap();
+    assert_eq!(next[0].offset, 4, "offsets go on after a restart, without a gap");
+    assert_eq!(read(&*s, Some(0), EventFilter::default()).await.events.len(), 4);
+}
+
+pub async fn task_moves_publish_their_events_in_order(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let id =
+        submit_one(&*s, r#"{"name": "job", "max_attempts": 2, "retry": {"backoff": "fixed", "initial_ms": 10}}"#).await;
+    let t = s.lease(lease(1, 30_000, T0 + 1)).await.unwrap().remove(0);
+    assert!(complete(&*s, id, &token(&t), fail(true), T0 + 2).await);
+    s.tick(T0 + 20).await.unwrap();
+    let t = s.lease(lease(1, 30_000, T0 + 21)).await.unwrap().remove(0);
+    assert!(complete(&*s, id, &token(&t), ok("1"), T0 + 22).await);
+    let filter = EventFilter { types: vec!["task.*".into()], ..EventFilter::default() };
+    let page = read(&*s, Some(0), filter).await;
+    assert_eq!(
+        kinds(&page),
+        vec!["task.queued", "task.started", "task.retrying", "task.queued", "task.started", "task.succeeded"]
+    );
+    for e in &page.events {
+        let p: serde_json::Value = serde_json::from_str(e.payload.get()).unwrap();
+        assert_eq!(p["task"], id.to_string());
+        assert_eq!((p["name"].as_str(), e.source.as_str()), (Some("job"), "quern"));
+    }
+    let last: serde_json::Value = serde_json::from_str(page.events[5].payload.get()).unwrap();
+    assert_eq!((last["status"].as_str(), last["attempt"].as_u64()), (Some("succeeded"), Some(2)));
+    // A workflow publishes its own end once its last task ends.
+    let (wf, ids) =
+        submit_workflow(&*s, &[("a", "wa", &[]), ("b", "wb", &[("a", on(OutcomeCondition::Success))])]).await;
+    run_one(&*s, "wa", ok("1"), T0 + 30).await;
+    assert!(
+        kinds(&read(&*s, Some(page.next_after), EventFilter::default()).await)
+            .iter()
+            .all(|k| !k.starts_with("workflow."))
+    );
+    run_one(&*s, "wb", fail(false), T0 + 40).await;
+    let wf_events =
+        read(&*s, Some(0), EventFilter { types: vec!["workflow.*".into()], ..EventFilter::default() }).await;
+    assert_eq!(kinds(&wf_events), vec!["workflow.failed"]);
+    let p: serde_json::Value = serde_json::from_str(wf_events.events[0].payload.get()).unwrap();
+    assert_eq!(p["workflow"], wf.to_string());
+    assert_eq!(p["counts"], serde_json::json!({"succeeded": 1, "failed": 1}));
+    assert!(ids.contains_key("b"));
+}
+
+pub async fn purged_events_are_reported_not_skipped(f: &mut impl Factory) {
+    let s = f.open(T0);
+    for i in 0..5 {
+        s.publish(vec![event("tick", "x", None)], T0 + i).await.unwrap();
+    }
+    // Keep the newest 2 (whole segments: one per publish here).
+    assert_eq!(s.purge_events(T0 - 1, 2).await.unwrap(), 3);
+    assert!(matches!(
+        s.read_events(EventQuery { after: Some(0), filter: EventFilter::default(), limit: 10 }).await,
+        Err(StoreError::OffsetExpired { after: 0, earliest: 4 })
+    ));
+    let kept = read(&*s, Some(3), EventFilter::default()).await;
+    assert_eq!(kept.events.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![4, 5]);
+    assert_eq!(read(&*s, None, EventFilter::default()).await.events.len(), 2, "no offset: from the earliest kept");
+    assert_eq!(s.purge_events(T0 + 100, 1_000).await.unwrap(), 1, "by age; the newest segment stays");
+    let empty = read(&*s, Some(5), EventFilter::default()).await;
+    assert_eq!((empty.events.len(), empty.head), (0, 5));
+    assert_eq!(s.publish(vec![event("tick", "x", None)], T0 + 200).await.unwrap()[0].offset, 6);
 }

@@ -9,7 +9,7 @@
 use super::{State, backend};
 use crate::sqlite::rows::status_at;
 use crate::{Fire, FireOutcome, Result, ScheduleRecord, ScheduleWrite, StoreError};
-use quern_core::{Millis, Status};
+use quern_core::{Millis, NewEvent, Status};
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
@@ -135,7 +135,16 @@ impl State {
                     task.map_or(FireOutcome::Stale, |t| FireOutcome::Fired(Box::new(t)))
                 };
             let (last_fired_at, last_task) = match &outcome {
-                FireOutcome::Fired(t) => (Some(now), Some(*t.id.as_bytes())),
+                FireOutcome::Fired(t) => {
+                    let payload = serde_json::json!({
+                        "schedule": fire.name, "task": t.id, "name": t.name,
+                        "slot": t.metadata.get("schedule.slot"), "manual": fire.advance.is_none(),
+                    });
+                    let kind = "schedule.fired".to_owned();
+                    let source = super::events::SOURCE.to_owned();
+                    self.emit(now, NewEvent { kind, source, target: None, payload: payload.to_string() })?;
+                    (Some(now), Some(*t.id.as_bytes()))
+                }
                 _ => (None, None),
             };
             conn.prepare_cached(

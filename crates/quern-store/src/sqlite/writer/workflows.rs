@@ -7,7 +7,7 @@
 //! without having been judged. Each edge is judged once, when its parent
 //! ends: releasing a child never reads its other parents.
 
-use super::{APPROVAL, State, backend, json};
+use super::{APPROVAL, Move, State, backend, json};
 use crate::sqlite::rows::{entry, status_at};
 use crate::{Result, StoreError};
 use quern_core::workflow::{Readiness, compile_expr, expr_holds, outcome_holds};
@@ -145,7 +145,19 @@ impl State {
             child,
             &entry(now, Status::Pending, Status::Queued, attempt, None, "server", Some("dependencies met")),
         )?;
-        self.count(&queue, Some(Status::Pending), Some(Status::Queued));
+        self.moved(
+            conn,
+            &Move {
+                id: child,
+                name: &name,
+                queue: &queue,
+                attempt,
+                from: Some(Status::Pending),
+                to: Status::Queued,
+                retrying: false,
+                at: now,
+            },
+        )?;
         self.arm_approval(child, &name, timeout_ms, now);
         self.push_ready(queue, name, priority, now.max(run_at), child);
         Ok(())
@@ -155,13 +167,15 @@ impl State {
     /// whether it was still waiting.
     fn skip(&mut self, conn: &Connection, child: Uuid, message: String, now: Millis) -> Result<bool> {
         let row = conn
-            .prepare_cached("SELECT status, queue, attempt FROM tasks WHERE id = ?1")
+            .prepare_cached("SELECT status, queue, attempt, name FROM tasks WHERE id = ?1")
             .and_then(|mut s| {
-                s.query_row([child.as_bytes()], |r| Ok((status_at(r, 0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))
-                    .optional()
+                s.query_row([child.as_bytes()], |r| {
+                    Ok((status_at(r, 0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?, r.get::<_, String>(3)?))
+                })
+                .optional()
             })
             .map_err(backend)?;
-        let Some((status, queue, attempt)) = row else { return Ok(false) };
+        let Some((status, queue, attempt, name)) = row else { return Ok(false) };
         if status != Status::Pending {
             return Ok(false);
         }
@@ -176,7 +190,19 @@ impl State {
             child,
             &entry(now, Status::Pending, Status::Skipped, attempt, None, "server", Some(&message)),
         )?;
-        self.count(&queue, Some(Status::Pending), Some(Status::Skipped));
+        self.moved(
+            conn,
+            &Move {
+                id: child,
+                name: &name,
+                queue: &queue,
+                attempt,
+                from: Some(Status::Pending),
+                to: Status::Skipped,
+                retrying: false,
+                at: now,
+            },
+        )?;
         Ok(true)
     }
 
@@ -240,7 +266,19 @@ impl State {
         )
         .and_then(|mut s| s.execute(params![id.as_bytes(), to.as_str(), result, error, now]))
         .map_err(backend)?;
-        self.count(&task.queue, Some(Status::Queued), Some(to));
+        self.moved(
+            conn,
+            &Move {
+                id,
+                name: &task.name,
+                queue: &task.queue,
+                attempt: task.attempt,
+                from: Some(Status::Queued),
+                to,
+                retrying: false,
+                at: now,
+            },
+        )?;
         self.ended(conn, id, now)?;
         Self::read_task(conn, id)
     }
@@ -276,7 +314,19 @@ impl State {
         )
         .and_then(|mut s| s.execute(params![id.as_bytes(), json(&error), now]))
         .map_err(backend)?;
-        self.count(&task.queue, Some(Status::Queued), Some(Status::TimedOut));
+        self.moved(
+            conn,
+            &Move {
+                id,
+                name: &task.name,
+                queue: &task.queue,
+                attempt: task.attempt,
+                from: Some(Status::Queued),
+                to: Status::TimedOut,
+                retrying: false,
+                at: now,
+            },
+        )?;
         self.ended(conn, id, now)?;
         Ok(true)
     }

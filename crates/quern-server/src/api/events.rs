@@ -1,0 +1,163 @@
+//! Event routes: publish (one or a batch), read with a long-poll, and the
+//! same as a Server-Sent Events stream that resumes from `Last-Event-ID`.
+
+use super::AppState;
+use super::body::{QueryPairs, RawBody, json_error};
+use super::error::ApiError;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use quern_core::{Event, EventFilter, EventSpec};
+use quern_store::EventQuery;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+type Answer = Result<Response, ApiError>;
+
+/// The most events one read answers.
+const MAX_LIMIT: usize = 1_000;
+/// The most events one publish takes.
+const MAX_BATCH: usize = 10_000;
+/// The longest `?wait=`.
+const MAX_WAIT_MS: u64 = 60_000;
+/// How long a stream's read parks before it looks again.
+const STREAM_POLL: Duration = Duration::from_secs(15);
+/// How often an idle stream sends a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub(super) async fn publish(State(engine): State<AppState>, RawBody(bytes): RawBody) -> Answer {
+    /// One event, or `{"events": [...]}`: read in one pass, so that a bad
+    /// event gets serde's own message (an untagged enum would hide it).
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        events: Option<Vec<EventSpec>>,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        source: Option<String>,
+        target: Option<String>,
+        payload: Option<Box<serde_json::value::RawValue>>,
+    }
+    let body: Body = serde_json::from_slice(&bytes).map_err(|e| json_error(&e))?;
+    match body {
+        Body { events: Some(events), kind: None, source: None, target: None, payload: None } => {
+            if events.len() > MAX_BATCH {
+                return Err(ApiError::invalid_field("events", format!("at most {MAX_BATCH} events per request")));
+            }
+            let events = engine.publish(events).await?;
+            Ok((StatusCode::CREATED, Json(json!({"events": events}))).into_response())
+        }
+        Body { events: Some(_), .. } => Err(ApiError::invalid("give one event, or {\"events\": [...]}, not both")),
+        Body { events: None, kind, source, target, payload } => {
+            let kind = kind.ok_or_else(|| ApiError::invalid_field("type", "is required"))?;
+            let source = source.ok_or_else(|| ApiError::invalid_field("source", "is required"))?;
+            let spec = EventSpec { kind, source, target, payload };
+            let mut events = engine.publish(vec![spec]).await.map_err(unindexed)?;
+            let event = events.pop().ok_or(ApiError::Internal)?;
+            Ok((StatusCode::CREATED, Json(event)).into_response())
+        }
+    }
+}
+
+/// A single event's error names its field, not a batch index.
+fn unindexed(e: crate::engine::EngineError) -> ApiError {
+    match e {
+        crate::engine::EngineError::Invalid { error, .. } => ApiError::invalid_field(&error.field, error.message),
+        other => other.into(),
+    }
+}
+
+/// The filter and the starting point of a read, from its query string.
+fn query(q: &QueryPairs, last_event_id: Option<&str>) -> Result<EventQuery, ApiError> {
+    let offset = |key: &str, v: &str| {
+        v.parse::<u64>().map_err(|_| ApiError::invalid_field(key, format!("must be an offset (got {v:?})")))
+    };
+    let after = match (last_event_id, q.get("after")) {
+        (Some(id), _) => Some(offset("Last-Event-ID", id)?),
+        (None, Some("latest")) => Some(u64::MAX),
+        (None, Some(v)) => Some(offset("after", v)?),
+        (None, None) => None,
+    };
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::invalid_field("limit", format!("must be 1 to {MAX_LIMIT}")))?,
+    };
+    let types =
+        q.get("type").map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect());
+    let filter = EventFilter {
+        types: types.unwrap_or_default(),
+        source: q.get("source").map(str::to_owned),
+        target: q.get("target").map(str::to_owned),
+    };
+    Ok(EventQuery { after, filter, limit })
+}
+
+pub(super) async fn read(State(engine): State<AppState>, q: QueryPairs) -> Answer {
+    q.only(&["after", "type", "source", "target", "limit", "wait"])?;
+    let mut query = query(&q, None)?;
+    if query.after == Some(u64::MAX) {
+        query.after = Some(engine.read_events(EventQuery { limit: 0, ..query.clone() }, None).await?.head);
+    }
+    let wait = q.duration("wait", MAX_WAIT_MS)?;
+    let page = engine.read_events(query, wait).await?;
+    Ok(Json(json!({"events": page.events, "next_after": page.next_after})).into_response())
+}
+
+/// Where a stream stands: its next read and the events read but not sent.
+struct Cursor {
+    engine: AppState,
+    query: EventQuery,
+    buffer: VecDeque<Event>,
+    done: bool,
+}
+
+fn sse_event(e: &Event) -> SseEvent {
+    SseEvent::default()
+        .id(e.offset.to_string())
+        .json_data(e)
+        .unwrap_or_else(|_| SseEvent::default().comment("unrenderable"))
+}
+
+pub(super) async fn stream(State(engine): State<AppState>, headers: HeaderMap, q: QueryPairs) -> Answer {
+    q.only(&["after", "type", "source", "target", "limit"])?;
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let mut query = query(&q, last)?;
+    if query.after == Some(u64::MAX) {
+        query.after = Some(engine.read_events(EventQuery { limit: 0, ..query.clone() }, None).await?.head);
+    }
+    // Refuse a purged offset now, as an error answer, not mid-stream.
+    engine.read_events(EventQuery { limit: 1, ..query.clone() }, None).await?;
+    let cursor = Cursor { engine, query, buffer: VecDeque::new(), done: false };
+    let events = futures_util::stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(e) = c.buffer.pop_front() {
+                return Some((Ok::<_, Infallible>(sse_event(&e)), c));
+            }
+            if c.done || c.engine.shutting_down() {
+                return None;
+            }
+            match c.engine.read_events(c.query.clone(), Some(STREAM_POLL)).await {
+                Ok(page) => {
+                    c.query.after = Some(page.next_after);
+                    c.buffer.extend(page.events);
+                }
+                Err(e) => {
+                    c.done = true;
+                    let message = ApiError::from(e).into_response();
+                    let text = format!("the stream ended: status {}", message.status());
+                    return Some((Ok(SseEvent::default().event("error").data(text)), c));
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")).into_response())
+}

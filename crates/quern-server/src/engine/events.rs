@@ -1,0 +1,52 @@
+//! The engine's event bus: publishing, reading with a long-poll, and
+//! retention of the log.
+//!
+//! Invariant: a reader parked on the log registers for the wake-up before it
+//! reads, so an event appended between its read and its wait wakes it.
+
+use super::{EngineError, Result};
+use crate::engine::Engine;
+use quern_core::{Event, EventSpec};
+use quern_store::{EventPage, EventQuery, StoreError};
+use std::time::Duration;
+
+impl Engine {
+    /// Appends events, all or none; answers them with their offsets.
+    pub async fn publish(&self, specs: Vec<EventSpec>) -> Result<Vec<Event>> {
+        let events = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.validate().map_err(|error| EngineError::Invalid { error, index: Some(i) }))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.store.publish(events, self.now()).await?)
+    }
+
+    /// Events after `query.after` that pass its filter; with `wait`, held
+    /// until one is appended or the wait elapses.
+    pub async fn read_events(&self, mut query: EventQuery, wait: Option<Duration>) -> Result<EventPage> {
+        let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let appended = self.store.signals().events.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let page = self.store.read_events(query.clone()).await?;
+            if !page.events.is_empty() || tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
+                return Ok(page);
+            }
+            // Keep the place: what was looked at matched nothing.
+            query.after = Some(page.next_after);
+            tokio::select! {
+                () = &mut appended => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.wait_for(|s| *s) => {}
+            }
+        }
+    }
+
+    /// Deletes events past their retention; answers how many went.
+    pub(super) async fn purge_events(&self) -> std::result::Result<u64, StoreError> {
+        let before = self.now().saturating_sub(i64::try_from(self.events_ttl_ms).unwrap_or(i64::MAX));
+        self.store.purge_events(before, self.events_max).await
+    }
+}
