@@ -7,8 +7,10 @@
 //! validated, and no time is read except through the engine's [`Clock`].
 
 mod events;
+mod groups;
 mod schedules;
 
+pub use groups::GroupRead;
 pub use schedules::{ApplyReport, PutOutcome, ScheduleError, ScheduleView};
 
 use crate::config::Config;
@@ -81,6 +83,7 @@ pub struct Engine {
     sweep_interval: Duration,
     events_ttl_ms: u64,
     events_max: u64,
+    groups: groups::Groups,
     shutdown: watch::Receiver<bool>,
     registry: Registry,
     started_at: Millis,
@@ -99,6 +102,7 @@ impl Engine {
             sweep_interval: Duration::from_millis(config.retention.sweep_interval.0),
             events_ttl_ms: config.events.ttl.0,
             events_max: config.events.max_events,
+            groups: groups::Groups::default(),
             shutdown,
             registry: Registry::default(),
             started_at,

@@ -440,6 +440,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes events older than `before`, and all but the newest `keep`;
     /// answers how many went.
     async fn purge_events(&self, before: Millis, keep: u64) -> Result<u64>;
+    /// The cursor a consumer group committed: every event at or below it is
+    /// done for the group.
+    async fn group_cursor(&self, group: String) -> Result<Option<u64>>;
+    /// Commits a consumer group's cursor.
+    async fn save_group_cursor(&self, group: String, cursor: u64, now: Millis) -> Result<()>;
     /// Is the backend reachable?
     async fn ready(&self) -> Result<()>;
     /// The store's signals.

@@ -318,3 +318,75 @@ async fn the_cli_publishes_and_tails() {
     })
     .await;
 }
+
+async fn group_read(api: &Api, member: &str, visibility: &str) -> Vec<Value> {
+    let r = api
+        .get(&format!("/v1/events?group=g&member={member}&visibility={visibility}&limit=7&after=0&wait=200ms"))
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body["events"].as_array().unwrap().clone()
+}
+
+async fn ack(api: &Api, events: &[Value]) -> Value {
+    let r = api.post("/v1/events/ack", &json!({"group": "g", "offsets": offsets(events)})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body
+}
+
+#[tokio::test]
+async fn a_consumer_group_shares_a_stream_once_each_and_redelivers_what_a_dead_member_held() {
+    bounded(Duration::from_secs(60), async {
+        let mut server = Server::start();
+        let api = server.api();
+        let batch: Vec<Value> = (0..300).map(|n| ev("work.item", "producer", n)).collect();
+        api.post("/v1/events", &json!({"events": batch})).await;
+        // Three members read and ack concurrently.
+        let mut members = Vec::new();
+        for m in 0..3 {
+            let api = api.clone();
+            members.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let events = group_read(&api, &format!("m{m}"), "30s").await;
+                    if events.is_empty() {
+                        return got;
+                    }
+                    ack(&api, &events).await;
+                    got.extend(offsets(&events));
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for m in members {
+            all.extend(m.await.unwrap());
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..=300).collect::<Vec<u64>>(), "each event to exactly one member");
+        // A member takes events and dies without acking: after the visibility
+        // timeout another member gets them.
+        let more: Vec<Value> = (0..5).map(|n| ev("work.item", "producer", n)).collect();
+        api.post("/v1/events", &json!({"events": more})).await;
+        let taken = group_read(&api, "doomed", "500ms").await;
+        assert_eq!(offsets(&taken), (301..=305).collect::<Vec<u64>>());
+        assert!(group_read(&api, "m1", "30s").await.is_empty(), "held by the dead member for now");
+        let again = eventually("redelivery", Duration::from_secs(10), async || {
+            let e = group_read(&api, "m1", "30s").await;
+            (!e.is_empty()).then_some(e)
+        })
+        .await;
+        assert_eq!(offsets(&again), (301..=305).collect::<Vec<u64>>());
+        let answer = ack(&api, &again[..2]).await;
+        assert_eq!((answer["acked"].as_u64(), answer["cursor"].as_u64()), (Some(2), Some(302)));
+        // After a crash the group resumes from its committed cursor: what
+        // was not acknowledged comes again.
+        server.restart();
+        let api = server.api();
+        let after = group_read(&api, "m2", "30s").await;
+        assert_eq!(offsets(&after), vec![303, 304, 305]);
+        let r = api.post("/v1/events/ack", &json!({"group": "bad group", "offsets": [1]})).await;
+        assert_eq!(r.status, 400);
+        let r = api.get("/v1/events?member=x").await;
+        assert_eq!(r.status, 400, "member without group");
+    })
+    .await;
+}

@@ -2,8 +2,9 @@
 //! same as a Server-Sent Events stream that resumes from `Last-Event-ID`.
 
 use super::AppState;
-use super::body::{QueryPairs, RawBody, json_error};
+use super::body::{Body, QueryPairs, RawBody, json_error};
 use super::error::ApiError;
+use crate::engine::GroupRead;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -27,6 +28,13 @@ const MAX_BATCH: usize = 10_000;
 const MAX_WAIT_MS: u64 = 60_000;
 /// How long a stream's read parks before it looks again.
 const STREAM_POLL: Duration = Duration::from_secs(15);
+/// How long a group's event stays with its member unacknowledged, unless
+/// the read says otherwise.
+const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
+/// The shortest visibility timeout.
+const MIN_VISIBILITY: Duration = Duration::from_millis(100);
+/// The longest visibility timeout: one hour.
+const MAX_VISIBILITY_MS: u64 = 3_600_000;
 /// How often an idle stream sends a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -102,14 +110,52 @@ fn query(q: &QueryPairs, last_event_id: Option<&str>) -> Result<EventQuery, ApiE
 }
 
 pub(super) async fn read(State(engine): State<AppState>, q: QueryPairs) -> Answer {
-    q.only(&["after", "type", "source", "target", "limit", "wait"])?;
+    q.only(&["after", "type", "source", "target", "limit", "wait", "group", "member", "visibility"])?;
     let mut query = query(&q, None)?;
     if query.after == Some(u64::MAX) {
         query.after = Some(engine.read_events(EventQuery { limit: 0, ..query.clone() }, None).await?.head);
     }
     let wait = q.duration("wait", MAX_WAIT_MS)?;
-    let page = engine.read_events(query, wait).await?;
+    let page = match q.get("group") {
+        None => {
+            if q.get("member").is_some() || q.get("visibility").is_some() {
+                return Err(ApiError::invalid_field("member", "member and visibility go with group"));
+            }
+            engine.read_events(query, wait).await?
+        }
+        Some(group) => {
+            quern_core::spec::check_queue_name(group).map_err(|e| ApiError::invalid_field("group", e.message))?;
+            let member = q.get("member").unwrap_or("anonymous").to_owned();
+            let visibility = q.duration("visibility", MAX_VISIBILITY_MS)?.unwrap_or(DEFAULT_VISIBILITY);
+            if visibility < MIN_VISIBILITY {
+                return Err(ApiError::invalid_field("visibility", "must be at least 100 ms"));
+            }
+            let read = GroupRead { group: group.to_owned(), member, visibility };
+            engine.read_group(query, &read, wait).await?
+        }
+    };
     Ok(Json(json!({"events": page.events, "next_after": page.next_after})).into_response())
+}
+
+pub(super) async fn ack(State(engine): State<AppState>, Body(body): Body<AckBody>) -> Answer {
+    quern_core::spec::check_queue_name(&body.group).map_err(|e| ApiError::invalid_field("group", e.message))?;
+    if body.offsets.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field("offsets", format!("at most {MAX_BATCH} per request")));
+    }
+    let (acked, cursor) = engine.ack_events(&body.group, &body.offsets).await?;
+    tracing::debug!(group = %body.group, member = body.member.as_deref().unwrap_or("-"), acked, cursor, "events acknowledged");
+    Ok(Json(json!({"acked": acked, "cursor": cursor})).into_response())
+}
+
+/// `POST /v1/events/ack`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AckBody {
+    group: String,
+    /// Who acknowledges, for the log: any member may acknowledge.
+    #[serde(default)]
+    member: Option<String>,
+    offsets: Vec<u64>,
 }
 
 /// Where a stream stands: its next read and the events read but not sent.

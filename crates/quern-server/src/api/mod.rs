@@ -47,6 +47,7 @@ pub fn router(engine: Arc<Engine>, max_body_bytes: usize) -> Router {
         .route("/v1/schedules/{name}/runs", get(schedules::runs))
         .route("/v1/events", post(events::publish).get(events::read))
         .route("/v1/events/stream", get(events::stream))
+        .route("/v1/events/ack", post(events::ack))
         .route("/v1/lease", post(workers::lease))
         .route("/v1/heartbeat", post(workers::heartbeat))
         .route("/v1/complete", post(workers::complete))

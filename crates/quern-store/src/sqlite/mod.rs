@@ -479,6 +479,29 @@ impl Store for SqliteStore {
         self.write(move |st, conn| st.purge_events(conn, before, keep)).await
     }
 
+    async fn group_cursor(&self, group: String) -> Result<Option<u64>> {
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT cursor FROM event_groups WHERE name = ?1")
+                .and_then(|mut s| s.query_row([group], |r| r.get::<_, i64>(0)).optional())
+                .map(|c| c.map(i64::unsigned_abs))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn save_group_cursor(&self, group: String, cursor: u64, now: Millis) -> Result<()> {
+        self.write(move |_, conn| {
+            conn.prepare_cached(
+                "INSERT INTO event_groups (name, cursor, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET cursor = max(cursor, excluded.cursor), updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| s.execute(params![group, i64::try_from(cursor).unwrap_or(i64::MAX), now]))
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn ready(&self) -> Result<()> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend)).await
     }

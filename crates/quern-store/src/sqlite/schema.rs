@@ -116,6 +116,13 @@ CREATE TABLE IF NOT EXISTS event_segments (
     events       TEXT NOT NULL
 );
 
+-- Consumer groups' committed cursors.
+CREATE TABLE IF NOT EXISTS event_groups (
+    name       TEXT PRIMARY KEY,
+    cursor     INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS queues (
     name   TEXT PRIMARY KEY,
     paused INTEGER NOT NULL DEFAULT 0
