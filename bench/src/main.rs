@@ -21,7 +21,7 @@ struct Args {
     #[arg(long)]
     url: Option<String>,
     /// Comma-separated scenarios: idle, submit-single, submit-concurrent,
-    /// submit-batch, e2e, e2e-single, latency, depth [default: all].
+    /// submit-batch, e2e, e2e-single, latency, depth, shell [default: all].
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Seconds-long settings for smoke runs (no 1M depth).
@@ -54,6 +54,9 @@ struct Args {
     /// Leave out depths above this many queued tasks.
     #[arg(long)]
     max_depth: Option<u64>,
+    /// Shell tasks through the worker, per variant [default: 4000, quick 300].
+    #[arg(long)]
+    shell_tasks: Option<u64>,
     /// Run the whole suite this many times and report each figure's median run.
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -84,6 +87,9 @@ fn options(args: &Args) -> Options {
     }
     if let Some(max) = args.max_depth {
         opts.depths.retain(|d| *d <= max);
+    }
+    if let Some(n) = args.shell_tasks {
+        opts.shell_tasks = n.max(1);
     }
     opts
 }
