@@ -16,8 +16,8 @@
 //! - [`scenarios`]: the workloads, one module per family; each returns rows.
 //! - [`samples`]: latency samples and their percentiles.
 //! - [`report`]: the [`Row`], the terminal table, the JSON file, machine info.
-//! - [`peers`]: the seam where other systems' rows (Celery, RQ, BullMQ, …)
-//!   will join Quern's in one table.
+//! - [`peers`]: other systems' rows (Celery, RQ, BullMQ, …) from their own
+//!   runner, joined to Quern's in one table with Quern's ratio to each.
 //!
 //! Invariant: a figure is only reported when every request of its scenario
 //! succeeded and the server is still alive; anything else ends the run with

@@ -61,8 +61,13 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     runs: usize,
     /// Merge the rows of a peers' run (bench/peers/run.sh --out FILE) into the table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "with_peers")]
     peers: Option<PathBuf>,
+    /// After Quern's scenarios, run the peers (bench/peers/run.sh, with
+    /// --quick when this run is quick; needs Redis on 127.0.0.1:6379) and
+    /// merge their rows into the table.
+    #[arg(long)]
+    with_peers: bool,
     /// Client runtime threads; 1 leaves the most CPU to the server.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -143,7 +148,14 @@ fn run(args: &Args) -> quern_bench::Result<()> {
         }
         runs.push(runtime.block_on(quern_bench::run(&target, &scenarios, &opts))?);
     }
-    let peer_run = args.peers.as_deref().map(peers::load).transpose()?;
+    let peer_run = match &args.peers {
+        Some(path) => Some(peers::load(path)?),
+        None if args.with_peers => {
+            eprintln!("quern-bench: running the peers (bench/peers/run.sh)");
+            Some(peers::run(args.quick)?)
+        }
+        None => None,
+    };
     let (peer_rows, peer_versions) = match peer_run {
         Some(run) => (run.rows, Some(run.versions)),
         None => (Vec::new(), None),
