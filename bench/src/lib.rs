@@ -18,6 +18,7 @@
 //! - [`report`]: the [`Row`], the terminal table, the JSON file, machine info.
 //! - [`peers`]: other systems' rows (Celery, RQ, BullMQ, …) from their own
 //!   runner, joined to Quern's in one table with Quern's ratio to each.
+//! - [`plot`]: the PNG chart of Quern beside the peers.
 //!
 //! Invariant: a figure is only reported when every request of its scenario
 //! succeeded and the server is still alive; anything else ends the run with
@@ -25,6 +26,7 @@
 
 pub mod client;
 pub mod peers;
+pub mod plot;
 pub mod report;
 pub mod samples;
 pub mod scenarios;

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use quern_bench::report::{Machine, Report, ServerBin, markdown, median_of, table};
-use quern_bench::{Options, Scenario, Target, peers, server};
+use quern_bench::{Options, Scenario, Target, peers, plot, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -68,6 +68,12 @@ struct Args {
     /// merge their rows into the table.
     #[arg(long)]
     with_peers: bool,
+    /// Write a PNG chart of Quern beside the peers to this file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// The TrueType font of the chart's text.
+    #[arg(long, default_value = plot::DEFAULT_FONT)]
+    plot_font: PathBuf,
     /// Client runtime threads; 1 leaves the most CPU to the server.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -177,6 +183,11 @@ fn run(args: &Args) -> quern_bench::Result<()> {
             server_bin: server_bin.as_ref(),
         };
         report.write(path)?;
+        eprintln!("quern-bench: wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("Quern and its peers · {}", machine.summary());
+        plot::write(&rows, path, &args.plot_font, &title)?;
         eprintln!("quern-bench: wrote {}", path.display());
     }
     Ok(())

@@ -6,8 +6,8 @@
 //! `{"rows": [Row, …], "versions": {…}}`: [`load`] reads such a file for
 //! `--peers`, and [`run`] runs the runner for `--with-peers` and reads what
 //! it wrote. Either way [`merge`] puts the rows beside Quern's and gives each
-//! its ratio to Quern's figure, so the table and the JSON carry every
-//! system's figure for a scenario together.
+//! its ratio to Quern's figure, so the table, the JSON and the chart carry
+//! every system's figure for a scenario together.
 
 use crate::{Result, Row};
 use std::os::fd::AsFd;
