@@ -8,7 +8,7 @@
 //! server CPU is the server's plus the worker's and its task processes', as
 //! the peers' rows count Redis and their workers together.
 
-use super::{Ctx, fill_with, queue_counts, secs};
+use super::{Ctx, fill_with, queue_count, queue_counts, secs};
 use crate::client::Conn;
 use crate::server::memory_of;
 use crate::worker::Worker;
@@ -35,13 +35,18 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// One worker with flags `extra` runs `shell_tasks` tasks on queue `name`.
+/// One worker with flags `extra` runs `shell_tasks` tasks on the queue
+/// `name` of this run.
 async fn variant(ctx: &Ctx, name: &str, extra: &[&str]) -> Result<Row> {
     let bin = ctx.quern_bin.as_deref().ok_or("the shell scenario needs the quern binary to start a worker")?;
     let n = ctx.opts.shell_tasks;
     let queue = ctx.queue(name);
-    let mut flags = vec!["--concurrency".to_owned(), CONCURRENCY.to_string(), "--queues".to_owned(), queue.clone()];
+    let mut flags = vec!["--concurrency".to_owned(), CONCURRENCY.to_string()];
     flags.extend(extra.iter().map(|f| (*f).to_owned()));
+    // The variant names the flags but not the queue, whose name changes from
+    // run to run: repeated runs' rows are matched by variant.
+    let variant = format!("quern worker {}", flags.join(" "));
+    flags.extend(["--queues".to_owned(), queue.clone()]);
     let mut control = ctx.connect().await?;
     let mut worker = Worker::start(bin, &ctx.url, &queue, &flags, &mut control).await?;
     let task = format!(r#"{{"name":"shell","queue":"{queue}","input":{{"command":["true"]}}}}"#);
@@ -53,14 +58,13 @@ async fn variant(ctx: &Ctx, name: &str, extra: &[&str]) -> Result<Row> {
     submitted?;
     let end = ended?;
     let cpu1 = ctx.cpu_with_worker(worker.pid())?;
-    let succeeded = queue_counts(&mut control, &queue).await?.get("succeeded").copied().unwrap_or(0);
+    let succeeded = queue_count(&mut control, &queue, "succeeded").await?;
     if succeeded != n {
         return Err(format!("{succeeded} of {n} shell tasks succeeded").into());
     }
     let mem = memory_of(worker.pid())?;
     worker.stop().await?;
-    let mut row = Row::throughput("shell", &format!("quern worker {}", flags_shown(&flags)), n, secs(start, end))
-        .with_cpu(&cpu0, &cpu1);
+    let mut row = Row::throughput("shell", &variant, n, secs(start, end)).with_cpu(&cpu0, &cpu1);
     row.rss_mb = Some(mem.rss_mb);
     row.peak_rss_mb = Some(mem.peak_mb);
     let server_rss =
@@ -68,20 +72,6 @@ async fn variant(ctx: &Ctx, name: &str, extra: &[&str]) -> Result<Row> {
     row.note =
         format!("`true` tasks, batches of {BATCH}; RSS is the worker's, srv CPU server + worker + tasks{server_rss}");
     Ok(row)
-}
-
-/// The flags as the table shows them: the queue's name is the same in every run's.
-fn flags_shown(flags: &[String]) -> String {
-    let mut shown = Vec::with_capacity(flags.len());
-    let mut args = flags.iter();
-    while let Some(flag) = args.next() {
-        if flag == "--queues" {
-            args.next();
-        } else {
-            shown.push(flag.as_str());
-        }
-    }
-    shown.join(" ")
 }
 
 /// Waits until `queue` counts `n` terminal tasks (checking that the worker
@@ -94,16 +84,5 @@ async fn until_ended(conn: &mut Conn, worker: &mut Worker, queue: &str, n: u64) 
             return Ok(Instant::now());
         }
         tokio::time::sleep(POLL).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::flags_shown;
-
-    #[test]
-    fn the_queue_is_left_out() {
-        let flags = ["--concurrency", "64", "--queues", "bench-shell0-abc", "--fast-spawn"].map(str::to_owned);
-        assert_eq!(flags_shown(&flags), "--concurrency 64 --fast-spawn");
     }
 }
