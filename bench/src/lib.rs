@@ -12,11 +12,13 @@
 //!   stay cheap.
 //! - [`server`]: starting, watching (RSS, liveness) and stopping a server
 //!   process on a temporary data directory.
+//! - [`worker`]: the same for a `quern worker` process (the `shell` scenario).
 //! - [`scenarios`]: the workloads, one module per family; each returns rows.
 //! - [`samples`]: latency samples and their percentiles.
 //! - [`report`]: the [`Row`], the terminal table, the JSON file, machine info.
-//! - [`peers`]: the seam where other systems' rows (Celery, RQ, BullMQ, …)
-//!   will join Quern's in one table.
+//! - [`peers`]: other systems' rows (Celery, RQ, BullMQ, …) from their own
+//!   runner, joined to Quern's in one table with Quern's ratio to each.
+//! - [`plot`]: the PNG chart of Quern beside the peers.
 //!
 //! Invariant: a figure is only reported when every request of its scenario
 //! succeeded and the server is still alive; anything else ends the run with
@@ -24,10 +26,12 @@
 
 pub mod client;
 pub mod peers;
+pub mod plot;
 pub mod report;
 pub mod samples;
 pub mod scenarios;
 pub mod server;
+pub mod worker;
 
 pub use report::Row;
 pub use scenarios::{Options, Scenario};
@@ -66,7 +70,11 @@ pub async fn run(target: &Target, scenarios: &[Scenario], opts: &Options) -> Res
             (None, Target::Url(u)) => u.clone(),
             (None, Target::Spawn { .. }) => return Err("no server to run against".into()),
         };
-        let ctx = scenarios::Ctx::new(&url, server.as_ref(), opts)?;
+        let quern_bin = match target {
+            Target::Spawn { bin, .. } => Some(bin.clone()),
+            Target::Url(_) => server::default_bin().ok(),
+        };
+        let ctx = scenarios::Ctx::new(&url, server.as_ref(), quern_bin.as_deref(), opts)?;
         let result = tokio::time::timeout(opts.scenario_timeout, scenario.run(&ctx)).await;
         let mut out = match result {
             Ok(Ok(out)) => out,

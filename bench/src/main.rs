@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use quern_bench::report::{Machine, Report, ServerBin, markdown, median_of, table};
-use quern_bench::{Options, Scenario, Target, peers, server};
+use quern_bench::{Options, Scenario, Target, peers, plot, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,7 +21,7 @@ struct Args {
     #[arg(long)]
     url: Option<String>,
     /// Comma-separated scenarios: idle, submit-single, submit-concurrent,
-    /// submit-batch, e2e, e2e-single, latency, depth [default: all].
+    /// submit-batch, e2e, e2e-single, latency, depth, shell [default: all].
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Seconds-long settings for smoke runs (no 1M depth).
@@ -54,12 +54,26 @@ struct Args {
     /// Leave out depths above this many queued tasks.
     #[arg(long)]
     max_depth: Option<u64>,
+    /// Shell tasks through the worker, per variant [default: 4000, quick 300].
+    #[arg(long)]
+    shell_tasks: Option<u64>,
     /// Run the whole suite this many times and report each figure's median run.
     #[arg(long, default_value_t = 1)]
     runs: usize,
     /// Merge the rows of a peers' run (bench/peers/run.sh --out FILE) into the table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "with_peers")]
     peers: Option<PathBuf>,
+    /// After Quern's scenarios, run the peers (bench/peers/run.sh, with
+    /// --quick when this run is quick; needs Redis on 127.0.0.1:6379) and
+    /// merge their rows into the table.
+    #[arg(long)]
+    with_peers: bool,
+    /// Write a PNG chart of Quern beside the peers to this file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// The TrueType font of the chart's text.
+    #[arg(long, default_value = plot::DEFAULT_FONT)]
+    plot_font: PathBuf,
     /// Client runtime threads; 1 leaves the most CPU to the server.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -84,6 +98,9 @@ fn options(args: &Args) -> Options {
     }
     if let Some(max) = args.max_depth {
         opts.depths.retain(|d| *d <= max);
+    }
+    if let Some(n) = args.shell_tasks {
+        opts.shell_tasks = n.max(1);
     }
     opts
 }
@@ -137,7 +154,14 @@ fn run(args: &Args) -> quern_bench::Result<()> {
         }
         runs.push(runtime.block_on(quern_bench::run(&target, &scenarios, &opts))?);
     }
-    let peer_run = args.peers.as_deref().map(peers::load).transpose()?;
+    let peer_run = match &args.peers {
+        Some(path) => Some(peers::load(path)?),
+        None if args.with_peers => {
+            eprintln!("quern-bench: running the peers (bench/peers/run.sh)");
+            Some(peers::run(args.quick)?)
+        }
+        None => None,
+    };
     let (peer_rows, peer_versions) = match peer_run {
         Some(run) => (run.rows, Some(run.versions)),
         None => (Vec::new(), None),
@@ -159,6 +183,11 @@ fn run(args: &Args) -> quern_bench::Result<()> {
             server_bin: server_bin.as_ref(),
         };
         report.write(path)?;
+        eprintln!("quern-bench: wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("Quern and its peers · {}", machine.summary());
+        plot::write(&rows, path, &args.plot_font, &title)?;
         eprintln!("quern-bench: wrote {}", path.display());
     }
     Ok(())

@@ -1,14 +1,18 @@
-//! The seam for other task queues (Celery, RQ, arq, Dramatiq, BullMQ).
+//! Other task queues (Celery, RQ, arq, Dramatiq, BullMQ) beside Quern.
 //!
-//! Each peer will run the same scenarios as far as it can (by its own small
-//! script, in its own venv or node_modules) and hand back [`Row`]s whose
-//! `system` names it; [`merge`] puts them beside Quern's so the table and the
-//! JSON carry every system's figure for a scenario together. The peers'
-//! own runner (`bench/peers/run.sh`) writes `{"rows": [Row, …], "versions":
-//! {…}}`; [`load`] reads that file for `--peers`.
+//! Each peer runs the same scenarios as far as it can (by its own small
+//! script, in its own venv or node_modules) and hands back [`Row`]s whose
+//! `system` names it. The peers' own runner (`bench/peers/run.sh`) writes
+//! `{"rows": [Row, …], "versions": {…}}`: [`load`] reads such a file for
+//! `--peers`, and [`run`] runs the runner for `--with-peers` and reads what
+//! it wrote. Either way [`merge`] puts the rows beside Quern's and gives each
+//! its ratio to Quern's figure, so the table, the JSON and the chart carry
+//! every system's figure for a scenario together.
 
 use crate::{Result, Row};
+use std::os::fd::AsFd;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// What a peers' run wrote.
 #[derive(Debug, serde::Deserialize)]
@@ -26,12 +30,69 @@ pub fn load(path: &Path) -> Result<PeerRun> {
     Ok(serde_json::from_str(&text).map_err(|e| format!("{}: not a peers file: {e}", path.display()))?)
 }
 
+/// The peers' runner in this source tree.
+const RUNNER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/run.sh");
+
+/// Runs the peers' runner (with `--quick` for the smoke settings), its
+/// output going to stderr so the table stays alone on stdout, and reads the
+/// file it wrote. The runner installs the peers on first use and gives a
+/// peer that fails rows that say so; only a runner that cannot run or writes
+/// no file is an error.
+pub fn run(quick: bool) -> Result<PeerRun> {
+    let dir = tempfile::Builder::new().prefix("quern-bench-peers-").tempdir()?;
+    let out = dir.path().join("peers.json");
+    let mut cmd = Command::new("bash");
+    cmd.arg(RUNNER).arg("--out").arg(&out);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stderr))
+        .status()
+        .map_err(|e| format!("cannot run {RUNNER}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{RUNNER} failed ({status})").into());
+    }
+    load(&out)
+}
+
+/// The Quern row a peer's row is compared with: the same scenario and
+/// variant, or else the first of the scenario with the same kind of figure
+/// (throughput, or latency only).
+pub fn counterpart<'a>(quern: &'a [Row], peer: &Row) -> Option<&'a Row> {
+    let same = |q: &&Row| q.scenario == peer.scenario;
+    quern
+        .iter()
+        .filter(same)
+        .find(|q| q.variant == peer.variant)
+        .or_else(|| quern.iter().filter(same).find(|q| q.tasks_per_s.is_some() == peer.tasks_per_s.is_some()))
+}
+
+/// How many times better Quern's figure is than `peer`'s: throughput over
+/// throughput, or for latency rows the peer's p50 over Quern's.
+pub fn ratio(quern: &Row, peer: &Row) -> Option<f64> {
+    match (quern.tasks_per_s, peer.tasks_per_s) {
+        (Some(q), Some(p)) => Some(q / p).filter(|r| r.is_finite()),
+        (None, None) => quern.p50_us.zip(peer.p50_us).map(|(q, p)| p / q).filter(|r| r.is_finite()),
+        _ => None,
+    }
+}
+
 /// Quern's rows, each scenario's followed by the peers' rows of that
-/// scenario (variants differ between systems, so scenarios are what match);
-/// peers' rows of scenarios Quern did not run come last.
+/// scenario (variants differ between systems, so scenarios are what match),
+/// each peer's row with its [`ratio`] to its [`counterpart`]; peers' rows of
+/// scenarios Quern did not run come last.
 pub fn merge(quern: Vec<Row>, peers: Vec<Row>) -> Vec<Row> {
     let mut out = Vec::with_capacity(quern.len() + peers.len());
-    let mut rest = peers;
+    let mut rest: Vec<Row> = peers
+        .into_iter()
+        .map(|mut p| {
+            p.quern_ratio = counterpart(&quern, &p).and_then(|q| ratio(q, &p));
+            p
+        })
+        .collect();
     let mut quern = quern.into_iter().peekable();
     while let Some(row) = quern.next() {
         let last_of_scenario = quern.peek().is_none_or(|next| next.scenario != row.scenario);
@@ -49,8 +110,31 @@ pub fn merge(quern: Vec<Row>, peers: Vec<Row>) -> Vec<Row> {
 
 #[cfg(test)]
 mod tests {
-    use super::merge;
+    use super::{counterpart, merge};
     use crate::Row;
+
+    fn peer(system: &str, scenario: &str, variant: &str) -> Row {
+        let mut r = Row::new(scenario, variant);
+        r.system = system.into();
+        r
+    }
+
+    #[test]
+    fn ratios_are_quern_over_peer() {
+        let mut lat = Row::new("latency", "submit→result");
+        lat.p50_us = Some(1_000.0);
+        let mut ack = Row::new("latency", "submit→ack");
+        ack.p50_us = Some(400.0);
+        let quern = vec![Row::throughput("e2e", "batch", 60_000, 1.0), ack, lat];
+        let mut e2e = Row::throughput("e2e", "2 worker processes", 6_000, 1.0);
+        e2e.system = "bullmq".into();
+        let mut slow = peer("bullmq", "latency", "submit→result");
+        slow.p50_us = Some(2_500.0);
+        let out = merge(quern.clone(), vec![e2e, slow, peer("rq", "shell", "x")]);
+        let ratios: Vec<_> = out.iter().map(|r| r.quern_ratio).collect();
+        assert_eq!(ratios, [None, Some(10.0), None, None, Some(2.5), None]);
+        assert_eq!(counterpart(&quern, &out[4]).map(|q| q.variant.as_str()), Some("submit→result"));
+    }
 
     #[test]
     fn rows_round_trip_through_json() {
@@ -67,12 +151,8 @@ mod tests {
     #[test]
     fn peers_follow_their_scenario() {
         let q = vec![Row::new("e2e", "batch"), Row::new("latency", "ack"), Row::new("latency", "result")];
-        let peer = |system: &str, scenario: &str| {
-            let mut r = Row::new(scenario, "2 worker processes");
-            r.system = system.into();
-            r
-        };
-        let out = merge(q, vec![peer("rq", "shell"), peer("celery", "latency"), peer("celery", "e2e")]);
+        let w = "2 worker processes";
+        let out = merge(q, vec![peer("rq", "shell", w), peer("celery", "latency", w), peer("celery", "e2e", w)]);
         let order: Vec<_> = out.iter().map(|r| (r.system.as_str(), r.scenario.as_str())).collect();
         assert_eq!(
             order,

@@ -40,6 +40,10 @@ pub struct Row {
     /// The server's busiest thread and how busy it was (1.0 = a whole core
     /// for the whole measurement): a serial bottleneck shows here.
     pub busiest_thread: Option<(String, f64)>,
+    /// In a peer's row, how many times better Quern's figure of the same
+    /// scenario is (see [`crate::peers::ratio`]); set when the rows are merged.
+    #[serde(default)]
+    pub quern_ratio: Option<f64>,
     /// Anything a reader needs to read the figure right.
     pub note: String,
 }
@@ -62,6 +66,7 @@ impl Row {
             client_cpu_s: None,
             other_cpu_s: None,
             busiest_thread: None,
+            quern_ratio: None,
             note: String::new(),
         }
     }
@@ -98,7 +103,7 @@ impl Row {
     /// The row in one line, for progress output.
     pub fn one_line(&self) -> String {
         let cells = self.cells();
-        let [_, scenario, variant, tasks, seconds, rate, p50, p99, rss, cpu, per_task, thread, note] = cells;
+        let [_, scenario, variant, tasks, seconds, rate, p50, p99, _, rss, cpu, per_task, thread, note] = cells;
         format!(
             "{scenario} {variant}: {tasks} tasks in {seconds} s, {rate} tasks/s, p50 {p50} µs, p99 {p99} µs, \
              RSS {rss} MB, CPU {cpu} s, {per_task} server µs/task, busiest {thread} {note}"
@@ -122,6 +127,7 @@ impl Row {
             opt(self.tasks_per_s, 0),
             opt(self.p50_us, 0),
             opt(self.p99_us, 0),
+            self.quern_ratio.map_or_else(|| "-".to_owned(), ratio),
             rss,
             match (self.server_cpu_s, self.client_cpu_s, self.other_cpu_s) {
                 (None, None, None) => "-".into(),
@@ -222,9 +228,18 @@ pub(crate) fn group(v: f64, digits: usize) -> String {
     }
 }
 
-const COLUMNS: usize = 13;
+/// A ratio as the table shows it: `12×`, `2.4×`, `0.81×`.
+fn ratio(r: f64) -> String {
+    match r {
+        r if r >= 10.0 => format!("{}×", group(r, 0)),
+        r if r >= 1.0 => format!("{r:.1}×"),
+        r => format!("{r:.2}×"),
+    }
+}
+
+const COLUMNS: usize = 14;
 /// The columns holding numbers, right-aligned.
-const NUMERIC: std::ops::Range<usize> = 3..11;
+const NUMERIC: std::ops::Range<usize> = 3..12;
 
 const HEADERS: [&str; COLUMNS] = [
     "system",
@@ -235,6 +250,7 @@ const HEADERS: [&str; COLUMNS] = [
     "tasks/s",
     "p50 µs",
     "p99 µs",
+    "Quern ×",
     "RSS MB (peak)",
     "CPU s srv/cli/other",
     "srv µs/task",
@@ -455,7 +471,7 @@ impl Report<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Row, group, median_of, table};
+    use super::{Row, group, median_of, ratio, table};
 
     #[test]
     fn median_row_with_spread() {
@@ -488,6 +504,13 @@ mod tests {
         assert_eq!(group(1000.0, 0), "1,000");
         assert_eq!(group(1_234_567.25, 1), "1,234,567.2");
         assert_eq!(group(-12_345.0, 0), "-12,345");
+    }
+
+    #[test]
+    fn ratios() {
+        assert_eq!(ratio(101.4), "101×");
+        assert_eq!(ratio(8.04), "8.0×");
+        assert_eq!(ratio(0.814), "0.81×");
     }
 
     #[test]

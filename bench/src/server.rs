@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
-/// How long a server may take to print its address.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a server may take to print its address (and a worker to register).
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a server may take to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -55,19 +55,14 @@ impl Server {
     /// Starts `bin server` on 127.0.0.1:0 with a fresh data directory.
     pub async fn start(bin: &Path, durability: &str) -> Result<Self> {
         let data = tempfile::Builder::new().prefix("quern-bench-").tempdir()?;
-        let mut child = Command::new(bin)
-            .arg("server")
+        let mut child = quern_command(bin, "server")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data")
             .arg(data.path().join("data"))
             .arg("--durability")
             .arg(durability)
-            .env("QUERN_LOG", std::env::var("QUERN_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let pid = child.id().ok_or("the server exited at once")?;
@@ -91,10 +86,7 @@ impl Server {
 
     /// An error if the process has exited.
     pub fn check_alive(&mut self) -> Result<()> {
-        match self.child.try_wait()? {
-            None => Ok(()),
-            Some(status) => Err(format!("the server died during the run ({status})").into()),
-        }
+        check_running(&mut self.child, "server")
     }
 
     /// Its memory now.
@@ -104,19 +96,46 @@ impl Server {
 
     /// SIGTERM, then SIGKILL if it has not exited after a grace period.
     pub async fn stop(mut self) -> Result<()> {
-        self.check_alive()?;
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
-        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
-            Ok(status) => {
-                status?;
-            }
-            Err(_) => {
-                eprintln!("quern-bench: the server did not stop within {STOP_TIMEOUT:?}; killing it");
-                self.child.kill().await?;
-            }
-        }
-        Ok(())
+        terminate(&mut self.child, self.pid, "server").await
     }
+}
+
+/// `bin command` as the harness starts it: logging at `warn` unless
+/// `QUERN_LOG` says otherwise, no stdin, stderr shared with the harness,
+/// killed if the harness drops it.
+pub(crate) fn quern_command(bin: &Path, command: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg(command)
+        .env("QUERN_LOG", std::env::var("QUERN_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// An error if `child` (the harness's `what`, e.g. "server") has exited.
+pub(crate) fn check_running(child: &mut Child, what: &str) -> Result<()> {
+    match child.try_wait()? {
+        None => Ok(()),
+        Some(status) => Err(format!("the {what} died during the run ({status})").into()),
+    }
+}
+
+/// Stops a child that should still be running: SIGTERM, then SIGKILL if it
+/// has not exited after [`STOP_TIMEOUT`].
+pub(crate) async fn terminate(child: &mut Child, pid: u32, what: &str) -> Result<()> {
+    check_running(child, what)?;
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
+        Ok(status) => {
+            status?;
+        }
+        Err(_) => {
+            eprintln!("quern-bench: the {what} did not stop within {STOP_TIMEOUT:?}; killing it");
+            child.kill().await?;
+        }
+    }
+    Ok(())
 }
 
 async fn read_url(stdout: &mut BufReader<ChildStdout>) -> Result<String> {
@@ -172,7 +191,13 @@ pub fn machine_busy() -> Result<Duration> {
 
 /// CPU time (user + system, all threads) process `pid` has used so far.
 pub fn cpu_of(pid: u32) -> Result<Duration> {
-    cpu_in(&format!("/proc/{pid}/stat"))
+    cpu_in(&format!("/proc/{pid}/stat"), false)
+}
+
+/// [`cpu_of`] plus the CPU time of the children `pid` has waited for: for a
+/// worker, the task processes it started and reaped.
+pub fn cpu_with_children_of(pid: u32) -> Result<Duration> {
+    cpu_in(&format!("/proc/{pid}/stat"), true)
 }
 
 /// CPU time of each thread of process `pid`: (thread id, name, time).
@@ -183,21 +208,25 @@ pub fn threads_of(pid: u32) -> Result<Vec<(u32, String, Duration)>> {
         let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
         // A thread may end between the listing and the read.
         let Ok(name) = std::fs::read_to_string(entry.path().join("comm")) else { continue };
-        let Ok(cpu) = cpu_in(&format!("/proc/{pid}/task/{tid}/stat")) else { continue };
+        let Ok(cpu) = cpu_in(&format!("/proc/{pid}/task/{tid}/stat"), false) else { continue };
         out.push((tid, name.trim().to_owned(), cpu));
     }
     Ok(out)
 }
 
-fn cpu_in(path: &str) -> Result<Duration> {
+fn cpu_in(path: &str, children: bool) -> Result<Duration> {
     let ticks = ticks();
     let stat = std::fs::read_to_string(path)?;
     // The command name may hold spaces; the fields after it are plain.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("malformed /proc stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |i: usize| -> Result<u64> { Ok(fields.get(i).ok_or("short /proc stat")?.parse::<u64>()?) };
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    let total = field(11)? + field(12)?;
+    // utime, stime, cutime and cstime are fields 14 to 17 of the whole line:
+    // 11 to 14 after the name.
+    let mut total = field(11)? + field(12)?;
+    if children {
+        total += field(13)? + field(14)?;
+    }
     Ok(Duration::from_millis(total * 1_000 / ticks))
 }
 

@@ -8,15 +8,18 @@ mod depth;
 mod e2e;
 mod idle;
 mod latency;
+mod shell;
 mod submit;
 
 use crate::client::{Conn, authority};
 use crate::report::Cpu;
-use crate::server::{Server, cpu_of, machine_busy, threads_of};
+use crate::server::{Server, cpu_of, cpu_with_children_of, machine_busy, threads_of};
 use crate::{Result, Row};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -40,11 +43,13 @@ pub enum Scenario {
     Latency,
     /// Lease + complete throughput with many tasks already queued.
     Depth,
+    /// `true` shell tasks through a real `quern worker`.
+    Shell,
 }
 
 impl Scenario {
     /// Every scenario, in the order a full run takes them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Idle,
         Self::SubmitSingle,
         Self::SubmitConcurrent,
@@ -53,6 +58,7 @@ impl Scenario {
         Self::E2eSingle,
         Self::Latency,
         Self::Depth,
+        Self::Shell,
     ];
 
     /// Its name on the command line and in the table.
@@ -66,6 +72,7 @@ impl Scenario {
             Self::E2eSingle => "e2e-single",
             Self::Latency => "latency",
             Self::Depth => "depth",
+            Self::Shell => "shell",
         }
     }
 
@@ -87,6 +94,7 @@ impl Scenario {
             Self::E2eSingle => e2e::single(ctx).await,
             Self::Latency => latency::run(ctx).await,
             Self::Depth => depth::run(ctx).await,
+            Self::Shell => shell::run(ctx).await,
         }
     }
 }
@@ -108,6 +116,8 @@ pub struct Options {
     pub depths: Vec<u64>,
     /// Tasks leased and completed at each depth.
     pub depth_measured: u64,
+    /// Shell tasks through the worker in `shell`, for each of its variants.
+    pub shell_tasks: u64,
     /// How long the idle server settles before its RSS is read.
     pub idle_settle: Duration,
     /// The longest any one scenario may take before the run fails.
@@ -126,6 +136,7 @@ impl Options {
                 latency_samples: 20,
                 depths: vec![10_000, 100_000],
                 depth_measured: 2_000,
+                shell_tasks: 300,
                 idle_settle: Duration::from_millis(300),
                 scenario_timeout: Duration::from_secs(120),
             }
@@ -138,6 +149,7 @@ impl Options {
                 latency_samples: 200,
                 depths: vec![10_000, 100_000, 1_000_000],
                 depth_measured: 20_000,
+                shell_tasks: 4_000,
                 idle_settle: Duration::from_secs(2),
                 scenario_timeout: Duration::from_secs(900),
             }
@@ -147,20 +159,26 @@ impl Options {
 
 /// What a scenario runs against.
 pub(crate) struct Ctx {
+    /// The server's URL.
+    pub(crate) url: String,
     /// `host:port`.
     pub(crate) authority: String,
     /// The server process, when the harness started it (for RSS).
     pub(crate) pid: Option<u32>,
+    /// The `quern` binary, for scenarios that start a worker.
+    pub(crate) quern_bin: Option<PathBuf>,
     pub(crate) opts: Options,
     tag: String,
 }
 
 impl Ctx {
-    pub(crate) fn new(url: &str, server: Option<&Server>, opts: &Options) -> Result<Self> {
+    pub(crate) fn new(url: &str, server: Option<&Server>, quern_bin: Option<&Path>, opts: &Options) -> Result<Self> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         Ok(Self {
+            url: url.to_owned(),
             authority: authority(url)?,
             pid: server.map(Server::pid),
+            quern_bin: quern_bin.map(Path::to_path_buf),
             opts: opts.clone(),
             tag: format!("{:06x}", nanos & 0xff_ffff),
         })
@@ -182,6 +200,16 @@ impl Ctx {
         })
     }
 
+    /// [`Ctx::cpu`] with the CPU of worker `pid` and its reaped task
+    /// processes counted as the server's: together they do what the server
+    /// does in the other scenarios.
+    pub(crate) fn cpu_with_worker(&self, pid: u32) -> Result<Cpu> {
+        let mut cpu = self.cpu()?;
+        let worker = cpu_with_children_of(pid)?;
+        cpu.server = cpu.server.map(|s| s + worker);
+        Ok(cpu)
+    }
+
     pub(crate) async fn connect(&self) -> Result<Conn> {
         Conn::open(&self.authority).await
     }
@@ -199,21 +227,30 @@ impl Ctx {
 /// The name of every benchmark task; no worker runs real code for it.
 const TASK_NAME: &str = "bench.noop";
 
-/// The body of a single submit to `queue`.
-pub(crate) fn submit_body(queue: &str) -> Bytes {
-    Bytes::from(format!(r#"{{"name":"{TASK_NAME}","queue":"{queue}"}}"#))
+/// One no-op task for `queue`, as JSON.
+fn noop_task(queue: &str) -> String {
+    format!(r#"{{"name":"{TASK_NAME}","queue":"{queue}"}}"#)
 }
 
-/// The body of a batch submit of `n` tasks to `queue`.
+/// The body of a single submit to `queue`.
+pub(crate) fn submit_body(queue: &str) -> Bytes {
+    Bytes::from(noop_task(queue))
+}
+
+/// The body of a batch submit of `n` no-op tasks to `queue`.
 pub(crate) fn batch_body(queue: &str, n: u64) -> Bytes {
-    let one = format!(r#"{{"name":"{TASK_NAME}","queue":"{queue}"}}"#);
+    batch_of(&noop_task(queue), n)
+}
+
+/// The body of a batch submit of `n` copies of the task `one` (JSON).
+fn batch_of(one: &str, n: u64) -> Bytes {
     let mut s = String::with_capacity(16 + (one.len() + 1) * usize::try_from(n).unwrap_or(0));
     s.push_str(r#"{"tasks":["#);
     for i in 0..n {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&one);
+        s.push_str(one);
     }
     s.push_str("]}");
     Bytes::from(s)
@@ -226,23 +263,28 @@ pub(crate) fn claim(budget: &AtomicU64, max: u64) -> u64 {
         .map_or(0, |left| left.min(max))
 }
 
-/// Submits `total` tasks to `queue` in batches of up to `batch` over
+/// Submits `total` no-op tasks to `queue` in batches of up to `batch` over
 /// `conns`, as fast as the server takes them.
 pub(crate) async fn fill(conns: Vec<Conn>, queue: &str, total: u64, batch: u64) -> Result<()> {
+    fill_with(conns, &noop_task(queue), total, batch).await
+}
+
+/// [`fill`] with copies of the task `one` (JSON, naming its queue).
+pub(crate) async fn fill_with(conns: Vec<Conn>, one: &str, total: u64, batch: u64) -> Result<()> {
     let budget = Arc::new(AtomicU64::new(total));
-    let full = batch_body(queue, batch);
+    let full = batch_of(one, batch);
     let mut set = tokio::task::JoinSet::new();
     for mut conn in conns {
         let budget = budget.clone();
         let full = full.clone();
-        let queue = queue.to_owned();
+        let one = one.to_owned();
         set.spawn(async move {
             loop {
                 let n = claim(&budget, batch);
                 if n == 0 {
                     return Ok::<(), crate::Error>(());
                 }
-                let body = if n == batch { full.clone() } else { batch_body(&queue, n) };
+                let body = if n == batch { full.clone() } else { batch_of(&one, n) };
                 conn.post("/v1/tasks/batch", body).await?;
             }
         });
@@ -391,14 +433,22 @@ pub(crate) async fn drain(
 
 /// The count of tasks in `status` in `queue`, by `GET /v1/queues`.
 pub(crate) async fn queue_count(conn: &mut Conn, queue: &str, status: &str) -> Result<u64> {
+    Ok(queue_counts(conn, queue).await?.get(status).copied().unwrap_or(0))
+}
+
+/// The count of tasks in each status in `queue`, by `GET /v1/queues`
+/// (empty when the server does not know the queue yet).
+pub(crate) async fn queue_counts(conn: &mut Conn, queue: &str) -> Result<HashMap<String, u64>> {
     let body = conn.get("/v1/queues").await?;
     let v: serde_json::Value = serde_json::from_slice(&body)?;
     // The contract says a bare array; the server wraps it in {"queues": …}.
     let list = v.get("queues").unwrap_or(&v).as_array().ok_or("GET /v1/queues: not a list of queues")?;
-    let Some(q) = list.iter().find(|q| q.get("name").and_then(|n| n.as_str()) == Some(queue)) else {
-        return Ok(0);
-    };
-    Ok(q.get("counts").and_then(|c| c.get(status)).and_then(serde_json::Value::as_u64).unwrap_or(0))
+    let counts = list
+        .iter()
+        .find(|q| q.get("name").and_then(|n| n.as_str()) == Some(queue))
+        .and_then(|q| q.get("counts"))
+        .and_then(serde_json::Value::as_object);
+    Ok(counts.into_iter().flatten().filter_map(|(status, n)| Some((status.clone(), n.as_u64()?))).collect())
 }
 
 /// An error unless `queue` holds exactly `expected` tasks in `status`.
