@@ -104,7 +104,8 @@ fn from_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Millis, D::Err
 }
 
 /// Which events a subscriber reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EventFilter {
     /// Type globs (`task.*`, `email.?rocessed`); any of them; none is all.
     pub types: Vec<String>,

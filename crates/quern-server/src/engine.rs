@@ -9,9 +9,11 @@
 mod events;
 mod groups;
 mod schedules;
+mod webhooks;
 
 pub use groups::GroupRead;
 pub use schedules::{ApplyReport, PutOutcome, ScheduleError, ScheduleView};
+pub use webhooks::{SIGNATURE_HEADER, WebhookSpec, signature};
 
 use crate::config::Config;
 use crate::registry::{RegisterError, Registry, TaskTypeDecl, TaskTypeView, WorkerView};
@@ -84,6 +86,7 @@ pub struct Engine {
     events_ttl_ms: u64,
     events_max: u64,
     groups: groups::Groups,
+    backoffs: webhooks::Backoffs,
     shutdown: watch::Receiver<bool>,
     registry: Registry,
     started_at: Millis,
@@ -103,6 +106,7 @@ impl Engine {
             events_ttl_ms: config.events.ttl.0,
             events_max: config.events.max_events,
             groups: groups::Groups::default(),
+            backoffs: webhooks::Backoffs::default(),
             shutdown,
             registry: Registry::default(),
             started_at,

@@ -85,6 +85,10 @@ pub async fn serve(
         let engine = engine.clone();
         async move { engine.run_scheduler().await }
     });
+    let webhooks = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_webhooks().await }
+    });
     let app = api::router(engine, config.server.max_body_bytes);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -96,6 +100,7 @@ pub async fn serve(
     let _ = timers.await;
     let _ = retention.await;
     let _ = scheduler.await;
+    let _ = webhooks.await;
     store.close();
     result.map_err(ServeError::Io)
 }

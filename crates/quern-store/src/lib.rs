@@ -58,6 +58,9 @@ pub enum StoreError {
     /// No schedule has this name.
     #[error("no schedule named {0:?}")]
     ScheduleNotFound(String),
+    /// No webhook has this name.
+    #[error("no webhook named {0:?}")]
+    WebhookNotFound(String),
     /// A schedule changed between the read a write was planned on and the
     /// write; nothing was changed, and the write may be planned again.
     #[error("schedule {0:?} changed meanwhile")]
@@ -374,6 +377,52 @@ pub struct EventPage {
     pub head: u64,
 }
 
+/// A webhook as stored: where to POST which events, and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRecord {
+    /// Its unique name.
+    pub name: String,
+    /// The `http://` URL events are POSTed to.
+    pub url: String,
+    /// Which events.
+    pub filter: EventFilter,
+    /// The HMAC-SHA256 key of the signature header, when set.
+    pub secret: Option<String>,
+    /// Failed attempts in a row after which it is paused.
+    pub max_attempts: u32,
+    /// Paused webhooks deliver nothing until resumed.
+    pub paused: bool,
+    /// Every event at or below this offset was delivered (or passed by).
+    pub cursor: u64,
+    /// Failed attempts in a row at the event after `cursor`.
+    pub failures: u32,
+    /// The last failure, for people.
+    pub last_error: Option<String>,
+    /// When it was created.
+    pub created_at: Millis,
+    /// When it last changed.
+    pub updated_at: Millis,
+}
+
+/// One attempt to deliver one event to a webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The webhook.
+    pub webhook: String,
+    /// The event.
+    pub offset: u64,
+    /// 1 for the first try of this event, then 2, 3, …
+    pub attempt: u32,
+    /// When it was tried.
+    pub at: Millis,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<u16>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// How long the request took.
+    pub duration_ms: u64,
+}
+
 /// The storage seam. Every method is one atomic operation; `now` comes from
 /// the caller's clock so that backends never read time themselves.
 #[async_trait]
@@ -445,6 +494,17 @@ pub trait Store: Send + Sync + 'static {
     async fn group_cursor(&self, group: String) -> Result<Option<u64>>;
     /// Commits a consumer group's cursor.
     async fn save_group_cursor(&self, group: String, cursor: u64, now: Millis) -> Result<()>;
+    /// Every webhook by name.
+    async fn webhooks(&self) -> Result<Vec<WebhookRecord>>;
+    /// Creates or replaces a webhook.
+    async fn put_webhook(&self, webhook: WebhookRecord) -> Result<()>;
+    /// Deletes a webhook and its deliveries; answers whether it existed.
+    async fn delete_webhook(&self, name: String) -> Result<bool>;
+    /// Records a delivery attempt (if any) and the webhook's state after it
+    /// (`cursor`, `failures`, `paused`, `last_error`), in one transaction.
+    async fn webhook_progress(&self, state: WebhookRecord, delivery: Option<Delivery>) -> Result<()>;
+    /// A webhook's latest delivery attempts, newest first.
+    async fn deliveries(&self, name: String, limit: usize) -> Result<Vec<Delivery>>;
     /// Is the backend reachable?
     async fn ready(&self) -> Result<()>;
     /// The store's signals.

@@ -159,7 +159,7 @@ impl From<StoreError> for ApiError {
                 details: json!({"index": index, "idempotency_key": key, "existing": existing}),
                 message: e.to_string(),
             },
-            StoreError::ScheduleNotFound(_) => ApiError::NotFound(e.to_string()),
+            StoreError::ScheduleNotFound(_) | StoreError::WebhookNotFound(_) => ApiError::NotFound(e.to_string()),
             StoreError::ScheduleConflict(_) => ApiError::Conflict(format!("{e}, again and again; try again")),
             StoreError::OffsetExpired { earliest, .. } => ApiError::OffsetExpired {
                 message: format!("{e}; read from after={} to take what is kept", earliest.saturating_sub(1)),

@@ -7,6 +7,7 @@ mod events;
 mod ops;
 mod schedules;
 mod tasks;
+mod webhooks;
 mod workers;
 mod workflows;
 
@@ -48,6 +49,10 @@ pub fn router(engine: Arc<Engine>, max_body_bytes: usize) -> Router {
         .route("/v1/events", post(events::publish).get(events::read))
         .route("/v1/events/stream", get(events::stream))
         .route("/v1/events/ack", post(events::ack))
+        .route("/v1/webhooks", get(webhooks::list))
+        .route("/v1/webhooks/{name}", put(webhooks::put).get(webhooks::get).delete(webhooks::delete))
+        .route("/v1/webhooks/{name}/resume", post(webhooks::resume))
+        .route("/v1/webhooks/{name}/deliveries", get(webhooks::deliveries))
         .route("/v1/lease", post(workers::lease))
         .route("/v1/heartbeat", post(workers::heartbeat))
         .route("/v1/complete", post(workers::complete))

@@ -9,6 +9,7 @@
 
 mod rows;
 mod schema;
+mod webhooks;
 mod writer;
 
 pub use schema::Durability;
@@ -18,6 +19,7 @@ use crate::{
     HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result, ScheduleRecord,
     ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowRecord,
 };
+use crate::{Delivery, WebhookRecord};
 use async_trait::async_trait;
 use quern_core::{Event, Millis, NewEvent, NewTask, Status, Task};
 use rows::{TASK_COLUMNS, compact_at, compact_history, history_from_row, task_from_row};
@@ -500,6 +502,26 @@ impl Store for SqliteStore {
             .map_err(backend)
         })
         .await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<WebhookRecord>> {
+        self.read(webhooks::list).await
+    }
+
+    async fn put_webhook(&self, webhook: WebhookRecord) -> Result<()> {
+        self.write(move |_, conn| webhooks::put(conn, &webhook)).await
+    }
+
+    async fn delete_webhook(&self, name: String) -> Result<bool> {
+        self.write(move |_, conn| webhooks::delete(conn, &name)).await
+    }
+
+    async fn webhook_progress(&self, state: WebhookRecord, delivery: Option<Delivery>) -> Result<()> {
+        self.write(move |_, conn| webhooks::progress(conn, &state, delivery.as_ref())).await
+    }
+
+    async fn deliveries(&self, name: String, limit: usize) -> Result<Vec<Delivery>> {
+        self.read(move |conn| webhooks::deliveries(conn, &name, limit)).await
     }
 
     async fn ready(&self) -> Result<()> {

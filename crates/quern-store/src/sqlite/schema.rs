@@ -123,6 +123,32 @@ CREATE TABLE IF NOT EXISTS event_groups (
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- Webhooks and their latest delivery attempts.
+CREATE TABLE IF NOT EXISTS webhooks (
+    name         TEXT PRIMARY KEY,
+    url          TEXT NOT NULL,
+    filter       TEXT NOT NULL,
+    secret       TEXT,
+    max_attempts INTEGER NOT NULL,
+    paused       INTEGER NOT NULL,
+    cursor       INTEGER NOT NULL,
+    failures     INTEGER NOT NULL,
+    last_error   TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    seq         INTEGER PRIMARY KEY,
+    webhook     TEXT NOT NULL,
+    offset      INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    status      INTEGER,
+    error       TEXT,
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_by_webhook ON webhook_deliveries (webhook, seq);
+
 CREATE TABLE IF NOT EXISTS queues (
     name   TEXT PRIMARY KEY,
     paused INTEGER NOT NULL DEFAULT 0

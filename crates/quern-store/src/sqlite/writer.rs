@@ -278,7 +278,7 @@ impl State {
     /// period again from `now`: a worker that was running one before a
     /// restart keeps it for that long, so one task never has two live runs.
     fn reload(&mut self, conn: &Connection, now: Millis) -> rusqlite::Result<()> {
-        self.log = events::EventLog { next: events::next_offset(conn)?, pending: Vec::new() };
+        self.log = events::EventLog::starting_at(events::next_offset(conn)?);
         self.open_workflows.clear();
         let mut stmt = conn.prepare(
             "SELECT workflow, count(*) FROM tasks WHERE workflow IS NOT NULL \

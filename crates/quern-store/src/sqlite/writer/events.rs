@@ -24,16 +24,89 @@ pub(crate) const SOURCE: &str = "quern";
 /// with how far it got (`next_after`) rather than reading the whole log.
 const MAX_SCAN_SEGMENTS: i64 = 256;
 
-/// One stored event: `[at, type, source, target, payload]`.
-type Stored = (Millis, String, String, Option<String>, Box<RawValue>);
+/// One stored event. A task's move is stored as
+/// `[at, type code, id, name, queue, attempt, status code]` and its payload
+/// made again when read; a published event as
+/// `[at, type, source, target, payload as a JSON string]`.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Move(Millis, usize, String, String, String, u32, usize),
+    Published(Millis, String, String, Option<String>, String),
+}
 
-/// The events of the open batch, and where they start.
+/// The task event types, by their stored code.
+const MOVE_TYPES: [&str; 8] = [
+    "task.queued",
+    "task.started",
+    "task.retrying",
+    "task.succeeded",
+    "task.failed",
+    "task.cancelled",
+    "task.timed_out",
+    "task.skipped",
+];
+
+impl Stored {
+    fn into_event(self, offset: u64) -> Result<Event> {
+        match self {
+            Stored::Published(at, kind, source, target, payload) => {
+                let payload = RawValue::from_string(payload).map_err(backend)?;
+                Ok(Event { offset, at, kind, source, target, payload })
+            }
+            Stored::Move(at, code, id, name, queue, attempt, status) => {
+                let kind = MOVE_TYPES.get(code).copied().unwrap_or("task.unknown").to_owned();
+                let status = Status::ALL.get(status).map_or("unknown", |s| s.as_str());
+                let mut payload = format!("{{\"task\":\"{id}\",\"name\":");
+                quoted(&mut payload, &name);
+                payload.push_str(",\"queue\":");
+                quoted(&mut payload, &queue);
+                let _ = write!(payload, ",\"status\":\"{status}\",\"attempt\":{attempt}}}");
+                let payload = RawValue::from_string(payload).map_err(backend)?;
+                Ok(Event { offset, at, kind, source: SOURCE.to_owned(), target: None, payload })
+            }
+        }
+    }
+
+    fn selected_by(&self, filter: &quern_core::EventFilter) -> bool {
+        match self {
+            Stored::Published(_, kind, source, target, _) => filter.selects(kind, source, target.as_deref()),
+            Stored::Move(_, code, ..) => filter.selects(MOVE_TYPES.get(*code).copied().unwrap_or(""), SOURCE, None),
+        }
+    }
+}
+
+/// The events of the open batch, encoded as they come, and where they start.
 #[derive(Debug, Default)]
 pub(crate) struct EventLog {
     /// The offset the next committed event gets.
     pub(super) next: u64,
-    /// Events emitted by the open batch, not yet written.
-    pub(super) pending: Vec<Event>,
+    /// The open batch's events as the segment's JSON array, without its
+    /// closing bracket.
+    text: String,
+    /// How many events `text` holds.
+    count: u64,
+    /// When the first and the last of them happened.
+    first_at: Millis,
+    last_at: Millis,
+}
+
+impl EventLog {
+    /// A log whose next event gets offset `next`.
+    pub(super) fn starting_at(next: u64) -> Self {
+        Self { next, ..Self::default() }
+    }
+
+    /// Starts one more element of the array; answers its offset.
+    fn open(&mut self, at: Millis) -> u64 {
+        self.text.push(if self.count == 0 { '[' } else { ',' });
+        if self.count == 0 {
+            self.first_at = at;
+        }
+        self.last_at = at;
+        self.count += 1;
+        self.next + self.count - 1
+    }
 }
 
 /// A task's move, as the counts and the event log see it.
@@ -50,20 +123,21 @@ pub(crate) struct Move<'a> {
 }
 
 impl Move<'_> {
-    /// The event this move publishes: `task.queued` on entering the queue,
-    /// `task.started` on a lease, `task.retrying` when a failed attempt goes
-    /// back, `task.<status>` on an end; none for entering `pending` otherwise.
-    fn event(&self) -> Option<&'static str> {
+    /// The event this move publishes, as its code in [`MOVE_TYPES`]:
+    /// `task.queued` on entering the queue, `task.started` on a lease,
+    /// `task.retrying` when a failed attempt goes back, `task.<status>` on an
+    /// end; none for entering `pending` otherwise.
+    fn event(&self) -> Option<usize> {
         Some(match self.to {
-            Status::Queued | Status::Pending if self.retrying => "task.retrying",
-            Status::Queued => "task.queued",
+            Status::Queued | Status::Pending if self.retrying => 2,
+            Status::Queued => 0,
             Status::Pending => return None,
-            Status::Running => "task.started",
-            Status::Succeeded => "task.succeeded",
-            Status::Failed => "task.failed",
-            Status::Cancelled => "task.cancelled",
-            Status::TimedOut => "task.timed_out",
-            Status::Skipped => "task.skipped",
+            Status::Running => 1,
+            Status::Succeeded => 3,
+            Status::Failed => 4,
+            Status::Cancelled => 5,
+            Status::TimedOut => 6,
+            Status::Skipped => 7,
         })
     }
 }
@@ -74,8 +148,16 @@ pub(super) fn next_offset(conn: &Connection) -> rusqlite::Result<u64> {
         .map(i64::unsigned_abs)
 }
 
+/// Appends `s` as a JSON string. Names and queues need no escaping (their
+/// characters are checked on submit), so the common case copies them.
 fn quoted(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
+    }
 }
 
 impl State {
@@ -89,15 +171,16 @@ impl State {
         if (closes && !self.open_workflows.is_empty()) || reopens {
             self.workflow_moved(conn, m)?;
         }
-        let Some(kind) = m.event() else { return Ok(()) };
-        let mut payload = String::with_capacity(128);
-        let _ = write!(payload, "{{\"task\":\"{}\",\"name\":", m.id);
-        quoted(&mut payload, m.name);
-        payload.push_str(",\"queue\":");
-        quoted(&mut payload, m.queue);
-        let _ = write!(payload, ",\"status\":\"{}\",\"attempt\":{}}}", m.to.as_str(), m.attempt);
-        let e = NewEvent { kind: kind.to_owned(), source: SOURCE.to_owned(), target: None, payload };
-        self.emit(m.at, e).map(|_| ())
+        let Some(code) = m.event() else { return Ok(()) };
+        self.log.open(m.at);
+        let text = &mut self.log.text;
+        let _ = write!(text, "[{},{code},\"{}\",", m.at, m.id);
+        quoted(text, m.name);
+        text.push(',');
+        quoted(text, m.queue);
+        let status = Status::ALL.iter().position(|s| *s == m.to).unwrap_or(0);
+        let _ = write!(text, ",{},{status}]", m.attempt);
+        Ok(())
     }
 
     /// Keeps the count of a workflow's unfinished tasks as one ends (or a
@@ -157,54 +240,46 @@ impl State {
 
     /// Appends an event to this batch; answers it with its offset.
     pub(crate) fn emit(&mut self, at: Millis, e: NewEvent) -> Result<Event> {
-        let offset = self.log.next + self.log.pending.len() as u64;
         let payload = RawValue::from_string(e.payload).map_err(backend)?;
-        let event = Event { offset, at, kind: e.kind, source: e.source, target: e.target, payload };
-        self.log.pending.push(event.clone());
-        Ok(event)
+        let offset = self.log.open(at);
+        let text = &mut self.log.text;
+        let _ = write!(text, "[{at},");
+        quoted(text, &e.kind);
+        text.push(',');
+        quoted(text, &e.source);
+        text.push(',');
+        match &e.target {
+            Some(t) => quoted(text, t),
+            None => text.push_str("null"),
+        }
+        text.push(',');
+        quoted(text, payload.get());
+        text.push(']');
+        Ok(Event { offset, at, kind: e.kind, source: e.source, target: e.target, payload })
     }
 
     /// Writes this batch's events as one segment; runs inside the batch's
     /// transaction, before it commits.
     pub(crate) fn flush_events(&mut self, conn: &Connection) -> Result<()> {
-        if self.log.pending.is_empty() {
+        if self.log.count == 0 {
             return Ok(());
         }
-        let mut text = String::with_capacity(self.log.pending.len() * 160);
-        text.push('[');
-        for (i, e) in self.log.pending.iter().enumerate() {
-            if i > 0 {
-                text.push(',');
-            }
-            let _ = write!(text, "[{},", e.at);
-            quoted(&mut text, &e.kind);
-            text.push(',');
-            quoted(&mut text, &e.source);
-            text.push(',');
-            match &e.target {
-                Some(t) => quoted(&mut text, t),
-                None => text.push_str("null"),
-            }
-            text.push(',');
-            text.push_str(e.payload.get());
-            text.push(']');
-        }
-        text.push(']');
-        let (first, count) = (self.log.next, self.log.pending.len() as u64);
-        let (first_at, last_at) = (self.log.pending[0].at, self.log.pending[self.log.pending.len() - 1].at);
+        self.log.text.push(']');
+        let l = &self.log;
         conn.prepare_cached(
             "INSERT INTO event_segments (first_offset, count, first_at, last_at, events) VALUES (?1, ?2, ?3, ?4, ?5)",
         )
-        .and_then(|mut s| s.execute(params![first as i64, count as i64, first_at, last_at, text]))
+        .and_then(|mut s| s.execute(params![l.next as i64, l.count as i64, l.first_at, l.last_at, l.text]))
         .map_err(backend)?;
         Ok(())
     }
 
     /// After a commit: the batch's events are in the log.
     pub(crate) fn events_committed(&mut self) -> bool {
-        let any = !self.log.pending.is_empty();
-        self.log.next += self.log.pending.len() as u64;
-        self.log.pending.clear();
+        let any = self.log.count > 0;
+        self.log.next += self.log.count;
+        self.log.count = 0;
+        self.log.text.clear();
         any
     }
 
@@ -267,13 +342,13 @@ pub(crate) fn read_events(conn: &Connection, q: &EventQuery) -> Result<EventPage
         let first: i64 = row.get(0).map_err(backend)?;
         let text: String = row.get(2).map_err(backend)?;
         let stored: Vec<Stored> = serde_json::from_str(&text).map_err(backend)?;
-        for (i, (at, kind, source, target, payload)) in stored.into_iter().enumerate() {
+        for (i, e) in stored.into_iter().enumerate() {
             let offset = first.unsigned_abs() + i as u64;
             if offset <= after {
                 continue;
             }
-            if q.filter.selects(&kind, &source, target.as_deref()) {
-                page.events.push(Event { offset, at, kind, source, target, payload });
+            if e.selected_by(&q.filter) {
+                page.events.push(e.into_event(offset)?);
             }
             page.next_after = offset;
             if page.events.len() >= q.limit {

@@ -1,0 +1,288 @@
+//! Webhooks: the server POSTs the events a webhook's filter selects to its
+//! URL, one request per event in log order, signed with HMAC-SHA256 when the
+//! webhook has a secret, and retried with backoff until it answers 2xx.
+//!
+//! A webhook delivers in order: the event after its cursor is retried (with
+//! `max_attempts` tries at most) before any later one goes, and a webhook
+//! that keeps failing is paused, not retried forever; `resume` starts it
+//! again. Every attempt is recorded with the state it leads to, in one
+//! transaction (see the store).
+
+use super::{EngineError, Result};
+use crate::engine::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use quern_core::{Event, EventFilter, ValidationError};
+use quern_store::{Delivery, EventQuery, StoreError, WebhookRecord};
+use serde::Deserialize;
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// Events one round of a webhook delivers at most.
+const ROUND: usize = 100;
+/// How long a receiver may take to answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest the deliverer sleeps without looking again.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// The first retry's delay; each next one doubles, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The header carrying `sha256=<hex of HMAC-SHA256(secret, body)>`.
+pub const SIGNATURE_HEADER: &str = "x-quern-signature";
+
+/// A webhook as clients send it (`PUT /v1/webhooks/{name}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// Where to POST: an `http://` URL.
+    pub url: String,
+    /// Which events: `types` (globs), `source`, `target`.
+    #[serde(default)]
+    pub filters: EventFilter,
+    /// The key of the signature header.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Failed tries of one event after which the webhook is paused.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Deliver events after this offset (a new webhook only) [default: only
+    /// events published from now on].
+    #[serde(default)]
+    pub after: Option<u64>,
+}
+
+fn default_attempts() -> u32 {
+    8
+}
+
+/// `sha256=<hex>` of `body` under `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    // HMAC takes keys of any length: this never fails.
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()) else { return "sha256=".into() };
+    mac.update(body);
+    let mut out = String::from("sha256=");
+    for b in mac.finalize().into_bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> EngineError {
+    EngineError::Invalid { error: ValidationError::new(field, message), index: None }
+}
+
+/// When each webhook may try again, by name (in memory: after a restart
+/// every webhook tries at once).
+#[derive(Debug, Default)]
+pub(crate) struct Backoffs(std::sync::Mutex<HashMap<String, Instant>>);
+
+impl Engine {
+    /// Creates or replaces webhook `name`. A replaced webhook keeps its
+    /// cursor and gets a fresh start (not paused, no failures).
+    pub async fn put_webhook(&self, name: &str, spec: WebhookSpec) -> Result<(WebhookRecord, bool)> {
+        quern_core::spec::check_queue_name(name).map_err(|e| invalid("name", e.message))?;
+        let url =
+            reqwest::Url::parse(&spec.url).map_err(|e| invalid("url", format!("{:?} is not a URL: {e}", spec.url)))?;
+        if url.scheme() != "http" {
+            return Err(invalid("url", "must be an http:// URL (this build has no TLS; put a TLS proxy in front)"));
+        }
+        if !(1..=100).contains(&spec.max_attempts) {
+            return Err(invalid("max_attempts", "must be 1 to 100"));
+        }
+        let now = self.now();
+        let existing = self.store.webhooks().await?.into_iter().find(|w| w.name == name);
+        let created = existing.is_none();
+        let cursor = match (&existing, spec.after) {
+            (Some(w), _) => w.cursor,
+            (None, Some(after)) => after,
+            (None, None) => {
+                self.store
+                    .read_events(EventQuery { after: Some(u64::MAX - 1), limit: 0, ..Default::default() })
+                    .await?
+                    .head
+            }
+        };
+        let record = WebhookRecord {
+            name: name.to_owned(),
+            url: spec.url,
+            filter: spec.filters,
+            secret: spec.secret.filter(|s| !s.is_empty()),
+            max_attempts: spec.max_attempts,
+            paused: false,
+            cursor,
+            failures: 0,
+            last_error: None,
+            created_at: existing.as_ref().map_or(now, |w| w.created_at),
+            updated_at: now,
+        };
+        self.store.put_webhook(record.clone()).await?;
+        self.store.signals().events.notify_waiters();
+        Ok((record, created))
+    }
+
+    /// Every webhook.
+    pub async fn webhooks(&self) -> Result<Vec<WebhookRecord>> {
+        Ok(self.store.webhooks().await?)
+    }
+
+    /// One webhook.
+    pub async fn webhook(&self, name: &str) -> Result<WebhookRecord> {
+        self.store
+            .webhooks()
+            .await?
+            .into_iter()
+            .find(|w| w.name == name)
+            .ok_or_else(|| StoreError::WebhookNotFound(name.to_owned()).into())
+    }
+
+    /// Deletes a webhook with its delivery log.
+    pub async fn delete_webhook(&self, name: &str) -> Result<WebhookRecord> {
+        let w = self.webhook(name).await?;
+        self.store.delete_webhook(name.to_owned()).await?;
+        Ok(w)
+    }
+
+    /// Resumes a paused webhook: it tries its next event again at once.
+    pub async fn resume_webhook(&self, name: &str) -> Result<WebhookRecord> {
+        let mut w = self.webhook(name).await?;
+        w.paused = false;
+        w.failures = 0;
+        w.updated_at = self.now();
+        self.store.webhook_progress(w.clone(), None).await?;
+        if let Ok(mut b) = self.backoffs.0.lock() {
+            b.remove(name);
+        }
+        self.store.signals().events.notify_waiters();
+        Ok(w)
+    }
+
+    /// A webhook's latest delivery attempts, newest first.
+    pub async fn deliveries(&self, name: &str, limit: usize) -> Result<Vec<Delivery>> {
+        self.webhook(name).await?;
+        Ok(self.store.deliveries(name.to_owned(), limit).await?)
+    }
+
+    /// Delivers events to every webhook that is due, until shutdown.
+    pub async fn run_webhooks(&self) {
+        let http = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).no_proxy().build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "webhooks: cannot build the HTTP client; no webhook will be delivered");
+                return;
+            }
+        };
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let appended = self.store.signals().events.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let hooks = match self.store.webhooks().await {
+                Ok(h) => h,
+                Err(StoreError::Closed) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "webhooks: cannot list them");
+                    Vec::new()
+                }
+            };
+            let now = Instant::now();
+            let due: Vec<WebhookRecord> = {
+                let backoffs = self.backoffs.0.lock().map(|b| b.clone()).unwrap_or_default();
+                hooks.into_iter().filter(|w| !w.paused && backoffs.get(&w.name).is_none_or(|t| *t <= now)).collect()
+            };
+            let mut busy = false;
+            for w in due {
+                match self.deliver(&http, w).await {
+                    Ok(more) => busy |= more,
+                    Err(EngineError::Store(StoreError::Closed)) => return,
+                    Err(e) => tracing::error!(error = %e, "webhooks: delivery round failed"),
+                }
+            }
+            if busy {
+                continue;
+            }
+            let next = self.backoffs.0.lock().ok().and_then(|b| b.values().min().copied());
+            let sleep = next.map_or(MAX_SLEEP, |t| t.saturating_duration_since(Instant::now()).min(MAX_SLEEP));
+            tokio::select! {
+                () = &mut appended => {}
+                () = tokio::time::sleep(sleep) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// One round of one webhook: the events after its cursor, in order,
+    /// until one fails. Answers whether a full round went out (more may wait).
+    async fn deliver(&self, http: &reqwest::Client, mut w: WebhookRecord) -> Result<bool> {
+        let query = EventQuery { after: Some(w.cursor), filter: w.filter.clone(), limit: ROUND };
+        let page = match self.store.read_events(query).await {
+            Ok(p) => p,
+            Err(StoreError::OffsetExpired { earliest, .. }) => {
+                w.last_error = Some(format!("events {}..{} were purged before delivery", w.cursor + 1, earliest - 1));
+                w.cursor = earliest - 1;
+                w.updated_at = self.now();
+                self.store.webhook_progress(w, None).await?;
+                return Ok(true);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let full = page.events.len() == ROUND;
+        for e in &page.events {
+            if !self.deliver_one(http, &mut w, e).await? {
+                return Ok(false);
+            }
+        }
+        if page.events.is_empty() && page.next_after > w.cursor {
+            // Only events the filter passes by: move past them.
+            w.cursor = page.next_after;
+            w.updated_at = self.now();
+            self.store.webhook_progress(w, None).await?;
+        }
+        Ok(full)
+    }
+
+    /// Tries one event; answers whether it was delivered.
+    async fn deliver_one(&self, http: &reqwest::Client, w: &mut WebhookRecord, e: &Event) -> Result<bool> {
+        let body = serde_json::to_vec(e).map_err(|err| StoreError::Backend(err.to_string()))?;
+        let attempt = w.failures + 1;
+        let mut req = http
+            .post(&w.url)
+            .header("content-type", "application/json")
+            .header("x-quern-event-type", &e.kind)
+            .header("x-quern-event-offset", e.offset.to_string())
+            .header("x-quern-delivery-attempt", attempt.to_string());
+        if let Some(secret) = &w.secret {
+            req = req.header(SIGNATURE_HEADER, signature(secret, &body));
+        }
+        let started = Instant::now();
+        let answer = req.body(body).send().await;
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (status, error) = match answer {
+            Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+            Ok(r) => (Some(r.status().as_u16()), Some(format!("the receiver answered {}", r.status()))),
+            Err(err) => (None, Some(format!("no answer: {err}"))),
+        };
+        let now = self.now();
+        let ok = error.is_none();
+        if ok {
+            w.cursor = e.offset;
+            w.failures = 0;
+        } else {
+            w.failures = attempt;
+            w.paused = attempt >= w.max_attempts;
+            w.last_error.clone_from(&error);
+            let delay = FIRST_BACKOFF.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_BACKOFF);
+            if let Ok(mut b) = self.backoffs.0.lock() {
+                b.insert(w.name.clone(), Instant::now() + delay);
+            }
+            if w.paused {
+                tracing::warn!(webhook = %w.name, attempts = attempt, "webhook paused after failing again and again");
+            }
+        }
+        w.updated_at = now;
+        let delivery =
+            Delivery { webhook: w.name.clone(), offset: e.offset, attempt, at: now, status, error, duration_ms };
+        self.store.webhook_progress(w.clone(), Some(delivery)).await?;
+        Ok(ok)
+    }
+}
