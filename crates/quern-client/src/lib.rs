@@ -345,7 +345,8 @@ impl Client {
     /// Reads the event log (`GET /v1/events`): the events after `after`
     /// (`None`: from the earliest kept; `Some("latest")`: only new ones)
     /// passing `filter` (`type`, `source`, `target`, `limit` pairs), parked up
-    /// to `wait` when none is there yet. Answers `{"events", "next_after"}`.
+    /// to `wait` when none is there yet; `group` and `member` in `filter` read
+    /// as a consumer group's member. Answers `{"events", "next_after"}`.
     pub async fn events(
         &self,
         after: Option<&str>,
@@ -361,6 +362,13 @@ impl Client {
             req = req.query(&[("wait", ms.to_string())]).timeout(self.timeout.saturating_add(wait));
         }
         self.call(req).await
+    }
+
+    /// Acknowledges events a consumer group's member handled
+    /// (`POST /v1/events/ack`). Answers `{"acked", "cursor"}`.
+    pub async fn ack_events(&self, group: &str, member: &str, offsets: &[u64]) -> Result<serde_json::Value> {
+        let body = serde_json::json!({"group": group, "member": member, "offsets": offsets});
+        self.call(self.request(Method::POST, "/v1/events/ack").json(&body)).await
     }
 
     /// A task's audit trail, oldest first (`GET /v1/tasks/{id}/history`).

@@ -47,12 +47,20 @@ enum EventsCommand {
         /// Read as this subscriber: broadcasts and events for it only.
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
-        /// Start after this offset (0: from the earliest kept) [default: only new events].
+        /// Start after this offset (0: from the earliest kept) [default: only
+        /// new events; for a group, where the group stands].
         #[arg(long, value_name = "OFFSET")]
         after: Option<u64>,
         /// Stop after this many events.
         #[arg(long, value_name = "N")]
         count: Option<usize>,
+        /// Read as a member of this consumer group: each event goes to one
+        /// member, and is acknowledged once printed.
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+        /// This member's name in the group.
+        #[arg(long, value_name = "NAME", requires = "group", default_value = "cli")]
+        member: String,
     },
 }
 
@@ -76,23 +84,38 @@ pub(crate) async fn run(client: &Client, output: Output, args: EventsArgs) -> Re
                 .await?;
             emit(&if output == Output::Json { render::json(&event)? } else { line(&event) });
         }
-        EventsCommand::Tail { kind, source, target, after, count } => {
+        EventsCommand::Tail { kind, source, target, after, count, group, member } => {
             let mut filter: Vec<(&str, &str)> = Vec::new();
-            for (key, value) in [("type", &kind), ("source", &source), ("target", &target)] {
+            for (key, value) in [("type", &kind), ("source", &source), ("target", &target), ("group", &group)] {
                 if let Some(v) = value {
                     filter.push((key, v.as_str()));
                 }
+            }
+            if group.is_some() {
+                filter.push(("member", member.as_str()));
             }
             let mut after = after.map_or_else(|| "latest".to_owned(), |a| a.to_string());
             let mut seen = 0;
             loop {
                 let page = client.events(Some(&after), &filter, Some(POLL)).await?;
+                let mut printed = Vec::new();
+                let mut done = false;
                 for e in page["events"].as_array().into_iter().flatten() {
                     emit(&if output == Output::Json { e.to_string() } else { line(e) });
+                    printed.extend(e["offset"].as_u64());
                     seen += 1;
                     if count.is_some_and(|n| seen >= n) {
-                        return Ok(Exit::Success);
+                        done = true;
+                        break;
                     }
+                }
+                if let Some(group) = &group
+                    && !printed.is_empty()
+                {
+                    client.ack_events(group, &member, &printed).await?;
+                }
+                if done {
+                    return Ok(Exit::Success);
                 }
                 if let Some(next) = page["next_after"].as_u64() {
                     after = next.to_string();

@@ -312,6 +312,13 @@ async fn the_cli_publishes_and_tails() {
         assert_eq!(code, Some(0), "{err}");
         let e: Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!((e["offset"].as_u64(), e["payload"]["batch_size"].as_u64()), (Some(1), Some(10)));
+        let (code, out, err) = quern(&["events", "tail", "--group", "cli-g", "--after", "0", "--count", "2"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(out.lines().count(), 2, "{out}");
+        quern(&["events", "publish", "third.one", "--source", "x"]);
+        let (code, out, err) = quern(&["events", "tail", "--group", "cli-g", "--count", "1"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("third.one"), "the group goes on where it stood: {out}");
         let (code, _, err) = quern(&["events", "publish", "bad type"]);
         assert_eq!(code, Some(2));
         assert!(err.contains("invalid_request"), "{err}");
