@@ -17,6 +17,7 @@ pub mod workflow;
 
 pub use config::Config;
 
+use axum::serve::ListenerExt;
 use engine::Engine;
 use quern_core::{Clock, SystemClock};
 use quern_store::Store;
@@ -90,6 +91,13 @@ pub async fn serve(
         async move { engine.run_webhooks().await }
     });
     let app = api::router(engine, config.server.max_body_bytes);
+    // Small answers (a lease, an SSE event) go out at once, not held back
+    // by Nagle's algorithm waiting for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
