@@ -1,0 +1,48 @@
+"""Quern's Python SDK: clients of a Quern server (``Quern``, ``AsyncQuern``),
+the typed objects they answer with, and the errors they raise.
+
+    from quern import Quern
+    q = Quern("http://127.0.0.1:7311")
+    task = q.submit("report.build", {"month": "2026-11"}, max_attempts=3)
+    print(q.wait(task.id, timeout=30).result)
+"""
+
+from ._calls import task_spec
+from ._client import AsyncQuern, Quern
+from ._errors import (
+    BadRequest,
+    Conflict,
+    Gone,
+    NotFound,
+    PayloadTooLarge,
+    QuernError,
+    TransportError,
+    Unavailable,
+    Unprocessable,
+)
+from ._models import ApplyReport, Event, EventPage, Progress, Queue, Schedule, Task, TaskError, TaskPage, Workflow
+
+__all__ = [
+    "ApplyReport",
+    "AsyncQuern",
+    "BadRequest",
+    "Conflict",
+    "Event",
+    "EventPage",
+    "Gone",
+    "NotFound",
+    "PayloadTooLarge",
+    "Progress",
+    "Quern",
+    "QuernError",
+    "Queue",
+    "Schedule",
+    "Task",
+    "TaskError",
+    "TaskPage",
+    "TransportError",
+    "Unavailable",
+    "Unprocessable",
+    "Workflow",
+    "task_spec",
+]

@@ -1,0 +1,314 @@
+"""`Quern` and `AsyncQuern`: clients of one Quern server over HTTP.
+
+Both send the calls of ``_calls``; waiting uses the server's long-poll
+(``?wait=``), never a sleep loop. Every failure raises a ``QuernError``
+subclass carrying the server's error code."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar, Union
+
+import httpx
+
+from . import _calls as c
+from ._errors import QuernError, TransportError, from_answer
+from ._models import ApplyReport, Event, EventPage, Queue, Schedule, Task, TaskPage, Workflow
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:7311"
+#: Seconds an ordinary request may take; long-polls get their wait on top.
+DEFAULT_TIMEOUT = 30.0
+
+
+def _headers(token: Optional[str]) -> Dict[str, str]:
+    token = token or os.environ.get("QUERN_TOKEN") or None
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def _answer(call: c.Call[T], r: httpx.Response) -> T:
+    body: Any = None
+    if r.content:
+        try:
+            body = r.json()
+        except ValueError:
+            body = r.text
+    if r.status_code >= 300:
+        raise from_answer(r.status_code, body)
+    return call.decode(body)
+
+
+def _transport(e: Exception) -> QuernError:
+    return TransportError(0, "transport", str(e) or type(e).__name__)
+
+
+def _remaining(deadline: Optional[float]) -> float:
+    return c.MAX_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+class Quern:
+    """A client of the Quern server at ``url`` (default ``$QUERN_URL`` or
+    http://127.0.0.1:7311). Cheap to keep, safe to share between threads."""
+
+    def __init__(
+        self, url: Optional[str] = None, token: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self.url = (url or os.environ.get("QUERN_URL") or DEFAULT_URL).rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.Client(base_url=self.url, headers=_headers(token), timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Quern:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _run(self, call: c.Call[T]) -> T:
+        try:
+            r = self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                content=call.content,
+                timeout=self.timeout + call.wait,
+            )
+        except httpx.HTTPError as e:
+            raise _transport(e) from e
+        return _answer(call, r)
+
+    # -- tasks --------------------------------------------------------------
+    def submit(self, name: str, input: Any = None, **options: Any) -> Task:
+        """Submits a task; options as ``POST /v1/tasks`` (``delay`` and ``timeout`` in seconds)."""
+        return self._run(c.submit(c.task_spec(name, input, **options)))
+
+    def submit_batch(self, specs: Sequence[Dict[str, Any]]) -> List[Task]:
+        """Submits tasks (bodies as ``c.task_spec`` makes them), all or none."""
+        return self._run(c.submit_batch(specs))
+
+    def get(self, task_id: str) -> Task:
+        return self._run(c.get(task_id))
+
+    def wait(self, task_id: str, timeout: Optional[float] = None) -> Task:
+        """The task once it ended, or as it stands when ``timeout`` seconds passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            task = self._run(c.get(task_id, _remaining(deadline)))
+            if task.done or _remaining(deadline) <= 0:
+                return task
+
+    def monitor(
+        self, task_id: str, callback: Callable[[Task], None], timeout: Optional[float] = None, poll: float = 1.0
+    ) -> Task:
+        """Calls ``callback`` with the task now and whenever its status or
+        progress changed, until it ends. Each look after the first is a
+        long-poll that returns at once when the task ends, else after ``poll``
+        seconds (progress is seen at that pace)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: Any = None
+        task = self._run(c.get(task_id))
+        while True:
+            now = (task.status, task.progress)
+            if now != seen:
+                seen = now
+                callback(task)
+            if task.done or _remaining(deadline) <= 0:
+                return task
+            task = self._run(c.get(task_id, min(poll, _remaining(deadline))))
+
+    def list_tasks(self, **filters: Any) -> TaskPage:
+        return self._run(c.list_tasks(**filters))
+
+    def cancel(self, task_id: str) -> Task:
+        return self._run(c.cancel(task_id))
+
+    def retry(self, task_id: str) -> Task:
+        return self._run(c.retry(task_id))
+
+    def history(self, task_id: str) -> List[Dict[str, Any]]:
+        return self._run(c.history(task_id))
+
+    # -- workflows ----------------------------------------------------------
+    def submit_workflow(self, workflow: Dict[str, Any]) -> Dict[str, Any]:
+        """``POST /v1/workflows``: answers ``{"id", "name", "tasks": {key: id}}``."""
+        return self._run(c.submit_workflow(workflow))
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        return self._run(c.workflow(workflow_id))
+
+    def wait_workflow(self, workflow_id: str, timeout: Optional[float] = None) -> Workflow:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wf = self._run(c.workflow(workflow_id, _remaining(deadline)))
+            if wf.done or _remaining(deadline) <= 0:
+                return wf
+
+    def workflow_graph(self, workflow_id: str, format: str = "json") -> Any:
+        return self._run(c.workflow_graph(workflow_id, format))
+
+    def cancel_workflow(self, workflow_id: str) -> Dict[str, Any]:
+        return self._run(c.cancel_workflow(workflow_id))
+
+    def approve(
+        self, task_id: str, approved: bool = True, by: Optional[str] = None, comment: Optional[str] = None
+    ) -> Task:
+        return self._run(c.approve(task_id, approved, by, comment))
+
+    # -- schedules ----------------------------------------------------------
+    def put_schedule(self, name: str, schedule: Mapping[str, Any]) -> Schedule:
+        return self._run(c.put_schedule(name, schedule))
+
+    def schedules(self) -> List[Schedule]:
+        return self._run(c.schedules())
+
+    def schedule(self, name: str) -> Schedule:
+        return self._run(c.schedule(name))
+
+    def delete_schedule(self, name: str) -> Schedule:
+        return self._run(c.delete_schedule(name))
+
+    def enable_schedule(self, name: str) -> Schedule:
+        return self._run(c.set_schedule_enabled(name, True))
+
+    def disable_schedule(self, name: str) -> Schedule:
+        return self._run(c.set_schedule_enabled(name, False))
+
+    def trigger_schedule(self, name: str) -> Task:
+        return self._run(c.trigger_schedule(name))
+
+    def schedule_runs(self, name: str, limit: int = 100) -> List[Task]:
+        return self._run(c.schedule_runs(name, limit))
+
+    def apply_schedules(self, text: str, dry_run: bool = False, prune: bool = False) -> ApplyReport:
+        """Applies a schedules file's text (YAML or JSON)."""
+        return self._run(c.apply_schedules(text, dry_run, prune))
+
+    # -- events -------------------------------------------------------------
+    def publish(self, type: str, payload: Any = None, source: str = "python", target: Optional[str] = None) -> Event:
+        return self._run(c.publish(type, source, payload, target))
+
+    def publish_batch(self, events: Sequence[Mapping[str, Any]]) -> List[Event]:
+        return self._run(c.publish_batch(events))
+
+    def events(self, after: Union[int, str, None] = None, **filters: Any) -> EventPage:
+        """``GET /v1/events``: ``type``, ``source``, ``target``, ``limit``,
+        ``wait`` (seconds), ``group``, ``member``, ``visibility`` (seconds)."""
+        return self._run(c.events(after, **filters))
+
+    def ack(self, group: str, offsets: Sequence[int], member: Optional[str] = None) -> Dict[str, Any]:
+        return self._run(c.ack(group, offsets, member))
+
+    # -- queues, workers, health --------------------------------------------
+    def queues(self) -> List[Queue]:
+        return self._run(c.queues())
+
+    def pause_queue(self, name: str) -> None:
+        self._run(c.pause_queue(name, True))
+
+    def resume_queue(self, name: str) -> None:
+        self._run(c.pause_queue(name, False))
+
+    def health(self) -> Dict[str, Any]:
+        return self._run(c.health())
+
+    def list_task_types(self) -> List[Dict[str, Any]]:
+        return self._run(c.task_types())
+
+    def list_workers(self) -> List[Dict[str, Any]]:
+        return self._run(c.workers())
+
+
+class AsyncQuern:
+    """The asyncio twin of ``Quern``: the same methods, awaited."""
+
+    def __init__(
+        self, url: Optional[str] = None, token: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self.url = (url or os.environ.get("QUERN_URL") or DEFAULT_URL).rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(base_url=self.url, headers=_headers(token), timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncQuern:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def _run(self, call: c.Call[T]) -> T:
+        try:
+            r = await self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                content=call.content,
+                timeout=self.timeout + call.wait,
+            )
+        except httpx.HTTPError as e:
+            raise _transport(e) from e
+        return _answer(call, r)
+
+    async def submit(self, name: str, input: Any = None, **options: Any) -> Task:
+        return await self._run(c.submit(c.task_spec(name, input, **options)))
+
+    async def submit_batch(self, specs: Sequence[Dict[str, Any]]) -> List[Task]:
+        return await self._run(c.submit_batch(specs))
+
+    async def get(self, task_id: str) -> Task:
+        return await self._run(c.get(task_id))
+
+    async def wait(self, task_id: str, timeout: Optional[float] = None) -> Task:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            task = await self._run(c.get(task_id, _remaining(deadline)))
+            if task.done or _remaining(deadline) <= 0:
+                return task
+
+    async def list_tasks(self, **filters: Any) -> TaskPage:
+        return await self._run(c.list_tasks(**filters))
+
+    async def cancel(self, task_id: str) -> Task:
+        return await self._run(c.cancel(task_id))
+
+    async def retry(self, task_id: str) -> Task:
+        return await self._run(c.retry(task_id))
+
+    async def history(self, task_id: str) -> List[Dict[str, Any]]:
+        return await self._run(c.history(task_id))
+
+    async def submit_workflow(self, workflow: Dict[str, Any]) -> Dict[str, Any]:
+        return await self._run(c.submit_workflow(workflow))
+
+    async def workflow(self, workflow_id: str) -> Workflow:
+        return await self._run(c.workflow(workflow_id))
+
+    async def put_schedule(self, name: str, schedule: Mapping[str, Any]) -> Schedule:
+        return await self._run(c.put_schedule(name, schedule))
+
+    async def schedules(self) -> List[Schedule]:
+        return await self._run(c.schedules())
+
+    async def publish(
+        self, type: str, payload: Any = None, source: str = "python", target: Optional[str] = None
+    ) -> Event:
+        return await self._run(c.publish(type, source, payload, target))
+
+    async def events(self, after: Union[int, str, None] = None, **filters: Any) -> EventPage:
+        return await self._run(c.events(after, **filters))
+
+    async def queues(self) -> List[Queue]:
+        return await self._run(c.queues())
+
+    async def health(self) -> Dict[str, Any]:
+        return await self._run(c.health())
+
+
+__all__ = ["AsyncQuern", "Quern"]

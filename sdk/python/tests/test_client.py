@@ -1,0 +1,166 @@
+"""Every client call against a real server: tasks, waiting, workflows,
+schedules, events, queues, health, typed errors, and the async client."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, Dict, List
+
+import httpx
+import pytest
+
+import quern
+from quern import AsyncQuern, Quern
+
+
+def run_one(url: str, result: Any = None, fail: bool = False, queue: str = "default") -> Dict[str, Any]:
+    """Leases one task and completes it, as a worker would."""
+    with httpx.Client(base_url=url, timeout=30) as h:
+        tasks = h.post("/v1/lease", json={"worker": "t", "queues": [queue], "max": 1, "wait_ms": 5000}).json()["tasks"]
+        assert tasks, "a task was ready"
+        t = tasks[0]
+        outcome: Dict[str, Any] = {"task": t["id"], "token": t["lease"]["token"]}
+        if fail:
+            outcome.update(outcome="failed", error={"kind": "exception", "message": "boom"})
+        else:
+            outcome.update(outcome="succeeded", result=result)
+        assert h.post("/v1/complete", json={"worker": "t", "results": [outcome]}).json()["results"][0]["ok"]
+        return dict(t)
+
+
+def test_submit_get_wait_and_list(server_url: str) -> None:
+    q = Quern(server_url)
+    task = q.submit(
+        "report.build", {"month": "2026-11"}, priority=5, metadata={"team": "finance"}, max_attempts=3, timeout=60
+    )
+    assert (task.status, task.priority, task.max_attempts, task.timeout_ms) == ("queued", 5, 3, 60_000)
+    assert q.get(task.id).input == {"month": "2026-11"}
+    # wait() is a long-poll: it returns as soon as the worker finishes.
+    threading.Timer(0.3, run_one, args=(server_url, {"pages": 12})).start()
+    started = time.monotonic()
+    done = q.wait(task.id, timeout=20)
+    assert done.status == "succeeded" and done.result == {"pages": 12} and done.done
+    assert time.monotonic() - started < 10
+    page = q.list_tasks(metadata={"team": "finance"}, status=["succeeded"])
+    assert [t.id for t in page.tasks] == [task.id]
+    assert [h["to"] for h in q.history(task.id)][-1] == "succeeded"
+    delayed = q.submit("later", delay=60)
+    assert delayed.status == "pending"
+    assert q.wait(delayed.id, timeout=0.3).status == "pending", "a wait that runs out answers the task as it stands"
+    assert q.cancel(delayed.id).status == "cancelled"
+    assert q.retry(delayed.id).status == "queued"
+    batch = q.submit_batch([quern.task_spec("b", i, queue="batchq") for i in range(3)])
+    assert [t.input for t in batch] == [0, 1, 2]
+
+
+def test_monitor_calls_back_on_changes(server_url: str) -> None:
+    q = Quern(server_url)
+    task = q.submit("monitored", queue="mon")
+    seen: List[str] = []
+    threading.Timer(0.3, run_one, args=(server_url, None, False, "mon")).start()
+    final = q.monitor(task.id, lambda t: seen.append(t.status), timeout=20)
+    assert final.status == "succeeded"
+    assert seen[0] == "queued" and seen[-1] == "succeeded"
+
+
+def test_errors_are_typed_and_carry_the_code(server_url: str) -> None:
+    q = Quern(server_url)
+    with pytest.raises(quern.BadRequest) as bad:
+        q.submit("bad name")
+    assert bad.value.code == "invalid_request" and bad.value.details.get("field") == "name"
+    with pytest.raises(quern.NotFound):
+        q.get("00000000-0000-0000-0000-000000000000")
+    done = q.submit("x", queue="errq")
+    run_one(server_url, queue="errq")
+    with pytest.raises(quern.Conflict) as conflict:
+        q.cancel(done.id)
+    assert conflict.value.code == "invalid_transition"
+    with pytest.raises(quern.Unprocessable) as cyclic:
+        q.submit_workflow(
+            {
+                "name": "c",
+                "tasks": [
+                    {"key": "a", "name": "a", "depends_on": [{"key": "b"}]},
+                    {"key": "b", "name": "b", "depends_on": [{"key": "a"}]},
+                ],
+            }
+        )
+    assert cyclic.value.code == "invalid_workflow" and "a -> b -> a" in cyclic.value.message
+    with pytest.raises(quern.TransportError):
+        Quern("http://127.0.0.1:9", timeout=2).health()
+
+
+def test_workflows(server_url: str) -> None:
+    q = Quern(server_url)
+    wf = q.submit_workflow(
+        {"name": "pipeline", "chain": [{"name": "step", "queue": "wfq"}, {"name": "step", "queue": "wfq"}]}
+    )
+    run_one(server_url, 1, queue="wfq")
+    run_one(server_url, 2, queue="wfq")
+    status = q.wait_workflow(wf["id"], timeout=20)
+    assert (status.status, status.total, status.counts) == ("succeeded", 2, {"succeeded": 2})
+    graph = q.workflow_graph(wf["id"], "json")
+    assert len(graph["edges"]) == 1
+
+
+def test_schedules(server_url: str) -> None:
+    q = Quern(server_url)
+    s = q.put_schedule("daily", {"cron": "0 9 * * *", "timezone": "Europe/Berlin", "task": {"name": "report"}})
+    assert s.enabled and s.next_fire_at and s.timezone == "Europe/Berlin"
+    assert [x.name for x in q.schedules()] == ["daily"]
+    assert not q.disable_schedule("daily").enabled
+    assert q.enable_schedule("daily").enabled
+    run = q.trigger_schedule("daily")
+    assert run.metadata["schedule"] == "daily"
+    assert [t.id for t in q.schedule_runs("daily")] == [run.id]
+    report = q.apply_schedules("schedules:\n  - name: hourly\n    every: 1 hour\n    task: {name: sync}\n", prune=True)
+    assert (report.created, report.deleted) == (["hourly"], ["daily"])
+    with pytest.raises(quern.Unprocessable) as bad:
+        q.put_schedule("bad", {"cron": "61 * * * *", "task": {"name": "t"}})
+    assert bad.value.code == "invalid_schedule" and bad.value.details["field"] == "cron"
+    assert q.delete_schedule("hourly").name == "hourly"
+    with pytest.raises(quern.NotFound):
+        q.schedule("hourly")
+
+
+def test_events(server_url: str) -> None:
+    q = Quern(server_url)
+    first = q.publish("email.processed", {"n": 1}, source="email-agent")
+    q.publish_batch([{"type": "email.failed", "source": "email-agent"}, {"type": "other", "source": "x"}])
+    page = q.events(after=first.offset - 1, type="email.*")
+    assert [e.type for e in page.events] == ["email.processed", "email.failed"]
+    assert page.events[0].payload == {"n": 1}
+    got = q.events(after=page.next_after, type="email.*", wait=0.2)
+    assert got.events == []
+    group = q.events(after=0, type="email.*", group="g", member="m1")
+    assert q.ack("g", [e.offset for e in group.events], member="m1")["acked"] == len(group.events)
+    with pytest.raises(quern.BadRequest):
+        q.publish("bad type")
+
+
+def test_queues_health_and_registry(server_url: str) -> None:
+    q = Quern(server_url)
+    q.submit("held", queue="pausable")
+    q.pause_queue("pausable")
+    assert next(x for x in q.queues() if x.name == "pausable").paused
+    q.resume_queue("pausable")
+    assert q.health()["store"]
+    assert isinstance(q.list_task_types(), list) and isinstance(q.list_workers(), list)
+
+
+def test_async_client(server_url: str) -> None:
+    async def main() -> None:
+        async with AsyncQuern(server_url) as q:
+            task = await q.submit("async.job", {"x": 1}, queue="aq")
+            loop = asyncio.get_running_loop()
+            waiter = asyncio.ensure_future(q.wait(task.id, timeout=20))
+            await loop.run_in_executor(None, run_one, server_url, {"ok": True}, False, "aq")
+            done = await waiter
+            assert done.result == {"ok": True}
+            event = await q.publish("async.event", {"y": 2})
+            assert (await q.events(after=event.offset - 1)).events[0].payload == {"y": 2}
+            assert (await q.health())["store"]
+
+    asyncio.run(main())
