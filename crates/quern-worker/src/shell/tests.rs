@@ -141,6 +141,35 @@ async fn the_environment_is_cleared_to_an_allowlist_plus_the_tasks_own() {
 }
 
 #[tokio::test]
+async fn a_task_starts_in_its_own_group_with_no_signal_blocked_and_sigpipe_at_its_default() {
+    let result = run(json!({"command": ["cat", "/proc/self/status", "/proc/self/stat"]})).await.expect("cat succeeds");
+    let stdout = result["stdout"].as_str().expect("text");
+    let field = |name: &str| {
+        stdout.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_else(|| panic!("{name} in {stdout}"))
+    };
+    assert_eq!(field("SigBlk:"), "0000000000000000", "{stdout}");
+    let ignored = u64::from_str_radix(field("SigIgn:"), 16).expect("a hex mask");
+    assert_eq!(ignored & (1 << (nix::libc::SIGPIPE - 1)), 0, "SIGPIPE is ignored: {stdout}");
+    // `pid (comm) state ppid pgrp …`: the process leads its own group.
+    let stat = stdout.lines().last().and_then(|l| l.rsplit_once(')')).map(|(head, rest)| (head, rest.to_owned()));
+    let (head, rest) = stat.expect("a stat line");
+    let pid = head.split_whitespace().next().expect("a pid");
+    assert_eq!(rest.split_whitespace().nth(2), Some(pid), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_program_that_is_not_executable_fails_without_retry() {
+    let dir = std::env::temp_dir().join(format!("quern-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&dir).expect("mkdir");
+    let script = dir.join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").expect("write");
+    let f = failure(run(json!({"command": [script.to_str().expect("utf-8")]})).await);
+    std::fs::remove_dir_all(&dir).expect("rmdir");
+    assert!(!f.retry);
+    assert!(f.message.contains("permission denied"), "{}", f.message);
+}
+
+#[tokio::test]
 async fn each_task_gets_an_empty_private_directory_as_home_and_tmpdir() {
     let shell = ShellExecutor::new(SandboxPolicy::default());
     let run_here = |input: Value| {
