@@ -4,9 +4,10 @@
 Starts its own server (fresh data directory, port 7412) and one worker, reads
 the worker's idle RSS, submits N `{"command": ["true"]}` tasks in batches of
 1,000 and waits until all have ended. Prints the rate from the first submit to
-the last completion, the CPU time per task of the worker and of the server
-(utime + stime from /proc, without the tasks' own processes), and the worker's
-RSS idle, at its peak and after the run. Standard library only.
+the last completion; the CPU time per task of the worker and of the server
+(utime + stime from /proc) and of the tasks' own processes (the worker's
+cutime + cstime); and the worker's RSS idle, at its peak and after the run.
+Standard library only.
 
     python3 bench/scripts/shell_throughput.py path/to/quern N C [worker flags...]
 """
@@ -26,9 +27,11 @@ def call(method, path, body=None):
         return json.loads(answer.read())
 
 
-def cpu_s(pid):
+def cpu_s(pid, children=False):
+    """utime + stime of `pid`, or of its reaped children (cutime + cstime)."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / tck
+    at = 13 if children else 11
+    return (int(fields[at]) + int(fields[at + 1])) / tck
 
 
 def rss_kb(pid):
@@ -56,7 +59,7 @@ try:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)
     idle = rss_kb(worker.pid)
-    server0, worker0 = cpu_s(server.pid), cpu_s(worker.pid)
+    server0, worker0, tasks0 = cpu_s(server.pid), cpu_s(worker.pid), cpu_s(worker.pid, children=True)
     load = open("/proc/loadavg").read().split()[0]
     start = time.monotonic()
     for left in range(n, 0, -1000):
@@ -70,12 +73,13 @@ try:
             break
         time.sleep(0.05)
     secs = time.monotonic() - start
-    server1, worker1 = cpu_s(server.pid), cpu_s(worker.pid)
+    server1, worker1, tasks1 = cpu_s(server.pid), cpu_s(worker.pid), cpu_s(worker.pid, children=True)
     time.sleep(1.0)
     succeeded = sum(q["counts"].get("succeeded", 0) for q in queues)
     print(f"n={n} c={c} {' '.join(extra)} load={load} rate={n / secs:.0f}/s secs={secs:.2f} "
           f"worker_cpu_us_per_task={(worker1 - worker0) * 1e6 / n:.0f} "
           f"server_cpu_us_per_task={(server1 - server0) * 1e6 / n:.0f} "
+          f"task_process_cpu_us={(tasks1 - tasks0) * 1e6 / n:.0f} "
           f"rss_kb idle={idle} peak={peak} after={rss_kb(worker.pid)} succeeded={succeeded}")
     worker.terminate()
     worker.wait()
