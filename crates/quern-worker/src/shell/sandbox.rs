@@ -259,10 +259,13 @@ fn start(child: &Child, stdio: [&OwnedFd; 3]) -> std::io::Result<(Pid, Option<As
         }
         if let Some((uid, gid)) = child.user {
             // As std does when root switches user: no supplementary groups.
+            // Raw system calls: glibc's wrappers would broadcast the change
+            // to every thread glibc knows of, which here are the worker's.
             let dropped = unsafe {
-                libc::setgid(gid) == 0
-                    && (libc::getuid() != 0 || libc::setgroups(0, std::ptr::null()) == 0)
-                    && libc::setuid(uid) == 0
+                libc::syscall(libc::SYS_setgid, gid) == 0
+                    && (libc::getuid() != 0
+                        || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0)
+                    && libc::syscall(libc::SYS_setuid, uid) == 0
             };
             if !dropped {
                 return fail(Errno::last());

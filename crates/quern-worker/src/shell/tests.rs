@@ -297,6 +297,21 @@ async fn run_as_switches_user_and_owns_the_working_directory() {
 }
 
 #[tokio::test]
+async fn run_as_leaves_only_the_users_group() {
+    if !nix::unistd::getuid().is_root() {
+        return;
+    }
+    let policy = SandboxPolicy::default().run_as("nobody").expect("nobody exists");
+    let (uid, gid) = policy.user().map(|u| (u.uid, u.gid)).expect("a user");
+    let result = run_with(policy, json!({"command": ["id"]})).await.expect("runs");
+    let stdout = result["stdout"].as_str().expect("text");
+    assert!(stdout.starts_with(&format!("uid={uid}(")), "{stdout}");
+    assert!(stdout.contains(&format!(" gid={gid}(")), "{stdout}");
+    let groups = stdout.split_once("groups=").map(|(_, g)| g.trim()).expect("groups");
+    assert!(groups.starts_with(&format!("{gid}(")) && !groups.contains(','), "{stdout}");
+}
+
+#[tokio::test]
 async fn cancelling_kills_the_whole_group_even_what_ignores_sigterm() {
     let mark = marker();
     let input = json!({
