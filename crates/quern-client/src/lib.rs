@@ -465,7 +465,10 @@ impl Client {
     /// Sends `req` and reads a 2xx answer's body as `T`.
     async fn call<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T> {
         let (what, body) = self.exchange(req).await?;
-        serde_json::from_slice(&body).map_err(|e| Error::Decode(format!("{what}: unexpected answer: {e}")))
+        // Checked as UTF-8 once, so that the parser does not check each of
+        // the many short strings of a batch of tasks again.
+        let text = std::str::from_utf8(&body).map_err(|e| Error::Decode(format!("{what}: unexpected answer: {e}")))?;
+        serde_json::from_str(text).map_err(|e| Error::Decode(format!("{what}: unexpected answer: {e}")))
     }
 
     /// Sends `req` and checks only that the answer is 2xx.

@@ -5,48 +5,47 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::sync::Arc;
-use tokio::sync::watch;
 
-use crate::runtime::Shared;
+use crate::runtime::{Flight, Shared};
 
 /// A running task, as its handler sees it. Cheap to clone.
 #[derive(Clone)]
 pub struct TaskContext {
-    task: Arc<Task>,
+    flight: Arc<Flight>,
     shared: Arc<Shared>,
-    cancel: watch::Receiver<bool>,
 }
 
 impl TaskContext {
-    pub(crate) fn new(task: Arc<Task>, shared: Arc<Shared>, cancel: watch::Receiver<bool>) -> Self {
-        Self { task, shared, cancel }
+    pub(crate) fn new(flight: Arc<Flight>, shared: Arc<Shared>) -> Self {
+        Self { flight, shared }
     }
 
     /// The task as the server leased it (id, name, input, attempt, …).
     pub fn task(&self) -> &Task {
-        &self.task
+        &self.flight.task
     }
 
     /// The task's id.
     pub fn id(&self) -> uuid::Uuid {
-        self.task.id
+        self.flight.task.id
     }
 
     /// The attempt running now (1 for the first).
     pub fn attempt(&self) -> u32 {
-        self.task.attempt
+        self.flight.task.attempt
     }
 
     /// The input as JSON text.
     pub fn input_json(&self) -> &RawValue {
-        &self.task.input
+        &self.flight.task.input
     }
 
     /// The input as `T`. Input of another shape is refused: the task fails
     /// with kind `rejected` and is not retried.
     pub fn input<T: DeserializeOwned>(&self) -> Result<T, TaskFailure> {
-        serde_json::from_str(self.task.input.get())
-            .map_err(|e| TaskFailure::rejected(format!("input does not fit task {}: {e}", self.task.name)))
+        let task = &self.flight.task;
+        serde_json::from_str(task.input.get())
+            .map_err(|e| TaskFailure::rejected(format!("input does not fit task {}: {e}", task.name)))
     }
 
     /// Reports progress (0 to 100, clamped). It reaches the server with the
@@ -55,19 +54,19 @@ impl TaskContext {
         let message = message.into();
         let progress =
             Progress { percent: percent.clamp(0.0, 100.0), message: (!message.is_empty()).then_some(message) };
-        self.shared.set_progress(self.task.id, progress);
+        self.flight.set_progress(progress);
+        self.shared.progress_changed.notify_one();
     }
 
     /// Resolves when the task should stop: a client cancelled it, its lease
     /// was lost, its timeout passed, or the worker is shutting down.
     pub async fn cancelled(&self) {
-        let mut rx = self.cancel.clone();
-        let _ = rx.wait_for(|c| *c).await;
+        self.flight.cancelled().await;
     }
 
     /// Has the task been asked to stop?
     pub fn is_cancelled(&self) -> bool {
-        *self.cancel.borrow()
+        self.flight.is_cancelled()
     }
 }
 

@@ -1,6 +1,11 @@
 //! The worker loop: lease in batches up to the free concurrency, run each
-//! task's handler in its own tokio task, heartbeat every in-flight lease in
-//! one request, deliver completions in batches, and shut down gracefully.
+//! task's handler in one tokio task of its own, heartbeat every in-flight
+//! lease in one request, deliver completions in batches, and shut down
+//! gracefully.
+//!
+//! A task costs one allocation of its own (its [`Flight`]: the task, its
+//! cancel signal and progress) and one tokio task, and takes no lock: the
+//! list of flights is locked once per lease and once per heartbeat.
 //!
 //! Invariants: a result is never dropped while the worker runs — completions
 //! that cannot be delivered are retried with their token until the server
@@ -16,12 +21,17 @@ use quern_client::{
 };
 use quern_core::{ErrorKind, Progress, Task};
 use serde_json::Value;
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::{AbortHandle, JoinSet};
 use uuid::Uuid;
 
 type BoxFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
@@ -29,6 +39,15 @@ type Handler = Arc<dyn Fn(TaskContext) -> BoxFuture + Send + Sync>;
 
 /// The most results one completion request carries.
 const MAX_COMPLETE_BATCH: usize = 1_000;
+/// The most tasks one lease asks for (the server's limit).
+const MAX_LEASE_BATCH: usize = 1_000;
+/// How long a lease waits for running tasks to end when fewer than half of
+/// a batch's permits are free.
+const LEASE_LINGER: Duration = Duration::from_millis(3);
+/// Completion requests in flight at once.
+const MAX_COMPLETES_IN_FLIGHT: usize = 2;
+/// The fewest results worth a second completion request while one is out.
+const SECOND_COMPLETE_AT: usize = 200;
 /// How long a lease request parks on the server.
 const LEASE_WAIT_MS: u64 = 30_000;
 /// Reconnect backoff bounds.
@@ -142,40 +161,99 @@ pub struct Worker {
 
 /// State shared by the loops and the task contexts.
 pub(crate) struct Shared {
-    flights: Mutex<HashMap<Uuid, Flight>>,
-    progress_changed: Notify,
+    /// Every leased task not yet known to be finished. Finished ones are
+    /// swept out once per lease, so a task costs no lock of its own.
+    flights: Mutex<Vec<Arc<Flight>>>,
+    pub(crate) progress_changed: Notify,
 }
 
-struct Flight {
+/// One leased task while it runs: what its handler, the heartbeat and a
+/// hand-back need of it, in one allocation.
+pub(crate) struct Flight {
+    pub(crate) task: Task,
     token: String,
-    progress: Option<Progress>,
-    progress_dirty: bool,
-    cancel: watch::Sender<bool>,
+    /// Set once, by whichever comes first: the handler's end (which then
+    /// completes the task) or a hand-back (which releases it).
+    finished: AtomicBool,
+    cancelled: AtomicBool,
+    /// Wakes `cancelled()` waiters.
+    stop: Notify,
+    progress: Mutex<Option<Progress>>,
+    progress_dirty: AtomicBool,
     /// The handler's tokio task, aborted when the task is handed back.
-    abort: Option<tokio::task::AbortHandle>,
+    abort: OnceLock<AbortHandle>,
+}
+
+impl Flight {
+    fn new(task: Task, token: String) -> Self {
+        Self {
+            task,
+            token,
+            finished: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            stop: Notify::new(),
+            progress: Mutex::new(None),
+            progress_dirty: AtomicBool::new(false),
+            abort: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn set_progress(&self, progress: Progress) {
+        if let Ok(mut p) = self.progress.lock() {
+            *p = Some(progress);
+            self.progress_dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// The progress to send with the next heartbeat, if it changed.
+    fn take_progress(&self) -> Option<Progress> {
+        if !self.progress_dirty.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        self.progress.lock().ok().and_then(|p| p.clone())
+    }
+
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            // Created before the check, so a cancel in between still wakes it.
+            let woken = self.stop.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// Claims the task's outcome; false when it was already claimed.
+    fn finish(&self) -> bool {
+        !self.finished.swap(true, Ordering::AcqRel)
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
 }
 
 impl Shared {
-    pub(crate) fn set_progress(&self, task: Uuid, progress: Progress) {
-        if let Ok(mut f) = self.flights.lock()
-            && let Some(flight) = f.get_mut(&task)
-        {
-            flight.progress = Some(progress);
-            flight.progress_dirty = true;
-        }
-        self.progress_changed.notify_one();
-    }
-
-    fn cancel(&self, task: Uuid) {
-        if let Ok(f) = self.flights.lock()
-            && let Some(flight) = f.get(&task)
-        {
-            let _ = flight.cancel.send(true);
-        }
-    }
-
     fn in_flight(&self) -> usize {
-        self.flights.lock().map(|f| f.len()).unwrap_or(0)
+        self.flights.lock().map(|f| f.iter().filter(|f| !f.is_finished()).count()).unwrap_or(0)
+    }
+
+    /// Adds a lease's tasks, dropping those that finished since the last.
+    fn track(&self, new: &[Arc<Flight>]) {
+        if let Ok(mut f) = self.flights.lock() {
+            f.retain(|flight| !flight.is_finished());
+            f.extend(new.iter().cloned());
+        }
     }
 }
 
@@ -225,13 +303,13 @@ impl Worker {
             return Err(WorkerError::NoHandlers);
         }
         let b = self.b;
-        let shared = Arc::new(Shared { flights: Mutex::new(HashMap::new()), progress_changed: Notify::new() });
+        let shared = Arc::new(Shared { flights: Mutex::new(Vec::new()), progress_changed: Notify::new() });
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
         let (stop_tx, stop_rx) = watch::channel(false);
         let completer = tokio::spawn(deliver(b.client.clone(), b.id.clone(), done_rx));
         let beats =
             tokio::spawn(heartbeat(b.client.clone(), b.id.clone(), b.lease_ms, shared.clone(), stop_rx.clone()));
-        let handlers = Arc::new(b.handlers);
+        let handlers = b.handlers;
         let sem = Arc::new(Semaphore::new(b.concurrency));
         let register = RegisterRequest { worker: b.id.clone(), queues: b.queues.clone(), task_types: b.types };
         let mut names: Vec<String> = handlers.keys().cloned().collect();
@@ -244,21 +322,16 @@ impl Worker {
             wait_ms: LEASE_WAIT_MS,
             lease_ms: b.lease_ms,
         };
+        let batch = b.concurrency.min(MAX_LEASE_BATCH);
         tokio::pin!(shutdown);
         let mut registered = false;
         let mut backoff = BACKOFF_MIN;
         tracing::info!(worker = %b.id, concurrency = b.concurrency, "worker started");
         loop {
-            let mut permits = tokio::select! {
+            let permits = tokio::select! {
                 () = &mut shutdown => break,
-                p = sem.clone().acquire_many_owned(1) => match p { Ok(p) => p, Err(_) => break },
+                p = gather(&sem, batch) => match p { Some(p) => p, None => break },
             };
-            while permits.num_permits() < MAX_COMPLETE_BATCH {
-                match sem.clone().try_acquire_owned() {
-                    Ok(p) => permits.merge(p),
-                    Err(_) => break,
-                }
-            }
             if !registered {
                 match b.client.register(&register).await {
                     Ok(()) => registered = true,
@@ -273,10 +346,7 @@ impl Worker {
             match leased {
                 Ok(tasks) => {
                     backoff = BACKOFF_MIN;
-                    for task in tasks {
-                        let Some(permit) = permits.split(1) else { break };
-                        start(task, &handlers, &shared, &done_tx, permit);
-                    }
+                    start_all(tasks, &handlers, &shared, &done_tx, permits);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "lease failed");
@@ -304,107 +374,139 @@ impl Worker {
     }
 }
 
+/// Permits for the next lease: at least one, and while fewer than half of
+/// `batch` are free, up to [`LEASE_LINGER`] more waiting for running tasks
+/// to end, so that a worker of short tasks leases (and the server answers)
+/// in large batches rather than a few tasks at a time. `None` once the
+/// semaphore is closed.
+async fn gather(sem: &Arc<Semaphore>, batch: usize) -> Option<OwnedSemaphorePermit> {
+    let mut permits = sem.clone().acquire_many_owned(1).await.ok()?;
+    let half = u32::try_from(batch / 2).unwrap_or(u32::MAX);
+    let have = u32::try_from(permits.num_permits() + sem.available_permits()).unwrap_or(u32::MAX);
+    if have < half
+        && let Ok(Ok(more)) = tokio::time::timeout(LEASE_LINGER, sem.clone().acquire_many_owned(half - 1)).await
+    {
+        permits.merge(more);
+    }
+    let free = sem.available_permits().min(batch.saturating_sub(permits.num_permits()));
+    if free > 0
+        && let Ok(more) = sem.clone().try_acquire_many_owned(u32::try_from(free).unwrap_or(u32::MAX))
+    {
+        permits.merge(more);
+    }
+    Some(permits)
+}
+
 /// Gives every running task back to the server and tells its handler to
 /// stop; the handlers' own results are then dropped.
 fn hand_back(shared: &Shared, done: &mpsc::UnboundedSender<Completion>) {
-    let flights: Vec<(Uuid, Flight)> = shared.flights.lock().map(|mut f| f.drain().collect()).unwrap_or_default();
-    for (task, flight) in flights {
-        tracing::info!(%task, "handing back an unfinished task");
-        let _ = flight.cancel.send(true);
-        if let Some(abort) = flight.abort {
+    let flights: Vec<Arc<Flight>> = shared.flights.lock().map(|mut f| std::mem::take(&mut *f)).unwrap_or_default();
+    for flight in flights {
+        if !flight.finish() {
+            continue;
+        }
+        tracing::info!(task = %flight.task.id, "handing back an unfinished task");
+        flight.cancel();
+        if let Some(abort) = flight.abort.get() {
             abort.abort();
         }
-        let _ = done.send(Completion { task, token: flight.token, outcome: Outcome::Released });
+        let _ = done.send(Completion { task: flight.task.id, token: flight.token.clone(), outcome: Outcome::Released });
     }
 }
 
-fn start(
-    task: Task,
-    handlers: &Arc<HashMap<String, Handler>>,
+/// Starts a lease's tasks, each in one tokio task holding one of `permits`.
+fn start_all(
+    tasks: Vec<Task>,
+    handlers: &HashMap<String, Handler>,
     shared: &Arc<Shared>,
     done: &mpsc::UnboundedSender<Completion>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    mut permits: OwnedSemaphorePermit,
 ) {
-    let Some(lease) = task.lease.clone() else { return };
-    let (cancel_tx, cancel_rx) = watch::channel(false);
-    if let Ok(mut f) = shared.flights.lock() {
-        f.insert(
-            task.id,
-            Flight {
-                token: lease.token.clone(),
-                progress: None,
-                progress_dirty: false,
-                cancel: cancel_tx,
-                abort: None,
-            },
-        );
-    }
-    let id = task.id;
-    let task = Arc::new(task);
-    let handler = handlers.get(&task.name).cloned();
-    let ctx = TaskContext::new(task.clone(), shared.clone(), cancel_rx);
-    let shared = shared.clone();
-    let done = done.clone();
-    let running = handler.map(|h| {
-        let handle = tokio::spawn(h(ctx));
-        if let Ok(mut f) = shared.flights.lock()
-            && let Some(flight) = f.get_mut(&id)
-        {
-            flight.abort = Some(handle.abort_handle());
-        }
-        handle
-    });
-    tokio::spawn(async move {
-        let outcome = match running {
-            Some(handle) => run_handler(&task, &shared, handle).await,
-            None => Err(TaskFailure::rejected(format!("this worker has no handler for {}", task.name))),
+    let mut flights = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let Some(token) = task.lease.as_ref().map(|l| l.token.clone()) else { continue };
+        let Some(permit) = permits.split(1) else { break };
+        let Some(handler) = handlers.get(&task.name) else {
+            let failure = TaskFailure::rejected(format!("this worker has no handler for {}", task.name));
+            let _ = done.send(completion(task.id, token, Err(failure)));
+            continue;
         };
-        // A task handed back at shutdown is no longer ours to complete.
-        let ours = shared.flights.lock().map(|mut f| f.remove(&id).is_some()).unwrap_or(false);
-        if ours {
-            let outcome = match outcome {
-                Ok(result) => Outcome::Succeeded { result },
-                Err(failure) => {
-                    let (error, retry) = failure.into_error();
-                    Outcome::Failed { error, retry }
-                }
-            };
-            let _ = done.send(Completion { task: id, token: lease.token, outcome });
-        }
-        drop(permit);
-    });
+        let flight = Arc::new(Flight::new(task, token));
+        let running = handler(TaskContext::new(flight.clone(), shared.clone()));
+        let handle = tokio::spawn(run_one(flight.clone(), running, done.clone(), permit));
+        let _ = flight.abort.set(handle.abort_handle());
+        flights.push(flight);
+    }
+    shared.track(&flights);
 }
 
-/// Awaits one handler, running in its own tokio task (so a panic is a
-/// failure, not a crash), enforcing the task's timeout locally.
-async fn run_handler(
-    task: &Task,
-    shared: &Shared,
-    mut handle: tokio::task::JoinHandle<HandlerResult>,
-) -> HandlerResult {
-    let joined = match task.timeout_ms {
-        None => (&mut handle).await,
-        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), &mut handle).await {
-            Ok(joined) => joined,
+/// Runs one task's handler and queues its outcome, unless the task was
+/// handed back meanwhile (it is then no longer ours to complete).
+async fn run_one(
+    flight: Arc<Flight>,
+    running: BoxFuture,
+    done: mpsc::UnboundedSender<Completion>,
+    permit: OwnedSemaphorePermit,
+) {
+    let outcome = run_handler(&flight, running).await;
+    if flight.finish() {
+        let _ = done.send(completion(flight.task.id, flight.token.clone(), outcome));
+    }
+    drop(permit);
+}
+
+fn completion(task: Uuid, token: String, outcome: HandlerResult) -> Completion {
+    let outcome = match outcome {
+        Ok(result) => Outcome::Succeeded { result },
+        Err(failure) => {
+            let (error, retry) = failure.into_error();
+            Outcome::Failed { error, retry }
+        }
+    };
+    Completion { task, token, outcome }
+}
+
+/// Awaits one handler (a panic is a failure, not a crash), enforcing the
+/// task's timeout locally.
+async fn run_handler(flight: &Flight, running: BoxFuture) -> HandlerResult {
+    let mut running = CatchPanic(running);
+    let caught = match flight.task.timeout_ms {
+        None => (&mut running).await,
+        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), &mut running).await {
+            Ok(caught) => caught,
             Err(_) => {
-                shared.cancel(task.id);
-                if tokio::time::timeout(TIMEOUT_GRACE, &mut handle).await.is_err() {
-                    handle.abort();
-                }
-                let message = format!("attempt {} ran past its timeout of {ms} ms", task.attempt);
+                flight.cancel();
+                // The handler may stop on its own within the grace; either
+                // way the attempt timed out, and it is dropped after.
+                let _ = tokio::time::timeout(TIMEOUT_GRACE, &mut running).await;
+                let (attempt, ms) = (flight.task.attempt, ms);
+                let message = format!("attempt {attempt} ran past its timeout of {ms} ms");
                 return Err(TaskFailure { kind: ErrorKind::Timeout, message, details: None, retry: true });
             }
         },
     };
-    match joined {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => Err(TaskFailure::retryable(format!("the handler panicked: {}", panic_message(e)))),
-        Err(_) => Err(TaskFailure::retryable("the handler was aborted")),
+    caught.unwrap_or_else(|payload| {
+        Err(TaskFailure::retryable(format!("the handler panicked: {}", panic_message(&*payload))))
+    })
+}
+
+/// A handler's future whose panics come out as `Err` with the payload, so
+/// that the handler can run inside the task that completes it.
+struct CatchPanic(BoxFuture);
+
+impl Future for CatchPanic {
+    type Output = Result<HandlerResult, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
     }
 }
 
-fn panic_message(e: tokio::task::JoinError) -> String {
-    let payload = e.into_panic();
+fn panic_message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -414,34 +516,61 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 
 /// Delivers completions in batches, retrying through server outages until
 /// every result is taken (or refused as stale) and the channel is closed.
+/// One request is in flight at a time, and a second one only for a batch of
+/// at least [`SECOND_COMPLETE_AT`] results: the results that come in while a
+/// request is out make the next batch.
 async fn deliver(client: Client, worker: String, mut rx: mpsc::UnboundedReceiver<Completion>) {
-    while let Some(first) = rx.recv().await {
-        let mut results = vec![first];
-        while results.len() < MAX_COMPLETE_BATCH {
-            match rx.try_recv() {
-                Ok(c) => results.push(c),
-                Err(_) => break,
-            }
+    let mut pending: Vec<Completion> = Vec::new();
+    let mut sending = JoinSet::new();
+    let mut open = true;
+    loop {
+        while !pending.is_empty()
+            && (sending.is_empty() || (sending.len() < MAX_COMPLETES_IN_FLIGHT && pending.len() >= SECOND_COMPLETE_AT))
+        {
+            let results: Vec<Completion> = pending.drain(..pending.len().min(MAX_COMPLETE_BATCH)).collect();
+            sending.spawn(send_completions(client.clone(), CompleteRequest { worker: worker.clone(), results }));
         }
-        let request = CompleteRequest { worker: worker.clone(), results };
-        let mut backoff = BACKOFF_MIN;
-        loop {
-            match client.complete(&request).await {
-                Ok(answers) => {
-                    for a in answers.iter().filter(|a| !a.ok) {
-                        tracing::warn!(task = %a.task, "completion refused: the lease was no longer current");
+        if !open && pending.is_empty() && sending.is_empty() {
+            return;
+        }
+        tokio::select! {
+            got = rx.recv(), if open && pending.len() < MAX_COMPLETE_BATCH => match got {
+                Some(c) => {
+                    pending.push(c);
+                    while pending.len() < MAX_COMPLETE_BATCH {
+                        match rx.try_recv() {
+                            Ok(c) => pending.push(c),
+                            Err(_) => break,
+                        }
                     }
-                    break;
                 }
-                Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) => {
-                    tracing::error!(error = %e, "completion refused by the server; dropping it");
-                    break;
+                None => open = false,
+            },
+            Some(_) = sending.join_next(), if !sending.is_empty() => {}
+        }
+    }
+}
+
+/// Sends one batch of completions until the server takes it (or refuses it
+/// as a bad request, which retrying would not change).
+async fn send_completions(client: Client, request: CompleteRequest) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match client.complete(&request).await {
+            Ok(answers) => {
+                for a in answers.iter().filter(|a| !a.ok) {
+                    tracing::warn!(task = %a.task, "completion refused: the lease was no longer current");
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "completion not delivered; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
+                return;
+            }
+            Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) => {
+                tracing::error!(error = %e, "completion refused by the server; dropping it");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "completion not delivered; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -463,25 +592,26 @@ async fn heartbeat(
             () = shared.progress_changed.notified() => tokio::time::sleep(PROGRESS_DEBOUNCE).await,
             () = stopped(&mut stop) => return,
         }
-        let leases: Vec<LeaseBeat> = match shared.flights.lock() {
-            Ok(mut f) => f
-                .iter_mut()
-                .map(|(task, flight)| {
-                    let progress = if flight.progress_dirty { flight.progress.clone() } else { None };
-                    flight.progress_dirty = false;
-                    LeaseBeat { task: *task, token: flight.token.clone(), progress }
-                })
-                .collect(),
-            Err(_) => return,
+        let Ok(flights) =
+            shared.flights.lock().map(|f| f.iter().filter(|f| !f.is_finished()).cloned().collect::<Vec<_>>())
+        else {
+            return;
         };
-        if leases.is_empty() {
+        if flights.is_empty() {
             continue;
         }
+        let leases = flights
+            .iter()
+            .map(|f| LeaseBeat { task: f.task.id, token: f.token.clone(), progress: f.take_progress() })
+            .collect();
         match client.heartbeat(&HeartbeatRequest { worker: worker.clone(), leases }).await {
             Ok(answers) => {
-                for a in answers.into_iter().filter(|a| a.cancel || !a.ok) {
-                    tracing::info!(task = %a.task, lost = !a.ok, "telling a task to stop");
-                    shared.cancel(a.task);
+                let stopping: HashMap<Uuid, bool> =
+                    answers.into_iter().filter(|a| a.cancel || !a.ok).map(|a| (a.task, !a.ok)).collect();
+                for flight in flights.iter().filter(|f| stopping.contains_key(&f.task.id)) {
+                    let lost = stopping.get(&flight.task.id).copied().unwrap_or(false);
+                    tracing::info!(task = %flight.task.id, lost, "telling a task to stop");
+                    flight.cancel();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
@@ -499,27 +629,30 @@ pub(crate) mod testing {
     use super::{Flight, Shared};
     use crate::context::TaskContext;
     use quern_core::{Progress, Task};
-    use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
-    use tokio::sync::{Notify, watch};
+    use tokio::sync::Notify;
 
-    /// A context for `task` as the runtime would give it to a handler; send
-    /// `true` on the sender to cancel it; read its progress from the shared
-    /// state.
-    pub(crate) fn context(task: Task) -> (TaskContext, watch::Sender<bool>, Arc<Shared>) {
-        let (cancel_tx, cancel_rx) = watch::channel(false);
-        let (flight_tx, _) = watch::channel(false);
-        let flight =
-            Flight { token: String::new(), progress: None, progress_dirty: false, cancel: flight_tx, abort: None };
-        let shared = Arc::new(Shared {
-            flights: Mutex::new(HashMap::from([(task.id, flight)])),
-            progress_changed: Notify::new(),
-        });
-        (TaskContext::new(Arc::new(task), shared.clone(), cancel_rx), cancel_tx, shared)
+    /// Tells the context's task to stop, as a cancel from the server would.
+    pub(crate) struct Cancel(Arc<Flight>);
+
+    impl Cancel {
+        pub(crate) fn cancel(&self) {
+            self.0.cancel();
+        }
+    }
+
+    /// A context for `task` as the runtime would give it to a handler, the
+    /// means to cancel it, and the shared state to read its progress from.
+    pub(crate) fn context(task: Task) -> (TaskContext, Cancel, Arc<Shared>) {
+        let flight = Arc::new(Flight::new(task, String::new()));
+        let shared = Arc::new(Shared { flights: Mutex::new(vec![flight.clone()]), progress_changed: Notify::new() });
+        (TaskContext::new(flight.clone(), shared.clone()), Cancel(flight), shared)
     }
 
     /// The progress last reported for `task`.
     pub(crate) fn progress(shared: &Shared, task: uuid::Uuid) -> Option<Progress> {
-        shared.flights.lock().ok()?.get(&task)?.progress.clone()
+        let flights = shared.flights.lock().ok()?;
+        let flight = flights.iter().find(|f| f.task.id == task)?;
+        flight.progress.lock().ok()?.clone()
     }
 }

@@ -287,14 +287,13 @@ impl ShellExecutor {
             die_with_worker: policy.dies_with_worker(),
             stdin: input.stdin.is_some(),
         };
-        let Some(mut cmd) = sandbox::command(launch) else {
-            return Err(spawn_failure(&argv[0], &limits, &std::io::ErrorKind::NotFound.into()));
-        };
         let started = Instant::now();
-        let mut child = cmd.spawn().map_err(|e| spawn_failure(&argv[0], &limits, &e))?;
-        let Some(pid) = child.id() else {
-            return Err(TaskFailure::retryable("the process vanished as it started"));
+        let mut child = match sandbox::spawn(launch, self.inner.reaper.clone()) {
+            Ok(Some(child)) => child,
+            Ok(None) => return Err(spawn_failure(&argv[0], &limits, &std::io::ErrorKind::NotFound.into())),
+            Err(e) => return Err(spawn_failure(&argv[0], &limits, &e)),
         };
+        let pid = child.id();
         let mut group = GroupGuard::new(pid, policy.grace(), temp, self.inner.reaper.clone());
         tracing::debug!(task = %ctx.id(), pid, program = %argv[0], "shell task started");
         if let (Some(text), Some(mut pipe)) = (input.stdin, child.stdin.take()) {
@@ -330,7 +329,7 @@ struct Watched {
 /// SIGTERM, and SIGKILL after the grace if the process still runs.
 async fn supervise(
     ctx: &TaskContext,
-    child: &mut tokio::process::Child,
+    child: &mut sandbox::Process,
     group: &mut GroupGuard,
     tail: usize,
     started: Instant,

@@ -57,9 +57,10 @@ pub(crate) struct WorkerArgs {
     /// The most open files per task process.
     #[arg(long, value_name = "N", env = "QUERN_WORKER_MAX_OPEN_FILES")]
     max_open_files: Option<u64>,
-    /// Start tasks without limits by posix_spawn: about 0.3 ms cheaper per
-    /// task, but such a task's process outlives a worker killed with `kill -9`
-    /// (by default every task's main process dies with its worker).
+    /// Start tasks without limits without the parent-death signal, so that
+    /// their processes outlive a worker killed with `kill -9` (by default every
+    /// task's main process dies with its worker). Kept for compatibility: it
+    /// no longer makes a task cheaper to start.
     #[arg(long, env = "QUERN_WORKER_FAST_SPAWN")]
     fast_spawn: bool,
     /// Run tasks as this user (the worker must run as root).

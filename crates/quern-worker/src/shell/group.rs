@@ -32,7 +32,7 @@ pub(crate) struct Reaper {
 impl Reaper {
     /// Runs `job` on its own thread, counted until it returns. When no
     /// thread can be started, runs it here.
-    fn spawn(self: &Arc<Self>, job: impl FnOnce() + Send + 'static) {
+    pub(super) fn spawn(self: &Arc<Self>, job: impl FnOnce() + Send + 'static) {
         if let Ok(mut n) = self.pending.lock() {
             *n += 1;
         }

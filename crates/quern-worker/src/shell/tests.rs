@@ -141,6 +141,35 @@ async fn the_environment_is_cleared_to_an_allowlist_plus_the_tasks_own() {
 }
 
 #[tokio::test]
+async fn a_task_starts_in_its_own_group_with_no_signal_blocked_and_sigpipe_at_its_default() {
+    let result = run(json!({"command": ["cat", "/proc/self/status", "/proc/self/stat"]})).await.expect("cat succeeds");
+    let stdout = result["stdout"].as_str().expect("text");
+    let field = |name: &str| {
+        stdout.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_else(|| panic!("{name} in {stdout}"))
+    };
+    assert_eq!(field("SigBlk:"), "0000000000000000", "{stdout}");
+    let ignored = u64::from_str_radix(field("SigIgn:"), 16).expect("a hex mask");
+    assert_eq!(ignored & (1 << (nix::libc::SIGPIPE - 1)), 0, "SIGPIPE is ignored: {stdout}");
+    // `pid (comm) state ppid pgrp …`: the process leads its own group.
+    let stat = stdout.lines().last().and_then(|l| l.rsplit_once(')')).map(|(head, rest)| (head, rest.to_owned()));
+    let (head, rest) = stat.expect("a stat line");
+    let pid = head.split_whitespace().next().expect("a pid");
+    assert_eq!(rest.split_whitespace().nth(2), Some(pid), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_program_that_is_not_executable_fails_without_retry() {
+    let dir = std::env::temp_dir().join(format!("quern-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&dir).expect("mkdir");
+    let script = dir.join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").expect("write");
+    let f = failure(run(json!({"command": [script.to_str().expect("utf-8")]})).await);
+    std::fs::remove_dir_all(&dir).expect("rmdir");
+    assert!(!f.retry);
+    assert!(f.message.contains("permission denied"), "{}", f.message);
+}
+
+#[tokio::test]
 async fn each_task_gets_an_empty_private_directory_as_home_and_tmpdir() {
     let shell = ShellExecutor::new(SandboxPolicy::default());
     let run_here = |input: Value| {
@@ -268,6 +297,21 @@ async fn run_as_switches_user_and_owns_the_working_directory() {
 }
 
 #[tokio::test]
+async fn run_as_leaves_only_the_users_group() {
+    if !nix::unistd::getuid().is_root() {
+        return;
+    }
+    let policy = SandboxPolicy::default().run_as("nobody").expect("nobody exists");
+    let (uid, gid) = policy.user().map(|u| (u.uid, u.gid)).expect("a user");
+    let result = run_with(policy, json!({"command": ["id"]})).await.expect("runs");
+    let stdout = result["stdout"].as_str().expect("text");
+    assert!(stdout.starts_with(&format!("uid={uid}(")), "{stdout}");
+    assert!(stdout.contains(&format!(" gid={gid}(")), "{stdout}");
+    let groups = stdout.split_once("groups=").map(|(_, g)| g.trim()).expect("groups");
+    assert!(groups.starts_with(&format!("{gid}(")) && !groups.contains(','), "{stdout}");
+}
+
+#[tokio::test]
 async fn cancelling_kills_the_whole_group_even_what_ignores_sigterm() {
     let mark = marker();
     let input = json!({
@@ -283,7 +327,7 @@ async fn cancelling_kills_the_whole_group_even_what_ignores_sigterm() {
     // sh, the inner sh and two sleeps.
     eventually("the processes to start", Duration::from_secs(10), || marked(&mark) == 4).await;
     let asked = Instant::now();
-    cancel.send(true).expect("the run listens");
+    cancel.cancel();
     let result = bounded(running).await.expect("the run did not panic");
     assert!(asked.elapsed() < Duration::from_secs(2), "the run took {:?} to stop", asked.elapsed());
     let f = failure(result);
@@ -304,7 +348,7 @@ async fn a_main_process_that_ignores_sigterm_is_killed_after_the_grace() {
     });
     eventually("the processes to start", Duration::from_secs(10), || marked(&mark) == 2).await;
     let asked = Instant::now();
-    cancel.send(true).expect("the run listens");
+    cancel.cancel();
     let f = failure(bounded(running).await.expect("no panic"));
     let took = asked.elapsed();
     assert!(took >= DEFAULT_KILL_GRACE && took < DEFAULT_KILL_GRACE + Duration::from_secs(1), "took {took:?}");
