@@ -7,6 +7,7 @@ the typed objects they answer with, and the errors they raise.
     print(q.wait(task.id, timeout=30).result)
 """
 
+from ._app import App, AsyncResult, Signature, TaskFailed, TimeoutWaiting, WorkflowResult, chain, chord, group
 from ._calls import task_spec
 from ._client import AsyncQuern, Quern
 from ._errors import (
@@ -21,11 +22,15 @@ from ._errors import (
     Unprocessable,
 )
 from ._models import ApplyReport, Event, EventPage, Progress, Queue, Schedule, Task, TaskError, TaskPage, Workflow
+from ._worker import Cancelled, TaskContext, Worker, current_task
 
 __all__ = [
+    "App",
     "ApplyReport",
     "AsyncQuern",
+    "AsyncResult",
     "BadRequest",
+    "Cancelled",
     "Conflict",
     "Event",
     "EventPage",
@@ -37,12 +42,22 @@ __all__ = [
     "QuernError",
     "Queue",
     "Schedule",
+    "Signature",
     "Task",
+    "TaskContext",
     "TaskError",
+    "TaskFailed",
     "TaskPage",
+    "TimeoutWaiting",
     "TransportError",
     "Unavailable",
     "Unprocessable",
+    "Worker",
     "Workflow",
+    "WorkflowResult",
+    "chain",
+    "chord",
+    "current_task",
+    "group",
     "task_spec",
 ]

@@ -1,0 +1,376 @@
+"""The Celery-style layer: ``App``, ``@app.task``, ``.delay()``,
+``.apply_async()``, ``AsyncResult``, and ``chain``/``group``/``chord`` that
+become one server-side workflow.
+
+Arguments travel as ``input = {"args": [...], "kwargs": {...}}``; a worker
+(``python -m quern worker``) calls the function with them."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union, overload
+
+from ._calls import task_spec
+from ._client import Quern
+from ._errors import QuernError
+from ._models import Task, Workflow
+from ._schema import schema_of
+
+R = TypeVar("R")
+
+#: Celery's state names for Quern's statuses.
+STATES = {
+    "pending": "PENDING",
+    "queued": "PENDING",
+    "running": "STARTED",
+    "succeeded": "SUCCESS",
+    "failed": "FAILURE",
+    "timed_out": "FAILURE",
+    "cancelled": "REVOKED",
+    "skipped": "REVOKED",
+}
+
+
+class TaskFailed(QuernError):
+    """``AsyncResult.get()`` of a task that did not succeed; ``.task`` is it."""
+
+    def __init__(self, task: Task) -> None:
+        err = task.error
+        super().__init__(
+            0,
+            err.kind if err else task.status,
+            err.message if err else task.status,
+            {"details": err.details} if err else {},
+        )
+        self.task = task
+
+
+class TimeoutWaiting(QuernError):
+    """``get(timeout=)`` ran out before the task ended."""
+
+
+def encode_args(args: Sequence[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    return {"args": list(args), "kwargs": dict(kwargs)}
+
+
+class AsyncResult:
+    """A submitted task, Celery-style."""
+
+    def __init__(self, task_id: str, client: Quern) -> None:
+        self.id = task_id
+        self._client = client
+        self._task: Optional[Task] = None
+
+    def _fresh(self) -> Task:
+        if self._task is None or not self._task.done:
+            self._task = self._client.get(self.id)
+        return self._task
+
+    @property
+    def status(self) -> str:
+        """Quern's status (``queued``, ``running``, ``succeeded``, …)."""
+        return self._fresh().status
+
+    @property
+    def state(self) -> str:
+        """Celery's name for it (``PENDING``, ``STARTED``, ``SUCCESS``, ``FAILURE``, ``REVOKED``)."""
+        return STATES.get(self.status, self.status.upper())
+
+    def ready(self) -> bool:
+        return self._fresh().done
+
+    def successful(self) -> bool:
+        return self.status == "succeeded"
+
+    def failed(self) -> bool:
+        return self.status in ("failed", "timed_out")
+
+    @property
+    def info(self) -> Any:
+        """The progress while it runs (``{"percent", "message"}``), the
+        result once it succeeded, the error once it failed."""
+        t = self._fresh()
+        if t.status == "succeeded":
+            return t.result
+        if t.error is not None:
+            return {"kind": t.error.kind, "message": t.error.message, "details": t.error.details}
+        if t.progress is not None:
+            return {"percent": t.progress.percent, "message": t.progress.message}
+        return None
+
+    @property
+    def result(self) -> Any:
+        return self._fresh().result
+
+    def get(self, timeout: Optional[float] = None, propagate: bool = True) -> Any:
+        """Waits (the server's long-poll) and answers the result; raises
+        ``TaskFailed`` if it did not succeed (unless ``propagate=False``)."""
+        self._task = self._client.wait(self.id, timeout)
+        if not self._task.done:
+            raise TimeoutWaiting(0, "timeout", f"task {self.id} is still {self._task.status} after {timeout} s")
+        if self._task.status != "succeeded" and propagate:
+            raise TaskFailed(self._task)
+        return self._task.result
+
+    def revoke(self) -> None:
+        """Cancels it (a running task is told to stop)."""
+        self._task = self._client.cancel(self.id)
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult {self.id}>"
+
+
+@dataclass
+class Signature:
+    """A task with its arguments, not yet sent: ``add.s(1, 2)``."""
+
+    name: str
+    args: Tuple[Any, ...] = ()
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def spec(self) -> Dict[str, Any]:
+        return task_spec(self.name, encode_args(self.args, self.kwargs), **self.options)
+
+
+class WorkflowResult:
+    """A submitted chain, group or chord: one server-side workflow."""
+
+    def __init__(self, workflow_id: str, task_ids: Dict[str, str], client: Quern) -> None:
+        self.id = workflow_id
+        self.task_ids = task_ids
+        self._client = client
+
+    @property
+    def results(self) -> List[AsyncResult]:
+        return [AsyncResult(t, self._client) for t in self.task_ids.values()]
+
+    def status(self) -> Workflow:
+        return self._client.workflow(self.id)
+
+    def get(self, timeout: Optional[float] = None, propagate: bool = True) -> List[Any]:
+        """Waits for the whole workflow; answers each task's result in order."""
+        wf = self._client.wait_workflow(self.id, timeout)
+        if not wf.done:
+            raise TimeoutWaiting(0, "timeout", f"workflow {self.id} is still running after {timeout} s")
+        by_id = {t.id: t for t in wf.tasks}
+        tasks = [by_id[i] for i in self.task_ids.values()]
+        if propagate:
+            for t in tasks:
+                if t.status != "succeeded":
+                    raise TaskFailed(t)
+        return [t.result for t in tasks]
+
+
+def _bodies(sigs: Sequence[Signature]) -> List[Dict[str, Any]]:
+    return [s.spec() for s in sigs]
+
+
+@dataclass
+class chain:
+    """Each task after the previous one succeeded."""
+
+    tasks: Tuple[Signature, ...]
+    name: str = "chain"
+
+    def __init__(self, *tasks: Signature, name: str = "chain") -> None:
+        self.tasks, self.name = tasks, name
+
+    def apply_async(self, app: Optional[App] = None) -> WorkflowResult:
+        client = (app or _default_app()).client
+        answer = client.submit_workflow({"name": self.name, "chain": _bodies(self.tasks)})
+        return WorkflowResult(answer["id"], answer["tasks"], client)
+
+    delay = apply_async
+
+
+@dataclass
+class group:
+    """All at once."""
+
+    tasks: Tuple[Signature, ...]
+    name: str = "group"
+
+    def __init__(self, *tasks: Signature, name: str = "group") -> None:
+        self.tasks, self.name = tasks, name
+
+    def apply_async(self, app: Optional[App] = None) -> WorkflowResult:
+        client = (app or _default_app()).client
+        answer = client.submit_workflow({"name": self.name, "group": _bodies(self.tasks)})
+        return WorkflowResult(answer["id"], answer["tasks"], client)
+
+    delay = apply_async
+
+
+@dataclass
+class chord:
+    """A group, then ``callback`` once all of it succeeded."""
+
+    header: group
+    callback: Signature
+
+    def apply_async(self, app: Optional[App] = None) -> WorkflowResult:
+        client = (app or _default_app()).client
+        body = {"name": self.header.name, "group": _bodies(self.header.tasks), "then": self.callback.spec()}
+        answer = client.submit_workflow(body)
+        return WorkflowResult(answer["id"], answer["tasks"], client)
+
+    delay = apply_async
+
+
+class TaskFunction(Generic[R]):
+    """What ``@app.task`` makes: still callable locally, and sendable."""
+
+    def __init__(
+        self, app: App, fn: Callable[..., R], name: str, options: Dict[str, Any], retry_on: Tuple[type, ...]
+    ) -> None:
+        self.app, self.fn, self.name, self.options, self.retry_on = app, fn, name, options, retry_on
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", name)
+        self.is_async = inspect.iscoroutinefunction(fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        return self.fn(*args, **kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        return Signature(self.name, args, kwargs, dict(self.options))
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Optional[Dict[str, Any]] = None,
+        *,
+        countdown: Optional[float] = None,
+        eta: Union[_dt.datetime, str, None] = None,
+        priority: Optional[int] = None,
+        queue: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> AsyncResult:
+        options = dict(self.options)
+        for key, value in (("priority", priority), ("queue", queue), ("idempotency_key", idempotency_key)):
+            if value is not None:
+                options[key] = value
+        if countdown is not None:
+            options["delay"] = countdown
+        if eta is not None:
+            options["run_at"] = eta
+        task = self.app.client.submit(self.name, encode_args(args, kwargs or {}), **options)
+        return AsyncResult(task.id, self.app.client)
+
+    def type_declaration(self) -> Dict[str, Any]:
+        """What the worker registers: name, docstring, input schema."""
+        decl: Dict[str, Any] = {"name": self.name, "description": inspect.getdoc(self.fn) or ""}
+        schema = schema_of(self.fn)
+        if schema is not None:
+            decl["input_schema"] = schema
+        return decl
+
+
+_apps: List[App] = []
+
+
+def _default_app() -> App:
+    if not _apps:
+        raise RuntimeError("no quern.App made yet: pass app= or make one")
+    return _apps[-1]
+
+
+class App:
+    """A set of tasks and the server they go to, Celery-style."""
+
+    def __init__(self, url: Optional[str] = None, token: Optional[str] = None, queue: Optional[str] = None) -> None:
+        self.client = Quern(url, token)
+        self.queue = queue
+        self.tasks: Dict[str, TaskFunction[Any]] = {}
+        _apps.append(self)
+
+    @overload
+    def task(self, fn: Callable[..., R]) -> TaskFunction[R]: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        *,
+        name: Optional[str] = None,
+        queue: Optional[str] = None,
+        max_retries: Optional[int] = None,
+        timeout: Optional[float] = None,
+        priority: Optional[int] = None,
+        retry_on: Tuple[type, ...] = (),
+        retry_backoff: Optional[Dict[str, Any]] = None,
+    ) -> Callable[[Callable[..., R]], TaskFunction[R]]: ...
+
+    def task(
+        self,
+        fn: Optional[Callable[..., Any]] = None,
+        *,
+        name: Optional[str] = None,
+        queue: Optional[str] = None,
+        max_retries: Optional[int] = None,
+        timeout: Optional[float] = None,
+        priority: Optional[int] = None,
+        retry_on: Tuple[type, ...] = (),
+        retry_backoff: Optional[Dict[str, Any]] = None,
+    ) -> Any:
+        """``@app.task`` or ``@app.task(name=…, queue=…, max_retries=…, timeout=…, priority=…, retry_on=(…))``."""
+
+        def wrap(f: Callable[..., Any]) -> TaskFunction[Any]:
+            options: Dict[str, Any] = {}
+            if queue or self.queue:
+                options["queue"] = queue or self.queue
+            if max_retries is not None:
+                options["max_attempts"] = max_retries + 1
+            if timeout is not None:
+                options["timeout"] = timeout
+            if priority is not None:
+                options["priority"] = priority
+            if retry_backoff is not None:
+                options["retry"] = retry_backoff
+            task_name = name or f"{f.__module__}.{f.__qualname__}"
+            t: TaskFunction[Any] = TaskFunction(self, f, task_name, options, tuple(retry_on))
+            self.tasks[task_name] = t
+            return t
+
+        return wrap(fn) if fn is not None else wrap
+
+    # -- the pipeline-style helpers ---------------------------------------
+    def submit_workflow(
+        self, tasks: Sequence[Union[Signature, Dict[str, Any]]], sequential: bool = True, name: str = "workflow"
+    ) -> List[str]:
+        """Submits tasks as one workflow (a chain if ``sequential``, else a
+        group); answers their ids in order."""
+        bodies = [t.spec() if isinstance(t, Signature) else dict(t) for t in tasks]
+        answer = self.client.submit_workflow({"name": name, ("chain" if sequential else "group"): bodies})
+        return list(answer["tasks"].values())
+
+    def get_workflow_status(self, task_ids: Sequence[str]) -> Dict[str, Any]:
+        """``{"total", "completed", "failed", "status", "tasks": {id: status}}``."""
+        tasks = [self.client.get(i) for i in task_ids]
+        statuses = {t.id: t.status for t in tasks}
+        completed = sum(1 for t in tasks if t.status == "succeeded")
+        failed = sum(1 for t in tasks if t.status in ("failed", "timed_out", "cancelled"))
+        done = all(t.done for t in tasks)
+        status = "running" if not done else ("failed" if failed else "succeeded")
+        return {"total": len(tasks), "completed": completed, "failed": failed, "status": status, "tasks": statuses}
+
+    def wait_for_workflow(
+        self,
+        task_ids: Sequence[str],
+        timeout: Optional[float] = None,
+        callback: Optional[Callable[[Dict[str, Any]], None]] = None,
+    ) -> Dict[str, Any]:
+        """Waits (long-polls, one task at a time) until every task ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for i in task_ids:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.client.wait(i, left)
+            if callback is not None:
+                callback(self.get_workflow_status(task_ids))
+        return self.get_workflow_status(task_ids)

@@ -1,0 +1,336 @@
+"""``python -m quern worker MODULE:APP``: runs an app's tasks (and, with
+``--allow-import``, tasks named by import path) from Quern queues.
+
+Sync functions run in a thread pool, ``async def`` ones on one event loop.
+One heartbeat thread keeps every lease alive in one request and carries
+progress; completions go out in batches from one thread. SIGTERM or SIGINT:
+stop leasing, let running tasks finish within the grace period, hand the rest
+back (they are queued again at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import contextvars
+import importlib
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import httpx
+
+from ._app import App, TaskFunction
+
+_current: contextvars.ContextVar[Optional[TaskContext]] = contextvars.ContextVar("quern_task", default=None)
+
+
+class TaskContext:
+    """What a running task knows of itself: ``quern.current_task()``."""
+
+    def __init__(self, task: Dict[str, Any], beat: threading.Event) -> None:
+        self.id: str = task["id"]
+        self.name: str = task["name"]
+        self.attempt: int = task.get("attempt", 1)
+        self.input: Any = task.get("input")
+        self.parents: Dict[str, Any] = task.get("parents") or {}
+        self.token: str = task["lease"]["token"]
+        self.timeout_ms: Optional[int] = task.get("timeout_ms")
+        self._progress: Optional[Dict[str, Any]] = None
+        self._cancelled = threading.Event()
+        self._beat = beat
+        self.cancel_hook: Optional[Callable[[], None]] = None
+
+    def progress(self, percent: float, message: Optional[str] = None) -> None:
+        """Reports progress; the server has it with the next heartbeat, which this brings forward."""
+        self._progress = {"percent": float(percent), "message": message}
+        self._beat.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether a client cancelled the task; a sync task should stop soon after."""
+        return self._cancelled.is_set()
+
+    def _cancel(self) -> None:
+        self._cancelled.set()
+        if self.cancel_hook is not None:
+            self.cancel_hook()
+
+
+def current_task() -> TaskContext:
+    """The task this code runs for (inside a task function)."""
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError("current_task() outside a task run by a quern worker")
+    return ctx
+
+
+class Cancelled(Exception):
+    """Raise (or let a sync task end) after ``current_task().cancelled``."""
+
+
+def decode_input(value: Any) -> Tuple[List[Any], Dict[str, Any]]:
+    """``{"args", "kwargs"}`` as the SDK sends them; a bare object is keyword
+    arguments (schedules files), a list positional ones, anything else one."""
+    if isinstance(value, dict) and value and set(value) <= {"args", "kwargs"}:
+        return list(value.get("args") or []), dict(value.get("kwargs") or {})
+    if isinstance(value, dict):
+        return [], dict(value)
+    if isinstance(value, list):
+        return list(value), {}
+    return ([] if value is None else [value]), {}
+
+
+def _error(e: BaseException, kind: str = "exception") -> Dict[str, Any]:
+    return {
+        "kind": kind,
+        "message": str(e) or type(e).__name__,
+        "details": {
+            "type": f"{type(e).__module__}.{type(e).__qualname__}",
+            "traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__)),
+        },
+    }
+
+
+class Worker:
+    """Leases, runs and completes tasks until stopped."""
+
+    def __init__(
+        self,
+        app: App,
+        queues: Sequence[str] = ("default",),
+        concurrency: int = 8,
+        allow_import: Sequence[str] = (),
+        lease_s: float = 30.0,
+        grace_s: float = 30.0,
+        worker_id: Optional[str] = None,
+    ) -> None:
+        self.app = app
+        self.queues = list(queues)
+        self.concurrency = max(1, concurrency)
+        self.allow_import = [p.strip() for p in allow_import if p.strip()]
+        self.lease_ms = int(lease_s * 1000)
+        self.grace_s = grace_s
+        self.id = worker_id or f"py-{socket.gethostname()}-{os.getpid()}"
+        self.http = httpx.Client(
+            base_url=app.client.url, timeout=httpx.Timeout(30.0, read=90.0), headers=dict(app.client._http.headers)
+        )
+        self.running: Dict[str, TaskContext] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.beat = threading.Event()
+        self.done: queue.Queue[Optional[Dict[str, Any]]] = queue.Queue()
+        self.pool = cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="quern-task")
+        self.loop = asyncio.new_event_loop()
+        self.free = threading.Semaphore(self.concurrency)
+
+    # -- resolving a task's function ------------------------------------------
+    def resolve(self, name: str) -> Tuple[Optional[Callable[..., Any]], Tuple[type, ...], str]:
+        """The function for ``name``, its retry_on, or why there is none."""
+        t = self.app.tasks.get(name)
+        if t is not None:
+            return t.fn, t.retry_on, ""
+        module, sep, attr = name.partition(":")
+        if not sep:
+            return None, (), f"no task {name!r} in this worker's app"
+        if not any(module == p or module.startswith(p + ".") for p in self.allow_import):
+            return None, (), f"import path {name!r} is not under an --allow-import prefix"
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            return None, (), f"cannot import {name!r}: {e}"
+        if isinstance(fn, TaskFunction):
+            return fn.fn, fn.retry_on, ""
+        return fn, (), ""
+
+    # -- the threads ------------------------------------------------------------
+    def _post(self, path: str, body: Dict[str, Any]) -> Any:
+        for attempt in range(20):
+            try:
+                r = self.http.post(path, json=body)
+                if r.status_code < 500:
+                    return r.json()
+            except httpx.HTTPError:
+                pass
+            time.sleep(min(5.0, 0.1 * 2**attempt))
+        return None
+
+    def _completer(self) -> None:
+        while True:
+            first = self.done.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < 500:
+                try:
+                    nxt = self.done.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self.done.put(None)
+                    break
+                batch.append(nxt)
+            self._post("/v1/complete", {"worker": self.id, "results": batch})
+
+    def _heartbeats(self) -> None:
+        period = max(0.2, self.lease_ms / 3000)
+        while not self.stopping.is_set() or self.running:
+            self.beat.wait(period)
+            self.beat.clear()
+            with self.lock:
+                leases = [
+                    {"task": c.id, "token": c.token, **({"progress": c._progress} if c._progress else {})}
+                    for c in self.running.values()
+                ]
+            if not leases:
+                if self.stopping.is_set():
+                    return
+                continue
+            answer = self._post("/v1/heartbeat", {"worker": self.id, "leases": leases})
+            for a in (answer or {}).get("leases", []):
+                if a.get("cancel"):
+                    with self.lock:
+                        ctx = self.running.get(a["task"])
+                    if ctx is not None:
+                        ctx._cancel()
+
+    def _finish(self, ctx: TaskContext, outcome: Dict[str, Any]) -> None:
+        with self.lock:
+            if self.running.pop(ctx.id, None) is None:
+                return  # already handed back or timed out
+        self.done.put({"task": ctx.id, "token": ctx.token, **outcome})
+        self.free.release()
+
+    def _run_sync(self, ctx: TaskContext, fn: Callable[..., Any], retry_on: Tuple[type, ...]) -> None:
+        args, kwargs = decode_input(ctx.input)
+        token = _current.set(ctx)
+        try:
+            result = fn(*args, **kwargs)
+        except Cancelled as e:
+            self._finish(ctx, {"outcome": "failed", "error": _error(e, "cancelled"), "retry": False})
+        except Exception as e:
+            self._finish(ctx, {"outcome": "failed", "error": _error(e), "retry": isinstance(e, retry_on)})
+        else:
+            if ctx.cancelled:
+                self._finish(ctx, {"outcome": "failed", "error": {"kind": "cancelled", "message": "cancelled"}})
+            else:
+                self._finish(ctx, {"outcome": "succeeded", "result": result})
+        finally:
+            _current.reset(token)
+
+    async def _run_async(self, ctx: TaskContext, fn: Callable[..., Any], retry_on: Tuple[type, ...]) -> None:
+        args, kwargs = decode_input(ctx.input)
+        _current.set(ctx)
+        timeout = ctx.timeout_ms / 1000 if ctx.timeout_ms else None
+        try:
+            result = await asyncio.wait_for(fn(*args, **kwargs), timeout)
+        except asyncio.CancelledError as e:
+            self._finish(ctx, {"outcome": "failed", "error": _error(e, "cancelled"), "retry": False})
+        except asyncio.TimeoutError as e:
+            self._finish(ctx, {"outcome": "failed", "error": _error(e, "timeout"), "retry": True})
+        except Exception as e:
+            self._finish(ctx, {"outcome": "failed", "error": _error(e), "retry": isinstance(e, retry_on)})
+        else:
+            self._finish(ctx, {"outcome": "succeeded", "result": result})
+
+    def _start(self, task: Dict[str, Any]) -> None:
+        ctx = TaskContext(task, self.beat)
+        fn, retry_on, why = self.resolve(task["name"])
+        with self.lock:
+            self.running[ctx.id] = ctx
+        if fn is None:
+            error = {"kind": "exception", "message": why, "details": {"type": "quern.NotRegistered"}}
+            self._finish(ctx, {"outcome": "failed", "error": error, "retry": False})
+            return
+        if asyncio.iscoroutinefunction(fn):
+            fut = asyncio.run_coroutine_threadsafe(self._run_async(ctx, fn, retry_on), self.loop)
+
+            def cancel_async() -> None:
+                self.loop.call_soon_threadsafe(fut.cancel)
+
+            ctx.cancel_hook = cancel_async
+        else:
+            self.pool.submit(contextvars.copy_context().run, self._run_sync, ctx, fn, retry_on)
+            if ctx.timeout_ms:
+                # A thread cannot be stopped: at the deadline the attempt is
+                # reported timed out, and the function's late result dropped.
+                timer = threading.Timer(ctx.timeout_ms / 1000, self._time_out, args=(ctx,))
+                timer.daemon = True
+                timer.start()
+
+    def _time_out(self, ctx: TaskContext) -> None:
+        err = {"kind": "timeout", "message": f"ran past its timeout of {ctx.timeout_ms} ms"}
+        self._finish(ctx, {"outcome": "failed", "error": err, "retry": True})
+
+    def register(self) -> None:
+        types = [t.type_declaration() for t in self.app.tasks.values()]
+        self._post("/v1/workers/register", {"worker": self.id, "queues": self.queues, "task_types": types})
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        """Runs until ``stop()`` (SIGTERM/SIGINT in the main thread)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        self.register()
+        threading.Thread(target=self.loop.run_forever, name="quern-async", daemon=True).start()
+        completer = threading.Thread(target=self._completer, name="quern-complete", daemon=True)
+        completer.start()
+        beats = threading.Thread(target=self._heartbeats, name="quern-heartbeat", daemon=True)
+        beats.start()
+        names = None if self.allow_import else sorted(self.app.tasks)
+        while not self.stopping.is_set():
+            # Wait for one free slot, then take every other one free now.
+            free = 0
+            while free < self.concurrency and (
+                self.free.acquire(timeout=0.5) if free == 0 else self.free.acquire(blocking=False)
+            ):
+                free += 1
+            if free == 0:
+                continue
+            body: Dict[str, Any] = {
+                "worker": self.id,
+                "queues": self.queues,
+                "max": free,
+                "wait_ms": 2000,
+                "lease_ms": self.lease_ms,
+            }
+            if names is not None:
+                body["names"] = names
+            answer = None if self.stopping.is_set() else self._post("/v1/lease", body)
+            tasks = (answer or {}).get("tasks", [])
+            for _ in range(free - len(tasks)):
+                self.free.release()
+            for t in tasks:
+                self._start(t)
+        self._shutdown()
+        beats.join(timeout=5)
+        self.done.put(None)
+        completer.join(timeout=30)
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + self.grace_s
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self.lock:
+            left = list(self.running.values())
+            self.running.clear()
+        for ctx in left:
+            self.done.put({"task": ctx.id, "token": ctx.token, "outcome": "released"})
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def load_app(spec: str) -> App:
+    """``package.module:app`` → the ``App`` there."""
+    module, _, attr = spec.partition(":")
+    app = getattr(importlib.import_module(module), attr or "app")
+    if not isinstance(app, App):
+        raise SystemExit(f"{spec} is not a quern.App")
+    return app

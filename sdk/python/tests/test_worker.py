@@ -1,0 +1,140 @@
+"""The Celery-style layer and `python -m quern worker`, as real processes
+against a real server: delay/get, retries, errors, progress, cancellation of
+sync and async tasks, chain/group/chord, import-path tasks, registration,
+SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import quern
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def app(server_url: str) -> Iterator[quern.App]:
+    os.environ["QUERN_URL"] = server_url
+    sys.path.insert(0, str(HERE))
+    import tasks_app
+
+    tasks_app.app.client = quern.Quern(server_url)
+    yield tasks_app.app
+
+
+def start_worker(server_url: str, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "QUERN_URL": server_url, "PYTHONPATH": str(HERE)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "quern", "worker", "tasks_app:app", "--concurrency", "4", "--lease", "3", *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def worker(server_url: str, app: quern.App) -> Iterator[subprocess.Popen[str]]:
+    proc = start_worker(server_url, "--allow-import", "tasks_app")
+    yield proc
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_delay_get_retries_and_errors(app: quern.App, worker: object) -> None:
+    import tasks_app
+
+    r = tasks_app.add.delay(2, 3)
+    assert r.get(timeout=20) == 5 and r.successful() and r.state == "SUCCESS"
+    assert tasks_app.add(1, 1) == 2, "calling the function runs it here"
+    flaky = tasks_app.flaky.apply_async(args=("ok",), priority=3)
+    assert flaky.get(timeout=20) == "ok"
+    assert app.client.get(flaky.id).attempt == 2
+    bad = tasks_app.boom.delay()
+    with pytest.raises(quern.TaskFailed) as failed:
+        bad.get(timeout=20)
+    assert failed.value.task.error is not None
+    details = failed.value.task.error.details
+    assert details["type"] == "builtins.ValueError" and "bad value" in details["traceback"]
+    assert bad.state == "FAILURE" and bad.info["kind"] == "exception"
+    later = tasks_app.add.apply_async((1, 2), countdown=60)
+    assert later.status == "pending"
+    later.revoke()
+    assert later.state == "REVOKED"
+
+
+def test_progress_and_cancellation(app: quern.App, worker: object) -> None:
+    import tasks_app
+
+    r = tasks_app.slow.delay(steps=50)
+    seen: list[dict[str, object]] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not seen:
+        info = r.info
+        if isinstance(info, dict) and "percent" in info:
+            seen.append(info)
+        time.sleep(0.1)
+    assert seen, "progress reached the server"
+    r.revoke()
+    done = app.client.wait(r.id, timeout=20)
+    assert done.status == "cancelled"
+    a = tasks_app.async_sleep.delay(30)
+    deadline = time.monotonic() + 20
+    while app.client.get(a.id).status != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    a.revoke()
+    assert app.client.wait(a.id, timeout=20).status == "cancelled"
+
+
+def test_chain_group_chord_and_pipeline_helpers(app: quern.App, worker: object) -> None:
+    import tasks_app
+
+    assert quern.chain(tasks_app.add.s(1, 2), tasks_app.add.s(3, 4)).apply_async(app).get(timeout=30) == [3, 7]
+    assert quern.group(tasks_app.add.s(1, 1), tasks_app.add.s(2, 2)).apply_async(app).get(timeout=30) == [2, 4]
+    chord = quern.chord(quern.group(tasks_app.add.s(1, 1), tasks_app.add.s(2, 2)), tasks_app.add.s(10, 10))
+    assert chord.apply_async(app).get(timeout=30) == [2, 4, 20]
+    ids = app.submit_workflow([tasks_app.add.s(5, 5), tasks_app.add.s(6, 6)], sequential=False)
+    status = app.wait_for_workflow(ids, timeout=30)
+    assert (status["total"], status["completed"], status["status"]) == (2, 2, "succeeded")
+
+
+def test_import_path_tasks_allowed_and_refused(app: quern.App, worker: object) -> None:
+    ok = app.client.submit("tasks_app:plain", {"args": ["hi"], "kwargs": {}})
+    assert app.client.wait(ok.id, timeout=20).result == "HI"
+    kw = app.client.submit("tasks_app:plain", {"word": "kw"})
+    assert app.client.wait(kw.id, timeout=20).result == "KW", "a bare object is keyword arguments"
+    refused = app.client.submit("os:getcwd")
+    t = app.client.wait(refused.id, timeout=20)
+    assert t.status == "failed" and t.error is not None and "allow-import" in t.error.message
+
+
+def test_task_types_are_registered_with_docstrings_and_schemas(app: quern.App, worker: object) -> None:
+    types = {t["name"]: t for t in app.client.list_task_types()}
+    assert types["t.add"]["description"] == "Adds two numbers."
+    with pytest.raises(quern.Unprocessable) as bad:
+        app.client.submit("t.add", {"args": [], "kwargs": {"x": "one", "y": 2}})
+    assert bad.value.code == "invalid_input"
+    assert any(w["id"].startswith("py-") for w in app.client.list_workers())
+
+
+def test_sigterm_finishes_running_tasks_and_hands_back_the_rest(server_url: str, app: quern.App) -> None:
+    import tasks_app
+
+    proc = start_worker(server_url, "--queues", "drain", "--grace", "0.5")
+    slow = tasks_app.async_sleep.apply_async((10,), queue="drain")
+    quick = tasks_app.async_sleep.apply_async((0.3,), queue="drain")
+    deadline = time.monotonic() + 20
+    while app.client.get(slow.id).status != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert app.client.wait(quick.id, timeout=5).status == "succeeded", "in-flight work finished"
+    assert app.client.get(slow.id).status == "queued", "the unfinished one went back at once"
