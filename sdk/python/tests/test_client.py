@@ -162,5 +162,20 @@ def test_async_client(server_url: str) -> None:
             event = await q.publish("async.event", {"y": 2})
             assert (await q.events(after=event.offset - 1)).events[0].payload == {"y": 2}
             assert (await q.health())["store"]
+            s = await q.put_schedule("async-s", {"every": "1 hour", "task": {"name": "t"}})
+            assert s.name == "async-s" and (await q.schedule("async-s")).enabled
+            assert not (await q.disable_schedule("async-s")).enabled
+            assert (await q.trigger_schedule("async-s")).metadata["schedule"] == "async-s"
+            assert len(await q.schedule_runs("async-s")) == 1
+            assert (await q.apply_schedules("schedules: []", dry_run=True)).dry_run
+            assert (await q.delete_schedule("async-s")).name == "async-s"
+            wf = await q.submit_workflow({"name": "aw", "group": [{"name": "g", "queue": "awq"}]})
+            assert (await q.cancel_workflow(wf["id"]))["cancelled"] == 1
+            assert (await q.wait_workflow(wf["id"], timeout=5)).status == "cancelled"
+            batch = await q.publish_batch([{"type": "a.one", "source": "s"}])
+            assert (await q.ack("ag", [batch[0].offset]))["acked"] == 0, "not handed out to the group"
+            await q.pause_queue("apq")
+            await q.resume_queue("apq")
+            assert isinstance(await q.list_task_types(), list) and isinstance(await q.list_workers(), list)
 
     asyncio.run(main())
