@@ -784,6 +784,9 @@ impl State {
             };
             let end = match c.outcome {
                 Outcome::Succeeded { result } => AttemptEnd::Succeeded(result),
+                // A worker that enforced the timeout itself reports what the
+                // server's own timer would have decided: the same end.
+                Outcome::Failed { error, .. } if error.kind == ErrorKind::Timeout => AttemptEnd::TimedOut,
                 Outcome::Failed { error, retry } => {
                     AttemptEnd::Failed { retry: retry && error.kind != ErrorKind::Rejected, error }
                 }

@@ -278,6 +278,14 @@ pub async fn timeouts_end_attempts(f: &mut impl Factory) {
     s.lease(lease(1, 30_000, T0 + 600)).await.unwrap();
     s.tick(T0 + 1_100).await.unwrap();
     assert_eq!(s.get(again).await.unwrap().status, Status::Queued);
+    // A worker that enforced the timeout first reports it: the same end as
+    // the server's own timer, not `failed`.
+    let raced = submit_one(&*s, r#"{"name":"raced","timeout_ms":500}"#).await;
+    let t = s.lease(LeaseParams { names: Some(vec!["raced".into()]), ..lease(1, 30_000, T0 + 2_000) }).await.unwrap();
+    let timeout = Outcome::Failed { error: TaskError::new(ErrorKind::Timeout, "worker: ran past 500 ms"), retry: true };
+    assert!(complete(&*s, raced, &token(&t[0]), timeout, T0 + 2_499).await);
+    let end = s.get(raced).await.unwrap();
+    assert_eq!((end.status, end.error.map(|e| e.kind)), (Status::TimedOut, Some(ErrorKind::Timeout)));
 }
 
 pub async fn cancel_covers_every_status(f: &mut impl Factory) {
