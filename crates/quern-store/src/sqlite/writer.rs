@@ -580,19 +580,7 @@ impl State {
             if let Some(workflow) = t.workflow {
                 *self.open_workflows.entry(workflow).or_insert(0) += 1;
             }
-            self.moved(
-                conn,
-                &Move {
-                    id: t.id,
-                    name: &t.name,
-                    queue: &t.queue,
-                    attempt: 0,
-                    from: None,
-                    to: t.status,
-                    retrying: false,
-                    at: t.created_at,
-                },
-            )?;
+            self.moved(conn, &Move::new(t.id, (&t.name, &t.queue, 0), None, t.status, t.created_at))?;
             if t.depends_on.is_empty() {
                 match t.status {
                     Status::Pending => self.schedule(t.run_at, t.id),
@@ -698,16 +686,7 @@ impl State {
             }
             self.moved(
                 conn,
-                &Move {
-                    id,
-                    name: &task.name,
-                    queue: &task.queue,
-                    attempt: task.attempt,
-                    from: Some(Status::Queued),
-                    to: Status::Running,
-                    retrying: false,
-                    at: p.now,
-                },
+                &Move::new(id, (&task.name, &task.queue, task.attempt), Some(Status::Queued), Status::Running, p.now),
             )?;
             self.set_lease(id, lease);
             out.push(task);
@@ -898,19 +877,8 @@ impl State {
             })
         }
         .map_err(backend)?;
-        self.moved(
-            conn,
-            &Move {
-                id,
-                name: &lease.name,
-                queue: &lease.queue,
-                attempt: lease.attempt,
-                from: Some(Status::Running),
-                to,
-                retrying: error.is_some() && !to.is_terminal(),
-                at: now,
-            },
-        )?;
+        let moved = Move::new(id, (&lease.name, &lease.queue, lease.attempt), Some(Status::Running), to, now);
+        self.moved(conn, &Move { retrying: error.is_some() && !to.is_terminal(), ..moved })?;
         let run_at = retry_at.unwrap_or(now);
         match to {
             Status::Queued => self.push_ready(lease.queue.clone(), lease.name.clone(), lease.priority, run_at, id),
@@ -1018,16 +986,7 @@ impl State {
                 .map_err(backend)?;
                 self.moved(
                     conn,
-                    &Move {
-                        id,
-                        name: &task.name,
-                        queue: &task.queue,
-                        attempt: task.attempt,
-                        from: Some(task.status),
-                        to: Status::Cancelled,
-                        retrying: false,
-                        at: now,
-                    },
+                    &Move::new(id, (&task.name, &task.queue, task.attempt), Some(task.status), Status::Cancelled, now),
                 )?;
                 self.ended(conn, id, now)?;
                 Self::read_task(conn, id)
@@ -1071,16 +1030,7 @@ impl State {
         .map_err(backend)?;
         self.moved(
             conn,
-            &Move {
-                id,
-                name: &task.name,
-                queue: &task.queue,
-                attempt: task.attempt,
-                from: Some(task.status),
-                to: Status::Queued,
-                retrying: false,
-                at: now,
-            },
+            &Move::new(id, (&task.name, &task.queue, task.attempt), Some(task.status), Status::Queued, now),
         )?;
         self.arm_approval(id, &task.name, task.timeout_ms, now);
         self.push_ready(task.queue.clone(), task.name.clone(), task.priority, now, id);
@@ -1124,19 +1074,7 @@ impl State {
                     &entry(now, Status::Pending, Status::Queued, attempt, None, "server", Some("run_at reached")),
                 )?;
             }
-            self.moved(
-                conn,
-                &Move {
-                    id,
-                    name: &name,
-                    queue: &queue,
-                    attempt,
-                    from: Some(Status::Pending),
-                    to: Status::Queued,
-                    retrying: false,
-                    at: now,
-                },
-            )?;
+            self.moved(conn, &Move::new(id, (&name, &queue, attempt), Some(Status::Pending), Status::Queued, now))?;
             self.push_ready(queue, name, priority, run_at, id);
             outcome.promoted += 1;
         }

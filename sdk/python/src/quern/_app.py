@@ -169,6 +169,12 @@ def _bodies(sigs: Sequence[Signature]) -> List[Dict[str, Any]]:
     return [s.spec() for s in sigs]
 
 
+def _send(app: Optional[App], body: Dict[str, Any]) -> WorkflowResult:
+    client = (app or _default_app()).client
+    answer = client.submit_workflow(body)
+    return WorkflowResult(answer["id"], answer["tasks"], client)
+
+
 @dataclass
 class chain:
     """Each task after the previous one succeeded."""
@@ -180,9 +186,7 @@ class chain:
         self.tasks, self.name = tasks, name
 
     def apply_async(self, app: Optional[App] = None) -> WorkflowResult:
-        client = (app or _default_app()).client
-        answer = client.submit_workflow({"name": self.name, "chain": _bodies(self.tasks)})
-        return WorkflowResult(answer["id"], answer["tasks"], client)
+        return _send(app, {"name": self.name, "chain": _bodies(self.tasks)})
 
     delay = apply_async
 
@@ -198,9 +202,7 @@ class group:
         self.tasks, self.name = tasks, name
 
     def apply_async(self, app: Optional[App] = None) -> WorkflowResult:
-        client = (app or _default_app()).client
-        answer = client.submit_workflow({"name": self.name, "group": _bodies(self.tasks)})
-        return WorkflowResult(answer["id"], answer["tasks"], client)
+        return _send(app, {"name": self.name, "group": _bodies(self.tasks)})
 
     delay = apply_async
 
@@ -213,10 +215,7 @@ class chord:
     callback: Signature
 
     def apply_async(self, app: Optional[App] = None) -> WorkflowResult:
-        client = (app or _default_app()).client
-        body = {"name": self.header.name, "group": _bodies(self.header.tasks), "then": self.callback.spec()}
-        answer = client.submit_workflow(body)
-        return WorkflowResult(answer["id"], answer["tasks"], client)
+        return _send(app, {"name": self.header.name, "group": _bodies(self.header.tasks), "then": self.callback.spec()})
 
     delay = apply_async
 

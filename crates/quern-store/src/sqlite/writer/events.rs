@@ -122,7 +122,18 @@ pub(crate) struct Move<'a> {
     pub(crate) at: Millis,
 }
 
-impl Move<'_> {
+impl<'a> Move<'a> {
+    /// A move of task `id` (name, queue, attempt) from `from` to `to` at `at`.
+    pub(crate) fn new(
+        id: Uuid,
+        (name, queue, attempt): (&'a str, &'a str, u32),
+        from: Option<Status>,
+        to: Status,
+        at: Millis,
+    ) -> Self {
+        Self { id, name, queue, attempt, from, to, retrying: false, at }
+    }
+
     /// The event this move publishes, as its code in [`MOVE_TYPES`]:
     /// `task.queued` on entering the queue, `task.started` on a lease,
     /// `task.retrying` when a failed attempt goes back, `task.<status>` on an

@@ -145,19 +145,7 @@ impl State {
             child,
             &entry(now, Status::Pending, Status::Queued, attempt, None, "server", Some("dependencies met")),
         )?;
-        self.moved(
-            conn,
-            &Move {
-                id: child,
-                name: &name,
-                queue: &queue,
-                attempt,
-                from: Some(Status::Pending),
-                to: Status::Queued,
-                retrying: false,
-                at: now,
-            },
-        )?;
+        self.moved(conn, &Move::new(child, (&name, &queue, attempt), Some(Status::Pending), Status::Queued, now))?;
         self.arm_approval(child, &name, timeout_ms, now);
         self.push_ready(queue, name, priority, now.max(run_at), child);
         Ok(())
@@ -190,19 +178,7 @@ impl State {
             child,
             &entry(now, Status::Pending, Status::Skipped, attempt, None, "server", Some(&message)),
         )?;
-        self.moved(
-            conn,
-            &Move {
-                id: child,
-                name: &name,
-                queue: &queue,
-                attempt,
-                from: Some(Status::Pending),
-                to: Status::Skipped,
-                retrying: false,
-                at: now,
-            },
-        )?;
+        self.moved(conn, &Move::new(child, (&name, &queue, attempt), Some(Status::Pending), Status::Skipped, now))?;
         Ok(true)
     }
 
@@ -266,19 +242,7 @@ impl State {
         )
         .and_then(|mut s| s.execute(params![id.as_bytes(), to.as_str(), result, error, now]))
         .map_err(backend)?;
-        self.moved(
-            conn,
-            &Move {
-                id,
-                name: &task.name,
-                queue: &task.queue,
-                attempt: task.attempt,
-                from: Some(Status::Queued),
-                to,
-                retrying: false,
-                at: now,
-            },
-        )?;
+        self.moved(conn, &Move::new(id, (&task.name, &task.queue, task.attempt), Some(Status::Queued), to, now))?;
         self.ended(conn, id, now)?;
         Self::read_task(conn, id)
     }
@@ -316,16 +280,7 @@ impl State {
         .map_err(backend)?;
         self.moved(
             conn,
-            &Move {
-                id,
-                name: &task.name,
-                queue: &task.queue,
-                attempt: task.attempt,
-                from: Some(Status::Queued),
-                to: Status::TimedOut,
-                retrying: false,
-                at: now,
-            },
+            &Move::new(id, (&task.name, &task.queue, task.attempt), Some(Status::Queued), Status::TimedOut, now),
         )?;
         self.ended(conn, id, now)?;
         Ok(true)
