@@ -24,8 +24,8 @@
 //! - [`worker`]: the worker protocol's requests and answers.
 //! - [`error`]: the one [`Error`] every call returns, and [`Result`].
 //!
-//! Only plain `http://` URLs are supported: the workspace builds reqwest
-//! without a TLS backend.
+//! `http://` and `https://` URLs are supported; TLS is rustls with *ring*
+//! (see [`install_tls_provider`]), verified against the system's roots.
 
 #![warn(missing_docs)]
 
@@ -167,12 +167,21 @@ impl<T> ListAnswer<T> {
     }
 }
 
+/// Makes rustls (with *ring*) the process's TLS provider, which every
+/// reqwest client in it needs before it is built. Safe to call any number of
+/// times; [`Client::new`] calls it.
+pub fn install_tls_provider() {
+    // Fails only when a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Client {
     /// A client of the server at `base_url` (e.g. `http://127.0.0.1:7311`),
     /// sending `token` as a bearer token when given.
     ///
     /// A malformed URL is reported by the first call, as [`Error::Transport`].
     pub fn new(base_url: impl Into<String>, token: Option<String>) -> Self {
+        install_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
@@ -482,10 +491,8 @@ impl Client {
         let (client, req) = req.build_split();
         let req = req.map_err(|e| Error::transport(&self.base, &e))?;
         let url = req.url().to_string();
-        if req.url().scheme() != "http" {
-            return Err(Error::Transport(format!(
-                "{url}: only http:// server URLs are supported (this client is built without TLS)"
-            )));
+        if !matches!(req.url().scheme(), "http" | "https") {
+            return Err(Error::Transport(format!("{url}: only http:// and https:// server URLs are supported")));
         }
         let what = format!("{} {}", req.method(), req.url().path());
         let answer = client.execute(req).await.map_err(|e| Error::transport(&url, &e))?;
@@ -592,8 +599,11 @@ mod tests {
         let client = Client::new("not a url", None);
         let err = client.health().await.err();
         assert!(matches!(err, Some(Error::Transport(_))), "{err:?}");
-        let client = Client::new("https://127.0.0.1:9", None);
+        let client = Client::new("ftp://127.0.0.1:9", None);
         let err = client.health().await.err();
         assert!(err.as_ref().is_some_and(|e| e.message().contains("only http://")), "{err:?}");
+        let client = Client::new("https://127.0.0.1:9", None);
+        let err = client.health().await.err();
+        assert!(matches!(err, Some(Error::Transport(_))), "TLS is there; the port is closed: {err:?}");
     }
 }

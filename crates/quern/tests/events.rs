@@ -138,6 +138,7 @@ async fn sse_resumes_after_a_dropped_connection_from_last_event_id() {
         let api = server.api();
         let batch: Vec<Value> = (0..10).map(|n| ev("job.done", "worker", n)).collect();
         api.post("/v1/events", &json!({"events": batch})).await;
+        quern_client::install_tls_provider();
         let http = reqwest::Client::new();
         let mut resp = http.get(format!("{}/v1/events/stream?after=0&type=job.*", server.url)).send().await.unwrap();
         assert_eq!(resp.status(), 200);
@@ -243,6 +244,7 @@ async fn purged_offsets_are_reported() {
             Some(earliest),
             "no `after`: from the earliest kept"
         );
+        quern_client::install_tls_provider();
         let stream = reqwest::get(format!("{}/v1/events/stream?after=0", server.url)).await.unwrap();
         assert_eq!(stream.status(), 410);
     })

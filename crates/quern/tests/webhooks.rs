@@ -183,7 +183,7 @@ async fn bad_webhooks_are_refused() {
         let server = Server::start();
         let api = server.api();
         for (body, field) in [
-            (json!({"url": "https://example.com/hook"}), "url"),
+            (json!({"url": "ftp://example.com/hook"}), "url"),
             (json!({"url": "not a url"}), "url"),
             (json!({"url": "http://127.0.0.1:9/x", "max_attempts": 0}), "max_attempts"),
         ] {
@@ -199,6 +199,29 @@ async fn bad_webhooks_are_refused() {
         assert_eq!(api.get("/v1/webhooks/nope").await.code(), "not_found");
         assert_eq!(api.get("/v1/webhooks/nope/deliveries").await.status, 404);
         assert_eq!(api.get("/v1/webhooks").await.body["webhooks"], json!([]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_https_webhook_speaks_tls() {
+    bounded(Duration::from_secs(60), async {
+        let server = Server::start();
+        let api = server.api();
+        // A plain-HTTP receiver behind an https:// URL: the TLS handshake
+        // fails, and the attempt says so.
+        let rx = receiver(&[]).await;
+        let url = rx.url.replace("http://", "https://");
+        let r = put(&api, "tls", &json!({"url": url, "max_attempts": 1})).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        api.post("/v1/events", &json!({"type": "a.b", "source": "s"})).await;
+        let w = eventually("the failed attempt", Duration::from_secs(20), async || {
+            let w = api.get("/v1/webhooks/tls").await.body;
+            (w["paused"] == true).then_some(w)
+        })
+        .await;
+        assert!(w["last_error"].as_str().unwrap().starts_with("no answer"), "{w}");
+        assert!(rx.got.lock().unwrap().is_empty(), "nothing readable reached the plain receiver");
     })
     .await;
 }

@@ -84,8 +84,8 @@ impl Engine {
         quern_core::spec::check_queue_name(name).map_err(|e| invalid("name", e.message))?;
         let url =
             reqwest::Url::parse(&spec.url).map_err(|e| invalid("url", format!("{:?} is not a URL: {e}", spec.url)))?;
-        if url.scheme() != "http" {
-            return Err(invalid("url", "must be an http:// URL (this build has no TLS; put a TLS proxy in front)"));
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(invalid("url", format!("{:?} is not an http:// or https:// URL", spec.url)));
         }
         if !(1..=100).contains(&spec.max_attempts) {
             return Err(invalid("max_attempts", "must be 1 to 100"));
@@ -165,6 +165,9 @@ impl Engine {
 
     /// Delivers events to every webhook that is due, until shutdown.
     pub async fn run_webhooks(&self) {
+        // TLS is rustls with *ring*, checking receivers against the system's
+        // roots; installing the provider twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).no_proxy().build() {
             Ok(c) => c,
             Err(e) => {

@@ -221,6 +221,7 @@ pub(crate) struct Api {
 
 impl Api {
     pub(crate) fn new(base: &str) -> Api {
+        quern_client::install_tls_provider();
         let http = reqwest::Client::builder()
             .no_proxy()
             // Above the longest long-poll the contract allows (60 s).
