@@ -101,9 +101,11 @@ impl Engine {
                 let next_expiry = g.inflight.values().map(|(_, until, _)| *until).min();
                 (events, g.read_upto, next_expiry)
             };
+            let mut head = read_upto;
             if events.len() < query.limit {
                 let q = EventQuery { after: Some(read_upto), limit: query.limit - events.len(), ..query.clone() };
                 let page = self.store.read_events(q).await?;
+                head = page.head;
                 let mut groups = self.groups();
                 let g = groups.entry(read.group.clone()).or_default();
                 // Another member may have read the same stretch meanwhile.
@@ -113,10 +115,8 @@ impl Engine {
                 }
                 g.read_upto = g.read_upto.max(page.next_after);
             }
-            let (next_after, head) = {
-                let groups = self.groups();
-                groups.get(&read.group).map_or((0, 0), |g| (g.read_upto, g.read_upto))
-            };
+            let next_after = self.groups().get(&read.group).map_or(read_upto, |g| g.read_upto);
+            let head = head.max(next_after);
             if !events.is_empty() || tokio::time::Instant::now() >= deadline || self.shutting_down() {
                 events.sort_by_key(|e| e.offset);
                 return Ok(EventPage { events, next_after, head });
