@@ -69,6 +69,8 @@ struct LeaseState {
     retry: RetryPolicy,
     cancel_requested: bool,
     compact: bool,
+    /// The task's workflow, so that its end needs no read to learn it.
+    workflow: Option<Uuid>,
 }
 
 impl LeaseState {
@@ -316,7 +318,7 @@ impl State {
         }
         let mut stmt = conn.prepare(
             "SELECT id, queue, name, status, priority, run_at, lease_token, lease_ms, timeout_ms, started_at, \
-             attempt, max_attempts, retry, worker, cancel_requested, compact, depends_on, updated_at \
+             attempt, max_attempts, retry, worker, cancel_requested, compact, depends_on, updated_at, workflow \
              FROM tasks WHERE status IN ('pending', 'queued', 'running')",
         )?;
         let mut rows = stmt.query([])?;
@@ -379,6 +381,7 @@ impl State {
                         retry: serde_json::from_str(&retry).unwrap_or_default(),
                         cancel_requested: row.get(14)?,
                         compact: row.get(15)?,
+                        workflow: row.get::<_, Option<Vec<u8>>>(18)?.and_then(|b| Uuid::from_slice(&b).ok()),
                     };
                     self.deadlines.insert((lease.due(), id));
                     self.leases.insert(id, lease);
@@ -679,6 +682,7 @@ impl State {
                 retry: task.retry,
                 cancel_requested: false,
                 compact,
+                workflow: task.workflow,
             };
             task.lease = Some(Lease { token, expires_at: lease.expires_at });
             if !task.depends_on.is_empty() {
@@ -878,7 +882,10 @@ impl State {
         }
         .map_err(backend)?;
         let moved = Move::new(id, (&lease.name, &lease.queue, lease.attempt), Some(Status::Running), to, now);
-        self.moved(conn, &Move { retrying: error.is_some() && !to.is_terminal(), ..moved })?;
+        self.moved(
+            conn,
+            &Move { retrying: error.is_some() && !to.is_terminal(), workflow: Some(lease.workflow), ..moved },
+        )?;
         let run_at = retry_at.unwrap_or(now);
         match to {
             Status::Queued => self.push_ready(lease.queue.clone(), lease.name.clone(), lease.priority, run_at, id),

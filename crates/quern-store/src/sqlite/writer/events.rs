@@ -120,6 +120,9 @@ pub(crate) struct Move<'a> {
     /// An attempt ended with an error and the task goes back for another.
     pub(crate) retrying: bool,
     pub(crate) at: Millis,
+    /// The task's workflow when the caller knows it (`Some(None)`: none);
+    /// `None` has it read from the task's row when it is needed.
+    pub(crate) workflow: Option<Option<Uuid>>,
 }
 
 impl<'a> Move<'a> {
@@ -131,7 +134,7 @@ impl<'a> Move<'a> {
         to: Status,
         at: Millis,
     ) -> Self {
-        Self { id, name, queue, attempt, from, to, retrying: false, at }
+        Self { id, name, queue, attempt, from, to, retrying: false, at, workflow: None }
     }
 
     /// The event this move publishes, as its code in [`MOVE_TYPES`]:
@@ -198,12 +201,16 @@ impl State {
     /// finished one is retried), and publishes `workflow.<status>` when the
     /// last one ends.
     fn workflow_moved(&mut self, conn: &Connection, m: &Move<'_>) -> Result<()> {
-        let workflow: Option<Vec<u8>> = conn
-            .prepare_cached("SELECT workflow FROM tasks WHERE id = ?1")
-            .and_then(|mut s| s.query_row([m.id.as_bytes()], |r| r.get(0)).optional())
-            .map_err(backend)?
-            .flatten();
-        let Some(workflow) = workflow.and_then(|b| Uuid::from_slice(&b).ok()) else { return Ok(()) };
+        let workflow = match m.workflow {
+            Some(known) => known,
+            None => conn
+                .prepare_cached("SELECT workflow FROM tasks WHERE id = ?1")
+                .and_then(|mut s| s.query_row([m.id.as_bytes()], |r| r.get::<_, Option<Vec<u8>>>(0)).optional())
+                .map_err(backend)?
+                .flatten()
+                .and_then(|b| Uuid::from_slice(&b).ok()),
+        };
+        let Some(workflow) = workflow else { return Ok(()) };
         let open = self.open_workflows.entry(workflow).or_insert(0);
         if !m.to.is_terminal() {
             *open += 1;
