@@ -67,7 +67,7 @@ enum EventsCommand {
 fn line(e: &Value) -> String {
     format!(
         "{:>8}  {}  {}  {}{}  {}",
-        e["offset"],
+        e["offset"].as_u64().unwrap_or_default(),
         e["at"].as_str().unwrap_or(""),
         e["type"].as_str().unwrap_or(""),
         e["source"].as_str().unwrap_or(""),
