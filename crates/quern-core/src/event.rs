@@ -7,7 +7,7 @@
 //! filter selects.
 
 use crate::error::{ValidationError, ValidationResult};
-use crate::spec::MAX_NAME_LEN;
+use crate::spec::{MAX_NAME_LEN, check_identifier};
 use crate::time::Millis;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -48,30 +48,16 @@ pub struct NewEvent {
 impl EventSpec {
     /// Checks every rule.
     pub fn validate(self) -> ValidationResult<NewEvent> {
-        check_word("type", &self.kind)?;
-        check_word("source", &self.source)?;
+        check_identifier("type", &self.kind, MAX_NAME_LEN)?;
+        check_identifier("source", &self.source, MAX_NAME_LEN)?;
         if let Some(t) = &self.target {
-            check_word("target", t)?;
+            check_identifier("target", t, MAX_NAME_LEN)?;
         }
         let payload = self.payload.map_or_else(|| "null".to_owned(), |p| p.get().to_owned());
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(ValidationError::new("payload", format!("must be at most {MAX_PAYLOAD_BYTES} bytes of JSON")));
         }
         Ok(NewEvent { kind: self.kind, source: self.source, target: self.target, payload })
-    }
-}
-
-fn check_word(field: &str, value: &str) -> ValidationResult<()> {
-    let ok = !value.is_empty()
-        && value.len() <= MAX_NAME_LEN
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ValidationError::new(
-            field,
-            format!("must be 1 to {MAX_NAME_LEN} characters of A-Z, a-z, 0-9, '_', '.', ':' or '-' (got {value:?})"),
-        ))
     }
 }
 

@@ -285,19 +285,7 @@ impl ScheduleSpec {
 /// Checks a schedule name: the characters of a task name, at most
 /// [`MAX_SCHEDULE_NAME_LEN`] bytes.
 pub fn check_schedule_name(name: &str) -> ValidationResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_SCHEDULE_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ValidationError::new(
-            "name",
-            format!(
-                "must be 1 to {MAX_SCHEDULE_NAME_LEN} characters of A-Z, a-z, 0-9, '_', '.', ':' or '-' (got {name:?})"
-            ),
-        ))
-    }
+    crate::spec::check_identifier("name", name, MAX_SCHEDULE_NAME_LEN)
 }
 
 fn check_template(task: &TaskSpec, defaults: &ExecutionDefaults, now: Millis) -> ValidationResult<()> {

@@ -234,7 +234,7 @@ pub fn check_queue_name(queue: &str) -> ValidationResult<()> {
     check_identifier("queue", queue, MAX_QUEUE_LEN)
 }
 
-fn check_identifier(field: &str, value: &str, max: usize) -> ValidationResult<()> {
+pub(crate) fn check_identifier(field: &str, value: &str, max: usize) -> ValidationResult<()> {
     let ok = !value.is_empty()
         && value.len() <= max
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));

@@ -175,36 +175,32 @@ def _send(app: Optional[App], body: Dict[str, Any]) -> WorkflowResult:
     return WorkflowResult(answer["id"], answer["tasks"], client)
 
 
-@dataclass
-class chain:
+class _Shorthand:
+    """Tasks sent as one workflow of the shape ``kind`` names (api.md's
+    ``chain`` or ``group`` shorthand)."""
+
+    kind = ""
+
+    def __init__(self, *tasks: Signature, name: Optional[str] = None) -> None:
+        self.tasks: Tuple[Signature, ...] = tasks
+        self.name = name or self.kind
+
+    def apply_async(self, app: Optional[App] = None) -> WorkflowResult:
+        return _send(app, {"name": self.name, self.kind: _bodies(self.tasks)})
+
+    delay = apply_async
+
+
+class chain(_Shorthand):
     """Each task after the previous one succeeded."""
 
-    tasks: Tuple[Signature, ...]
-    name: str = "chain"
-
-    def __init__(self, *tasks: Signature, name: str = "chain") -> None:
-        self.tasks, self.name = tasks, name
-
-    def apply_async(self, app: Optional[App] = None) -> WorkflowResult:
-        return _send(app, {"name": self.name, "chain": _bodies(self.tasks)})
-
-    delay = apply_async
+    kind = "chain"
 
 
-@dataclass
-class group:
+class group(_Shorthand):
     """All at once."""
 
-    tasks: Tuple[Signature, ...]
-    name: str = "group"
-
-    def __init__(self, *tasks: Signature, name: str = "group") -> None:
-        self.tasks, self.name = tasks, name
-
-    def apply_async(self, app: Optional[App] = None) -> WorkflowResult:
-        return _send(app, {"name": self.name, "group": _bodies(self.tasks)})
-
-    delay = apply_async
+    kind = "group"
 
 
 @dataclass
