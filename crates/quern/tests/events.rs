@@ -275,7 +275,16 @@ async fn bad_events_and_queries_are_refused() {
             )
             .await;
         assert_eq!(r.body["error"]["details"]["index"], 1);
-        for q in ["after=abc", "limit=0", "limit=5000", "wait=5m", "colour=red"] {
+        for q in [
+            "after=abc",
+            "limit=0",
+            "limit=5000",
+            "wait=5m",
+            "colour=red",
+            "group=g&visibility=10ms",
+            "group=bad%20group",
+            "visibility=1s",
+        ] {
             let r = api.get(&format!("/v1/events?{q}")).await;
             assert_eq!((r.status, r.code()), (400, "invalid_request"), "{q}: {r:?}");
         }

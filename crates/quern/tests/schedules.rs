@@ -144,6 +144,12 @@ async fn bad_schedules_are_refused_and_change_nothing() {
         }
         let r = api.post_typed("/v1/schedules/apply?prune=maybe", b"schedules: []", "application/yaml").await;
         assert_eq!(r.status, 400);
+        put(&api, "ok", &json!({"every": "1 hour", "task": task})).await;
+        for q in ["limit=0", "limit=1001", "limit=x", "colour=red"] {
+            let r = api.get(&format!("/v1/schedules/ok/runs?{q}")).await;
+            assert_eq!((r.status, r.code()), (400, "invalid_request"), "{q}: {r:?}");
+        }
+        api.send(Method::DELETE, "/v1/schedules/ok", None).await;
         assert_eq!(api.get("/v1/schedules").await.body["schedules"], json!([]), "nothing was stored");
         assert_eq!(api.get("/healthz").await.status, 200);
     })

@@ -145,6 +145,32 @@ async fn deliveries_are_signed_in_order_and_retried_on_500() {
 }
 
 #[tokio::test]
+async fn a_new_webhook_starts_where_after_says_or_at_the_head() {
+    bounded(Duration::from_secs(60), async {
+        let server = Server::start();
+        let api = server.api();
+        for n in 0..3 {
+            api.post("/v1/events", &json!({"type": "old.event", "source": "s", "payload": {"n": n}})).await;
+        }
+        let replay = receiver(&[]).await;
+        let fresh = receiver(&[]).await;
+        assert_eq!(put(&api, "replay", &json!({"url": replay.url, "after": 1})).await.body["cursor"], 1);
+        assert_eq!(put(&api, "fresh", &json!({"url": fresh.url})).await.body["cursor"], 3);
+        api.post("/v1/events", &json!({"type": "new.event", "source": "s"})).await;
+        let offsets = |rx: &Receiver| -> Vec<String> {
+            rx.got.lock().unwrap().iter().filter_map(|g| g.header("x-quern-event-offset").map(str::to_owned)).collect()
+        };
+        eventually("both delivered", Duration::from_secs(20), async || {
+            (offsets(&replay).len() == 3 && offsets(&fresh).len() == 1).then_some(())
+        })
+        .await;
+        assert_eq!(offsets(&replay), vec!["2", "3", "4"]);
+        assert_eq!(offsets(&fresh), vec!["4"], "a new webhook gets only what is published from now on");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_webhook_that_keeps_failing_is_paused_until_resumed() {
     bounded(Duration::from_secs(60), async {
         let server = Server::start();
@@ -198,6 +224,9 @@ async fn bad_webhooks_are_refused() {
         assert_eq!(r.status, 400);
         assert_eq!(api.get("/v1/webhooks/nope").await.code(), "not_found");
         assert_eq!(api.get("/v1/webhooks/nope/deliveries").await.status, 404);
+        put(&api, "real", &json!({"url": "http://127.0.0.1:9/x"})).await;
+        assert_eq!(api.get("/v1/webhooks/real/deliveries?limit=0").await.status, 400);
+        api.send(reqwest::Method::DELETE, "/v1/webhooks/real", None).await;
         assert_eq!(api.get("/v1/webhooks").await.body["webhooks"], json!([]));
     })
     .await;

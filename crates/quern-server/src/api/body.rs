@@ -101,6 +101,18 @@ impl QueryPairs {
         self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// A page size: `limit`, 1 to `max`, 100 when absent.
+    pub(super) fn limit(&self, max: usize) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(100.min(max)),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| ApiError::invalid_field("limit", format!("must be 1 to {max}"))),
+        }
+    }
+
     /// A duration parameter (`30s`, `5 minutes`, or milliseconds), at most
     /// `max_ms`.
     pub(super) fn duration(&self, key: &str, max_ms: u64) -> Result<Option<std::time::Duration>, ApiError> {

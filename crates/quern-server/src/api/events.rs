@@ -87,18 +87,11 @@ fn query(q: &QueryPairs, last_event_id: Option<&str>) -> Result<EventQuery, ApiE
     };
     let after = match (last_event_id, q.get("after")) {
         (Some(id), _) => Some(offset("Last-Event-ID", id)?),
-        (None, Some("latest")) => Some(u64::MAX),
+        (None, Some("latest")) => None,
         (None, Some(v)) => Some(offset("after", v)?),
         (None, None) => None,
     };
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::invalid_field("limit", format!("must be 1 to {MAX_LIMIT}")))?,
-    };
+    let limit = q.limit(MAX_LIMIT)?;
     let types =
         q.get("type").map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect());
     let filter = EventFilter {
@@ -109,12 +102,18 @@ fn query(q: &QueryPairs, last_event_id: Option<&str>) -> Result<EventQuery, ApiE
     Ok(EventQuery { after, filter, limit })
 }
 
+/// The query of a read, with `after=latest` made the log's current head.
+async fn read_query(engine: &AppState, q: &QueryPairs, last_event_id: Option<&str>) -> Result<EventQuery, ApiError> {
+    let mut query = query(q, last_event_id)?;
+    if last_event_id.is_none() && q.get("after") == Some("latest") {
+        query.after = Some(engine.event_head().await?);
+    }
+    Ok(query)
+}
+
 pub(super) async fn read(State(engine): State<AppState>, q: QueryPairs) -> Answer {
     q.only(&["after", "type", "source", "target", "limit", "wait", "group", "member", "visibility"])?;
-    let mut query = query(&q, None)?;
-    if query.after == Some(u64::MAX) {
-        query.after = Some(engine.read_events(EventQuery { limit: 0, ..query.clone() }, None).await?.head);
-    }
+    let query = read_query(&engine, &q, None).await?;
     let wait = q.duration("wait", MAX_WAIT_MS)?;
     let page = match q.get("group") {
         None => {
@@ -176,10 +175,7 @@ fn sse_event(e: &Event) -> SseEvent {
 pub(super) async fn stream(State(engine): State<AppState>, headers: HeaderMap, q: QueryPairs) -> Answer {
     q.only(&["after", "type", "source", "target", "limit"])?;
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-    let mut query = query(&q, last)?;
-    if query.after == Some(u64::MAX) {
-        query.after = Some(engine.read_events(EventQuery { limit: 0, ..query.clone() }, None).await?.head);
-    }
+    let query = read_query(&engine, &q, last).await?;
     // Refuse a purged offset now, as an error answer, not mid-stream.
     engine.read_events(EventQuery { limit: 1, ..query.clone() }, None).await?;
     let cursor = Cursor { engine, query, buffer: VecDeque::new(), done: false };

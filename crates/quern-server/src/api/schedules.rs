@@ -96,14 +96,7 @@ pub(super) async fn trigger(State(engine): State<AppState>, Path(name): Path<Str
 
 pub(super) async fn runs(State(engine): State<AppState>, Path(name): Path<String>, q: QueryPairs) -> Answer {
     q.only(&["limit"])?;
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_RUNS).contains(n))
-            .ok_or_else(|| ApiError::invalid_field("limit", format!("must be 1 to {MAX_RUNS}")))?,
-    };
+    let limit = q.limit(MAX_RUNS)?;
     let tasks = engine.schedule_runs(&name, limit).await?;
     Ok(Json(json!({"tasks": tasks})).into_response())
 }

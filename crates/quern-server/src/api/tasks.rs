@@ -93,7 +93,7 @@ pub(super) async fn get(State(engine): State<AppState>, Path(id): Path<String>, 
 
 pub(super) async fn list(State(engine): State<AppState>, q: QueryPairs) -> Answer {
     q.only(&["status", "queue", "name", "workflow", "limit", "cursor", "metadata."])?;
-    let mut query = ListQuery { limit: 100, ..ListQuery::default() };
+    let mut query = ListQuery { limit: q.limit(MAX_LIMIT)?, ..ListQuery::default() };
     for (k, v) in &q.0 {
         match k.as_str() {
             "status" => {
@@ -110,13 +110,7 @@ pub(super) async fn list(State(engine): State<AppState>, q: QueryPairs) -> Answe
                     uuid::Uuid::try_parse(v).map_err(|_| ApiError::invalid_field("workflow", "not a workflow id"))?,
                 );
             }
-            "limit" => {
-                query.limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| ApiError::invalid_field("limit", format!("must be 1 to {MAX_LIMIT}")))?;
-            }
+            "limit" => {}
             "cursor" => query.cursor = Some(v.clone()),
             meta => {
                 let key = meta.trim_start_matches("metadata.");

@@ -57,14 +57,7 @@ pub(super) async fn resume(State(engine): State<AppState>, Path(name): Path<Stri
 
 pub(super) async fn deliveries(State(engine): State<AppState>, Path(name): Path<String>, q: QueryPairs) -> Answer {
     q.only(&["limit"])?;
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1_000).contains(n))
-            .ok_or_else(|| ApiError::invalid_field("limit", "must be 1 to 1000"))?,
-    };
+    let limit = q.limit(1_000)?;
     let all: Vec<Value> = engine.deliveries(&name, limit).await?.iter().map(render_delivery).collect();
     Ok(Json(json!({"deliveries": all})).into_response())
 }

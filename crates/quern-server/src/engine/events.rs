@@ -44,6 +44,11 @@ impl Engine {
         }
     }
 
+    /// The newest offset in the log (0 while it is empty).
+    pub async fn event_head(&self) -> Result<u64> {
+        Ok(self.store.read_events(EventQuery { limit: 0, ..EventQuery::default() }).await?.head)
+    }
+
     /// Deletes events past their retention; answers how many went.
     pub(super) async fn purge_events(&self) -> std::result::Result<u64, StoreError> {
         let before = self.now().saturating_sub(i64::try_from(self.events_ttl_ms).unwrap_or(i64::MAX));

@@ -96,12 +96,7 @@ impl Engine {
         let cursor = match (&existing, spec.after) {
             (Some(w), _) => w.cursor,
             (None, Some(after)) => after,
-            (None, None) => {
-                self.store
-                    .read_events(EventQuery { after: Some(u64::MAX - 1), limit: 0, ..Default::default() })
-                    .await?
-                    .head
-            }
+            (None, None) => self.event_head().await?,
         };
         let record = WebhookRecord {
             name: name.to_owned(),

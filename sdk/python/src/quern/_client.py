@@ -33,18 +33,6 @@ def _headers(token: Optional[str]) -> Dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
 
 
-def _answer(call: c.Call[T], r: httpx.Response) -> T:
-    body: Any = None
-    if r.content:
-        try:
-            body = r.json()
-        except ValueError:
-            body = r.text
-    if r.status_code >= 300:
-        raise from_answer(r.status_code, body)
-    return call.decode(body)
-
-
 def _transport(e: Exception) -> QuernError:
     return TransportError(0, "transport", str(e) or type(e).__name__)
 
@@ -324,7 +312,7 @@ class AsyncQuern:
             )
         except httpx.HTTPError as e:
             raise _transport(e) from e
-        return _answer(call, r)
+        return _decode(call, r.status_code, r.content)
 
     async def submit(self, name: str, input: Any = None, **options: Any) -> Task:
         return await self._run(c.submit(c.task_spec(name, input, **options)))
