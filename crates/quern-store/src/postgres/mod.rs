@@ -144,11 +144,7 @@ impl PgStore {
         let mut tries = 0;
         loop {
             tries += 1;
-            let client = self.pool.get().await.map_err(|e| match e {
-                deadpool_postgres::PoolError::Closed => StoreError::Closed,
-                e => StoreError::Backend(format!("cannot connect: {e}")),
-            })?;
-            let mut tx = Tx::begin(client).await?;
+            let mut tx = Tx::begin(self.connection().await?).await?;
             let outcome = match op(&mut tx).await {
                 Ok(r) => tx.commit(&self.channel).await.map(|(base, effects)| (r, base, effects)),
                 Err(e) => {
@@ -167,6 +163,27 @@ impl PgStore {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Runs `op`, which only reads, on a pooled connection without a
+    /// transaction: under READ COMMITTED each statement sees its own
+    /// snapshot either way, and this saves the BEGIN and COMMIT.
+    async fn read<R, F>(&self, mut op: F) -> Result<R>
+    where
+        R: Send,
+        F: for<'a> FnMut(&'a mut Tx) -> BoxFuture<'a, Result<R>> + Send,
+    {
+        let mut tx = Tx::unbegun(self.connection().await?);
+        let out = op(&mut tx).await;
+        tx.client.take();
+        out
+    }
+
+    async fn connection(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Closed => StoreError::Closed,
+            e => StoreError::Backend(format!("cannot connect: {e}")),
+        })
     }
 
     async fn write<R, F>(&self, op: F) -> Result<R>
@@ -245,12 +262,17 @@ pub(crate) struct Tx {
 impl Tx {
     async fn begin(client: Object) -> Result<Self> {
         client.batch_execute("BEGIN").await.map_err(backend)?;
-        Ok(Self {
+        Ok(Self::unbegun(client))
+    }
+
+    /// A handle on `client` outside any transaction, for reads.
+    fn unbegun(client: Object) -> Self {
+        Self {
             client: Some(client),
             log: SegmentBuilder::default(),
             effects: Effects::default(),
             retry: AtomicBool::new(false),
-        })
+        }
     }
 
     fn client(&self) -> Result<&Object> {
@@ -401,15 +423,15 @@ impl Store for PgStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Task> {
-        self.write(|tx| Box::pin(tasks::get(tx, id))).await
+        self.read(|tx| Box::pin(tasks::get(tx, id))).await
     }
 
     async fn list(&self, query: ListQuery) -> Result<TaskPage> {
-        self.write(|tx| Box::pin(tasks::list(tx, query.clone()))).await
+        self.read(|tx| Box::pin(tasks::list(tx, query.clone()))).await
     }
 
     async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
-        self.write(|tx| Box::pin(tasks::history(tx, id))).await
+        self.read(|tx| Box::pin(tasks::history(tx, id))).await
     }
 
     async fn lease(&self, params: LeaseParams) -> Result<Vec<Task>> {
@@ -443,7 +465,7 @@ impl Store for PgStore {
     }
 
     async fn queues(&self) -> Result<Vec<QueueInfo>> {
-        self.write(|tx| {
+        self.read(|tx| {
             Box::pin(async move {
                 let counts = tx.query("SELECT queue, status, count(*) FROM tasks GROUP BY queue, status", &[]).await?;
                 let paused = tx.query("SELECT name, paused FROM queues", &[]).await?;
@@ -463,7 +485,7 @@ impl Store for PgStore {
     }
 
     async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord> {
-        self.write(|tx| Box::pin(flow::workflow(tx, id))).await
+        self.read(|tx| Box::pin(flow::workflow(tx, id))).await
     }
 
     async fn cancel_workflow(&self, id: Uuid, now: Millis) -> Result<usize> {
@@ -475,7 +497,7 @@ impl Store for PgStore {
     }
 
     async fn schedules(&self, name: Option<String>) -> Result<Vec<ScheduleRecord>> {
-        self.write(|tx| Box::pin(schedules::list(tx, name.clone()))).await
+        self.read(|tx| Box::pin(schedules::list(tx, name.clone()))).await
     }
 
     async fn write_schedules(&self, writes: Vec<ScheduleWrite>) -> Result<()> {
@@ -483,7 +505,7 @@ impl Store for PgStore {
     }
 
     async fn due_schedules(&self, now: Millis, limit: usize) -> Result<DueSchedules> {
-        self.write(|tx| Box::pin(schedules::due(tx, now, limit))).await
+        self.read(|tx| Box::pin(schedules::due(tx, now, limit))).await
     }
 
     async fn fire_schedules(&self, fires: Vec<Fire>, now: Millis) -> Result<Vec<FireOutcome>> {
@@ -491,7 +513,7 @@ impl Store for PgStore {
     }
 
     async fn schedule_runs(&self, name: String, limit: usize) -> Result<Vec<Task>> {
-        self.write(|tx| Box::pin(schedules::runs(tx, name.clone(), limit))).await
+        self.read(|tx| Box::pin(schedules::runs(tx, name.clone(), limit))).await
     }
 
     async fn publish(&self, events: Vec<NewEvent>, now: Millis) -> Result<Vec<Event>> {
@@ -509,7 +531,7 @@ impl Store for PgStore {
     }
 
     async fn read_events(&self, query: EventQuery) -> Result<EventPage> {
-        self.write(|tx| Box::pin(events::read(tx, query.clone()))).await
+        self.read(|tx| Box::pin(events::read(tx, query.clone()))).await
     }
 
     async fn purge_events(&self, before: Millis, keep: u64) -> Result<u64> {
@@ -517,7 +539,7 @@ impl Store for PgStore {
     }
 
     async fn group_cursor(&self, group: String) -> Result<Option<u64>> {
-        self.write(|tx| Box::pin(events::group_cursor(tx, group.clone()))).await
+        self.read(|tx| Box::pin(events::group_cursor(tx, group.clone()))).await
     }
 
     async fn save_group_cursor(&self, group: String, cursor: u64, now: Millis) -> Result<()> {
@@ -525,7 +547,7 @@ impl Store for PgStore {
     }
 
     async fn webhooks(&self) -> Result<Vec<WebhookRecord>> {
-        self.write(|tx| Box::pin(webhooks::list(tx))).await
+        self.read(|tx| Box::pin(webhooks::list(tx))).await
     }
 
     async fn put_webhook(&self, webhook: WebhookRecord) -> Result<()> {
@@ -541,7 +563,7 @@ impl Store for PgStore {
     }
 
     async fn deliveries(&self, name: String, limit: usize) -> Result<Vec<Delivery>> {
-        self.write(|tx| Box::pin(webhooks::deliveries(tx, name.clone(), limit))).await
+        self.read(|tx| Box::pin(webhooks::deliveries(tx, name.clone(), limit))).await
     }
 
     async fn lead(&self, role: String, node: String, now: Millis, ttl_ms: u64) -> Result<bool> {
@@ -564,7 +586,7 @@ impl Store for PgStore {
     }
 
     async fn ready(&self) -> Result<()> {
-        self.write(|tx| Box::pin(async move { tx.query("SELECT 1", &[]).await.map(|_| ()) })).await
+        self.read(|tx| Box::pin(async move { tx.query("SELECT 1", &[]).await.map(|_| ()) })).await
     }
 
     fn signals(&self) -> &Signals {
