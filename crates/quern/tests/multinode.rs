@@ -505,3 +505,48 @@ async fn run(schema: &PgSchema) {
     assert!(slots.len() * 10 >= span * 8, "the schedule fired {} of {span} slots", slots.len());
     eprintln!("multinode: done in {:?}", began.elapsed());
 }
+
+/// NOTIFY carries wake-ups between nodes: a lease parked on one node answers
+/// as soon as a task is submitted on another, and a `?wait=` on one node
+/// answers as soon as the task ends through another — each well within the
+/// parked request's wait, so no poll interval is hiding behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_request_wakes_on_a_change_through_another_node() {
+    let Some(schema) = PgSchema::fresh("a_parked_request_wakes_on_a_change_through_another_node") else { return };
+    bounded(Duration::from_secs(60), async {
+        let args = schema.server_args();
+        let (a, b) = (Server::start_with(&args), Server::start_with(&args));
+        let (api_a, api_b) = (a.api(), b.api());
+        let parked = tokio::spawn(async move {
+            let started = Instant::now();
+            let tasks = api_b.lease_from("mn-parked", &["wake"], 1, 20_000, 30_000).await;
+            (tasks, started.elapsed())
+        });
+        // Let the lease park before the submit (a lease that comes after
+        // would find the task without any wake-up).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let submitted = Instant::now();
+        let id = id_of(&api_a.submit(json!({"name": "mn.wake", "queue": "wake"})).await);
+        let (tasks, parked_for) = parked.await.expect("the parked lease");
+        let woke_after = submitted.elapsed();
+        assert_eq!(tasks.len(), 1, "the parked lease got the task: {tasks:?}");
+        assert_eq!(id_of(&tasks[0]), id);
+        assert!(parked_for >= Duration::from_millis(250), "the lease answered before the submit: {parked_for:?}");
+        assert!(woke_after < Duration::from_secs(2), "the parked lease woke {woke_after:?} after the submit");
+
+        let api_b = b.api();
+        let path = format!("/v1/tasks/{id}?wait=20s");
+        let waiting = tokio::spawn(async move { api_b.get(&path).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ended = Instant::now();
+        let token = support::token_of(&tasks[0]);
+        let answer = api_a.succeed("mn-parked", &id, &token, json!({"ok": true})).await;
+        assert_eq!(answer["ok"], true, "{answer}");
+        let waited = waiting.await.expect("the waiting GET");
+        let woke_after = ended.elapsed();
+        assert_eq!(waited.status, 200, "{waited:?}");
+        assert_eq!(waited.body["status"], "succeeded", "the wait answered with the end: {waited:?}");
+        assert!(woke_after < Duration::from_secs(2), "the wait answered {woke_after:?} after the completion");
+    })
+    .await;
+}
