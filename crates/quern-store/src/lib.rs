@@ -14,11 +14,22 @@
 //!   task ended, or that its timers changed.
 //! - [`sqlite`]: the embedded backend (one writer thread with group commit,
 //!   reader connections, ready queue and leases in memory).
+//! - [`postgres`]: the backend for several server nodes on one database
+//!   (leases with `FOR UPDATE SKIP LOCKED`, wake-ups with LISTEN/NOTIFY).
+//! - What both backends decide alike: `attempt` (how an attempt ends),
+//!   `dependency` (judging a workflow edge), `history` (what a compact row
+//!   tells) and `segment` (the event log's format).
 
+mod attempt;
+mod dependency;
+mod history;
+pub mod postgres;
+mod segment;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use quern_core::{Event, EventFilter, Millis, NewEvent, NewTask, Outcome, Progress, Status, Task};
+use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use tokio::sync::{Notify, oneshot};
@@ -563,4 +574,62 @@ impl Signals {
             }
         }
     }
+}
+
+/// The built-in task name that waits for `approve` instead of a worker.
+pub(crate) const APPROVAL: &str = "approval";
+
+pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
+}
+
+pub(crate) fn ms_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// The greatest UUIDv7 with timestamp `ms`: every task created at or before
+/// `ms` sorts below it.
+pub(crate) fn uuid_upper_bound(ms: Millis) -> Uuid {
+    let mut bytes = [0xFFu8; 16];
+    let ms = u64::try_from(ms.max(0)).unwrap_or(0);
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes)
+}
+
+/// The task a fresh insert shows, built without reading it back.
+pub(crate) fn new_task_view(t: NewTask) -> Result<Task> {
+    Ok(Task {
+        id: t.id,
+        name: t.name,
+        queue: t.queue,
+        input: RawValue::from_string(t.input).map_err(backend)?,
+        status: t.status,
+        priority: t.priority,
+        metadata: t.metadata,
+        attempt: 0,
+        max_attempts: t.max_attempts,
+        timeout_ms: t.timeout_ms,
+        retry: t.retry,
+        run_at: t.run_at,
+        progress: None,
+        result: None,
+        error: None,
+        created_at: t.created_at,
+        started_at: None,
+        finished_at: None,
+        updated_at: t.created_at,
+        worker: None,
+        workflow: t.workflow,
+        depends_on: t.depends_on,
+        idempotency_key: t.idempotency_key,
+        digest: t.digest,
+        cancel_requested: false,
+        key: t.key,
+        lease: None,
+        parents: None,
+    })
 }

@@ -14,6 +14,7 @@ mod writer;
 
 pub use schema::Durability;
 
+use crate::history::compact_history;
 use crate::{
     Approval, CompleteAnswer, CompleteParams, DueSchedules, EventPage, EventQuery, Fire, FireOutcome, HeartbeatAnswer,
     HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result, ScheduleRecord,
@@ -22,7 +23,7 @@ use crate::{
 use crate::{Delivery, WebhookRecord};
 use async_trait::async_trait;
 use quern_core::{Event, Millis, NewEvent, NewTask, Status, Task};
-use rows::{TASK_COLUMNS, compact_at, compact_history, history_from_row, task_from_row};
+use rows::{TASK_COLUMNS, compact_at, history_from_row, task_from_row};
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use std::collections::HashSet;
 use std::path::PathBuf;

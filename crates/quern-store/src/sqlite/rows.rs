@@ -1,7 +1,7 @@
 //! Mapping between SQLite rows and tasks, and the history a compact row
 //! tells.
 
-use quern_core::{HistoryEntry, Millis, Progress, RetryPolicy, Status, Task, TaskError};
+use quern_core::{HistoryEntry, Progress, RetryPolicy, Status, Task, TaskError};
 use rusqlite::Row;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -88,45 +88,6 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
 /// Is the row's history still compact (column 25 of [`TASK_COLUMNS`])?
 pub(crate) fn compact_at(row: &Row<'_>) -> rusqlite::Result<bool> {
     row.get(25)
-}
-
-/// The history a compact row tells: submitted (maybe delayed and then
-/// released), leased once, ended by its worker.
-pub(crate) fn compact_history(task: &Task) -> Vec<HistoryEntry> {
-    let delayed = task.run_at > task.created_at;
-    let mut out = vec![HistoryEntry {
-        at: task.created_at,
-        from: None,
-        to: if delayed { Status::Pending } else { Status::Queued },
-        attempt: 0,
-        worker: None,
-        actor: "client".to_owned(),
-        note: None,
-    }];
-    if delayed && task.status != Status::Pending {
-        out.push(entry(task.run_at, Status::Pending, Status::Queued, 0, None, "server", Some("run_at reached")));
-    }
-    if let Some(started) = task.started_at {
-        out.push(entry(started, Status::Queued, Status::Running, task.attempt, task.worker.clone(), "worker", None));
-        if let Some(finished) = task.finished_at {
-            let note = task.error.as_ref().map(|e| e.message.as_str());
-            out.push(entry(finished, Status::Running, task.status, task.attempt, task.worker.clone(), "worker", note));
-        }
-    }
-    out
-}
-
-/// One history entry.
-pub(crate) fn entry(
-    at: Millis,
-    from: Status,
-    to: Status,
-    attempt: u32,
-    worker: Option<String>,
-    actor: &str,
-    note: Option<&str>,
-) -> HistoryEntry {
-    HistoryEntry { at, from: Some(from), to, attempt, worker, actor: actor.to_owned(), note: note.map(str::to_owned) }
 }
 
 /// Reads a history row (`at, from_status, to_status, attempt, worker, actor, note`).

@@ -7,17 +7,19 @@
 //! trace. If the backend itself fails, the whole batch rolls back, every job
 //! in it answers the error, and the memory is rebuilt from the file.
 
-use super::rows::{TASK_COLUMNS, compact_at, compact_history, entry, status_at, task_from_row, uuid_at};
+use super::rows::{TASK_COLUMNS, compact_at, status_at, task_from_row, uuid_at};
+use crate::attempt::{AttemptEnd, Decision, Running, decide};
+use crate::history::{compact_history, entry};
+pub(crate) use crate::{APPROVAL, backend, json, ms_i64};
 use crate::{
     CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, Result, Signals, StoreError,
     Submitted, TickOutcome,
 };
+use crate::{new_task_view, uuid_upper_bound};
 use quern_core::{
-    Condition, Dependency, ErrorKind, HistoryEntry, Lease, Millis, NewTask, Outcome, RetryPolicy, Status, Task,
-    TaskError, jitter_unit,
+    Condition, Dependency, ErrorKind, HistoryEntry, Lease, Millis, NewTask, RetryPolicy, Status, Task, TaskError,
 };
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::value::RawValue;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, mpsc};
@@ -32,15 +34,8 @@ use events::Move;
 pub(crate) use events::read_events;
 pub(crate) use schedules::{SCHEDULE_COLUMNS, schedule_from_row};
 
-/// The built-in task name that waits for `approve` instead of a worker.
-pub(crate) const APPROVAL: &str = "approval";
-
 /// The most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
-
-pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
 
 /// Order in a ready set: priority (higher first), then run_at, then id.
 type ReadyKey = (Reverse<i32>, Millis, Uuid);
@@ -77,22 +72,6 @@ impl LeaseState {
     fn due(&self) -> Millis {
         self.timeout_at.map_or(self.expires_at, |t| t.min(self.expires_at))
     }
-}
-
-/// How an attempt ended, as the writer sees it.
-enum AttemptEnd {
-    Succeeded(Box<RawValue>),
-    Failed { error: TaskError, retry: bool },
-    TimedOut,
-    Lost,
-    Released,
-}
-
-/// Whether an attempt was given back, kept apart from the [`AttemptEnd`]
-/// that the decision consumes.
-enum EndKind {
-    Released,
-    Other,
 }
 
 /// Signals to raise once the batch is committed.
@@ -765,16 +744,7 @@ impl State {
                 out.push(CompleteAnswer { task: c.task, ok: false });
                 continue;
             };
-            let end = match c.outcome {
-                Outcome::Succeeded { result } => AttemptEnd::Succeeded(result),
-                // A worker that enforced the timeout itself reports what the
-                // server's own timer would have decided: the same end.
-                Outcome::Failed { error, .. } if error.kind == ErrorKind::Timeout => AttemptEnd::TimedOut,
-                Outcome::Failed { error, retry } => {
-                    AttemptEnd::Failed { retry: retry && error.kind != ErrorKind::Rejected, error }
-                }
-                Outcome::Released => AttemptEnd::Released,
-            };
+            let end = AttemptEnd::reported(c.outcome);
             self.end_attempt(conn, c.task, &lease, end, p.now, "worker")?;
             out.push(CompleteAnswer { task: c.task, ok: true });
         }
@@ -792,63 +762,21 @@ impl State {
         now: Millis,
         actor: &str,
     ) -> Result<()> {
-        let attempts_left = lease.attempt < lease.max_attempts;
-        let end_kind = if matches!(end, AttemptEnd::Released) { EndKind::Released } else { EndKind::Other };
-        let worker = Some(lease.worker.clone());
-        let (to, result, error, retry_at) = if lease.cancel_requested {
-            let error = TaskError::new(ErrorKind::Cancelled, "cancelled by a client while running");
-            (Status::Cancelled, None, Some(error), None)
-        } else {
-            match end {
-                AttemptEnd::Succeeded(result) => (Status::Succeeded, Some(result), None, None),
-                AttemptEnd::Failed { error, retry } if retry && attempts_left => {
-                    let at = now.saturating_add(ms_i64(
-                        lease.retry.delay_ms(lease.attempt, jitter_unit(id.as_u128(), lease.attempt)),
-                    ));
-                    (Status::Pending, None, Some(error), Some(at))
-                }
-                AttemptEnd::Failed { error, .. } => (Status::Failed, None, Some(error), None),
-                AttemptEnd::TimedOut => {
-                    let message = format!(
-                        "attempt {} ran past its timeout of {} ms",
-                        lease.attempt,
-                        lease.timeout_ms.unwrap_or_default()
-                    );
-                    let error = TaskError::new(ErrorKind::Timeout, message);
-                    if attempts_left {
-                        let at = now.saturating_add(ms_i64(
-                            lease.retry.delay_ms(lease.attempt, jitter_unit(id.as_u128(), lease.attempt)),
-                        ));
-                        (Status::Pending, None, Some(error), Some(at))
-                    } else {
-                        (Status::TimedOut, None, Some(error), None)
-                    }
-                }
-                AttemptEnd::Lost => {
-                    let message =
-                        format!("lease of worker {} expired: no heartbeat within {} ms", lease.worker, lease.lease_ms);
-                    let error = TaskError::new(ErrorKind::Lost, message);
-                    if attempts_left {
-                        (Status::Queued, None, Some(error), Some(now))
-                    } else {
-                        (Status::Failed, None, Some(error), None)
-                    }
-                }
-                AttemptEnd::Released => (Status::Queued, None, None, Some(now)),
-            }
+        let running = Running {
+            id,
+            attempt: lease.attempt,
+            max_attempts: lease.max_attempts,
+            retry: &lease.retry,
+            cancel_requested: lease.cancel_requested,
+            worker: &lease.worker,
+            lease_ms: lease.lease_ms,
+            timeout_ms: lease.timeout_ms,
+            compact: lease.compact,
         };
-        // A released attempt is given back: it does not count.
-        let given_back = u32::from(matches!(end_kind, EndKind::Released) && to == Status::Queued);
-        // A retry due now skips `pending`.
-        let to = if to == Status::Pending && retry_at.is_some_and(|at| at <= now) { Status::Queued } else { to };
-        let stays_compact =
-            lease.compact && to.is_terminal() && actor == "worker" && matches!(to, Status::Succeeded | Status::Failed);
+        let Decision { to, result, error, run_at, given_back, note, stays_compact, retrying } =
+            decide(&running, end, now, actor);
+        let worker = Some(lease.worker.clone());
         if !stays_compact {
-            let note = if given_back == 1 {
-                Some("released unfinished by its worker; the attempt does not count".to_owned())
-            } else {
-                error.as_ref().map(|e| e.message.clone())
-            };
             self.record(
                 conn,
                 id,
@@ -876,17 +804,11 @@ impl State {
                 "UPDATE tasks SET status = ?2, error = coalesce(?3, error), run_at = ?4, updated_at = ?5, \
                  lease_token = NULL, attempt = attempt - ?6 WHERE id = ?1",
             )
-            .and_then(|mut s| {
-                s.execute(params![id.as_bytes(), to.as_str(), error_json, retry_at.unwrap_or(now), now, given_back])
-            })
+            .and_then(|mut s| s.execute(params![id.as_bytes(), to.as_str(), error_json, run_at, now, given_back]))
         }
         .map_err(backend)?;
         let moved = Move::new(id, (&lease.name, &lease.queue, lease.attempt), Some(Status::Running), to, now);
-        self.moved(
-            conn,
-            &Move { retrying: error.is_some() && !to.is_terminal(), workflow: Some(lease.workflow), ..moved },
-        )?;
-        let run_at = retry_at.unwrap_or(now);
+        self.moved(conn, &Move { retrying, workflow: Some(lease.workflow), ..moved })?;
         match to {
             Status::Queued => self.push_ready(lease.queue.clone(), lease.name.clone(), lease.priority, run_at, id),
             Status::Pending => self.schedule(run_at, id),
@@ -1158,55 +1080,4 @@ impl State {
         }
         Ok(())
     }
-}
-
-/// The task a fresh insert shows, built without reading it back.
-fn new_task_view(t: NewTask) -> Result<Task> {
-    Ok(Task {
-        id: t.id,
-        name: t.name,
-        queue: t.queue,
-        input: RawValue::from_string(t.input).map_err(backend)?,
-        status: t.status,
-        priority: t.priority,
-        metadata: t.metadata,
-        attempt: 0,
-        max_attempts: t.max_attempts,
-        timeout_ms: t.timeout_ms,
-        retry: t.retry,
-        run_at: t.run_at,
-        progress: None,
-        result: None,
-        error: None,
-        created_at: t.created_at,
-        started_at: None,
-        finished_at: None,
-        updated_at: t.created_at,
-        worker: None,
-        workflow: t.workflow,
-        depends_on: t.depends_on,
-        idempotency_key: t.idempotency_key,
-        digest: t.digest,
-        cancel_requested: false,
-        key: t.key,
-        lease: None,
-        parents: None,
-    })
-}
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
-}
-
-pub(crate) fn ms_i64(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
-/// The greatest UUIDv7 with timestamp `ms`: every task created at or before
-/// `ms` sorts below it.
-fn uuid_upper_bound(ms: Millis) -> Uuid {
-    let mut bytes = [0xFFu8; 16];
-    let ms = u64::try_from(ms.max(0)).unwrap_or(0);
-    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-    Uuid::from_bytes(bytes)
 }

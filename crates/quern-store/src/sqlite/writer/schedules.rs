@@ -141,7 +141,7 @@ impl State {
                         "slot": t.metadata.get("schedule.slot"), "manual": fire.advance.is_none(),
                     });
                     let kind = "schedule.fired".to_owned();
-                    let source = super::events::SOURCE.to_owned();
+                    let source = crate::segment::SOURCE.to_owned();
                     self.emit(now, NewEvent { kind, source, target: None, payload: payload.to_string() })?;
                     (Some(now), Some(*t.id.as_bytes()))
                 }

@@ -8,22 +8,15 @@
 //! ends: releasing a child never reads its other parents.
 
 use super::{APPROVAL, Move, State, backend, json};
-use crate::sqlite::rows::{entry, status_at};
+use crate::dependency::{ParentEnd, judge, skip_message};
+use crate::history::entry;
+use crate::sqlite::rows::status_at;
 use crate::{Result, StoreError};
-use quern_core::workflow::{Readiness, compile_expr, expr_holds, outcome_holds};
-use quern_core::{Condition, Dependency, ErrorKind, HistoryEntry, Millis, ParentOutcome, Status, Task, TaskError};
+use quern_core::workflow::Readiness;
+use quern_core::{Dependency, ErrorKind, HistoryEntry, Millis, ParentOutcome, Status, Task, TaskError};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use uuid::Uuid;
-
-/// A parent's end, as its children's conditions see it.
-struct ParentEnd {
-    key: Option<String>,
-    status: Status,
-    result: Option<String>,
-    error: Option<String>,
-}
 
 fn parent_end(conn: &Connection, id: Uuid) -> Result<Option<ParentEnd>> {
     conn.prepare_cached("SELECT wf_key, status, result, error FROM tasks WHERE id = ?1")
@@ -34,24 +27,6 @@ fn parent_end(conn: &Connection, id: Uuid) -> Result<Option<ParentEnd>> {
             .optional()
         })
         .map_err(backend)
-}
-
-fn judge(dep: &Dependency, parent: Option<&ParentEnd>) -> Readiness {
-    // A parent that no longer exists (deleted by retention) cannot satisfy
-    // anything.
-    let Some(p) = parent else { return Readiness::Never };
-    match &dep.on {
-        Condition::Outcome(c) => outcome_holds(*c, p.status),
-        Condition::Expr { expr } => match compile_expr(expr) {
-            Ok(e) => {
-                let value = |t: &Option<String>| {
-                    t.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(serde_json::Value::Null)
-                };
-                expr_holds(&e, p.status, &value(&p.result), &value(&p.error))
-            }
-            Err(_) => Readiness::Never,
-        },
-    }
 }
 
 impl State {
@@ -86,15 +61,7 @@ impl State {
                     }
                     Readiness::Never => {
                         self.unmet.remove(&child);
-                        let message = match &end {
-                            Some(p) => format!(
-                                "dependency {} ended {}; its condition {} can no longer hold",
-                                p.key.clone().unwrap_or_else(|| parent.to_string()),
-                                p.status,
-                                serde_json::to_string(&dep.on).unwrap_or_default()
-                            ),
-                            None => format!("dependency {parent} no longer exists"),
-                        };
+                        let message = skip_message(&dep, end.as_ref());
                         if self.skip(conn, child, message, now)? {
                             self.effects.ended.push(child);
                             work.push(child);
@@ -318,16 +285,8 @@ impl State {
         let mut out = BTreeMap::new();
         for dep in &task.depends_on {
             let Some(p) = parent_end(conn, dep.task)? else { continue };
-            let key = p.key.clone().unwrap_or_else(|| dep.task.to_string());
-            out.insert(
-                key,
-                ParentOutcome {
-                    task: dep.task,
-                    status: p.status,
-                    result: p.result.and_then(|r| RawValue::from_string(r).ok()),
-                    error: p.error.and_then(|e| serde_json::from_str(&e).ok()),
-                },
-            );
+            let (key, outcome) = p.outcome(dep.task);
+            out.insert(key, outcome);
         }
         Ok(out)
     }

@@ -1,0 +1,79 @@
+//! The event log and consumer-group cursors in PostgreSQL.
+//!
+//! Invariant: offsets become visible in order. Concurrent transactions
+//! commit in any order, so a log that took offsets from a sequence could
+//! show N+1 to a reader while N is still uncommitted, and that reader
+//! would skip N for good. Here a transaction takes its offsets by updating
+//! the one row of `event_head` as its last statement, and that row lock is
+//! held until it commits or rolls back: the next writer of events waits for
+//! it, and a rolled-back writer leaves its offsets to the next. So when a
+//! reader sees a segment, every segment below it is committed and visible.
+
+use super::Tx;
+use crate::segment::{MAX_SCAN_SEGMENTS, ReadPlan, plan_read, read_segment};
+use crate::{EventPage, EventQuery, Result};
+use quern_core::Millis;
+
+pub(super) async fn read(tx: &mut Tx, q: EventQuery) -> Result<EventPage> {
+    let row = tx
+        .query_opt("SELECT min(first_offset), coalesce(max(first_offset + count), 1) - 1 FROM event_segments", &[])
+        .await?;
+    let (earliest, head): (Option<i64>, i64) = row.map_or((None, 0), |r| (r.get(0), r.get(1)));
+    let (mut page, after) = match plan_read(&q, earliest.map(i64::unsigned_abs), head.unsigned_abs())? {
+        ReadPlan::Done(page) => return Ok(page),
+        ReadPlan::Scan(page, after) => (page, after),
+    };
+    let from = i64::try_from(after + 1).unwrap_or(i64::MAX);
+    let start: i64 = tx
+        .query_opt("SELECT max(first_offset) FROM event_segments WHERE first_offset <= $1", &[&from])
+        .await?
+        .and_then(|r| r.get::<_, Option<i64>>(0))
+        .unwrap_or(0);
+    let rows = tx
+        .query(
+            "SELECT first_offset, events FROM event_segments WHERE first_offset >= $1 ORDER BY first_offset LIMIT $2",
+            &[&start, &MAX_SCAN_SEGMENTS],
+        )
+        .await?;
+    for r in rows {
+        let first: i64 = r.get(0);
+        let text: &str = r.get(1);
+        if read_segment(&mut page, &q, after, first.unsigned_abs(), text)? {
+            break;
+        }
+    }
+    Ok(page)
+}
+
+/// Deletes whole segments whose newest event is older than `before`, and
+/// those wholly beyond the newest `keep` events; the newest segment always
+/// stays. Answers how many events went.
+pub(super) async fn purge(tx: &mut Tx, before: Millis, keep: u64) -> Result<u64> {
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    let row = tx
+        .query_opt(
+            "WITH gone AS (DELETE FROM event_segments WHERE (last_at < $1 \
+             OR first_offset + count - 1 <= (SELECT next - 1 FROM event_head) - $2) \
+             AND first_offset < (SELECT max(first_offset) FROM event_segments) RETURNING count) \
+             SELECT coalesce(sum(count), 0)::bigint FROM gone",
+            &[&before, &keep],
+        )
+        .await?;
+    Ok(row.map_or(0, |r| r.get::<_, i64>(0).unsigned_abs()))
+}
+
+pub(super) async fn group_cursor(tx: &mut Tx, group: String) -> Result<Option<u64>> {
+    let row = tx.query_opt("SELECT cursor FROM event_groups WHERE name = $1", &[&group]).await?;
+    Ok(row.map(|r| r.get::<_, i64>(0).unsigned_abs()))
+}
+
+pub(super) async fn save_group_cursor(tx: &mut Tx, group: String, cursor: u64, now: Millis) -> Result<()> {
+    let cursor = i64::try_from(cursor).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT INTO event_groups (name, cursor, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) \
+         DO UPDATE SET cursor = greatest(event_groups.cursor, excluded.cursor), updated_at = excluded.updated_at",
+        &[&group, &cursor, &now],
+    )
+    .await?;
+    Ok(())
+}

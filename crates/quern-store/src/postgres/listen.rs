@@ -1,0 +1,103 @@
+//! The node's ear: one connection that `LISTEN`s for what other nodes
+//! committed and raises this node's signals for it.
+//!
+//! A notification's payload is a set of flags (`r`eady, `s`chedules,
+//! `e`vents) or, after an `x`, the ids of tasks that ended. Invariant: after
+//! the connection is lost and made again, every signal is raised once,
+//! since notifications sent meanwhile are gone; a waiter then reads again
+//! and finds what changed.
+
+use crate::{Result, Signals, StoreError};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
+
+/// How long to wait before connecting again after the connection was lost.
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
+/// Connects and listens (failing if the first connection fails), then keeps
+/// listening in a task of its own until aborted.
+pub(super) async fn spawn(
+    config: tokio_postgres::Config,
+    channel: String,
+    signals: Arc<Signals>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let first = listen_once(&config, &channel, &signals).await?;
+    Ok(tokio::spawn(async move {
+        first.await;
+        loop {
+            tracing::warn!("the LISTEN connection to PostgreSQL was lost; connecting again");
+            raise_all(&signals);
+            tokio::time::sleep(RECONNECT_AFTER).await;
+            match listen_once(&config, &channel, &signals).await {
+                Ok(running) => running.await,
+                Err(e) => tracing::warn!(error = %e, "cannot listen to PostgreSQL"),
+            }
+        }
+    }))
+}
+
+fn raise_all(signals: &Signals) {
+    signals.ready.notify_waiters();
+    signals.events.notify_waiters();
+    signals.schedules.notify_one();
+    signals.timers.notify_one();
+}
+
+/// Opens the connection and issues `LISTEN`; the future it answers runs
+/// until the connection ends.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    channel: &str,
+    signals: &Arc<Signals>,
+) -> Result<impl std::future::Future<Output = ()> + use<>> {
+    let (client, mut connection) =
+        config.connect(NoTls).await.map_err(|e| StoreError::Backend(format!("cannot connect to listen: {e}")))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "PostgreSQL listen connection failed");
+                    break;
+                }
+            }
+        }
+    });
+    let quoted = channel.replace('"', "\"\"");
+    client.batch_execute(&format!("LISTEN \"{quoted}\"")).await.map_err(crate::backend)?;
+    let signals = signals.clone();
+    Ok(async move {
+        // The client must live as long as the connection listens.
+        let _client = client;
+        while let Some(payload) = rx.recv().await {
+            heard(&signals, &payload);
+        }
+        driver.abort();
+    })
+}
+
+/// Raises the signals a notification names.
+fn heard(signals: &Signals, payload: &str) {
+    if let Some(ids) = payload.strip_prefix('x') {
+        signals.ended(ids.split(',').filter_map(|s| Uuid::try_parse(s).ok()));
+        return;
+    }
+    for flag in payload.chars() {
+        match flag {
+            'r' => signals.ready.notify_waiters(),
+            's' => signals.schedules.notify_one(),
+            'e' => signals.events.notify_waiters(),
+            _ => {}
+        }
+    }
+}

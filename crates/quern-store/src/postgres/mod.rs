@@ -1,0 +1,554 @@
+//! The PostgreSQL backend: every server node is stateless and shares one
+//! database, so any number of nodes can serve the same tasks.
+//!
+//! Each operation is one transaction on a pooled connection, retried when
+//! PostgreSQL reports a serialization failure, a deadlock or a unique-key
+//! race (nothing of a failed try is kept). Work that any node may do (leasing,
+//! timers, releasing dependents, firing schedules) locks its rows with
+//! `FOR UPDATE` (`SKIP LOCKED` where another node's share can be left to
+//! it), so each piece is done once, by whichever node gets there first. A
+//! commit raises this node's signals at once and the others' through
+//! `NOTIFY`, which a dedicated connection per node listens for.
+//!
+//! How it differs from SQLite: leases, timers and the ready queue are rows
+//! and indexes, not a writer's memory; the event log takes its offsets from
+//! one locked row just before commit, so offsets become visible in order.
+
+mod events;
+mod flow;
+mod listen;
+mod schedules;
+pub mod schema;
+mod tasks;
+mod webhooks;
+
+use crate::segment::SegmentBuilder;
+use crate::{
+    Approval, CompleteAnswer, CompleteParams, Delivery, DueSchedules, EventPage, EventQuery, Fire, FireOutcome,
+    HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result,
+    ScheduleRecord, ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WebhookRecord,
+    WorkflowRecord, backend,
+};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use futures_util::future::BoxFuture;
+use quern_core::{Event, Millis, NewEvent, NewTask, Task};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
+use uuid::Uuid;
+
+/// How to open a [`PgStore`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user@host:port/database`, as libpq takes it.
+    pub url: String,
+    /// The schema Quern's tables live in; created if missing.
+    pub schema: String,
+    /// Pooled connections of this node (besides its one listening connection).
+    pub pool_size: usize,
+}
+
+impl PgOptions {
+    /// Options for `url` with the default schema (`public`) and pool size.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), schema: "public".to_owned(), pool_size: DEFAULT_POOL_SIZE }
+    }
+}
+
+/// Pooled connections per node by default.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// The most tries of one operation when PostgreSQL asks for a retry.
+const MAX_TRIES: usize = 8;
+
+/// The store on PostgreSQL.
+pub struct PgStore {
+    pool: Pool,
+    signals: Arc<Signals>,
+    channel: String,
+    listener: tokio::task::JoinHandle<()>,
+    /// The earliest timer the last tick saw: a transaction that makes
+    /// something due sooner wakes this node's timer loop.
+    earliest_due: Arc<AtomicI64>,
+}
+
+fn parse_config(opts: &PgOptions) -> Result<tokio_postgres::Config> {
+    if !schema::valid_schema(&opts.schema) {
+        return Err(StoreError::Backend(format!(
+            "schema {:?}: use lowercase letters, digits and _ (at most 63)",
+            opts.schema
+        )));
+    }
+    let mut config: tokio_postgres::Config =
+        opts.url.parse().map_err(|e| StoreError::Backend(format!("database URL: {e}")))?;
+    config.options(format!("-c search_path={}", opts.schema));
+    if config.get_application_name().is_none() {
+        config.application_name("quern");
+    }
+    Ok(config)
+}
+
+impl PgStore {
+    /// Connects, runs the migrations the database lacks, gives running tasks
+    /// their lease period again from `now` (their workers could not reach a
+    /// server while this node was down), and starts listening for the other
+    /// nodes' notifications.
+    pub async fn open(opts: &PgOptions, now: Millis) -> Result<Self> {
+        let config = parse_config(opts)?;
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(opts.pool_size.max(2)).build().map_err(backend)?;
+        let mut client = pool.get().await.map_err(|e| StoreError::Backend(format!("cannot connect: {e}")))?;
+        schema::migrate(&mut client, &opts.schema, now).await?;
+        client
+            .execute(
+                "UPDATE tasks SET expires_at = $1 + lease_ms, timeout_at = CASE WHEN timeout_at IS NOT NULL THEN greatest(timeout_at, $1 + lease_ms) END \
+                 WHERE status = 'running' AND expires_at < $1 + lease_ms",
+                &[&now],
+            )
+            .await
+            .map_err(backend)?;
+        drop(client);
+        let signals = Arc::new(Signals::default());
+        let channel = format!("quern:{}", opts.schema);
+        let listener = listen::spawn(config, channel.clone(), signals.clone()).await?;
+        Ok(Self { pool, signals, channel, listener, earliest_due: Arc::new(AtomicI64::new(i64::MIN)) })
+    }
+
+    /// Runs the migrations alone; answers the versions applied.
+    pub async fn migrate(opts: &PgOptions, now: Millis) -> Result<Vec<i64>> {
+        let config = parse_config(opts)?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig::default());
+        let pool = Pool::builder(manager).max_size(1).build().map_err(backend)?;
+        let mut client = pool.get().await.map_err(|e| StoreError::Backend(format!("cannot connect: {e}")))?;
+        schema::migrate(&mut client, &opts.schema, now).await
+    }
+
+    /// Stops listening and closes the pool; later calls answer
+    /// [`StoreError::Closed`]. Safe to call twice.
+    pub fn close(&self) {
+        self.listener.abort();
+        self.pool.close();
+    }
+
+    /// Runs `op` in a transaction, retried from the start when PostgreSQL
+    /// asks for it; answers its result and the first offset of the events
+    /// it appended.
+    async fn transact<R, F>(&self, mut op: F) -> Result<(R, Option<u64>)>
+    where
+        R: Send,
+        F: for<'a> FnMut(&'a mut Tx) -> BoxFuture<'a, Result<R>> + Send,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let client = self.pool.get().await.map_err(|e| match e {
+                deadpool_postgres::PoolError::Closed => StoreError::Closed,
+                e => StoreError::Backend(format!("cannot connect: {e}")),
+            })?;
+            let mut tx = Tx::begin(client).await?;
+            let outcome = match op(&mut tx).await {
+                Ok(r) => tx.commit(&self.channel).await.map(|(base, effects)| (r, base, effects)),
+                Err(e) => {
+                    tx.rollback().await;
+                    Err(e)
+                }
+            };
+            match outcome {
+                Ok((r, base, effects)) => {
+                    self.raise(effects);
+                    return Ok((r, base));
+                }
+                Err(e) if tx.retry.load(Ordering::Relaxed) && tries < MAX_TRIES => {
+                    tracing::debug!(error = %e, tries, "transaction retried");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn write<R, F>(&self, op: F) -> Result<R>
+    where
+        R: Send,
+        F: for<'a> FnMut(&'a mut Tx) -> BoxFuture<'a, Result<R>> + Send,
+    {
+        self.transact(op).await.map(|(r, _)| r)
+    }
+
+    /// Raises this node's signals for a committed transaction.
+    fn raise(&self, effects: Effects) {
+        if effects.events {
+            self.signals.events.notify_waiters();
+        }
+        self.signals.ended(effects.ended);
+        if effects.ready {
+            self.signals.ready.notify_waiters();
+        }
+        if effects.schedules {
+            self.signals.schedules.notify_one();
+        }
+        if let Some(due) = effects.due
+            && due < self.earliest_due.load(Ordering::Relaxed)
+        {
+            self.signals.timers.notify_one();
+        }
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// What a committed transaction tells: this node's signals to raise, and
+/// the other nodes' through `NOTIFY`.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// Tasks became ready.
+    pub(crate) ready: bool,
+    /// Schedules changed.
+    pub(crate) schedules: bool,
+    /// Events were appended.
+    pub(crate) events: bool,
+    /// Tasks that ended.
+    pub(crate) ended: Vec<Uuid>,
+    /// The earliest timer the transaction set.
+    pub(crate) due: Option<Millis>,
+}
+
+impl Effects {
+    /// A timer at `at` was set.
+    pub(crate) fn due_at(&mut self, at: Millis) {
+        self.due = Some(self.due.map_or(at, |d| d.min(at)));
+    }
+}
+
+/// The most bytes of one notification's payload (PostgreSQL's limit is 8000).
+const MAX_NOTIFY: usize = 7_900;
+
+/// One open transaction on a pooled connection, with the events it appends
+/// and the effects it will have. Dropped unfinished (its future cancelled),
+/// it takes its connection out of the pool, which closes it and so rolls
+/// the transaction back: an open transaction never goes back to the pool.
+pub(crate) struct Tx {
+    client: Option<Object>,
+    pub(crate) log: SegmentBuilder,
+    pub(crate) effects: Effects,
+    /// A statement failed in a way that a new try may not (a serialization
+    /// failure, a deadlock, a unique-key race).
+    retry: AtomicBool,
+}
+
+impl Tx {
+    async fn begin(client: Object) -> Result<Self> {
+        client.batch_execute("BEGIN").await.map_err(backend)?;
+        Ok(Self {
+            client: Some(client),
+            log: SegmentBuilder::default(),
+            effects: Effects::default(),
+            retry: AtomicBool::new(false),
+        })
+    }
+
+    fn client(&self) -> Result<&Object> {
+        self.client.as_ref().ok_or(StoreError::Closed)
+    }
+
+    fn fail(&self, e: &tokio_postgres::Error) -> StoreError {
+        use tokio_postgres::error::SqlState;
+        if let Some(code) = e.code()
+            && (*code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::UNIQUE_VIOLATION)
+        {
+            self.retry.store(true, Ordering::Relaxed);
+        }
+        let message = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned());
+        StoreError::Backend(message)
+    }
+
+    async fn statement(&self, sql: &str) -> Result<Statement> {
+        self.client()?.prepare_cached(sql).await.map_err(|e| self.fail(&e))
+    }
+
+    /// Runs a statement; answers its rows.
+    pub(crate) async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let stmt = self.statement(sql).await?;
+        self.client()?.query(&stmt, params).await.map_err(|e| self.fail(&e))
+    }
+
+    /// Runs a statement that answers at most one row.
+    pub(crate) async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+        let stmt = self.statement(sql).await?;
+        self.client()?.query_opt(&stmt, params).await.map_err(|e| self.fail(&e))
+    }
+
+    /// Runs a statement; answers how many rows it changed.
+    pub(crate) async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let stmt = self.statement(sql).await?;
+        self.client()?.execute(&stmt, params).await.map_err(|e| self.fail(&e))
+    }
+
+    /// Appends the transaction's events as one segment, tells the other
+    /// nodes, and commits; answers the segment's first offset.
+    async fn commit(&mut self, channel: &str) -> Result<(Option<u64>, Effects)> {
+        let mut notes: Vec<String> = Vec::new();
+        let mut flags = String::new();
+        let effects = std::mem::take(&mut self.effects);
+        if effects.ready {
+            flags.push('r');
+        }
+        if effects.schedules {
+            flags.push('s');
+        }
+        let mut base = None;
+        if let Some(text) = self.log.finish() {
+            flags.push('e');
+            // Taken last, held until the commit: the next writer of events
+            // waits here, so offsets become visible in the order they are
+            // handed out and a reader never sees N+1 before N.
+            let count = i64::try_from(self.log.count).unwrap_or(i64::MAX);
+            let row = self
+                .query_opt("UPDATE event_head SET next = next + $1 RETURNING next - $1", &[&count])
+                .await?
+                .ok_or_else(|| StoreError::Backend("event_head has no row".into()))?;
+            let first: i64 = row.get(0);
+            let count = i32::try_from(self.log.count).unwrap_or(i32::MAX);
+            self.execute(
+                "INSERT INTO event_segments (first_offset, count, first_at, last_at, events) VALUES ($1, $2, $3, $4, $5)",
+                &[&first, &count, &self.log.first_at, &self.log.last_at, &text],
+            )
+            .await?;
+            base = Some(first.unsigned_abs());
+        }
+        if !flags.is_empty() {
+            notes.push(flags);
+        }
+        let mut ended = String::new();
+        for id in &effects.ended {
+            if ended.len() + 37 > MAX_NOTIFY {
+                notes.push(std::mem::take(&mut ended));
+            }
+            ended.push(if ended.is_empty() { 'x' } else { ',' });
+            ended.push_str(&id.simple().to_string());
+        }
+        if !ended.is_empty() {
+            notes.push(ended);
+        }
+        if !notes.is_empty() {
+            self.execute("SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n", &[&channel, &notes]).await?;
+        }
+        let client = self.client()?;
+        client.batch_execute("COMMIT").await.map_err(|e| self.fail(&e))?;
+        self.client.take();
+        Ok((base, Effects { events: base.is_some(), ..effects }))
+    }
+
+    async fn rollback(&mut self) {
+        if let Some(client) = self.client.as_ref()
+            && client.batch_execute("ROLLBACK").await.is_ok()
+        {
+            self.client.take();
+        }
+    }
+
+    /// Adds a published event; answers it with its offset in this
+    /// transaction (the commit adds the segment's first offset).
+    pub(crate) fn emit(&mut self, at: Millis, e: NewEvent) -> Result<Event> {
+        self.log.push(at, e)
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Still open (or its end is unknown): never reuse it.
+            drop(Object::take(client));
+        }
+    }
+}
+
+/// Counts of one queue by status.
+fn queue_counts(rows: Vec<Row>, paused: Vec<Row>) -> Vec<QueueInfo> {
+    let mut out: std::collections::BTreeMap<String, QueueInfo> = std::collections::BTreeMap::new();
+    for r in rows {
+        let name: String = r.get(0);
+        let status: String = r.get(1);
+        let n: i64 = r.get(2);
+        let q =
+            out.entry(name.clone()).or_insert_with(|| QueueInfo { name, counts: Default::default(), paused: false });
+        if let Ok(s) = status.parse() {
+            q.counts.insert(s, n.unsigned_abs());
+        }
+    }
+    for r in paused {
+        let name: String = r.get(0);
+        let is_paused: bool = r.get(1);
+        out.entry(name.clone())
+            .or_insert_with(|| QueueInfo { name, counts: Default::default(), paused: false })
+            .paused = is_paused;
+    }
+    out.into_values().collect()
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn submit(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
+        self.write(|tx| Box::pin(tasks::submit(tx, tasks.clone()))).await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Task> {
+        self.write(|tx| Box::pin(tasks::get(tx, id))).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<TaskPage> {
+        self.write(|tx| Box::pin(tasks::list(tx, query.clone()))).await
+    }
+
+    async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
+        self.write(|tx| Box::pin(tasks::history(tx, id))).await
+    }
+
+    async fn lease(&self, params: LeaseParams) -> Result<Vec<Task>> {
+        self.write(|tx| Box::pin(tasks::lease(tx, params.clone()))).await
+    }
+
+    async fn heartbeat(&self, params: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>> {
+        self.write(|tx| Box::pin(tasks::heartbeat(tx, params.clone()))).await
+    }
+
+    async fn complete(&self, params: CompleteParams) -> Result<Vec<CompleteAnswer>> {
+        self.write(|tx| Box::pin(tasks::complete(tx, params.clone()))).await
+    }
+
+    async fn cancel(&self, id: Uuid, now: Millis) -> Result<Task> {
+        self.write(|tx| Box::pin(tasks::cancel(tx, id, now, false))).await
+    }
+
+    async fn retry(&self, id: Uuid, now: Millis) -> Result<Task> {
+        self.write(|tx| Box::pin(tasks::retry(tx, id, now))).await
+    }
+
+    async fn tick(&self, now: Millis) -> Result<TickOutcome> {
+        let out = self.write(|tx| Box::pin(tasks::tick(tx, now))).await?;
+        self.earliest_due.store(out.next_due.unwrap_or(i64::MAX), Ordering::Relaxed);
+        Ok(out)
+    }
+
+    async fn purge(&self, finished_before: Millis, limit: usize) -> Result<usize> {
+        self.write(|tx| Box::pin(tasks::purge(tx, finished_before, limit))).await
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        self.write(|tx| {
+            Box::pin(async move {
+                let counts = tx.query("SELECT queue, status, count(*) FROM tasks GROUP BY queue, status", &[]).await?;
+                let paused = tx.query("SELECT name, paused FROM queues", &[]).await?;
+                Ok(queue_counts(counts, paused))
+            })
+        })
+        .await
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        let queue = queue.to_owned();
+        self.write(|tx| Box::pin(tasks::set_paused(tx, queue.clone(), paused))).await
+    }
+
+    async fn submit_workflow(&self, workflow: NewWorkflow, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
+        self.write(|tx| Box::pin(flow::submit_workflow(tx, workflow.clone(), tasks.clone()))).await
+    }
+
+    async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord> {
+        self.write(|tx| Box::pin(flow::workflow(tx, id))).await
+    }
+
+    async fn cancel_workflow(&self, id: Uuid, now: Millis) -> Result<usize> {
+        self.write(|tx| Box::pin(flow::cancel_workflow(tx, id, now))).await
+    }
+
+    async fn approve(&self, id: Uuid, approval: Approval, now: Millis) -> Result<Task> {
+        self.write(|tx| Box::pin(flow::approve(tx, id, approval.clone(), now))).await
+    }
+
+    async fn schedules(&self, name: Option<String>) -> Result<Vec<ScheduleRecord>> {
+        self.write(|tx| Box::pin(schedules::list(tx, name.clone()))).await
+    }
+
+    async fn write_schedules(&self, writes: Vec<ScheduleWrite>) -> Result<()> {
+        self.write(|tx| Box::pin(schedules::write(tx, writes.clone()))).await
+    }
+
+    async fn due_schedules(&self, now: Millis, limit: usize) -> Result<DueSchedules> {
+        self.write(|tx| Box::pin(schedules::due(tx, now, limit))).await
+    }
+
+    async fn fire_schedules(&self, fires: Vec<Fire>, now: Millis) -> Result<Vec<FireOutcome>> {
+        self.write(|tx| Box::pin(schedules::fire(tx, fires.clone(), now))).await
+    }
+
+    async fn schedule_runs(&self, name: String, limit: usize) -> Result<Vec<Task>> {
+        self.write(|tx| Box::pin(schedules::runs(tx, name.clone(), limit))).await
+    }
+
+    async fn publish(&self, events: Vec<NewEvent>, now: Millis) -> Result<Vec<Event>> {
+        let (mut out, base) = self
+            .transact(|tx| {
+                let events = events.clone();
+                Box::pin(async move { events.into_iter().map(|e| tx.emit(now, e)).collect::<Result<Vec<_>>>() })
+            })
+            .await?;
+        let base = base.unwrap_or(0);
+        for e in &mut out {
+            e.offset += base;
+        }
+        Ok(out)
+    }
+
+    async fn read_events(&self, query: EventQuery) -> Result<EventPage> {
+        self.write(|tx| Box::pin(events::read(tx, query.clone()))).await
+    }
+
+    async fn purge_events(&self, before: Millis, keep: u64) -> Result<u64> {
+        self.write(|tx| Box::pin(events::purge(tx, before, keep))).await
+    }
+
+    async fn group_cursor(&self, group: String) -> Result<Option<u64>> {
+        self.write(|tx| Box::pin(events::group_cursor(tx, group.clone()))).await
+    }
+
+    async fn save_group_cursor(&self, group: String, cursor: u64, now: Millis) -> Result<()> {
+        self.write(|tx| Box::pin(events::save_group_cursor(tx, group.clone(), cursor, now))).await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<WebhookRecord>> {
+        self.write(|tx| Box::pin(webhooks::list(tx))).await
+    }
+
+    async fn put_webhook(&self, webhook: WebhookRecord) -> Result<()> {
+        self.write(|tx| Box::pin(webhooks::put(tx, webhook.clone()))).await
+    }
+
+    async fn delete_webhook(&self, name: String) -> Result<bool> {
+        self.write(|tx| Box::pin(webhooks::delete(tx, name.clone()))).await
+    }
+
+    async fn webhook_progress(&self, state: WebhookRecord, delivery: Option<Delivery>) -> Result<()> {
+        self.write(|tx| Box::pin(webhooks::progress(tx, state.clone(), delivery.clone()))).await
+    }
+
+    async fn deliveries(&self, name: String, limit: usize) -> Result<Vec<Delivery>> {
+        self.write(|tx| Box::pin(webhooks::deliveries(tx, name.clone(), limit))).await
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.write(|tx| Box::pin(async move { tx.query("SELECT 1", &[]).await.map(|_| ()) })).await
+    }
+
+    fn signals(&self) -> &Signals {
+        &self.signals
+    }
+}

@@ -1,0 +1,851 @@
+//! Tasks in PostgreSQL: submit, lease, heartbeat, complete, cancel, retry,
+//! timers, retention, listing.
+//!
+//! Invariant: a task's row is changed only under its row lock, taken by the
+//! statement that changes it or by a `FOR UPDATE` read before, and every
+//! check that can refuse an operation runs before its first write; a
+//! completion counts only when its token is the row's `lease_token`. How it
+//! differs from SQLite: ready tasks are found through the `tasks_ready`
+//! index with `FOR UPDATE SKIP LOCKED`, so that nodes leasing at once never
+//! take the same task and never wait for each other; batches are written
+//! with one `unnest` statement each rather than a statement per row.
+
+use super::{Tx, flow};
+use crate::attempt::{AttemptEnd, Decision, Running, decide};
+use crate::history::{compact_history, entry};
+use crate::segment::Move;
+use crate::{
+    APPROVAL, CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, ListQuery, Result,
+    StoreError, Submitted, TaskPage, TickOutcome, backend, json, ms_i64, new_task_view, uuid_upper_bound,
+};
+use quern_core::{ErrorKind, HistoryEntry, Lease, Millis, NewTask, Status, Task, TaskError};
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashMap};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+/// The columns [`Loaded::from_row`] reads, in order, of a table named `t`.
+pub(super) const COLS: &str = "t.id, t.name, t.queue, t.input, t.status, t.priority, t.metadata::text, t.attempt, \
+     t.max_attempts, t.timeout_ms, t.retry, t.run_at, t.progress, t.result, t.error, t.created_at, t.started_at, \
+     t.finished_at, t.updated_at, t.worker, t.workflow, t.depends_on, t.idempotency_key, t.digest, \
+     t.cancel_requested, t.compact, t.wf_key, t.lease_token, t.expires_at, t.lease_ms";
+
+/// How many rows one timer pass moves of each kind.
+const TICK_BATCH: i64 = 1_000;
+
+/// A task's row: the task and what only the store needs of it.
+pub(super) struct Loaded {
+    pub(super) task: Task,
+    pub(super) compact: bool,
+    pub(super) token: Option<String>,
+    pub(super) expires_at: Option<Millis>,
+    pub(super) lease_ms: Option<i64>,
+}
+
+fn u32_of(v: i32) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+fn i32_of(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+fn parsed<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Option<T>> {
+    text.map(|t| serde_json::from_str(&t)).transpose().map_err(backend)
+}
+
+fn raw(text: Option<String>) -> Result<Option<Box<RawValue>>> {
+    text.map(RawValue::from_string).transpose().map_err(backend)
+}
+
+pub(super) fn status_of(text: &str) -> Result<Status> {
+    text.parse().map_err(backend)
+}
+
+impl Loaded {
+    pub(super) fn from_row(r: &Row) -> Result<Self> {
+        let metadata: Option<BTreeMap<String, String>> = parsed(r.get(6))?;
+        let task = Task {
+            id: r.get(0),
+            name: r.get(1),
+            queue: r.get(2),
+            input: RawValue::from_string(r.get(3)).map_err(backend)?,
+            status: status_of(r.get(4))?,
+            priority: r.get(5),
+            metadata: metadata.unwrap_or_default(),
+            attempt: u32_of(r.get(7)),
+            max_attempts: u32_of(r.get(8)),
+            timeout_ms: r.get::<_, Option<i64>>(9).map(i64::unsigned_abs),
+            retry: parsed(Some(r.get(10)))?.unwrap_or_default(),
+            run_at: r.get(11),
+            progress: parsed(r.get(12))?,
+            result: raw(r.get(13))?,
+            error: parsed(r.get(14))?,
+            created_at: r.get(15),
+            started_at: r.get(16),
+            finished_at: r.get(17),
+            updated_at: r.get(18),
+            worker: r.get(19),
+            workflow: r.get(20),
+            depends_on: parsed(r.get(21))?.unwrap_or_default(),
+            idempotency_key: r.get(22),
+            digest: r.get(23),
+            cancel_requested: r.get(24),
+            key: r.get(26),
+            lease: None,
+            parents: None,
+        };
+        Ok(Self { task, compact: r.get(25), token: r.get(27), expires_at: r.get(28), lease_ms: r.get(29) })
+    }
+}
+
+/// Reads task `id`, locked for this transaction when `lock`.
+pub(super) async fn load(tx: &Tx, id: Uuid, lock: bool) -> Result<Loaded> {
+    let sql = if lock {
+        format!("SELECT {COLS} FROM tasks t WHERE t.id = $1 FOR UPDATE")
+    } else {
+        format!("SELECT {COLS} FROM tasks t WHERE t.id = $1")
+    };
+    let row = tx.query_opt(&sql, &[&id]).await?.ok_or(StoreError::NotFound(id))?;
+    Loaded::from_row(&row)
+}
+
+pub(super) async fn get(tx: &mut Tx, id: Uuid) -> Result<Task> {
+    load(tx, id, false).await.map(|l| l.task)
+}
+
+/// History entries to append, written together.
+#[derive(Default)]
+pub(super) struct Entries(Vec<(Uuid, HistoryEntry)>);
+
+impl Entries {
+    pub(super) fn push(&mut self, id: Uuid, e: HistoryEntry) {
+        self.0.push((id, e));
+    }
+
+    /// A move off the common path of a task whose row may still be
+    /// compact: its history so far first, then the move.
+    pub(super) fn record(&mut self, l: &Loaded, e: HistoryEntry) {
+        if l.compact {
+            for c in compact_history(&l.task) {
+                self.push(l.task.id, c);
+            }
+        }
+        self.push(l.task.id, e);
+    }
+
+    pub(super) async fn write(self, tx: &Tx) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let n = self.0.len();
+        let (mut task, mut at, mut from, mut to) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::new(), Vec::new());
+        let (mut attempt, mut worker, mut actor, mut note) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (id, e) in self.0 {
+            task.push(id);
+            at.push(e.at);
+            from.push(e.from.map(|s| s.as_str().to_owned()));
+            to.push(e.to.as_str().to_owned());
+            attempt.push(i32_of(e.attempt));
+            worker.push(e.worker);
+            actor.push(e.actor);
+            note.push(e.note);
+        }
+        tx.execute(
+            "INSERT INTO history (task, at, from_status, to_status, attempt, worker, actor, note) \
+             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::int4[], $6::text[], \
+             $7::text[], $8::text[])",
+            &[&task, &at, &from, &to, &attempt, &worker, &actor, &note],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// When an approval that becomes queued at `since` times out, if it does.
+pub(super) fn approval_due(name: &str, timeout_ms: Option<u64>, since: Millis) -> Option<Millis> {
+    (name == APPROVAL).then_some(timeout_ms).flatten().map(|t| since.saturating_add(ms_i64(t)))
+}
+
+pub(super) async fn submit(tx: &mut Tx, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
+    // Refusals first: an idempotency conflict anywhere refuses the batch.
+    let keys: Vec<&str> = tasks.iter().filter_map(|t| t.idempotency_key.as_deref()).collect();
+    let mut found: HashMap<String, Task> = HashMap::new();
+    if !keys.is_empty() {
+        let sql = format!("SELECT {COLS} FROM tasks t WHERE t.idempotency_key = ANY($1)");
+        for r in tx.query(&sql, &[&keys]).await? {
+            let t = Loaded::from_row(&r)?.task;
+            if let Some(k) = t.idempotency_key.clone() {
+                found.insert(k, t);
+            }
+        }
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (index, t) in tasks.iter().enumerate() {
+        let Some(key) = t.idempotency_key.as_deref() else { continue };
+        let existing = match seen.get(key) {
+            Some(&first) => (tasks[first].digest != t.digest).then_some(tasks[first].id),
+            None => {
+                seen.insert(key, index);
+                found.get(key).filter(|f| f.digest != t.digest).map(|f| f.id)
+            }
+        };
+        if let Some(existing) = existing {
+            return Err(StoreError::IdempotencyConflict { index, key: key.to_owned(), existing });
+        }
+    }
+    let mut rows = NewRows::default();
+    let mut entries = Entries::default();
+    let mut edges: (Vec<Uuid>, Vec<Uuid>, Vec<String>) = Default::default();
+    let mut out: Vec<Submitted> = Vec::with_capacity(tasks.len());
+    let mut made: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        if let Some(key) = t.idempotency_key.as_deref() {
+            if let Some(f) = found.get(key) {
+                out.push(Submitted { task: f.clone(), created: false });
+                continue;
+            }
+            if let Some(&i) = made.get(key) {
+                let task = out[i].task.clone();
+                out.push(Submitted { task, created: false });
+                continue;
+            }
+            made.insert(key.to_owned(), out.len());
+        }
+        let due = approval_due(&t.name, t.timeout_ms, t.created_at).filter(|_| t.status == Status::Queued);
+        rows.push(&t, due);
+        tx.log.push_move(&Move::new(t.id, (&t.name, &t.queue, 0), None, t.status, t.created_at));
+        if t.depends_on.is_empty() {
+            match t.status {
+                Status::Pending => tx.effects.due_at(t.run_at),
+                _ if t.name == APPROVAL => {
+                    if let Some(d) = due {
+                        tx.effects.due_at(d);
+                    }
+                }
+                _ => tx.effects.ready = true,
+            }
+        } else {
+            let note = Some("waiting for its dependencies".to_owned());
+            let e = HistoryEntry {
+                at: t.created_at,
+                from: None,
+                to: Status::Pending,
+                attempt: 0,
+                worker: None,
+                actor: "client".to_owned(),
+                note,
+            };
+            entries.push(t.id, e);
+            for d in &t.depends_on {
+                edges.0.push(d.task);
+                edges.1.push(t.id);
+                edges.2.push(json(&d.on));
+            }
+        }
+        out.push(Submitted { task: new_task_view(t)?, created: true });
+    }
+    rows.insert(tx).await?;
+    entries.write(tx).await?;
+    if !edges.0.is_empty() {
+        tx.execute(
+            "INSERT INTO edges (parent, child, cond) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[])",
+            &[&edges.0, &edges.1, &edges.2],
+        )
+        .await?;
+    }
+    Ok(out)
+}
+
+/// New tasks as columns, inserted with one statement.
+#[derive(Default)]
+struct NewRows {
+    id: Vec<Uuid>,
+    name: Vec<String>,
+    queue: Vec<String>,
+    status: Vec<&'static str>,
+    priority: Vec<i32>,
+    input: Vec<String>,
+    metadata: Vec<Option<String>>,
+    max_attempts: Vec<i32>,
+    timeout_ms: Vec<Option<i64>>,
+    retry: Vec<String>,
+    run_at: Vec<i64>,
+    created_at: Vec<i64>,
+    workflow: Vec<Option<Uuid>>,
+    depends_on: Vec<Option<String>>,
+    idempotency_key: Vec<Option<String>>,
+    digest: Vec<String>,
+    wf_key: Vec<Option<String>>,
+    compact: Vec<bool>,
+    unmet: Vec<i32>,
+    approval_due: Vec<Option<i64>>,
+}
+
+impl NewRows {
+    fn push(&mut self, t: &NewTask, approval_due: Option<Millis>) {
+        self.id.push(t.id);
+        self.name.push(t.name.clone());
+        self.queue.push(t.queue.clone());
+        self.status.push(t.status.as_str());
+        self.priority.push(t.priority);
+        self.input.push(t.input.clone());
+        self.metadata.push((!t.metadata.is_empty()).then(|| json(&t.metadata)));
+        self.max_attempts.push(i32_of(t.max_attempts));
+        self.timeout_ms.push(t.timeout_ms.map(ms_i64));
+        self.retry.push(json(&t.retry));
+        self.run_at.push(t.run_at);
+        self.created_at.push(t.created_at);
+        self.workflow.push(t.workflow);
+        self.depends_on.push((!t.depends_on.is_empty()).then(|| json(&t.depends_on)));
+        self.idempotency_key.push(t.idempotency_key.clone());
+        self.digest.push(t.digest.clone());
+        self.wf_key.push(t.key.clone());
+        self.compact.push(t.depends_on.is_empty());
+        self.unmet.push(i32::try_from(t.depends_on.len()).unwrap_or(i32::MAX));
+        self.approval_due.push(approval_due);
+    }
+
+    async fn insert(self, tx: &Tx) -> Result<()> {
+        if self.id.is_empty() {
+            return Ok(());
+        }
+        let params: [&(dyn ToSql + Sync); 20] = [
+            &self.id,
+            &self.name,
+            &self.queue,
+            &self.status,
+            &self.priority,
+            &self.input,
+            &self.metadata,
+            &self.max_attempts,
+            &self.timeout_ms,
+            &self.retry,
+            &self.run_at,
+            &self.created_at,
+            &self.workflow,
+            &self.depends_on,
+            &self.idempotency_key,
+            &self.digest,
+            &self.wf_key,
+            &self.compact,
+            &self.unmet,
+            &self.approval_due,
+        ];
+        tx.execute(
+            "INSERT INTO tasks (id, name, queue, status, priority, input, metadata, max_attempts, timeout_ms, retry, \
+             run_at, created_at, updated_at, workflow, depends_on, idempotency_key, digest, wf_key, compact, unmet, \
+             approval_due) \
+             SELECT id, name, queue, status, priority, input, metadata::jsonb, max_attempts, timeout_ms, retry, \
+             run_at, created_at, created_at, workflow, depends_on, idempotency_key, digest, wf_key, compact, unmet, \
+             approval_due \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[], \
+             $8::int4[], $9::int8[], $10::text[], $11::int8[], $12::int8[], $13::uuid[], $14::text[], $15::text[], \
+             $16::text[], $17::text[], $18::bool[], $19::int4[], $20::int8[]) \
+             AS u(id, name, queue, status, priority, input, metadata, max_attempts, timeout_ms, retry, run_at, \
+             created_at, workflow, depends_on, idempotency_key, digest, wf_key, compact, unmet, approval_due)",
+            &params,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+pub(super) async fn lease(tx: &mut Tx, p: LeaseParams) -> Result<Vec<Task>> {
+    if p.max == 0 || p.queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let max = i64::try_from(p.max).unwrap_or(i64::MAX);
+    let lease_ms = ms_i64(p.lease_ms);
+    let sql = format!(
+        "WITH picked AS (SELECT id FROM tasks WHERE status = 'queued' AND name <> 'approval' AND queue = ANY($1) \
+         AND ($2::text[] IS NULL OR name = ANY($2)) \
+         AND queue <> ALL(ARRAY(SELECT name FROM queues WHERE paused)) \
+         ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         UPDATE tasks t SET status = 'running', attempt = t.attempt + 1, started_at = $4, updated_at = $4, \
+         worker = $5, lease_token = (t.attempt + 1)::text || '.' || replace(gen_random_uuid()::text, '-', ''), \
+         lease_ms = $6, expires_at = $4::int8 + $6::int8, timeout_at = $4::int8 + t.timeout_ms, progress = NULL, \
+         cancel_requested = false FROM picked WHERE t.id = picked.id RETURNING {COLS}"
+    );
+    let rows = tx.query(&sql, &[&p.queues, &p.names, &max, &p.now, &p.worker, &lease_ms]).await?;
+    let mut leased = rows.iter().map(Loaded::from_row).collect::<Result<Vec<_>>>()?;
+    leased.sort_by_key(|l| (std::cmp::Reverse(l.task.priority), l.task.run_at, l.task.id));
+    let mut entries = Entries::default();
+    let mut out = Vec::with_capacity(leased.len());
+    for l in leased {
+        let mut task = l.task;
+        if !l.compact {
+            let e = entry(p.now, Status::Queued, Status::Running, task.attempt, Some(p.worker.clone()), "worker", None);
+            entries.push(task.id, e);
+        }
+        let expires_at = l.expires_at.unwrap_or(p.now + lease_ms);
+        tx.effects.due_at(task.timeout_ms.map_or(expires_at, |t| expires_at.min(p.now.saturating_add(ms_i64(t)))));
+        task.lease = Some(Lease { token: l.token.unwrap_or_default(), expires_at });
+        if !task.depends_on.is_empty() {
+            task.parents = Some(flow::parents_of(tx, &task).await?);
+        }
+        let m =
+            Move::new(task.id, (&task.name, &task.queue, task.attempt), Some(Status::Queued), Status::Running, p.now);
+        tx.log.push_move(&m);
+        out.push(task);
+    }
+    entries.write(tx).await?;
+    Ok(out)
+}
+
+pub(super) async fn heartbeat(tx: &mut Tx, p: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>> {
+    let ids: Vec<Uuid> = p.leases.iter().map(|l| l.task).collect();
+    let tokens: Vec<&str> = p.leases.iter().map(|l| l.token.as_str()).collect();
+    let progress: Vec<Option<String>> = p.leases.iter().map(|l| l.progress.as_ref().map(json)).collect();
+    let rows = tx
+        .query(
+            "UPDATE tasks t SET expires_at = $4 + t.lease_ms, progress = coalesce(h.progress, t.progress), \
+             updated_at = CASE WHEN h.progress IS NULL THEN t.updated_at ELSE $4 END \
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS h(id, token, progress) \
+             WHERE t.id = h.id AND t.lease_token = h.token AND t.status = 'running' \
+             RETURNING t.id, t.expires_at, t.cancel_requested",
+            &[&ids, &tokens, &progress, &p.now],
+        )
+        .await?;
+    let mut extended: HashMap<Uuid, (Option<i64>, bool)> = HashMap::new();
+    for r in rows {
+        extended.insert(r.get(0), (r.get(1), r.get(2)));
+    }
+    Ok(p.leases
+        .iter()
+        .map(|l| match extended.get(&l.task) {
+            Some((expires_at, cancel)) => {
+                HeartbeatAnswer { task: l.task, ok: true, cancel: *cancel, expires_at: *expires_at }
+            }
+            None => HeartbeatAnswer { task: l.task, ok: false, cancel: true, expires_at: None },
+        })
+        .collect())
+}
+
+/// Locks the running tasks among `ids`, by id.
+async fn lock_running(tx: &Tx, ids: &mut Vec<Uuid>) -> Result<HashMap<Uuid, Loaded>> {
+    ids.sort_unstable();
+    ids.dedup();
+    let sql =
+        format!("SELECT {COLS} FROM tasks t WHERE t.id = ANY($1) AND t.status = 'running' ORDER BY t.id FOR UPDATE");
+    let mut out = HashMap::new();
+    for r in tx.query(&sql, &[&*ids]).await? {
+        let l = Loaded::from_row(&r)?;
+        out.insert(l.task.id, l);
+    }
+    Ok(out)
+}
+
+pub(super) async fn complete(tx: &mut Tx, p: CompleteParams) -> Result<Vec<CompleteAnswer>> {
+    let mut ids: Vec<Uuid> = p.results.iter().map(|c| c.task).collect();
+    let mut running = lock_running(tx, &mut ids).await?;
+    let mut ends = Ends::default();
+    let mut out = Vec::with_capacity(p.results.len());
+    for c in p.results {
+        let current = running.get(&c.task).is_some_and(|l| l.token.as_deref() == Some(c.token.as_str()));
+        let Some(l) = running.remove(&c.task).filter(|_| current) else {
+            out.push(CompleteAnswer { task: c.task, ok: false });
+            continue;
+        };
+        ends.end(tx, &l, AttemptEnd::reported(c.outcome), p.now, "worker");
+        out.push(CompleteAnswer { task: c.task, ok: true });
+    }
+    ends.write(tx, p.now).await?;
+    Ok(out)
+}
+
+/// Attempts that end their task, as columns: id, status, result, error,
+/// whether the row stays compact.
+#[derive(Default)]
+struct Done(Vec<Uuid>, Vec<&'static str>, Vec<Option<String>>, Vec<Option<String>>, Vec<bool>);
+
+/// Attempts whose task goes back, as columns: id, status, error, run_at,
+/// whether the attempt was given back.
+#[derive(Default)]
+struct Back(Vec<Uuid>, Vec<&'static str>, Vec<Option<String>>, Vec<i64>, Vec<i32>);
+
+/// Ended attempts, written together: one statement for those that end
+/// their task, one for those that go back, one for their history.
+#[derive(Default)]
+struct Ends {
+    entries: Entries,
+    done: Done,
+    back: Back,
+    /// Ended tasks of workflows: their ends are judged once written.
+    closed: Vec<(Uuid, Uuid)>,
+}
+
+impl Ends {
+    /// Decides how attempt `l` ends and queues its writes.
+    fn end(&mut self, tx: &mut Tx, l: &Loaded, end: AttemptEnd, now: Millis, actor: &str) {
+        let t = &l.task;
+        let worker = t.worker.clone().unwrap_or_default();
+        let running = Running {
+            id: t.id,
+            attempt: t.attempt,
+            max_attempts: t.max_attempts,
+            retry: &t.retry,
+            cancel_requested: t.cancel_requested,
+            worker: &worker,
+            lease_ms: l.lease_ms.unwrap_or(0).unsigned_abs(),
+            timeout_ms: t.timeout_ms,
+            compact: l.compact,
+        };
+        let Decision { to, result, error, run_at, given_back, note, stays_compact, retrying } =
+            decide(&running, end, now, actor);
+        if !stays_compact {
+            let e = HistoryEntry {
+                at: now,
+                from: Some(Status::Running),
+                to,
+                attempt: t.attempt,
+                worker: t.worker.clone(),
+                actor: actor.to_owned(),
+                note,
+            };
+            self.entries.record(l, e);
+        }
+        let error = error.as_ref().map(json);
+        if to.is_terminal() {
+            self.done.0.push(t.id);
+            self.done.1.push(to.as_str());
+            self.done.2.push(result.map(|r| r.get().to_owned()));
+            self.done.3.push(error);
+            self.done.4.push(stays_compact);
+            tx.effects.ended.push(t.id);
+            if let Some(w) = t.workflow {
+                self.closed.push((t.id, w));
+            }
+        } else {
+            self.back.0.push(t.id);
+            self.back.1.push(to.as_str());
+            self.back.2.push(error);
+            self.back.3.push(run_at);
+            self.back.4.push(i32_of(given_back));
+            if to == Status::Queued {
+                tx.effects.ready = true;
+            } else {
+                tx.effects.due_at(run_at);
+            }
+        }
+        let m = Move { retrying, ..Move::new(t.id, (&t.name, &t.queue, t.attempt), Some(Status::Running), to, now) };
+        tx.log.push_move(&m);
+    }
+
+    async fn write(self, tx: &mut Tx, now: Millis) -> Result<()> {
+        let Self { entries, done, back, closed } = self;
+        entries.write(tx).await?;
+        if !done.0.is_empty() {
+            tx.execute(
+                "UPDATE tasks t SET status = u.status, result = u.result, error = u.error, finished_at = $1, \
+                 updated_at = $1, lease_token = NULL, expires_at = NULL, timeout_at = NULL, compact = u.compact \
+                 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[]) \
+                 AS u(id, status, result, error, compact) WHERE t.id = u.id",
+                &[&now, &done.0, &done.1, &done.2, &done.3, &done.4],
+            )
+            .await?;
+        }
+        if !back.0.is_empty() {
+            tx.execute(
+                "UPDATE tasks t SET status = u.status, error = coalesce(u.error, t.error), run_at = u.run_at, \
+                 updated_at = $1, lease_token = NULL, expires_at = NULL, timeout_at = NULL, \
+                 attempt = t.attempt - u.given_back, compact = false \
+                 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::int4[]) \
+                 AS u(id, status, error, run_at, given_back) WHERE t.id = u.id",
+                &[&now, &back.0, &back.1, &back.2, &back.3, &back.4],
+            )
+            .await?;
+        }
+        for (id, workflow) in closed {
+            flow::closed(tx, workflow, now).await?;
+            flow::ended(tx, id, now).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Ends task `l` (pending or queued) as `cancelled` by a client; `hold`
+/// leaves its dependents unjudged (its whole workflow is being cancelled).
+async fn cancel_waiting(tx: &mut Tx, l: &Loaded, now: Millis, hold: bool) -> Result<()> {
+    let t = &l.task;
+    let mut entries = Entries::default();
+    let e = HistoryEntry {
+        at: now,
+        from: Some(t.status),
+        to: Status::Cancelled,
+        attempt: t.attempt,
+        worker: None,
+        actor: "client".to_owned(),
+        note: Some("cancelled by a client".to_owned()),
+    };
+    entries.record(l, e);
+    entries.write(tx).await?;
+    let error = json(&TaskError::new(ErrorKind::Cancelled, "cancelled by a client"));
+    tx.execute(
+        "UPDATE tasks SET status = 'cancelled', error = $2, finished_at = $3, updated_at = $3, compact = false, \
+         approval_due = NULL WHERE id = $1",
+        &[&t.id, &error, &now],
+    )
+    .await?;
+    let m = Move::new(t.id, (&t.name, &t.queue, t.attempt), Some(t.status), Status::Cancelled, now);
+    flow::moved(tx, &m, t.workflow).await?;
+    tx.effects.ended.push(t.id);
+    if !hold {
+        flow::ended(tx, t.id, now).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn cancel(tx: &mut Tx, id: Uuid, now: Millis, hold: bool) -> Result<Task> {
+    let l = load(tx, id, true).await?;
+    match l.task.status {
+        Status::Running => {
+            if !l.task.cancel_requested {
+                tx.execute("UPDATE tasks SET cancel_requested = true, updated_at = $2 WHERE id = $1", &[&id, &now])
+                    .await?;
+            }
+        }
+        Status::Pending | Status::Queued => cancel_waiting(tx, &l, now, hold).await?,
+        status => {
+            return Err(StoreError::InvalidTransition {
+                id,
+                status,
+                message: "a finished task cannot be cancelled".to_owned(),
+            });
+        }
+    }
+    get(tx, id).await
+}
+
+pub(super) async fn retry(tx: &mut Tx, id: Uuid, now: Millis) -> Result<Task> {
+    let l = load(tx, id, true).await?;
+    let t = &l.task;
+    if !t.status.can_manual_retry() {
+        return Err(StoreError::InvalidTransition {
+            id,
+            status: t.status,
+            message: "only failed, timed_out or cancelled tasks can be retried".to_owned(),
+        });
+    }
+    let mut entries = Entries::default();
+    let e = HistoryEntry {
+        at: now,
+        from: Some(t.status),
+        to: Status::Queued,
+        attempt: t.attempt,
+        worker: None,
+        actor: "client".to_owned(),
+        note: Some("manual retry".to_owned()),
+    };
+    entries.record(&l, e);
+    entries.write(tx).await?;
+    let due = approval_due(&t.name, t.timeout_ms, now);
+    tx.execute(
+        "UPDATE tasks SET status = 'queued', run_at = $2, updated_at = $2, finished_at = NULL, result = NULL, \
+         cancel_requested = false, max_attempts = greatest(max_attempts, attempt + 1), compact = false, \
+         approval_due = $3 WHERE id = $1",
+        &[&id, &now, &due],
+    )
+    .await?;
+    let m = Move::new(id, (&t.name, &t.queue, t.attempt), Some(t.status), Status::Queued, now);
+    flow::moved(tx, &m, t.workflow).await?;
+    match due {
+        Some(d) => tx.effects.due_at(d),
+        None => tx.effects.ready = true,
+    }
+    get(tx, id).await
+}
+
+pub(super) async fn tick(tx: &mut Tx, now: Millis) -> Result<TickOutcome> {
+    let mut outcome = TickOutcome::default();
+    let mut full = false;
+    // Delays and backoffs whose time came.
+    let rows = tx
+        .query(
+            "UPDATE tasks t SET status = 'queued', updated_at = $1, \
+             approval_due = CASE WHEN t.name = 'approval' THEN $1 + t.timeout_ms END \
+             WHERE t.id IN (SELECT id FROM tasks WHERE status = 'pending' AND unmet = 0 AND run_at <= $1 \
+             ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING t.id, t.name, t.queue, t.attempt, t.compact, t.approval_due",
+            &[&now, &TICK_BATCH],
+        )
+        .await?;
+    full |= rows.len() as i64 == TICK_BATCH;
+    let mut entries = Entries::default();
+    for r in &rows {
+        let (id, name, queue, attempt): (Uuid, String, String, i32) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let attempt = u32_of(attempt);
+        if !r.get::<_, bool>(4) {
+            entries
+                .push(id, entry(now, Status::Pending, Status::Queued, attempt, None, "server", Some("run_at reached")));
+        }
+        match r.get::<_, Option<i64>>(5) {
+            Some(due) => tx.effects.due_at(due),
+            None if name != APPROVAL => tx.effects.ready = true,
+            None => {}
+        }
+        tx.log.push_move(&Move::new(id, (&name, &queue, attempt), Some(Status::Pending), Status::Queued, now));
+        outcome.promoted += 1;
+    }
+    entries.write(tx).await?;
+    // Leases that ran out and attempts past their timeout.
+    let sql = format!(
+        "SELECT {COLS}, t.timeout_at FROM tasks t WHERE t.status = 'running' AND (t.expires_at <= $1 OR t.timeout_at <= $1) \
+         ORDER BY t.id LIMIT $2 FOR UPDATE SKIP LOCKED"
+    );
+    let rows = tx.query(&sql, &[&now, &TICK_BATCH]).await?;
+    full |= rows.len() as i64 == TICK_BATCH;
+    let mut ends = Ends::default();
+    for r in &rows {
+        let l = Loaded::from_row(r)?;
+        let timeout_at: Option<i64> = r.get(30);
+        let end = if timeout_at.is_some_and(|t| t <= now) {
+            outcome.timed_out += 1;
+            AttemptEnd::TimedOut
+        } else {
+            outcome.expired += 1;
+            AttemptEnd::Lost
+        };
+        ends.end(tx, &l, end, now, "server");
+    }
+    ends.write(tx, now).await?;
+    // Approvals that got no decision in time.
+    let sql = format!(
+        "SELECT {COLS} FROM tasks t WHERE t.approval_due <= $1 AND t.status = 'queued' \
+         ORDER BY t.approval_due LIMIT $2 FOR UPDATE SKIP LOCKED"
+    );
+    let rows = tx.query(&sql, &[&now, &TICK_BATCH]).await?;
+    full |= rows.len() as i64 == TICK_BATCH;
+    for r in &rows {
+        let l = Loaded::from_row(r)?;
+        outcome.timed_out += usize::from(flow::time_out_approval(tx, &l, now).await?);
+    }
+    let row = tx
+        .query_opt(
+            "SELECT least((SELECT min(run_at) FROM tasks WHERE status = 'pending' AND unmet = 0), \
+             (SELECT min(expires_at) FROM tasks WHERE status = 'running'), \
+             (SELECT min(timeout_at) FROM tasks WHERE status = 'running' AND timeout_at IS NOT NULL), \
+             (SELECT min(approval_due) FROM tasks WHERE approval_due IS NOT NULL))",
+            &[],
+        )
+        .await?;
+    let next: Option<i64> = row.and_then(|r| r.get(0));
+    let moved = outcome.promoted + outcome.expired + outcome.timed_out;
+    outcome.next_due = match next {
+        _ if full => Some(now),
+        // Due but locked by another node, which is moving it now: look
+        // again shortly rather than spin.
+        Some(due) if due <= now && moved == 0 => Some(now + 50),
+        other => other,
+    };
+    Ok(outcome)
+}
+
+pub(super) async fn purge(tx: &mut Tx, finished_before: Millis, limit: usize) -> Result<usize> {
+    let bound = uuid_upper_bound(finished_before);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = tx
+        .query(
+            "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE id < $1 AND finished_at < $2 LIMIT $3 \
+             FOR UPDATE SKIP LOCKED) RETURNING id",
+            &[&bound, &finished_before, &limit],
+        )
+        .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    if !ids.is_empty() {
+        tx.execute("DELETE FROM history WHERE task = ANY($1)", &[&ids]).await?;
+        tx.execute("DELETE FROM edges WHERE child = ANY($1)", &[&ids]).await?;
+    }
+    Ok(ids.len())
+}
+
+pub(super) async fn set_paused(tx: &mut Tx, queue: String, paused: bool) -> Result<()> {
+    tx.execute(
+        "INSERT INTO queues (name, paused) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET paused = $2",
+        &[&queue, &paused],
+    )
+    .await?;
+    if !paused {
+        tx.effects.ready = true;
+    }
+    Ok(())
+}
+
+fn encode_cursor(id: Uuid) -> String {
+    id.simple().to_string()
+}
+
+fn decode_cursor(s: &str) -> Result<Uuid> {
+    Uuid::try_parse(s).map_err(|_| StoreError::InvalidCursor)
+}
+
+pub(super) async fn list(tx: &mut Tx, q: ListQuery) -> Result<TaskPage> {
+    let mut sql = format!("SELECT {COLS} FROM tasks t WHERE true");
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    if let Some(cursor) = &q.cursor {
+        args.push(Box::new(decode_cursor(cursor)?));
+        sql.push_str(&format!(" AND t.id < ${}", args.len()));
+    }
+    if !q.statuses.is_empty() {
+        let statuses: Vec<&'static str> = q.statuses.iter().map(|s| s.as_str()).collect();
+        args.push(Box::new(statuses));
+        sql.push_str(&format!(" AND t.status = ANY(${})", args.len()));
+    }
+    if let Some(queue) = &q.queue {
+        args.push(Box::new(queue.clone()));
+        sql.push_str(&format!(" AND t.queue = ${}", args.len()));
+    }
+    if let Some(name) = &q.name {
+        args.push(Box::new(name.clone()));
+        sql.push_str(&format!(" AND t.name = ${}", args.len()));
+    }
+    if let Some(workflow) = q.workflow {
+        args.push(Box::new(workflow));
+        sql.push_str(&format!(" AND t.workflow = ${}", args.len()));
+    }
+    if !q.metadata.is_empty() {
+        args.push(Box::new(json(&q.metadata)));
+        sql.push_str(&format!(" AND t.metadata @> ${}::text::jsonb", args.len()));
+    }
+    args.push(Box::new(i64::try_from(q.limit).unwrap_or(1000) + 1));
+    sql.push_str(&format!(" ORDER BY t.id DESC LIMIT ${}", args.len()));
+    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+    let rows = tx.query(&sql, &params).await?;
+    let mut tasks = rows.iter().map(|r| Loaded::from_row(r).map(|l| l.task)).collect::<Result<Vec<_>>>()?;
+    let next_cursor = if tasks.len() > q.limit {
+        tasks.truncate(q.limit);
+        tasks.last().map(|t| encode_cursor(t.id))
+    } else {
+        None
+    };
+    Ok(TaskPage { tasks, next_cursor })
+}
+
+pub(super) async fn history(tx: &mut Tx, id: Uuid) -> Result<Vec<HistoryEntry>> {
+    let l = load(tx, id, false).await?;
+    if l.compact {
+        return Ok(compact_history(&l.task));
+    }
+    let rows = tx
+        .query(
+            "SELECT at, from_status, to_status, attempt, worker, actor, note FROM history WHERE task = $1 ORDER BY seq",
+            &[&id],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let from: Option<String> = r.get(1);
+            Ok(HistoryEntry {
+                at: r.get(0),
+                from: from.as_deref().map(status_of).transpose()?,
+                to: status_of(r.get(2))?,
+                attempt: u32_of(r.get(3)),
+                worker: r.get(4),
+                actor: r.get(5),
+                note: r.get(6),
+            })
+        })
+        .collect()
+}
