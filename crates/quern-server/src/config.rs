@@ -62,17 +62,44 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// The data directory of the embedded store.
+    /// The data directory of the embedded store (unused with `url`).
     pub data: PathBuf,
     /// `normal` (survives a crash of the server) or `strict` (also survives
-    /// power loss: fsync before every answer).
+    /// power loss: fsync before every answer). With PostgreSQL, the
+    /// database's own `synchronous_commit` decides.
     #[serde(with = "durability")]
     pub durability: Durability,
+    /// A PostgreSQL URL (`postgres://user@host:5432/db`): keep everything
+    /// there instead of the data directory, shared by every node given it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The PostgreSQL schema of Quern's tables; created if missing.
+    pub schema: String,
+    /// Pooled PostgreSQL connections of this node.
+    pub pool_size: usize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { data: PathBuf::from("./quern-data"), durability: Durability::Normal }
+        Self {
+            data: PathBuf::from("./quern-data"),
+            durability: Durability::Normal,
+            url: None,
+            schema: "public".to_owned(),
+            pool_size: quern_store::postgres::DEFAULT_POOL_SIZE,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The PostgreSQL options, when a database URL is set.
+    pub fn postgres(&self) -> Option<quern_store::postgres::PgOptions> {
+        let url = self.url.as_ref()?;
+        Some(quern_store::postgres::PgOptions {
+            url: url.clone(),
+            schema: self.schema.clone(),
+            pool_size: self.pool_size,
+        })
     }
 }
 
@@ -181,6 +208,20 @@ impl Config {
         self.execution.validate().map_err(|e| ConfigError::Invalid(format!("execution.{e}")))?;
         if self.server.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("server.max_body_bytes must be at least 1024".into()));
+        }
+        if let Some(url) = &self.storage.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(format!("storage.url must be a postgres:// URL, not {url:?}")));
+        }
+        if !quern_store::postgres::schema::valid_schema(&self.storage.schema) {
+            return Err(ConfigError::Invalid(format!(
+                "storage.schema {:?}: use lowercase letters, digits and _ (at most 63, not starting with a digit)",
+                self.storage.schema
+            )));
+        }
+        if !(2..=1024).contains(&self.storage.pool_size) {
+            return Err(ConfigError::Invalid("storage.pool_size must be between 2 and 1024".into()));
         }
         if self.retention.sweep_interval.0 < 10 {
             return Err(ConfigError::Invalid("retention.sweep_interval must be at least 10ms".into()));

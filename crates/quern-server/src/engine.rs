@@ -90,6 +90,8 @@ pub struct Engine {
     shutdown: watch::Receiver<bool>,
     registry: Registry,
     started_at: Millis,
+    /// This server's name among the nodes sharing a store.
+    node: String,
 }
 
 impl Engine {
@@ -110,6 +112,7 @@ impl Engine {
             shutdown,
             registry: Registry::default(),
             started_at,
+            node: Uuid::new_v4().simple().to_string(),
         }
     }
 

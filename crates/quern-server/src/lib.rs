@@ -21,6 +21,7 @@ use axum::serve::ListenerExt;
 use engine::Engine;
 use quern_core::{Clock, SystemClock};
 use quern_store::Store;
+use quern_store::postgres::PgStore;
 use quern_store::sqlite::{SqliteOptions, SqliteStore};
 use std::future::Future;
 use std::sync::Arc;
@@ -49,7 +50,41 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens the store in `config.storage.data`, serves the API on `listener`
+/// The store a server runs on.
+enum Opened {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>),
+}
+
+impl Opened {
+    /// The embedded store in `storage.data`, or PostgreSQL at `storage.url`.
+    async fn open(config: &Config, now: quern_core::Millis) -> Result<Self, ServeError> {
+        Ok(match config.storage.postgres() {
+            Some(opts) => Opened::Postgres(Arc::new(PgStore::open(&opts, now).await?)),
+            None => {
+                let opts = SqliteOptions { dir: config.storage.data.clone(), durability: config.storage.durability };
+                Opened::Sqlite(Arc::new(SqliteStore::open(&opts, now)?))
+            }
+        })
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Opened::Sqlite(s) => s.clone(),
+            Opened::Postgres(s) => s.clone(),
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Opened::Sqlite(s) => s.close(),
+            Opened::Postgres(s) => s.close(),
+        }
+    }
+}
+
+/// Opens the store (the data directory, or PostgreSQL when
+/// `storage.url` is set), serves the API on `listener`
 /// until `shutdown` completes, then drains: parked long-polls return, the
 /// background services stop, the store flushes and closes.
 pub async fn serve(
@@ -59,10 +94,9 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     config.validate()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let opts = SqliteOptions { dir: config.storage.data.clone(), durability: config.storage.durability };
-    let store = Arc::new(SqliteStore::open(&opts, clock.now())?);
+    let store = Opened::open(&config, clock.now()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let engine = Arc::new(Engine::new(store.clone() as Arc<dyn Store>, clock, &config, stop_rx));
+    let engine = Arc::new(Engine::new(store.store(), clock, &config, stop_rx));
     if let Some(path) = &config.server.schedules {
         let fail = |message: String| ServeError::Schedules { path: path.display().to_string(), message };
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;

@@ -516,6 +516,11 @@ pub trait Store: Send + Sync + 'static {
     async fn webhook_progress(&self, state: WebhookRecord, delivery: Option<Delivery>) -> Result<()>;
     /// A webhook's latest delivery attempts, newest first.
     async fn deliveries(&self, name: String, limit: usize) -> Result<Vec<Delivery>>;
+    /// Claims or renews role `role` (a service that must run on one node at
+    /// a time, such as webhook delivery) for `node` until `now + ttl_ms`;
+    /// answers whether `node` holds it. Another node gets it only once its
+    /// holder stops renewing it and the term runs out.
+    async fn lead(&self, role: String, node: String, now: Millis, ttl_ms: u64) -> Result<bool>;
     /// Is the backend reachable?
     async fn ready(&self) -> Result<()>;
     /// The store's signals.

@@ -65,3 +65,123 @@ async fn postgres_conforms() {
     let schemas = made.lock().unwrap().clone();
     drop_schemas(&std::env::var("QUERN_TEST_DATABASE_URL").unwrap(), &schemas).await;
 }
+
+/// Several stores on one schema, as several server nodes would be.
+async fn nodes(url: &str, schema: &str, n: usize) -> Vec<Arc<PgStore>> {
+    let opts = PgOptions { schema: schema.to_owned(), ..PgOptions::new(url) };
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Arc::new(PgStore::open(&opts, quern_core::Clock::now(&quern_core::SystemClock)).await.unwrap()));
+    }
+    out
+}
+
+fn now() -> Millis {
+    quern_core::Clock::now(&quern_core::SystemClock)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_leasing_at_once_never_share_a_task() {
+    let Some(url) = database_url() else { return };
+    let schema = format!("quern_lease_{}", std::process::id());
+    let stores = nodes(&url, &schema, 3).await;
+    let spec = |i: usize| {
+        let s: quern_core::TaskSpec = serde_json::from_str(&format!(r#"{{"name":"n","input":{{"i":{i}}}}}"#)).unwrap();
+        s.validate(&quern_core::ExecutionDefaults::default(), uuid::Uuid::now_v7(), now()).unwrap()
+    };
+    let total = 2_000;
+    for chunk in (0..total).collect::<Vec<_>>().chunks(500) {
+        stores[0].submit(chunk.iter().map(|i| spec(*i)).collect()).await.unwrap();
+    }
+    let mut leasers = Vec::new();
+    for w in 0..6 {
+        let store = stores[w % 3].clone();
+        leasers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let params = quern_store::LeaseParams {
+                    worker: format!("w{w}"),
+                    queues: vec!["default".into()],
+                    names: None,
+                    max: 50,
+                    lease_ms: 30_000,
+                    now: now(),
+                };
+                let leased = store.lease(params).await.unwrap();
+                if leased.is_empty() {
+                    return mine;
+                }
+                let results = leased
+                    .iter()
+                    .map(|t| quern_store::Completion {
+                        task: t.id,
+                        token: t.lease.as_ref().unwrap().token.clone(),
+                        outcome: quern_core::Outcome::Succeeded {
+                            result: serde_json::value::RawValue::from_string("1".into()).unwrap(),
+                        },
+                    })
+                    .collect();
+                let done = store
+                    .complete(quern_store::CompleteParams { worker: format!("w{w}"), results, now: now() })
+                    .await
+                    .unwrap();
+                assert!(done.iter().all(|d| d.ok), "every completion of a live lease counts");
+                mine.extend(leased.iter().map(|t| t.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for l in leasers {
+        all.extend(l.await.unwrap());
+    }
+    let leased = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((leased, all.len()), (total, total), "each task leased exactly once across the nodes");
+    drop(stores);
+    drop_schemas(&url, &[schema]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_never_skips_an_offset_that_commits_late() {
+    let Some(url) = database_url() else { return };
+    let schema = format!("quern_offsets_{}", std::process::id());
+    let stores = nodes(&url, &schema, 4).await;
+    let (writers, each) = (4, 150);
+    let mut jobs = Vec::new();
+    for (w, store) in stores.iter().enumerate() {
+        let store = store.clone();
+        jobs.push(tokio::spawn(async move {
+            for i in 0..each {
+                let e = quern_core::NewEvent {
+                    kind: "t.e".into(),
+                    source: format!("w{w}"),
+                    target: None,
+                    payload: format!("{{\"i\":{i}}}"),
+                };
+                store.publish(vec![e], now()).await.unwrap();
+            }
+        }));
+    }
+    // Read while they write: every offset seen, in order, none skipped.
+    let reader = stores[0].clone();
+    let mut seen: Vec<u64> = Vec::new();
+    let mut after = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen.len() < writers * each {
+        assert!(std::time::Instant::now() < deadline, "the reader saw only {} events", seen.len());
+        let page = reader
+            .read_events(quern_store::EventQuery { after: Some(after), filter: Default::default(), limit: 1000 })
+            .await
+            .unwrap();
+        seen.extend(page.events.iter().map(|e| e.offset));
+        after = page.next_after;
+    }
+    for j in jobs {
+        j.await.unwrap();
+    }
+    let expected: Vec<u64> = (1..=(writers * each) as u64).collect();
+    assert_eq!(seen, expected, "offsets are dense and read in order");
+    drop(stores);
+    drop_schemas(&url, &[schema]).await;
+}

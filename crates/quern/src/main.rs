@@ -6,7 +6,7 @@
 //! `quern_client` and renders the answer.
 //!
 //! # Layout
-//! - [`server_cmd`]: `quern server`.
+//! - [`server_cmd`]: `quern server` and `quern migrate`.
 //! - [`worker_cmd`]: `quern worker`, the built-in `shell` task's worker.
 //! - [`run_cmd`]: `quern run`, which submits a `shell` task.
 //! - [`task_cmd`]: `submit`, `status`, `wait`, `cancel`, `retry`, `history`,
@@ -74,6 +74,8 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run a worker of the built-in `shell` task until SIGINT or SIGTERM.
     Worker(worker_cmd::WorkerArgs),
+    /// Create or upgrade Quern's tables in PostgreSQL, and exit.
+    Migrate(server_cmd::MigrateArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -135,6 +137,7 @@ fn main() -> ExitCode {
     match cli.command {
         // The server builds its own (multi-threaded) runtime.
         Command::Server(args) => server_cmd::run(args),
+        Command::Migrate(args) => server_cmd::migrate(args),
         // So does the worker, which runs many tasks at once.
         Command::Worker(args) => {
             let token = cli.global.token.filter(|t| !t.is_empty());

@@ -16,6 +16,14 @@ pub(crate) struct ServerArgs {
     /// Directory of the embedded store, created on first start [default: ./quern-data].
     #[arg(long, env = "QUERN_DATA")]
     data: Option<PathBuf>,
+    /// Keep everything in PostgreSQL at this URL (postgres://user@host:5432/db)
+    /// instead of the data directory; every server given the same URL and
+    /// schema serves the same tasks.
+    #[arg(long, env = "QUERN_DATABASE", value_name = "URL")]
+    database: Option<String>,
+    /// The PostgreSQL schema of Quern's tables, created if missing [default: public].
+    #[arg(long, env = "QUERN_SCHEMA", value_name = "NAME")]
+    schema: Option<String>,
     /// Durability of acknowledged writes: normal (survives a server crash) or
     /// strict (also survives power loss) [default: normal].
     #[arg(long, env = "QUERN_DURABILITY", value_parser = ["normal", "strict"])]
@@ -47,6 +55,12 @@ impl ServerArgs {
         }
         if let Some(data) = &self.data {
             config.storage.data.clone_from(data);
+        }
+        if let Some(url) = &self.database {
+            config.storage.url = Some(url.clone());
+        }
+        if let Some(schema) = &self.schema {
+            config.storage.schema.clone_from(schema);
         }
         if let Some(d) = &self.durability {
             config.storage.durability = if d == "strict" {
@@ -96,7 +110,10 @@ pub(crate) fn run(args: ServerArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        tracing::info!(%addr, data = %config.storage.data.display(), "quern server starting");
+        match &config.storage.url {
+            Some(_) => tracing::info!(%addr, schema = %config.storage.schema, "quern server starting on PostgreSQL"),
+            None => tracing::info!(%addr, data = %config.storage.data.display(), "quern server starting"),
+        }
         println!("listening on http://{addr}");
         match quern_server::serve(config, listener, crate::service::shutdown()).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -106,4 +123,42 @@ pub(crate) fn run(args: ServerArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// Flags of `quern migrate`.
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// The PostgreSQL URL (postgres://user@host:5432/db).
+    #[arg(long, env = "QUERN_DATABASE", value_name = "URL")]
+    database: String,
+    /// The schema of Quern's tables, created if missing.
+    #[arg(long, env = "QUERN_SCHEMA", value_name = "NAME", default_value = "public")]
+    schema: String,
+}
+
+/// Runs the PostgreSQL migrations the database lacks, and nothing else.
+pub(crate) fn migrate(args: MigrateArgs) -> ExitCode {
+    let Some(runtime) = crate::service::start("quern migrate") else {
+        return ExitCode::from(2);
+    };
+    let opts = quern_store::postgres::PgOptions {
+        schema: args.schema,
+        ..quern_store::postgres::PgOptions::new(args.database)
+    };
+    let now = quern_core::Clock::now(&quern_core::SystemClock);
+    match runtime.block_on(quern_store::postgres::PgStore::migrate(&opts, now)) {
+        Ok(applied) if applied.is_empty() => {
+            println!("schema {} is up to date (version {})", opts.schema, quern_store::postgres::schema::VERSION);
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            let list: Vec<String> = applied.iter().map(i64::to_string).collect();
+            println!("schema {}: applied migration {}", opts.schema, list.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("quern migrate: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

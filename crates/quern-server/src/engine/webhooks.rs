@@ -28,6 +28,9 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// The first retry's delay; each next one doubles, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long one node's turn at delivering lasts; the deliverer renews it at
+/// half that, and another node takes over when it lapses.
+const LEAD_MS: u64 = 10_000;
 /// The header carrying `sha256=<hex of HMAC-SHA256(secret, body)>`.
 pub const SIGNATURE_HEADER: &str = "x-quern-signature";
 
@@ -171,7 +174,31 @@ impl Engine {
             }
         };
         let mut shutdown = self.shutdown.clone();
+        // Nodes sharing a store take turns: one delivers, so that an event
+        // goes to a webhook once, not once per node.
+        let mut renew_at = Instant::now();
         loop {
+            if Instant::now() >= renew_at {
+                match self.store.lead("webhooks".into(), self.node.clone(), self.now(), LEAD_MS).await {
+                    Ok(true) => renew_at = Instant::now() + Duration::from_millis(LEAD_MS / 2),
+                    Ok(false) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(MAX_SLEEP) => {}
+                            _ = shutdown.wait_for(|s| *s) => return,
+                        }
+                        continue;
+                    }
+                    Err(StoreError::Closed) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "webhooks: cannot claim delivery");
+                        tokio::select! {
+                            () = tokio::time::sleep(MAX_SLEEP) => {}
+                            _ = shutdown.wait_for(|s| *s) => return,
+                        }
+                        continue;
+                    }
+                }
+            }
             let appended = self.store.signals().events.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();

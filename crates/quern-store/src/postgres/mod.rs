@@ -544,6 +544,25 @@ impl Store for PgStore {
         self.write(|tx| Box::pin(webhooks::deliveries(tx, name.clone(), limit))).await
     }
 
+    async fn lead(&self, role: String, node: String, now: Millis, ttl_ms: u64) -> Result<bool> {
+        let until = now.saturating_add(crate::ms_i64(ttl_ms));
+        self.write(|tx| {
+            let (role, node) = (role.clone(), node.clone());
+            Box::pin(async move {
+                let row = tx
+                    .query_opt(
+                        "INSERT INTO leaders (role, node, until) VALUES ($1, $2, $3) ON CONFLICT (role) DO UPDATE \
+                         SET node = excluded.node, until = excluded.until \
+                         WHERE leaders.node = excluded.node OR leaders.until < $4 RETURNING node",
+                        &[&role, &node, &until, &now],
+                    )
+                    .await?;
+                Ok(row.is_some())
+            })
+        })
+        .await
+    }
+
     async fn ready(&self) -> Result<()> {
         self.write(|tx| Box::pin(async move { tx.query("SELECT 1", &[]).await.map(|_| ()) })).await
     }

@@ -191,7 +191,8 @@ pub(super) async fn migrate(client: &mut Object, schema: &str, now: i64) -> Resu
     // One lock per schema: nodes starting together take turns.
     tx.execute("SELECT pg_advisory_xact_lock(7311, hashtext($1))", &[&schema]).await.map_err(backend)?;
     tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}; \
+        "SET LOCAL client_min_messages TO warning; CREATE SCHEMA IF NOT EXISTS {schema}; \
+         SET LOCAL search_path TO {schema}; \
          CREATE TABLE IF NOT EXISTS quern_migrations (version bigint PRIMARY KEY, applied_at bigint NOT NULL);"
     ))
     .await

@@ -52,6 +52,9 @@ pub struct SqliteStore {
     signals: Arc<Signals>,
     counts: Counts,
     paused: Arc<Mutex<HashSet<String>>>,
+    /// Roles and their holders: one process has the file, so they live in
+    /// its memory.
+    leaders: Mutex<std::collections::HashMap<String, (String, Millis)>>,
 }
 
 struct Readers {
@@ -118,6 +121,7 @@ impl SqliteStore {
             signals,
             counts,
             paused,
+            leaders: Mutex::default(),
         })
     }
 
@@ -523,6 +527,17 @@ impl Store for SqliteStore {
 
     async fn deliveries(&self, name: String, limit: usize) -> Result<Vec<Delivery>> {
         self.read(move |conn| webhooks::deliveries(conn, &name, limit)).await
+    }
+
+    async fn lead(&self, role: String, node: String, now: Millis, ttl_ms: u64) -> Result<bool> {
+        let mut leaders = self.leaders.lock().map_err(|_| StoreError::Closed)?;
+        let until = now.saturating_add(crate::ms_i64(ttl_ms));
+        let holder = leaders.entry(role).or_insert_with(|| (node.clone(), until));
+        if holder.0 == node || holder.1 < now {
+            *holder = (node, until);
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn ready(&self) -> Result<()> {

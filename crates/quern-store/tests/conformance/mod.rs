@@ -103,6 +103,7 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     events_are_kept_in_order_and_filtered(&mut make()).await;
     task_moves_publish_their_events_in_order(&mut make()).await;
     purged_events_are_reported_not_skipped(&mut make()).await;
+    a_role_has_one_leader_until_its_term_runs_out(&mut make()).await;
 }
 
 pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
@@ -893,4 +894,16 @@ pub async fn purged_events_are_reported_not_skipped(f: &mut impl Factory) {
     let empty = read(&*s, Some(5), EventFilter::default()).await;
     assert_eq!((empty.events.len(), empty.head), (0, 5));
     assert_eq!(s.publish(vec![event("tick", "x", None)], T0 + 200).await.unwrap()[0].offset, 6);
+}
+
+pub async fn a_role_has_one_leader_until_its_term_runs_out(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let lead = |node: &str, now: Millis| s.lead("webhooks".into(), node.into(), now, 1_000);
+    assert!(lead("a", T0).await.unwrap());
+    assert!(!lead("b", T0 + 500).await.unwrap(), "a holds it");
+    assert!(lead("a", T0 + 900).await.unwrap(), "the holder renews");
+    assert!(!lead("b", T0 + 1_800).await.unwrap(), "renewed until T0 + 1900");
+    assert!(lead("b", T0 + 1_901).await.unwrap(), "a stopped renewing");
+    assert!(!lead("a", T0 + 1_950).await.unwrap());
+    assert!(s.lead("other".into(), "a".into(), T0 + 1_950, 1_000).await.unwrap(), "roles are apart");
 }
