@@ -47,19 +47,28 @@ impl Storage {
 /// Schemas made by this process so far, for unique names.
 static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
 
-/// A scratch PostgreSQL schema, dropped on drop.
+/// A scratch PostgreSQL schema, dropped on drop unless [`Schema::remove`]
+/// dropped it already.
 struct Schema {
     url: String,
     name: String,
+    removed: bool,
 }
 
 impl Schema {
     /// A fresh name on `url`; a leftover of that name is dropped first.
     fn fresh(url: &str) -> Result<Self> {
         let n = SCHEMAS.fetch_add(1, Ordering::SeqCst);
-        let schema = Self { url: url.to_owned(), name: format!("quern_bench_{}_{n}", std::process::id()) };
+        let schema =
+            Self { url: url.to_owned(), name: format!("quern_bench_{}_{n}", std::process::id()), removed: false };
         schema.drop_it()?;
         Ok(schema)
+    }
+
+    /// Drops the schema now, reporting a failure.
+    fn remove(mut self) -> Result<()> {
+        self.removed = true;
+        self.drop_it()
     }
 
     fn drop_it(&self) -> Result<()> {
@@ -84,6 +93,9 @@ impl Schema {
 
 impl Drop for Schema {
     fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
         if let Err(e) = self.drop_it() {
             eprintln!("quern-bench: {e}");
         }
@@ -146,10 +158,7 @@ impl Deployment {
             }
         }
         if let Some(schema) = schema {
-            let dropped = schema.drop_it();
-            // Dropped once is enough.
-            std::mem::forget(schema);
-            dropped?;
+            schema.remove()?;
         }
         first_error.map_or(Ok(()), Err)
     }
