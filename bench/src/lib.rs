@@ -1,7 +1,7 @@
 //! Quern's benchmark harness.
 //!
-//! It starts a fresh `quern server` for each scenario (or drives a server
-//! given by URL), runs named scenarios against it over a lean HTTP/1.1
+//! It starts a fresh `quern server` for each scenario (or several nodes on
+//! one PostgreSQL database, or drives a server given by URL), runs named scenarios against it over a lean HTTP/1.1
 //! client, and reports one [`Row`] per measured figure: a table on the
 //! terminal and, on request, a JSON file with the machine it ran on.
 //!
@@ -13,6 +13,8 @@
 //! - [`server`]: starting, watching (RSS, liveness) and stopping a server
 //!   process on a temporary data directory.
 //! - [`worker`]: the same for a `quern worker` process (the `shell` scenario).
+//! - [`deployment`]: the servers of one scenario: one on SQLite, or several
+//!   nodes on one fresh PostgreSQL schema (`--database`, `--nodes`).
 //! - [`scenarios`]: the workloads, one module per family; each returns rows.
 //! - [`samples`]: latency samples and their percentiles.
 //! - [`report`]: the [`Row`], the terminal table, the JSON file, machine info.
@@ -25,6 +27,7 @@
 //! an error.
 
 pub mod client;
+pub mod deployment;
 pub mod peers;
 pub mod plot;
 pub mod report;
@@ -33,8 +36,10 @@ pub mod scenarios;
 pub mod server;
 pub mod worker;
 
+pub use deployment::{Deployment, Storage};
 pub use report::Row;
 pub use scenarios::{Options, Scenario};
+use server::Server;
 
 /// The harness's error: anything that stops a run, with a message for a person.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -48,33 +53,35 @@ pub enum Target {
     Spawn {
         /// The `quern` binary.
         bin: std::path::PathBuf,
-        /// `normal` or `strict`, passed as `--durability`.
-        durability: String,
+        /// Where they keep their state: SQLite, or PostgreSQL with one or
+        /// more nodes.
+        storage: Storage,
     },
     /// A running server; nothing is started or stopped, and no RSS is read.
     Url(String),
 }
 
-/// Runs `scenarios` one after another against `target`, each on a fresh
-/// server when the harness starts them; stops at the first failure.
+/// Runs `scenarios` one after another against `target`, each on fresh
+/// servers (and, on PostgreSQL, a fresh schema) when the harness starts
+/// them; stops at the first failure.
 pub async fn run(target: &Target, scenarios: &[Scenario], opts: &Options) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for scenario in scenarios {
         eprintln!("quern-bench: running {}", scenario.name());
-        let mut server = match target {
-            Target::Spawn { bin, durability } => Some(server::Server::start(bin, durability).await?),
+        let mut deployment = match target {
+            Target::Spawn { bin, storage } => Some(Deployment::start(bin, storage).await?),
             Target::Url(_) => None,
         };
-        let url = match (&server, target) {
-            (Some(s), _) => s.url().to_owned(),
-            (None, Target::Url(u)) => u.clone(),
+        let nodes: Vec<(String, Option<u32>)> = match (&deployment, target) {
+            (Some(d), _) => d.servers().iter().map(|s| (s.url().to_owned(), Some(s.pid()))).collect(),
+            (None, Target::Url(u)) => vec![(u.clone(), None)],
             (None, Target::Spawn { .. }) => return Err("no server to run against".into()),
         };
         let quern_bin = match target {
             Target::Spawn { bin, .. } => Some(bin.clone()),
             Target::Url(_) => server::default_bin().ok(),
         };
-        let ctx = scenarios::Ctx::new(&url, server.as_ref(), quern_bin.as_deref(), opts)?;
+        let ctx = scenarios::Ctx::new(&nodes, quern_bin.as_deref(), opts)?;
         let result = tokio::time::timeout(opts.scenario_timeout, scenario.run(&ctx)).await;
         let mut out = match result {
             Ok(Ok(out)) => out,
@@ -83,16 +90,19 @@ pub async fn run(target: &Target, scenarios: &[Scenario], opts: &Options) -> Res
                 return Err(format!("{}: did not finish within {:?}", scenario.name(), opts.scenario_timeout).into());
             }
         };
-        if let Some(mut s) = server.take() {
-            s.check_alive()?;
-            let mem = s.memory()?;
+        if let Some(mut d) = deployment.take() {
+            d.check_alive()?;
+            // With several nodes, the largest one's.
+            let mems = d.servers().iter().map(Server::memory).collect::<Result<Vec<_>>>()?;
+            let rss = mems.iter().map(|m| m.rss_mb).fold(0.0, f64::max);
+            let peak = mems.iter().map(|m| m.peak_mb).fold(0.0, f64::max);
             for row in &mut out {
                 if row.rss_mb.is_none() {
-                    row.rss_mb = Some(mem.rss_mb);
-                    row.peak_rss_mb = Some(mem.peak_mb);
+                    row.rss_mb = Some(rss);
+                    row.peak_rss_mb = Some(peak);
                 }
             }
-            s.stop().await?;
+            d.stop().await?;
         }
         for row in &out {
             eprintln!("quern-bench:   {}", row.one_line());

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use quern_bench::report::{Machine, Report, ServerBin, markdown, median_of, table};
-use quern_bench::{Options, Scenario, Target, peers, plot, server};
+use quern_bench::{Options, Scenario, Storage, Target, peers, plot, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,9 +33,18 @@ struct Args {
     /// Also print the table as Markdown.
     #[arg(long)]
     markdown: bool,
-    /// Durability of the started server.
+    /// Durability of the started server (on SQLite).
     #[arg(long, default_value = "normal", value_parser = ["normal", "strict"])]
     durability: String,
+    /// Start the servers on this PostgreSQL database instead of SQLite, each
+    /// scenario in a fresh schema dropped afterwards (needs `psql`), e.g.
+    /// postgres://root@127.0.0.1:5432/test.
+    #[arg(long, value_name = "URL", conflicts_with = "url")]
+    database: Option<String>,
+    /// Servers (nodes) to start on the one database; scenarios spread their
+    /// connections over them. More than one needs --database.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    nodes: u16,
     /// Seconds of each time-bounded submit measurement [default: 10, quick 1].
     #[arg(long)]
     duration: Option<f64>,
@@ -105,6 +114,14 @@ fn options(args: &Args) -> Options {
     opts
 }
 
+/// The store of a target, as the table's header names it.
+fn target_label(target: &Target) -> String {
+    match target {
+        Target::Spawn { storage, .. } => storage.label(),
+        Target::Url(_) => "external".to_owned(),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -122,6 +139,9 @@ fn run(args: &Args) -> quern_bench::Result<()> {
     } else {
         args.scenarios.iter().map(|s| Scenario::parse(s.trim())).collect::<quern_bench::Result<_>>()?
     };
+    if args.nodes > 1 && args.database.is_none() {
+        return Err("--nodes above 1 needs --database: nodes share one PostgreSQL database".into());
+    }
     let target = match &args.url {
         Some(url) => Target::Url(url.clone()),
         None => Target::Spawn {
@@ -129,12 +149,16 @@ fn run(args: &Args) -> quern_bench::Result<()> {
                 Some(b) => b.clone(),
                 None => server::default_bin()?,
             },
-            durability: args.durability.clone(),
+            storage: match &args.database {
+                Some(url) => Storage::Postgres { url: url.clone(), nodes: usize::from(args.nodes) },
+                None => Storage::Sqlite { durability: args.durability.clone() },
+            },
         },
     };
-    let durability = match &target {
-        Target::Url(_) => "external",
-        Target::Spawn { durability, .. } => durability.as_str(),
+    let (durability, storage) = match &target {
+        Target::Url(_) => ("external", "external".to_owned()),
+        Target::Spawn { storage: Storage::Sqlite { durability }, .. } => (durability.as_str(), target_label(&target)),
+        Target::Spawn { .. } => ("postgres", target_label(&target)),
     };
     let server_bin = match &target {
         Target::Spawn { bin, .. } => Some(ServerBin::probe(bin)),
@@ -167,7 +191,7 @@ fn run(args: &Args) -> quern_bench::Result<()> {
         None => (Vec::new(), None),
     };
     let rows = peers::merge(median_of(runs, machine.nproc), peer_rows);
-    println!("{}  ·  durability {durability}{}", machine.summary(), if args.quick { "  ·  quick" } else { "" });
+    println!("{}  ·  store {storage}{}", machine.summary(), if args.quick { "  ·  quick" } else { "" });
     print!("{}", table(&rows));
     if args.markdown {
         print!("\n{}", markdown(&rows));
@@ -176,6 +200,7 @@ fn run(args: &Args) -> quern_bench::Result<()> {
         let report = Report {
             machine: &machine,
             durability,
+            storage: &storage,
             quick: args.quick,
             runs: args.runs.max(1),
             rows: &rows,

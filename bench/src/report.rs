@@ -422,8 +422,11 @@ impl Machine {
 pub struct Report<'a> {
     /// Where it ran.
     pub machine: &'a Machine,
-    /// `normal` or `strict` (or `external` against a given URL).
+    /// `normal` or `strict` (or `postgres`, or `external` against a given URL).
     pub durability: &'a str,
+    /// The servers' store: `sqlite (normal)`, `postgres, 2 nodes`, or
+    /// `external`.
+    pub storage: &'a str,
     /// Whether the seconds-long smoke settings were used.
     pub quick: bool,
     /// Runs of the suite; each row is its median run's.

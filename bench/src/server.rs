@@ -1,5 +1,5 @@
 //! A `quern server` process the harness owns: started on port 0 with a
-//! temporary data directory, its URL read from the line it prints once
+//! temporary data directory (unused on PostgreSQL), its URL read from the line it prints once
 //! bound, its memory read from `/proc/PID/status`, stopped with SIGTERM.
 //!
 //! Invariant: the process never outlives the harness (kill on drop) and its
@@ -52,16 +52,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `bin server` on 127.0.0.1:0 with a fresh data directory.
-    pub async fn start(bin: &Path, durability: &str) -> Result<Self> {
+    /// Starts `bin server` on 127.0.0.1:0 with a fresh data directory and
+    /// `flags` (its storage: `--durability` or `--database`).
+    pub async fn start(bin: &Path, flags: &[String]) -> Result<Self> {
         let data = tempfile::Builder::new().prefix("quern-bench-").tempdir()?;
         let mut child = quern_command(bin, "server")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data")
             .arg(data.path().join("data"))
-            .arg("--durability")
-            .arg(durability)
+            .args(flags)
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;

@@ -1,6 +1,8 @@
 //! End to end: submitters and no-op workers at once, timed from the first
 //! submit to the last completion; then the queue must show every task
-//! succeeded.
+//! succeeded. With several nodes, the submitters and the workers are spread
+//! over them (at least one of each per node), so tasks submitted on one node
+//! are leased and completed on another.
 
 use super::{Ctx, claim, drain, expect_count, fill, join_all, secs, submit_body};
 use crate::client::Conn;
@@ -22,9 +24,10 @@ const WAIT_MS: u64 = 1_000;
 
 pub(super) async fn batched(ctx: &Ctx) -> Result<Vec<Row>> {
     let n = ctx.opts.e2e_tasks;
-    let k = ctx.opts.workers;
+    let k = ctx.opts.workers.max(ctx.nodes());
+    let submitter_conns = BATCH_SUBMITTERS.max(ctx.nodes());
     let queue = ctx.queue("e2e");
-    let submitters = ctx.connect_many(BATCH_SUBMITTERS).await?;
+    let submitters = ctx.connect_many(submitter_conns).await?;
     let workers = ctx.connect_many(k).await?;
     let cpu0 = ctx.cpu()?;
     let start = Instant::now();
@@ -36,7 +39,7 @@ pub(super) async fn batched(ctx: &Ctx) -> Result<Vec<Row>> {
     expect_count(&mut ctx.connect().await?, &queue, "succeeded", n).await?;
     let variant = format!("batch {BATCH}, {k} workers × lease {LEASE_MAX}");
     let mut row = Row::throughput("e2e", &variant, n, secs(start, end)).with_cpu(&cpu0, &cpu1);
-    row.note = format!("{BATCH_SUBMITTERS} submit conns");
+    row.note = format!("{submitter_conns} submit conns{}", ctx.nodes_note());
     Ok(vec![row])
 }
 
@@ -66,12 +69,13 @@ pub(super) async fn single(ctx: &Ctx) -> Result<Vec<Row>> {
     let end = last?.unwrap_or_else(Instant::now);
     let cpu1 = ctx.cpu()?;
     expect_count(&mut ctx.connect().await?, &queue, "succeeded", n).await?;
-    let row = Row::throughput(
+    let mut row = Row::throughput(
         "e2e-single",
         &format!("{SINGLE_CONNS} submitters, {SINGLE_CONNS} workers × lease 1"),
         n,
         secs(start, end),
     )
     .with_cpu(&cpu0, &cpu1);
+    row.note = ctx.nodes_note().trim_start_matches("; ").to_owned();
     Ok(vec![row])
 }

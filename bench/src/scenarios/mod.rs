@@ -13,7 +13,7 @@ mod submit;
 
 use crate::client::{Conn, authority};
 use crate::report::Cpu;
-use crate::server::{Server, cpu_of, cpu_with_children_of, machine_busy, threads_of};
+use crate::server::{cpu_of, cpu_with_children_of, machine_busy, threads_of};
 use crate::{Result, Row};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -157,14 +157,20 @@ impl Options {
     }
 }
 
-/// What a scenario runs against.
+/// What a scenario runs against: one server, or several nodes on one
+/// database. Control requests go to the first; [`Ctx::connect_many`] spreads
+/// connections over all of them.
 pub(crate) struct Ctx {
-    /// The server's URL.
+    /// The first server's URL.
     pub(crate) url: String,
-    /// `host:port`.
+    /// Its `host:port`.
     pub(crate) authority: String,
-    /// The server process, when the harness started it (for RSS).
+    /// The first server's process, when the harness started it (for RSS).
     pub(crate) pid: Option<u32>,
+    /// `host:port` of every node, the first one first.
+    authorities: Vec<String>,
+    /// Every node's process the harness started (for CPU).
+    pids: Vec<u32>,
     /// The `quern` binary, for scenarios that start a worker.
     pub(crate) quern_bin: Option<PathBuf>,
     pub(crate) opts: Options,
@@ -172,12 +178,17 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub(crate) fn new(url: &str, server: Option<&Server>, quern_bin: Option<&Path>, opts: &Options) -> Result<Self> {
+    /// A context on `nodes`: each one's URL and, when the harness started
+    /// it, its process id; at least one.
+    pub(crate) fn new(nodes: &[(String, Option<u32>)], quern_bin: Option<&Path>, opts: &Options) -> Result<Self> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let (url, pid) = nodes.first().ok_or("no server to run against")?;
         Ok(Self {
-            url: url.to_owned(),
+            url: url.clone(),
             authority: authority(url)?,
-            pid: server.map(Server::pid),
+            pid: *pid,
+            authorities: nodes.iter().map(|(u, _)| authority(u)).collect::<Result<_>>()?,
+            pids: nodes.iter().filter_map(|(_, p)| *p).collect(),
             quern_bin: quern_bin.map(Path::to_path_buf),
             opts: opts.clone(),
             tag: format!("{:06x}", nanos & 0xff_ffff),
@@ -189,15 +200,36 @@ impl Ctx {
         format!("bench-{scenario}-{}", self.tag)
     }
 
-    /// CPU used so far by the server and by the harness.
+    /// CPU used so far by the servers (all nodes together; not a
+    /// PostgreSQL's, which only the machine's figure counts) and by the
+    /// harness.
     pub(crate) fn cpu(&self) -> Result<Cpu> {
+        let server = if self.pids.is_empty() {
+            None
+        } else {
+            Some(self.pids.iter().map(|p| cpu_of(*p)).sum::<Result<Duration>>()?)
+        };
+        let mut server_threads = Vec::new();
+        for pid in &self.pids {
+            server_threads.extend(threads_of(*pid)?);
+        }
         Ok(Cpu {
-            server: self.pid.map(cpu_of).transpose()?,
+            server,
             client: cpu_of(std::process::id())?,
             machine: machine_busy().ok(),
-            server_threads: self.pid.map(threads_of).transpose()?.unwrap_or_default(),
+            server_threads,
             at: Instant::now(),
         })
+    }
+
+    /// How many nodes the scenario runs against.
+    pub(crate) fn nodes(&self) -> usize {
+        self.authorities.len()
+    }
+
+    /// `"; N nodes"` for a row's note when there are several, else "".
+    pub(crate) fn nodes_note(&self) -> String {
+        if self.nodes() > 1 { format!("; {} nodes, spread round-robin", self.nodes()) } else { String::new() }
     }
 
     /// [`Ctx::cpu`] with the CPU of worker `pid` and its reaped task
@@ -214,11 +246,12 @@ impl Ctx {
         Conn::open(&self.authority).await
     }
 
-    /// `n` connections, opened before any clock starts.
+    /// `n` connections, opened before any clock starts, spread round-robin
+    /// over the nodes (the i-th to node i mod N).
     pub(crate) async fn connect_many(&self, n: usize) -> Result<Vec<Conn>> {
         let mut conns = Vec::with_capacity(n);
-        for _ in 0..n {
-            conns.push(self.connect().await?);
+        for i in 0..n {
+            conns.push(Conn::open(&self.authorities[i % self.authorities.len()]).await?);
         }
         Ok(conns)
     }

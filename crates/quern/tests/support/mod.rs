@@ -1,24 +1,29 @@
 //! What the integration tests share: the real `quern` binary started on port 0
-//! in a temporary directory ([`Server`]), a small HTTP client of the public
-//! API ([`Api`]) and bounded waiting ([`eventually`]).
+//! in a temporary directory ([`Server`]), a fresh PostgreSQL schema for the
+//! tests that keep their state there ([`PgSchema`]), a small HTTP client of
+//! the public API ([`Api`]) and bounded waiting ([`eventually`]).
 //!
-//! Every test starts its own server, so tests run in parallel. Nothing here
-//! sleeps blindly: waits poll a condition every 20 ms up to a limit.
+//! Every test starts its own server (and PostgreSQL test its own schema), so
+//! tests run in parallel. Nothing here sleeps blindly: waits poll a condition
+//! every 20 ms up to a limit.
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
 use serde_json::{Value, json};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 /// How long a server may take to print its `listening on` line.
 const START_LIMIT: Duration = Duration::from_secs(20);
+/// The listen address of a server on a port of its own choosing.
+const EPHEMERAL: &str = "127.0.0.1:0";
 
 /// A `quern server` child process on an ephemeral port.
 ///
@@ -28,6 +33,8 @@ pub(crate) struct Server {
     child: Option<Child>,
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub(crate) url: String,
+    /// The `--listen` address: `127.0.0.1:0` unless the test chose a port.
+    listen: String,
     data: PathBuf,
     args: Vec<String>,
     log: PathBuf,
@@ -46,7 +53,8 @@ impl Server {
         let data = dir.path().join("data");
         let log = dir.path().join("server.log");
         let args = extra.iter().map(|s| (*s).to_owned()).collect();
-        let mut server = Server { child: None, url: String::new(), data, args, log, dir: Some(dir) };
+        let mut server =
+            Server { child: None, url: String::new(), listen: EPHEMERAL.to_owned(), data, args, log, dir: Some(dir) };
         server.spawn();
         server
     }
@@ -58,7 +66,23 @@ impl Server {
         let log = dir.path().join("server.log");
         let args = extra.iter().map(|s| (*s).to_owned()).collect();
         let data = data.to_owned();
-        let mut server = Server { child: None, url: String::new(), data, args, log, dir: Some(dir) };
+        let mut server =
+            Server { child: None, url: String::new(), listen: EPHEMERAL.to_owned(), data, args, log, dir: Some(dir) };
+        server.spawn();
+        server
+    }
+
+    /// A server on `listen` (e.g. from [`free_port`]), on a fresh data
+    /// directory, with extra command-line arguments. Unlike a server on port
+    /// 0 it keeps its address across [`Server::restart`], so clients that
+    /// outlive a crash find it again.
+    pub(crate) fn start_at(listen: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let data = dir.path().join("data");
+        let log = dir.path().join("server.log");
+        let args = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut server =
+            Server { child: None, url: String::new(), listen: listen.to_owned(), data, args, log, dir: Some(dir) };
         server.spawn();
         server
     }
@@ -72,7 +96,8 @@ impl Server {
         let data = dir.path().join("data");
         let log = dir.path().join("server.log");
         let args = vec!["--config".to_owned(), config];
-        let mut server = Server { child: None, url: String::new(), data, args, log, dir: Some(dir) };
+        let mut server =
+            Server { child: None, url: String::new(), listen: EPHEMERAL.to_owned(), data, args, log, dir: Some(dir) };
         server.spawn();
         server
     }
@@ -118,8 +143,9 @@ impl Server {
     }
 
     /// Start the server again on the same data directory and arguments (it
-    /// gets a new port: use [`Server::api`] again afterwards). Kills the
-    /// running one first, if any.
+    /// gets a new port unless it was started with [`Server::start_at`]: use
+    /// [`Server::api`] again afterwards). Kills the running one first, if
+    /// any.
     pub(crate) fn restart(&mut self) {
         self.kill9();
         self.spawn();
@@ -130,7 +156,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quern"))
             .arg("server")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&self.listen)
             .arg("--data")
             .arg(&self.data)
             .args(&self.args)
@@ -194,6 +220,84 @@ impl Drop for Server {
                 eprintln!("kept the server's directory: {}", dir.keep().display());
             }
         }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 as `127.0.0.1:PORT`, for a server that must
+/// keep its address across restarts ([`Server::start_at`]). The port is free
+/// when this returns; nothing reserves it afterwards.
+pub(crate) fn free_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let addr = listener.local_addr().expect("the bound address");
+    format!("127.0.0.1:{}", addr.port())
+}
+
+/// The environment variable naming the PostgreSQL database of the tests that
+/// need one (`.ci/run` sets it).
+pub(crate) const DATABASE_ENV: &str = "QUERN_TEST_DATABASE_URL";
+
+/// Schemas made by this test process so far, for unique names.
+static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
+
+/// A PostgreSQL schema of one test, named `quern_t_<pid>_<n>`, on the
+/// database of [`DATABASE_ENV`]. The servers create it (`--schema`); dropping
+/// this drops it with everything in it, unless the test failed: then it is
+/// kept for a look, and its name printed.
+///
+/// SQL goes through the `psql` client, so the tests need no PostgreSQL
+/// driver of their own.
+pub(crate) struct PgSchema {
+    /// The database URL, as the servers get it.
+    pub(crate) url: String,
+    /// The schema's name.
+    pub(crate) name: String,
+}
+
+impl PgSchema {
+    /// A fresh schema name on the test database, or `None` when
+    /// [`DATABASE_ENV`] is unset: then `test` is skipped, loudly, on stderr.
+    pub(crate) fn fresh(test: &str) -> Option<PgSchema> {
+        let Some(url) = std::env::var(DATABASE_ENV).ok().filter(|u| !u.trim().is_empty()) else {
+            // Straight to stderr: the test harness captures `eprintln!`.
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {DATABASE_ENV} is not set ({test} needs PostgreSQL)");
+            return None;
+        };
+        let n = SCHEMAS.fetch_add(1, Ordering::SeqCst);
+        let name = format!("quern_t_{}_{n}", std::process::id());
+        let schema = PgSchema { url, name };
+        // A schema left by an earlier process with the same pid.
+        schema.psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.name));
+        Some(schema)
+    }
+
+    /// `--database URL --schema NAME`, the arguments of a server on it.
+    pub(crate) fn server_args(&self) -> [&str; 4] {
+        ["--database", &self.url, "--schema", &self.name]
+    }
+
+    /// Runs `sql` with `psql` (stopping at the first error) with this schema
+    /// first on the search path; its output, unaligned and without headers.
+    pub(crate) fn psql(&self, sql: &str) -> String {
+        let output = Command::new("psql")
+            .arg(&self.url)
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .arg("-c")
+            .arg(format!("SET search_path TO {}, public; {sql}", self.name))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run psql (the PostgreSQL client)");
+        assert!(output.status.success(), "psql {sql}: {}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept the PostgreSQL schema {} of {}", self.name, self.url);
+            return;
+        }
+        self.psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
     }
 }
 
