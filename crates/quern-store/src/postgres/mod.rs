@@ -72,6 +72,41 @@ pub struct PgStore {
     /// The earliest timer the last tick saw: a transaction that makes
     /// something due sooner wakes this node's timer loop.
     earliest_due: Arc<AtomicI64>,
+    vacuum: Arc<Vacuum>,
+}
+
+/// Task moves this node makes between two vacuums of `tasks`.
+const VACUUM_EVERY: u64 = 20_000;
+
+/// The node's vacuuming of `tasks`. A queue turns its rows over fast, and
+/// every move leaves a dead row version whose index entries the next lease
+/// scan must step over; autovacuum comes at most once a minute per database,
+/// too seldom, so each node vacuums after its own share of moves (skipping
+/// it when another node is at it).
+#[derive(Default)]
+struct Vacuum {
+    moves: std::sync::atomic::AtomicU64,
+    running: AtomicBool,
+}
+
+impl Vacuum {
+    /// Counts `moves` and starts a vacuum when enough have gathered.
+    fn count(self: &Arc<Self>, moves: u64, pool: &Pool) {
+        let total = self.moves.fetch_add(moves, Ordering::Relaxed) + moves;
+        if total < VACUUM_EVERY || self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.moves.store(0, Ordering::Relaxed);
+        let (this, pool) = (self.clone(), pool.clone());
+        tokio::spawn(async move {
+            if let Ok(client) = pool.get().await
+                && let Err(e) = client.batch_execute("VACUUM (SKIP_LOCKED) tasks").await
+            {
+                tracing::warn!(error = %e, "vacuum of tasks failed");
+            }
+            this.running.store(false, Ordering::Release);
+        });
+    }
 }
 
 fn parse_config(opts: &PgOptions) -> Result<tokio_postgres::Config> {
@@ -114,7 +149,14 @@ impl PgStore {
         let signals = Arc::new(Signals::default());
         let channel = format!("quern:{}", opts.schema);
         let listener = listen::spawn(config, channel.clone(), signals.clone()).await?;
-        Ok(Self { pool, signals, channel, listener, earliest_due: Arc::new(AtomicI64::new(i64::MIN)) })
+        Ok(Self {
+            pool,
+            signals,
+            channel,
+            listener,
+            earliest_due: Arc::new(AtomicI64::new(i64::MIN)),
+            vacuum: Arc::default(),
+        })
     }
 
     /// Runs the migrations alone; answers the versions applied.
@@ -146,7 +188,14 @@ impl PgStore {
             tries += 1;
             let mut tx = Tx::begin(self.connection().await?).await?;
             let outcome = match op(&mut tx).await {
-                Ok(r) => tx.commit(&self.channel).await.map(|(base, effects)| (r, base, effects)),
+                Ok(r) => {
+                    let moves = tx.log.count;
+                    let committed = tx.commit(&self.channel).await.map(|(base, effects)| (r, base, effects));
+                    if committed.is_ok() {
+                        self.vacuum.count(moves, &self.pool);
+                    }
+                    committed
+                }
                 Err(e) => {
                     tx.rollback().await;
                     Err(e)

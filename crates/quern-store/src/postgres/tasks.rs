@@ -439,21 +439,85 @@ async fn lock_running(tx: &Tx, ids: &mut Vec<Uuid>) -> Result<HashMap<Uuid, Load
 }
 
 pub(super) async fn complete(tx: &mut Tx, p: CompleteParams) -> Result<Vec<CompleteAnswer>> {
-    let mut ids: Vec<Uuid> = p.results.iter().map(|c| c.task).collect();
+    let succeeded = succeed(tx, &p).await?;
+    let mut out = Vec::with_capacity(p.results.len());
+    let mut rest = Vec::new();
+    for c in p.results {
+        if succeeded.contains(&c.task) {
+            out.push(CompleteAnswer { task: c.task, ok: true });
+        } else {
+            out.push(CompleteAnswer { task: c.task, ok: false });
+            rest.push((out.len() - 1, c));
+        }
+    }
+    if rest.is_empty() {
+        return Ok(out);
+    }
+    // The others, under their row locks: failures, releases, stale tokens,
+    // cancels asked for while running.
+    let mut ids: Vec<Uuid> = rest.iter().map(|(_, c)| c.task).collect();
     let mut running = lock_running(tx, &mut ids).await?;
     let mut ends = Ends::default();
-    let mut out = Vec::with_capacity(p.results.len());
-    for c in p.results {
+    for (i, c) in rest {
         let current = running.get(&c.task).is_some_and(|l| l.token.as_deref() == Some(c.token.as_str()));
-        let Some(l) = running.remove(&c.task).filter(|_| current) else {
-            out.push(CompleteAnswer { task: c.task, ok: false });
-            continue;
-        };
+        let Some(l) = running.remove(&c.task).filter(|_| current) else { continue };
         ends.end(tx, &l, AttemptEnd::reported(c.outcome), p.now, "worker");
-        out.push(CompleteAnswer { task: c.task, ok: true });
+        out[i].ok = true;
     }
     ends.write(tx, p.now).await?;
     Ok(out)
+}
+
+/// The common path in one statement: successes whose token is current and
+/// whose task no client asked to cancel end `succeeded` at once, without
+/// a lock taken first. Answers the tasks it ended.
+async fn succeed(tx: &mut Tx, p: &CompleteParams) -> Result<std::collections::HashSet<Uuid>> {
+    let mut seen = std::collections::HashSet::new();
+    let (mut ids, mut tokens, mut results) = (Vec::new(), Vec::new(), Vec::new());
+    for c in &p.results {
+        if let quern_core::Outcome::Succeeded { result } = &c.outcome
+            && seen.insert(c.task)
+        {
+            ids.push(c.task);
+            tokens.push(c.token.as_str());
+            results.push(result.get());
+        }
+    }
+    let mut done = std::collections::HashSet::new();
+    if ids.is_empty() {
+        return Ok(done);
+    }
+    let rows = tx
+        .query(
+            "UPDATE tasks t SET status = 'succeeded', result = u.result, finished_at = $1, updated_at = $1, \
+             lease_token = NULL, expires_at = NULL, timeout_at = NULL \
+             FROM unnest($2::uuid[], $3::text[], $4::text[]) AS u(id, token, result) \
+             WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' AND NOT t.cancel_requested \
+             RETURNING t.id, t.name, t.queue, t.attempt, t.worker, t.compact, t.workflow",
+            &[&p.now, &ids, &tokens, &results],
+        )
+        .await?;
+    let mut entries = Entries::default();
+    let mut closed = Vec::new();
+    for r in &rows {
+        let (id, name, queue): (Uuid, String, String) = (r.get(0), r.get(1), r.get(2));
+        let attempt = u32_of(r.get(3));
+        if !r.get::<_, bool>(5) {
+            entries.push(id, entry(p.now, Status::Running, Status::Succeeded, attempt, r.get(4), "worker", None));
+        }
+        tx.log.push_move(&Move::new(id, (&name, &queue, attempt), Some(Status::Running), Status::Succeeded, p.now));
+        tx.effects.ended.push(id);
+        if let Some(w) = r.get::<_, Option<Uuid>>(6) {
+            closed.push((id, w));
+        }
+        done.insert(id);
+    }
+    entries.write(tx).await?;
+    for (id, workflow) in closed {
+        flow::closed(tx, workflow, p.now).await?;
+        flow::ended(tx, id, p.now).await?;
+    }
+    Ok(done)
 }
 
 /// Attempts that end their task, as columns: id, status, result, error,
