@@ -489,7 +489,7 @@ async fn succeed(tx: &mut Tx, p: &CompleteParams) -> Result<std::collections::Ha
     }
     let rows = tx
         .query(
-            "UPDATE tasks t SET status = 'succeeded', result = u.result, finished_at = $1, updated_at = $1, \
+            "UPDATE tasks t SET status = 'succeeded', result = u.result, error = NULL, finished_at = $1, updated_at = $1, \
              lease_token = NULL, expires_at = NULL, timeout_at = NULL \
              FROM unnest($2::uuid[], $3::text[], $4::text[]) AS u(id, token, result) \
              WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' AND NOT t.cancel_requested \

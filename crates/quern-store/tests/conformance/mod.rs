@@ -104,6 +104,7 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     task_moves_publish_their_events_in_order(&mut make()).await;
     purged_events_are_reported_not_skipped(&mut make()).await;
     a_role_has_one_leader_until_its_term_runs_out(&mut make()).await;
+    a_success_after_a_failed_attempt_clears_the_error(&mut make()).await;
 }
 
 pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
@@ -906,4 +907,17 @@ pub async fn a_role_has_one_leader_until_its_term_runs_out(f: &mut impl Factory)
     assert!(lead("b", T0 + 1_901).await.unwrap(), "a stopped renewing");
     assert!(!lead("a", T0 + 1_950).await.unwrap());
     assert!(s.lead("other".into(), "a".into(), T0 + 1_950, 1_000).await.unwrap(), "roles are apart");
+}
+
+pub async fn a_success_after_a_failed_attempt_clears_the_error(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let id = submit_one(&*s, r#"{"name":"a","max_attempts":2,"retry":{"initial_ms":0,"max_ms":0}}"#).await;
+    let t1 = &s.lease(lease(1, 30_000, T0)).await.unwrap()[0];
+    assert!(complete(&*s, id, &token(t1), fail(true), T0 + 1).await);
+    assert_eq!(s.get(id).await.unwrap().error.map(|e| e.kind), Some(ErrorKind::Exception));
+    let t2 = &s.lease(lease(1, 30_000, T0 + 2)).await.unwrap()[0];
+    assert!(complete(&*s, id, &token(t2), ok(r#"{"n":2}"#), T0 + 3).await);
+    let done = s.get(id).await.unwrap();
+    assert_eq!((done.status, done.error.is_none()), (Status::Succeeded, true), "a success carries no error");
+    assert_eq!(done.result.map(|r| r.get().to_owned()).as_deref(), Some(r#"{"n":2}"#));
 }
