@@ -73,6 +73,8 @@ pub type Result<T> = std::result::Result<T, EngineError>;
 /// The longest a timer sleeps without looking again, in case a signal was
 /// missed.
 const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
+/// How long the task types read from the store are taken as current.
+const TYPES_FRESH_FOR: Duration = Duration::from_secs(1);
 /// Tasks deleted per retention transaction.
 const PURGE_CHUNK: usize = 2_000;
 
@@ -92,6 +94,8 @@ pub struct Engine {
     started_at: Millis,
     /// This server's name among the nodes sharing a store.
     node: String,
+    /// When the task types declared through other nodes were last read.
+    types_read: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Engine {
@@ -113,6 +117,7 @@ impl Engine {
             registry: Registry::default(),
             started_at,
             node: Uuid::new_v4().simple().to_string(),
+            types_read: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -145,6 +150,7 @@ impl Engine {
 
     /// Submits one task.
     pub async fn submit(&self, spec: TaskSpec) -> Result<Submitted> {
+        self.read_task_types().await?;
         let task = self.validate(spec, self.now(), None)?;
         let mut out = self.store.submit(vec![task]).await?;
         out.pop().ok_or_else(|| StoreError::Backend("the store answered no task".into()).into())
@@ -152,6 +158,7 @@ impl Engine {
 
     /// Submits tasks, all or none.
     pub async fn submit_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Submitted>> {
+        self.read_task_types().await?;
         let now = self.now();
         let tasks =
             specs.into_iter().enumerate().map(|(i, s)| self.validate(s, now, Some(i))).collect::<Result<Vec<_>>>()?;
@@ -181,6 +188,7 @@ impl Engine {
 
     /// Submits a workflow: every task, or none.
     pub async fn submit_workflow(&self, spec: WorkflowSpec) -> Result<(Uuid, BTreeMap<String, Uuid>)> {
+        self.read_task_types().await?;
         let now = self.now();
         let id = Uuid::now_v7();
         let name = spec.name.clone();
@@ -261,8 +269,25 @@ impl Engine {
     }
 
     /// Records a worker and the task types it serves.
-    pub fn register(&self, worker: &str, queues: Vec<String>, types: Vec<TaskTypeDecl>) -> Result<()> {
-        Ok(self.registry.register(worker, queues, types, self.now())?)
+    pub async fn register(&self, worker: &str, queues: Vec<String>, types: Vec<TaskTypeDecl>) -> Result<()> {
+        let records = self.registry.register(worker, queues, types, self.now())?;
+        if !records.is_empty() {
+            self.store.put_task_types(records).await?;
+        }
+        Ok(())
+    }
+
+    /// Adopts the task types declared through other nodes, at most once per
+    /// [`TYPES_FRESH_FOR`]: a schema declared anywhere is enforced here
+    /// within that long.
+    pub(crate) async fn read_task_types(&self) -> Result<()> {
+        let mut read = self.types_read.lock().await;
+        if read.is_some_and(|at| at.elapsed() < TYPES_FRESH_FOR) {
+            return Ok(());
+        }
+        self.registry.adopt(self.store.task_types().await?);
+        *read = Some(std::time::Instant::now());
+        Ok(())
     }
 
     /// Workers heard from recently.

@@ -5,6 +5,11 @@
 //! registry fills again as workers reconnect. A worker counts as live for a
 //! minute after it was last heard from. When a task type declares an input
 //! schema, submissions of that type must match it.
+//!
+//! Declarations are also written to the store, and each node adopts the
+//! ones declared through other nodes ([`Registry::adopt`]), so that a schema
+//! is enforced by every node sharing the store; the latest declaration of a
+//! type wins.
 
 use quern_core::Millis;
 use serde::{Deserialize, Serialize};
@@ -78,6 +83,8 @@ struct TypeEntry {
     input_schema: Option<Value>,
     validator: Option<Arc<jsonschema::Validator>>,
     workers: BTreeSet<String>,
+    /// When this declaration was made (here or through another node).
+    declared_at: Millis,
 }
 
 #[derive(Default)]
@@ -111,7 +118,7 @@ impl Registry {
         queues: Vec<String>,
         types: Vec<TaskTypeDecl>,
         now: Millis,
-    ) -> Result<(), RegisterError> {
+    ) -> Result<Vec<quern_store::TaskTypeRecord>, RegisterError> {
         let mut compiled = Vec::with_capacity(types.len());
         for (i, t) in types.into_iter().enumerate() {
             quern_core::spec::check_task_name(&t.name)
@@ -125,7 +132,16 @@ impl Registry {
             };
             compiled.push((t, validator));
         }
-        let Ok(mut inner) = self.inner.lock() else { return Ok(()) };
+        let records = compiled
+            .iter()
+            .map(|(t, _)| quern_store::TaskTypeRecord {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                input_schema: t.input_schema.as_ref().map(Value::to_string),
+                declared_at: now,
+            })
+            .collect();
+        let Ok(mut inner) = self.inner.lock() else { return Ok(records) };
         let names: Vec<String> = compiled.iter().map(|(t, _)| t.name.clone()).collect();
         for entry in inner.types.values_mut() {
             entry.workers.remove(worker);
@@ -136,17 +152,44 @@ impl Registry {
                 input_schema: None,
                 validator: None,
                 workers: BTreeSet::new(),
+                declared_at: now,
             });
             entry.description = t.description;
             entry.input_schema = t.input_schema;
             entry.validator = validator;
+            entry.declared_at = now;
             entry.workers.insert(worker.to_owned());
         }
         let w = inner.workers.entry(worker.to_owned()).or_default();
         w.queues = queues;
         w.task_types = names;
         w.last_seen = now;
-        Ok(())
+        Ok(records)
+    }
+
+    /// Takes the declarations stored by any node that are newer than what
+    /// this node knows of their types. A stored schema that does not compile
+    /// is left out (it was checked when declared).
+    pub fn adopt(&self, records: Vec<quern_store::TaskTypeRecord>) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        for r in records {
+            if inner.types.get(&r.name).is_some_and(|e| e.declared_at >= r.declared_at) {
+                continue;
+            }
+            let schema: Option<Value> = r.input_schema.as_deref().and_then(|s| serde_json::from_str(s).ok());
+            let validator = schema.as_ref().and_then(|s| jsonschema::validator_for(s).ok()).map(Arc::new);
+            let entry = inner.types.entry(r.name).or_insert_with(|| TypeEntry {
+                description: None,
+                input_schema: None,
+                validator: None,
+                workers: BTreeSet::new(),
+                declared_at: r.declared_at,
+            });
+            entry.description = r.description;
+            entry.input_schema = schema;
+            entry.validator = validator;
+            entry.declared_at = r.declared_at;
+        }
     }
 
     /// Records that `worker` was heard from; `delta` changes its in-flight

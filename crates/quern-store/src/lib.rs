@@ -415,6 +415,20 @@ pub struct WebhookRecord {
     pub updated_at: Millis,
 }
 
+/// A task type as the store shares it between nodes: its latest
+/// declaration by any worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskTypeRecord {
+    /// The task name.
+    pub name: String,
+    /// What it does.
+    pub description: Option<String>,
+    /// The JSON Schema inputs must match, as JSON text.
+    pub input_schema: Option<String>,
+    /// When it was declared.
+    pub declared_at: Millis,
+}
+
 /// One attempt to deliver one event to a webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -516,6 +530,11 @@ pub trait Store: Send + Sync + 'static {
     async fn webhook_progress(&self, state: WebhookRecord, delivery: Option<Delivery>) -> Result<()>;
     /// A webhook's latest delivery attempts, newest first.
     async fn deliveries(&self, name: String, limit: usize) -> Result<Vec<Delivery>>;
+    /// Stores task types as workers declared them; a declaration older than
+    /// the stored one of the same name changes nothing.
+    async fn put_task_types(&self, types: Vec<TaskTypeRecord>) -> Result<()>;
+    /// Every task type declared, by name.
+    async fn task_types(&self) -> Result<Vec<TaskTypeRecord>>;
     /// Claims or renews role `role` (a service that must run on one node at
     /// a time, such as webhook delivery) for `node` until `now + ttl_ms`;
     /// answers whether `node` holds it. Another node gets it only once its

@@ -583,3 +583,37 @@ async fn a_parked_request_wakes_on_a_change_through_another_node() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_schema_declared_through_one_node_is_enforced_by_the_others() {
+    let Some(schema) = PgSchema::fresh("a_schema_declared_through_one_node_is_enforced_by_the_others") else { return };
+    bounded(Duration::from_secs(60), async {
+        let args = schema.server_args();
+        let (a, b) = (Server::start_with(&args), Server::start_with(&args));
+        let (api_a, api_b) = (a.api(), b.api());
+        // Node A reads the shared types once before the declaration exists.
+        let before = api_a.post("/v1/tasks", &json!({"name": "mn.typed", "input": {"to": 5}})).await;
+        assert_eq!(before.status, 201, "no schema yet: {before:?}");
+        let decl = json!({
+            "worker": "mn-typed",
+            "task_types": [{"name": "mn.typed", "input_schema": {
+                "type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]}}]
+        });
+        let registered = api_b.post("/v1/workers/register", &decl).await;
+        assert_eq!(registered.status, 200, "{registered:?}");
+        // Within a second node A enforces it too.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let bad = api_a.post("/v1/tasks", &json!({"name": "mn.typed", "input": {"to": 5}})).await;
+            if bad.status == 422 {
+                assert_eq!(bad.code(), "invalid_input", "{bad:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "node A still takes a bad input: {bad:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let good = api_a.post("/v1/tasks", &json!({"name": "mn.typed", "input": {"to": "a@b.c"}})).await;
+        assert_eq!(good.status, 201, "{good:?}");
+    })
+    .await;
+}

@@ -211,7 +211,7 @@ pub(super) async fn register(
 ) -> Result<Json<Value>, ApiError> {
     check_worker(&req.worker)?;
     let queues = req.queues.unwrap_or_else(|| vec!["default".to_owned()]);
-    engine.register(&req.worker, queues, req.task_types)?;
+    engine.register(&req.worker, queues, req.task_types).await?;
     Ok(Json(json!({"worker": req.worker, "registered": true})))
 }
 

@@ -278,6 +278,7 @@ impl Engine {
 
     /// Creates or replaces schedule `name`.
     pub async fn put_schedule(&self, name: &str, spec: ScheduleSpec) -> Result<(ScheduleView, PutOutcome)> {
+        self.read_task_types().await?;
         let schedule = self.check_schedule(spec, Some(name), None)?;
         let outcome = self
             .change_schedule(name, |existing, now| {
@@ -357,6 +358,7 @@ impl Engine {
     /// updated, and with `prune` every other schedule deleted — all or
     /// nothing. With `dry_run`, only says what it would do.
     pub async fn apply_schedules(&self, text: &str, dry_run: bool, prune: bool) -> Result<ApplyReport> {
+        self.read_task_types().await?;
         let mut wanted: BTreeMap<String, Schedule> = BTreeMap::new();
         for (label, spec) in parse_file(text)? {
             let s = self.check_schedule(spec, None, Some(label.clone()))?;

@@ -26,8 +26,8 @@ use crate::segment::SegmentBuilder;
 use crate::{
     Approval, CompleteAnswer, CompleteParams, Delivery, DueSchedules, EventPage, EventQuery, Fire, FireOutcome,
     HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result,
-    ScheduleRecord, ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WebhookRecord,
-    WorkflowRecord, backend,
+    ScheduleRecord, ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TaskTypeRecord, TickOutcome,
+    WebhookRecord, WorkflowRecord, backend,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -613,6 +613,48 @@ impl Store for PgStore {
 
     async fn deliveries(&self, name: String, limit: usize) -> Result<Vec<Delivery>> {
         self.read(|tx| Box::pin(webhooks::deliveries(tx, name.clone(), limit))).await
+    }
+
+    async fn put_task_types(&self, types: Vec<TaskTypeRecord>) -> Result<()> {
+        let names: Vec<String> = types.iter().map(|t| t.name.clone()).collect();
+        let descriptions: Vec<Option<String>> = types.iter().map(|t| t.description.clone()).collect();
+        let schemas: Vec<Option<String>> = types.iter().map(|t| t.input_schema.clone()).collect();
+        let at: Vec<i64> = types.iter().map(|t| t.declared_at).collect();
+        self.write(|tx| {
+            let (names, descriptions, schemas, at) = (names.clone(), descriptions.clone(), schemas.clone(), at.clone());
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO task_types (name, description, input_schema, declared_at) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) ON CONFLICT (name) \
+                     DO UPDATE SET description = excluded.description, input_schema = excluded.input_schema, \
+                     declared_at = excluded.declared_at WHERE excluded.declared_at >= task_types.declared_at",
+                    &[&names, &descriptions, &schemas, &at],
+                )
+                .await
+                .map(|_| ())
+            })
+        })
+        .await
+    }
+
+    async fn task_types(&self) -> Result<Vec<TaskTypeRecord>> {
+        self.read(|tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query("SELECT name, description, input_schema, declared_at FROM task_types ORDER BY name", &[])
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| TaskTypeRecord {
+                        name: r.get(0),
+                        description: r.get(1),
+                        input_schema: r.get(2),
+                        declared_at: r.get(3),
+                    })
+                    .collect())
+            })
+        })
+        .await
     }
 
     async fn lead(&self, role: String, node: String, now: Millis, ttl_ms: u64) -> Result<bool> {

@@ -17,7 +17,8 @@ use crate::{Result, StoreError, backend};
 use deadpool_postgres::Object;
 
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tasks (
     id               uuid PRIMARY KEY,
     name             text NOT NULL,
@@ -169,7 +170,18 @@ CREATE TABLE leaders (
     node  text NOT NULL,
     until bigint NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Task types as workers last declared them, so that every node checks
+-- inputs against the schemas declared through any node.
+CREATE TABLE task_types (
+    name         text PRIMARY KEY,
+    description  text,
+    input_schema text,
+    declared_at  bigint NOT NULL
+);
+"#,
+];
 
 /// The schema version this build knows.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -20,7 +20,7 @@ use crate::{
     HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result, ScheduleRecord,
     ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowRecord,
 };
-use crate::{Delivery, WebhookRecord};
+use crate::{Delivery, TaskTypeRecord, WebhookRecord};
 use async_trait::async_trait;
 use quern_core::{Event, Millis, NewEvent, NewTask, Status, Task};
 use rows::{TASK_COLUMNS, compact_at, history_from_row, task_from_row};
@@ -527,6 +527,43 @@ impl Store for SqliteStore {
 
     async fn deliveries(&self, name: String, limit: usize) -> Result<Vec<Delivery>> {
         self.read(move |conn| webhooks::deliveries(conn, &name, limit)).await
+    }
+
+    async fn put_task_types(&self, types: Vec<TaskTypeRecord>) -> Result<()> {
+        self.write(move |_, conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO task_types (name, description, input_schema, declared_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (name) DO UPDATE SET description = excluded.description, \
+                     input_schema = excluded.input_schema, declared_at = excluded.declared_at \
+                     WHERE excluded.declared_at >= task_types.declared_at",
+                )
+                .map_err(backend)?;
+            for t in &types {
+                stmt.execute(params![t.name, t.description, t.input_schema, t.declared_at]).map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn task_types(&self) -> Result<Vec<TaskTypeRecord>> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT name, description, input_schema, declared_at FROM task_types ORDER BY name")
+                .and_then(|mut s| {
+                    s.query_map([], |r| {
+                        Ok(TaskTypeRecord {
+                            name: r.get(0)?,
+                            description: r.get(1)?,
+                            input_schema: r.get(2)?,
+                            declared_at: r.get(3)?,
+                        })
+                    })?
+                    .collect()
+                })
+                .map_err(backend)
+        })
+        .await
     }
 
     async fn lead(&self, role: String, node: String, now: Millis, ttl_ms: u64) -> Result<bool> {

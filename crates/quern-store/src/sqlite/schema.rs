@@ -149,6 +149,14 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
 );
 CREATE INDEX IF NOT EXISTS webhook_deliveries_by_webhook ON webhook_deliveries (webhook, seq);
 
+-- Task types as workers last declared them.
+CREATE TABLE IF NOT EXISTS task_types (
+    name         TEXT PRIMARY KEY,
+    description  TEXT,
+    input_schema TEXT,
+    declared_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS queues (
     name   TEXT PRIMARY KEY,
     paused INTEGER NOT NULL DEFAULT 0

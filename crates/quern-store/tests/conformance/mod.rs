@@ -11,7 +11,7 @@ use quern_core::{Condition, Dependency, EventFilter, NewEvent, OutcomeCondition}
 use quern_core::{ErrorKind, ExecutionDefaults, Millis, Outcome, Status, TaskError, TaskSpec};
 use quern_store::{
     Approval, CompleteParams, Completion, EventPage, EventQuery, Fire, FireOutcome, HeartbeatLease, HeartbeatParams,
-    LeaseParams, ListQuery, NewWorkflow, ScheduleRecord, ScheduleWrite, Store, StoreError,
+    LeaseParams, ListQuery, NewWorkflow, ScheduleRecord, ScheduleWrite, Store, StoreError, TaskTypeRecord,
 };
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -105,6 +105,7 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     purged_events_are_reported_not_skipped(&mut make()).await;
     a_role_has_one_leader_until_its_term_runs_out(&mut make()).await;
     a_success_after_a_failed_attempt_clears_the_error(&mut make()).await;
+    task_types_keep_their_latest_declaration(&mut make()).await;
 }
 
 pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
@@ -920,4 +921,21 @@ pub async fn a_success_after_a_failed_attempt_clears_the_error(f: &mut impl Fact
     let done = s.get(id).await.unwrap();
     assert_eq!((done.status, done.error.is_none()), (Status::Succeeded, true), "a success carries no error");
     assert_eq!(done.result.map(|r| r.get().to_owned()).as_deref(), Some(r#"{"n":2}"#));
+}
+
+pub async fn task_types_keep_their_latest_declaration(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let t = |name: &str, schema: Option<&str>, at: Millis| TaskTypeRecord {
+        name: name.into(),
+        description: Some(format!("{name} at {at}")),
+        input_schema: schema.map(str::to_owned),
+        declared_at: at,
+    };
+    s.put_task_types(vec![t("email", Some(r#"{"type":"object"}"#), T0), t("free", None, T0)]).await.unwrap();
+    s.put_task_types(vec![t("email", Some(r#"{"type":"string"}"#), T0 + 10)]).await.unwrap();
+    s.put_task_types(vec![t("email", None, T0 + 5)]).await.unwrap();
+    let got = s.task_types().await.unwrap();
+    assert_eq!(got, [t("email", Some(r#"{"type":"string"}"#), T0 + 10), t("free", None, T0)], "the latest wins");
+    drop(s);
+    assert_eq!(f.reopen(T0 + 20).task_types().await.unwrap().len(), 2, "they survive a restart");
 }
