@@ -46,3 +46,18 @@ pub(crate) fn entry(
 ) -> HistoryEntry {
     HistoryEntry { at, from: Some(from), to, attempt, worker, actor: actor.to_owned(), note: note.map(str::to_owned) }
 }
+
+/// The first entry of a task that waits for its dependencies (off the
+/// compact path from the start: its release is a move the row alone could
+/// not tell).
+pub(crate) fn waiting(at: Millis) -> HistoryEntry {
+    HistoryEntry {
+        at,
+        from: None,
+        to: Status::Pending,
+        attempt: 0,
+        worker: None,
+        actor: "client".to_owned(),
+        note: Some("waiting for its dependencies".to_owned()),
+    }
+}

@@ -242,6 +242,21 @@ pub(crate) fn workflow_event(workflow: Uuid, name: &str, counts: &[(Status, i64)
     NewEvent { kind: format!("workflow.{status}"), source: SOURCE.to_owned(), target: None, payload }
 }
 
+/// The `schedule.fired` event of a slot (or a manual trigger, without
+/// `advance`) of schedule `name` that created task `t`.
+pub(crate) fn schedule_fired(name: &str, t: &quern_core::Task, manual: bool) -> NewEvent {
+    let payload = serde_json::json!({
+        "schedule": name, "task": t.id, "name": t.name,
+        "slot": t.metadata.get("schedule.slot"), "manual": manual,
+    });
+    NewEvent {
+        kind: "schedule.fired".to_owned(),
+        source: SOURCE.to_owned(),
+        target: None,
+        payload: payload.to_string(),
+    }
+}
+
 /// Where a read of the log starts, from the bounds of what is kept.
 pub(crate) enum ReadPlan {
     /// Nothing to read: the page as it stands.

@@ -9,9 +9,9 @@
 
 use super::Tx;
 use super::tasks::{self, COLS, Loaded, status_of};
-use crate::segment::SOURCE;
+use crate::segment::schedule_fired;
 use crate::{DueSchedules, Fire, FireOutcome, Result, ScheduleRecord, ScheduleWrite, StoreError};
-use quern_core::{Millis, NewEvent, Task};
+use quern_core::{Millis, Task};
 use tokio_postgres::Row;
 
 const COLUMNS: &str =
@@ -153,17 +153,7 @@ pub(super) async fn fire(tx: &mut Tx, fires: Vec<Fire>, now: Millis) -> Result<V
         };
         let (last_fired_at, last_task) = match &outcome {
             FireOutcome::Fired(t) => {
-                let payload = serde_json::json!({
-                    "schedule": fire.name, "task": t.id, "name": t.name,
-                    "slot": t.metadata.get("schedule.slot"), "manual": fire.advance.is_none(),
-                });
-                let e = NewEvent {
-                    kind: "schedule.fired".to_owned(),
-                    source: SOURCE.to_owned(),
-                    target: None,
-                    payload: payload.to_string(),
-                };
-                tx.emit(now, e)?;
+                tx.emit(now, schedule_fired(&fire.name, t, fire.advance.is_none()))?;
                 (Some(now), Some(t.id))
             }
             _ => (None, None),

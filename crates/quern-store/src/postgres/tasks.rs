@@ -228,16 +228,7 @@ pub(super) async fn submit(tx: &mut Tx, tasks: Vec<NewTask>) -> Result<Vec<Submi
                 _ => tx.effects.ready = true,
             }
         } else {
-            let note = Some("waiting for its dependencies".to_owned());
-            let e = HistoryEntry {
-                at: t.created_at,
-                from: None,
-                to: Status::Pending,
-                attempt: 0,
-                worker: None,
-                actor: "client".to_owned(),
-                note,
-            };
+            let e = crate::history::waiting(t.created_at);
             entries.push(t.id, e);
             for d in &t.depends_on {
                 edges.0.push(d.task);

@@ -572,22 +572,7 @@ impl State {
                     }
                 }
             } else {
-                // Off the compact path from the start: its release is a move
-                // the row alone could not tell.
-                let note = Some("waiting for its dependencies");
-                self.append(
-                    conn,
-                    t.id,
-                    &HistoryEntry {
-                        at: t.created_at,
-                        from: None,
-                        to: Status::Pending,
-                        attempt: 0,
-                        worker: None,
-                        actor: "client".to_owned(),
-                        note: note.map(str::to_owned),
-                    },
-                )?;
+                self.append(conn, t.id, &crate::history::waiting(t.created_at))?;
                 for d in &t.depends_on {
                     self.waiting.entry(d.task).or_default().push((t.id, d.on.clone()));
                 }

@@ -9,7 +9,7 @@
 use super::{State, backend};
 use crate::sqlite::rows::status_at;
 use crate::{Fire, FireOutcome, Result, ScheduleRecord, ScheduleWrite, StoreError};
-use quern_core::{Millis, NewEvent, Status};
+use quern_core::{Millis, Status};
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
@@ -136,13 +136,7 @@ impl State {
                 };
             let (last_fired_at, last_task) = match &outcome {
                 FireOutcome::Fired(t) => {
-                    let payload = serde_json::json!({
-                        "schedule": fire.name, "task": t.id, "name": t.name,
-                        "slot": t.metadata.get("schedule.slot"), "manual": fire.advance.is_none(),
-                    });
-                    let kind = "schedule.fired".to_owned();
-                    let source = crate::segment::SOURCE.to_owned();
-                    self.emit(now, NewEvent { kind, source, target: None, payload: payload.to_string() })?;
+                    self.emit(now, crate::segment::schedule_fired(&fire.name, t, fire.advance.is_none()))?;
                     (Some(now), Some(*t.id.as_bytes()))
                 }
                 _ => (None, None),
