@@ -76,7 +76,7 @@ pub struct PgStore {
 }
 
 /// Task moves this node makes between two vacuums of `tasks`.
-const VACUUM_EVERY: u64 = 5_000;
+const VACUUM_EVERY: u64 = 20_000;
 
 /// The node's vacuuming of `tasks`. A queue turns its rows over fast, and
 /// every move leaves a dead row version whose index entries the next lease
