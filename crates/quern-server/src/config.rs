@@ -263,6 +263,26 @@ mod tests {
     }
 
     #[test]
+    fn storage_on_postgres_is_checked() {
+        let c: Config =
+            serde_saphyr::from_str("storage: {url: \"postgres://q@db:5432/q\", schema: quern_1, pool_size: 8}\n")
+                .expect("parses");
+        assert!(c.validate().is_ok());
+        assert_eq!(c.storage.postgres().map(|o| (o.schema, o.pool_size)), Some(("quern_1".to_owned(), 8)));
+        for bad in [
+            "storage: {url: \"mysql://q@db/q\"}\n",
+            "storage: {schema: Quern}\n",
+            "storage: {schema: 1quern}\n",
+            "storage: {schema: \"a; DROP TABLE tasks\"}\n",
+            "storage: {pool_size: 1}\n",
+        ] {
+            let c: Config = serde_saphyr::from_str(bad).expect("parses");
+            assert!(c.validate().is_err(), "{bad} was accepted");
+        }
+        assert!(Config::default().storage.postgres().is_none(), "SQLite unless a URL is given");
+    }
+
+    #[test]
     fn printed_config_reads_back() {
         let c = Config::default();
         let back: Config = serde_saphyr::from_str(&c.to_yaml()).expect("round trip");

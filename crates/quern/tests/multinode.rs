@@ -617,3 +617,27 @@ async fn a_schema_declared_through_one_node_is_enforced_by_the_others() {
     })
     .await;
 }
+
+#[test]
+fn quern_migrate_applies_once_and_refuses_what_it_cannot_reach() {
+    let Some(schema) = PgSchema::fresh("quern_migrate_applies_once_and_refuses_what_it_cannot_reach") else { return };
+    let migrate = |url: &str, name: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_quern"))
+            .args(["migrate", "--database", url, "--schema", name])
+            .output()
+            .expect("run quern migrate")
+    };
+    let first = migrate(&schema.url, &schema.name);
+    assert!(first.status.success(), "{first:?}");
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied migration 1"), "{first:?}");
+    let again = migrate(&schema.url, &schema.name);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("is up to date"), "{again:?}");
+    assert_eq!(
+        schema.psql("SELECT count(*) FROM quern_migrations"),
+        schema.psql("SELECT max(version) FROM quern_migrations")
+    );
+    let unreachable = migrate("postgres://nobody@127.0.0.1:1/none", &schema.name);
+    assert_eq!(unreachable.status.code(), Some(2), "{unreachable:?}");
+    let bad_name = migrate(&schema.url, "Not-A-Schema");
+    assert_eq!(bad_name.status.code(), Some(2), "{bad_name:?}");
+}

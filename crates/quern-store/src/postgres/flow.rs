@@ -289,12 +289,14 @@ pub(super) async fn cancel_workflow(tx: &mut Tx, workflow: Uuid, now: Millis) ->
     Ok(ids.len())
 }
 
-/// The outcomes of a leased task's parents, by key.
+/// The outcomes of a leased task's parents, by key, in one read.
 pub(super) async fn parents_of(tx: &Tx, task: &Task) -> Result<BTreeMap<String, ParentOutcome>> {
+    let ids: Vec<Uuid> = task.depends_on.iter().map(|d| d.task).collect();
+    let rows = tx.query("SELECT id, wf_key, status, result, error FROM tasks WHERE id = ANY($1)", &[&ids]).await?;
     let mut out = BTreeMap::new();
-    for dep in &task.depends_on {
-        let Some(p) = parent_end(tx, dep.task).await? else { continue };
-        let (key, outcome) = p.outcome(dep.task);
+    for r in rows {
+        let p = ParentEnd { key: r.get(1), status: status_of(r.get(2))?, result: r.get(3), error: r.get(4) };
+        let (key, outcome) = p.outcome(r.get(0));
         out.insert(key, outcome);
     }
     Ok(out)

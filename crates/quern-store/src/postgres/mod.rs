@@ -75,14 +75,15 @@ pub struct PgStore {
     vacuum: Arc<Vacuum>,
 }
 
-/// Task moves this node makes between two vacuums of `tasks`.
+/// Events (about one per task move) this node's transactions append
+/// between two vacuums of `tasks`.
 const VACUUM_EVERY: u64 = 20_000;
 
 /// The node's vacuuming of `tasks`. A queue turns its rows over fast, and
 /// every move leaves a dead row version whose index entries the next lease
 /// scan must step over; autovacuum comes at most once a minute per database,
-/// too seldom, so each node vacuums after its own share of moves (skipping
-/// it when another node is at it).
+/// too seldom, so each node vacuums after its own share of moves, counted by
+/// the events its commits appended (skipping it when another node is at it).
 #[derive(Default)]
 struct Vacuum {
     moves: std::sync::atomic::AtomicU64,

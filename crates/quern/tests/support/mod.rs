@@ -10,6 +10,7 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+use quern_core::time::parse_rfc3339;
 use serde_json::{Value, json};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -714,47 +715,13 @@ pub(crate) async fn bounded<T>(limit: Duration, body: impl Future<Output = T>) -
 
 /// An RFC 3339 UTC time `offset_ms` from now (negative: in the past).
 pub(crate) fn rfc3339_from_now(offset_ms: i64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
-    let ms = i64::try_from(now.as_millis()).expect("ms fit i64") + offset_ms;
-    let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    let now = quern_core::Clock::now(&quern_core::SystemClock);
+    quern_core::time::format_rfc3339(now + offset_ms)
 }
 
-/// Milliseconds since the epoch of an RFC 3339 UTC time as the server writes
-/// it (`YYYY-MM-DDTHH:MM:SS[.fff]Z`).
+/// Milliseconds since the epoch of an RFC 3339 time as the server writes it.
 pub(crate) fn parse_rfc3339_ms(s: &str) -> i64 {
-    parse_rfc3339(s).unwrap_or_else(|| panic!("not an RFC 3339 UTC time: {s}"))
-}
-
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
-    let (date, time) = s.split_once('T')?;
-    let d: Vec<i64> = date.split('-').map(str::parse).collect::<Result<_, _>>().ok()?;
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').map(str::parse).collect::<Result<_, _>>().ok()?;
-    if d.len() != 3 || t.len() != 3 {
-        return None;
-    }
-    let frac_ms: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
-    let (y, m, day) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000) + frac_ms)
+    parse_rfc3339(s).unwrap_or_else(|| panic!("not an RFC 3339 time: {s}"))
 }
 
 #[test]

@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar, Union
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -22,6 +22,14 @@ from ._errors import QuernError, TransportError, from_answer
 from ._models import ApplyReport, Event, EventPage, Queue, Schedule, Task, TaskPage, Workflow
 
 T = TypeVar("T")
+
+
+class _Ending(Protocol):
+    @property
+    def done(self) -> bool: ...
+
+
+E = TypeVar("E", bound=_Ending)
 
 DEFAULT_URL = "http://127.0.0.1:7311"
 #: Seconds an ordinary request may take; long-polls get their wait on top.
@@ -152,13 +160,18 @@ class Quern:
     def get(self, task_id: str) -> Task:
         return self._run(c.get(task_id))
 
-    def wait(self, task_id: str, timeout: Optional[float] = None) -> Task:
-        """The task once it ended, or as it stands when ``timeout`` seconds passed."""
+    def _until_done(self, call: Callable[[float], c.Call[E]], timeout: Optional[float]) -> E:
+        """What ``call`` answers once it has ended, or as it stands when
+        ``timeout`` seconds passed; each look long-polls for the time left."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            task = self._run(c.get(task_id, _remaining(deadline)))
-            if task.done or _remaining(deadline) <= 0:
-                return task
+            got = self._run(call(_remaining(deadline)))
+            if got.done or _remaining(deadline) <= 0:
+                return got
+
+    def wait(self, task_id: str, timeout: Optional[float] = None) -> Task:
+        """The task once it ended, or as it stands when ``timeout`` seconds passed."""
+        return self._until_done(lambda wait: c.get(task_id, wait), timeout)
 
     def monitor(
         self, task_id: str, callback: Callable[[Task], None], timeout: Optional[float] = None, poll: float = 1.0
@@ -200,11 +213,7 @@ class Quern:
         return self._run(c.workflow(workflow_id))
 
     def wait_workflow(self, workflow_id: str, timeout: Optional[float] = None) -> Workflow:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wf = self._run(c.workflow(workflow_id, _remaining(deadline)))
-            if wf.done or _remaining(deadline) <= 0:
-                return wf
+        return self._until_done(lambda wait: c.workflow(workflow_id, wait), timeout)
 
     def workflow_graph(self, workflow_id: str, format: str = "json") -> Any:
         return self._run(c.workflow_graph(workflow_id, format))
@@ -323,12 +332,17 @@ class AsyncQuern:
     async def get(self, task_id: str) -> Task:
         return await self._run(c.get(task_id))
 
-    async def wait(self, task_id: str, timeout: Optional[float] = None) -> Task:
+    async def _until_done(self, call: Callable[[float], c.Call[E]], timeout: Optional[float]) -> E:
+        """What ``call`` answers once it has ended, or as it stands when
+        ``timeout`` seconds passed; each look long-polls for the time left."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            task = await self._run(c.get(task_id, _remaining(deadline)))
-            if task.done or _remaining(deadline) <= 0:
-                return task
+            got = await self._run(call(_remaining(deadline)))
+            if got.done or _remaining(deadline) <= 0:
+                return got
+
+    async def wait(self, task_id: str, timeout: Optional[float] = None) -> Task:
+        return await self._until_done(lambda wait: c.get(task_id, wait), timeout)
 
     async def list_tasks(self, **filters: Any) -> TaskPage:
         return await self._run(c.list_tasks(**filters))
@@ -364,11 +378,7 @@ class AsyncQuern:
             task = await self._run(c.get(task_id, min(poll, _remaining(deadline))))
 
     async def wait_workflow(self, workflow_id: str, timeout: Optional[float] = None) -> Workflow:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wf = await self._run(c.workflow(workflow_id, _remaining(deadline)))
-            if wf.done or _remaining(deadline) <= 0:
-                return wf
+        return await self._until_done(lambda wait: c.workflow(workflow_id, wait), timeout)
 
     async def workflow_graph(self, workflow_id: str, format: str = "json") -> Any:
         return await self._run(c.workflow_graph(workflow_id, format))
