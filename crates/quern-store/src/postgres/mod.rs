@@ -119,7 +119,7 @@ fn parse_config(opts: &PgOptions) -> Result<tokio_postgres::Config> {
     }
     let mut config: tokio_postgres::Config =
         opts.url.parse().map_err(|e| StoreError::Backend(format!("database URL: {e}")))?;
-    config.options(format!("-c search_path={}", opts.schema));
+    config.options(format!("-c search_path={} -c plan_cache_mode=force_generic_plan", opts.schema));
     if config.get_application_name().is_none() {
         config.application_name("quern");
     }
