@@ -75,6 +75,10 @@ pub type Result<T> = std::result::Result<T, EngineError>;
 const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
 /// How long the task types read from the store are taken as current.
 const TYPES_FRESH_FOR: Duration = Duration::from_secs(1);
+/// How often a node tells the store what it heard of its workers, and how
+/// long the workers read from the store are taken as current: a worker
+/// shows on every node within about twice this.
+const WORKERS_SYNC: Duration = Duration::from_secs(1);
 /// Tasks deleted per retention transaction.
 const PURGE_CHUNK: usize = 2_000;
 
@@ -94,8 +98,12 @@ pub struct Engine {
     started_at: Millis,
     /// This server's name among the nodes sharing a store.
     node: String,
+    /// The kind of store: `sqlite` or `postgres`.
+    backend: &'static str,
     /// When the task types declared through other nodes were last read.
     types_read: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// When the workers heard by other nodes were last read.
+    workers_read: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Engine {
@@ -117,8 +125,15 @@ impl Engine {
             registry: Registry::default(),
             started_at,
             node: Uuid::new_v4().simple().to_string(),
+            backend: if config.storage.url.is_some() { "postgres" } else { "sqlite" },
             types_read: tokio::sync::Mutex::new(None),
+            workers_read: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The kind of store: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
     }
 
     /// Now, by the engine's clock.
@@ -290,19 +305,60 @@ impl Engine {
         Ok(())
     }
 
-    /// Workers heard from recently.
-    pub fn workers(&self) -> Vec<WorkerView> {
-        self.registry.workers(self.now())
+    /// Adopts what other nodes heard of workers, at most once per
+    /// [`WORKERS_SYNC`].
+    async fn read_workers(&self) -> Result<()> {
+        let mut read = self.workers_read.lock().await;
+        if read.is_some_and(|at| at.elapsed() < WORKERS_SYNC) {
+            return Ok(());
+        }
+        let since = self.now().saturating_sub(crate::registry::FORGET_MS);
+        self.registry.adopt_workers(self.store.workers(since).await?);
+        *read = Some(std::time::Instant::now());
+        Ok(())
     }
 
-    /// The task types workers serve.
-    pub fn task_types(&self) -> Vec<TaskTypeView> {
-        self.registry.task_types(self.now())
+    /// Workers heard from recently, by any node.
+    pub async fn workers(&self) -> Result<Vec<WorkerView>> {
+        self.read_workers().await?;
+        Ok(self.registry.workers(self.now()))
     }
 
-    /// Workers heard from within the last minute.
-    pub fn live_workers(&self) -> usize {
+    /// The task types workers serve, with the live workers of every node.
+    pub async fn task_types(&self) -> Result<Vec<TaskTypeView>> {
+        self.read_task_types().await?;
+        self.read_workers().await?;
+        Ok(self.registry.task_types(self.now()))
+    }
+
+    /// Workers heard from within the last minute: of every node, or of this
+    /// one while the store cannot be read.
+    pub async fn live_workers(&self) -> usize {
+        if let Err(e) = self.read_workers().await {
+            tracing::debug!(error = %e, "workers of other nodes not read");
+        }
         self.registry.live(self.now())
+    }
+
+    /// Tells the store, every [`WORKERS_SYNC`], what this node heard of its
+    /// workers, until shutdown.
+    pub async fn run_worker_sync(&self) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(WORKERS_SYNC) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let changed = self.registry.take_changed();
+            if changed.is_empty() {
+                continue;
+            }
+            match self.store.put_workers(changed).await {
+                Ok(()) => {}
+                Err(StoreError::Closed) => return,
+                Err(e) => tracing::warn!(error = %e, "workers not shared with the other nodes"),
+            }
+        }
     }
 
     /// Leases ready tasks, parking up to `wait` while there are none. A

@@ -124,6 +124,10 @@ pub async fn serve(
         let engine = engine.clone();
         async move { engine.run_webhooks().await }
     });
+    let worker_sync = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_worker_sync().await }
+    });
     let app = api::router(engine, config.server.max_body_bytes);
     // Small answers (a lease, an SSE event) go out at once, not held back
     // by Nagle's algorithm waiting for the client's delayed ACK.
@@ -143,6 +147,7 @@ pub async fn serve(
     let _ = retention.await;
     let _ = scheduler.await;
     let _ = webhooks.await;
+    let _ = worker_sync.await;
     store.close();
     result.map_err(ServeError::Io)
 }

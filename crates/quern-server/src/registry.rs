@@ -9,18 +9,21 @@
 //! Declarations are also written to the store, and each node adopts the
 //! ones declared through other nodes ([`Registry::adopt`]), so that a schema
 //! is enforced by every node sharing the store; the latest declaration of a
-//! type wins.
+//! type wins. Workers are shared the same way: each node writes what changed
+//! of its own ([`Registry::take_changed`]) and takes in what other nodes
+//! heard ([`Registry::adopt_workers`]); the most recent word of a worker
+//! wins, so a worker that moves between nodes is listed once.
 
 use quern_core::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// How long a worker counts as live after it was last heard from.
 pub const LIVE_MS: Millis = 60_000;
 /// How long a silent worker is still listed.
-const FORGET_MS: Millis = 3_600_000;
+pub const FORGET_MS: Millis = 3_600_000;
 
 /// A task type as a worker declares it.
 #[derive(Debug, Clone, Deserialize)]
@@ -76,13 +79,14 @@ struct WorkerEntry {
     task_types: Vec<String>,
     last_seen: Millis,
     in_flight: u64,
+    /// Heard from here since the store was last told.
+    changed: bool,
 }
 
 struct TypeEntry {
     description: Option<String>,
     input_schema: Option<Value>,
     validator: Option<Arc<jsonschema::Validator>>,
-    workers: BTreeSet<String>,
     /// When this declaration was made (here or through another node).
     declared_at: Millis,
 }
@@ -143,27 +147,23 @@ impl Registry {
             .collect();
         let Ok(mut inner) = self.inner.lock() else { return Ok(records) };
         let names: Vec<String> = compiled.iter().map(|(t, _)| t.name.clone()).collect();
-        for entry in inner.types.values_mut() {
-            entry.workers.remove(worker);
-        }
         for (t, validator) in compiled {
             let entry = inner.types.entry(t.name).or_insert_with(|| TypeEntry {
                 description: None,
                 input_schema: None,
                 validator: None,
-                workers: BTreeSet::new(),
                 declared_at: now,
             });
             entry.description = t.description;
             entry.input_schema = t.input_schema;
             entry.validator = validator;
             entry.declared_at = now;
-            entry.workers.insert(worker.to_owned());
         }
         let w = inner.workers.entry(worker.to_owned()).or_default();
         w.queues = queues;
         w.task_types = names;
         w.last_seen = now;
+        w.changed = true;
         Ok(records)
     }
 
@@ -182,7 +182,6 @@ impl Registry {
                 description: None,
                 input_schema: None,
                 validator: None,
-                workers: BTreeSet::new(),
                 declared_at: r.declared_at,
             });
             entry.description = r.description;
@@ -202,6 +201,45 @@ impl Registry {
         };
         w.last_seen = now;
         w.in_flight = w.in_flight.saturating_add_signed(delta);
+        w.changed = true;
+    }
+
+    /// The workers heard from here since the last call, for the store.
+    pub fn take_changed(&self) -> Vec<quern_store::WorkerRecord> {
+        let Ok(mut inner) = self.inner.lock() else { return Vec::new() };
+        inner
+            .workers
+            .iter_mut()
+            .filter(|(_, w)| w.changed)
+            .map(|(id, w)| {
+                w.changed = false;
+                quern_store::WorkerRecord {
+                    id: id.clone(),
+                    queues: w.queues.clone(),
+                    task_types: w.task_types.clone(),
+                    in_flight: w.in_flight,
+                    last_seen: w.last_seen,
+                }
+            })
+            .collect()
+    }
+
+    /// Takes what other nodes heard of workers, where it is more recent
+    /// than what this node heard.
+    pub fn adopt_workers(&self, records: Vec<quern_store::WorkerRecord>) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        for r in records {
+            let w = inner.workers.entry(r.id).or_default();
+            if w.last_seen < r.last_seen {
+                *w = WorkerEntry {
+                    queues: r.queues,
+                    task_types: r.task_types,
+                    last_seen: r.last_seen,
+                    in_flight: r.in_flight,
+                    changed: false,
+                };
+            }
+        }
     }
 
     /// Sets a worker's in-flight count (from a heartbeat, which lists every
@@ -266,8 +304,12 @@ impl Registry {
             .types
             .iter()
             .map(|(name, t)| {
-                let seen: Vec<Millis> =
-                    t.workers.iter().filter_map(|w| inner.workers.get(w)).map(|w| w.last_seen).collect();
+                let seen: Vec<Millis> = inner
+                    .workers
+                    .values()
+                    .filter(|w| w.task_types.iter().any(|n| n == name))
+                    .map(|w| w.last_seen)
+                    .collect();
                 TaskTypeView {
                     name: name.clone(),
                     description: t.description.clone(),

@@ -429,6 +429,22 @@ pub struct TaskTypeRecord {
     pub declared_at: Millis,
 }
 
+/// A worker as a node last heard from it, shared so that every node lists
+/// the workers of all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRecord {
+    /// The worker's id.
+    pub id: String,
+    /// The queues it takes from.
+    pub queues: Vec<String>,
+    /// The task types it declared.
+    pub task_types: Vec<String>,
+    /// Tasks it held, as of its last call.
+    pub in_flight: u64,
+    /// When it was last heard from.
+    pub last_seen: Millis,
+}
+
 /// One attempt to deliver one event to a webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -535,6 +551,11 @@ pub trait Store: Send + Sync + 'static {
     async fn put_task_types(&self, types: Vec<TaskTypeRecord>) -> Result<()>;
     /// Every task type declared, by name.
     async fn task_types(&self) -> Result<Vec<TaskTypeRecord>>;
+    /// Stores what a node heard of its workers; a record older than the
+    /// stored one of the same worker changes nothing.
+    async fn put_workers(&self, workers: Vec<WorkerRecord>) -> Result<()>;
+    /// The workers any node heard from at or after `since`.
+    async fn workers(&self, since: Millis) -> Result<Vec<WorkerRecord>>;
     /// Claims or renews role `role` (a service that must run on one node at
     /// a time, such as webhook delivery) for `node` until `now + ttl_ms`;
     /// answers whether `node` holds it. Another node gets it only once its

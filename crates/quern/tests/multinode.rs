@@ -296,8 +296,7 @@ async fn queue_count(api: &Api, queue: &str, status: &str) -> u64 {
     queues.iter().find(|q| q["name"] == queue).and_then(|q| q["counts"][status].as_u64()).unwrap_or(0)
 }
 
-/// Waits until node `api` lists worker `id` (each node keeps its own registry
-/// of the workers that talk to it).
+/// Waits until node `api` lists worker `id`.
 async fn wait_registered(api: &Api, id: &str) {
     support::eventually(&format!("worker {id} registered"), Duration::from_secs(30), async || {
         let reply = api.get("/v1/workers").await;
@@ -614,6 +613,35 @@ async fn a_schema_declared_through_one_node_is_enforced_by_the_others() {
         }
         let good = api_a.post("/v1/tasks", &json!({"name": "mn.typed", "input": {"to": "a@b.c"}})).await;
         assert_eq!(good.status, 201, "{good:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_node_lists_the_workers_of_all() {
+    let Some(schema) = PgSchema::fresh("every_node_lists_the_workers_of_all") else { return };
+    bounded(Duration::from_secs(60), async {
+        let args = schema.server_args();
+        let (a, b) = (Server::start_with(&args), Server::start_with(&args));
+        let (api_a, api_b) = (a.api(), b.api());
+        let decl = json!({"worker": "mn-listed", "queues": ["mn-q"], "task_types": [{"name": "mn.listed"}]});
+        let registered = api_b.post("/v1/workers/register", &decl).await;
+        assert_eq!(registered.status, 200, "{registered:?}");
+        // Node A has never heard from the worker; within about two seconds
+        // it lists it, and counts it as serving its type.
+        support::eventually("node A lists node B's worker", Duration::from_secs(10), async || {
+            let workers = api_a.get("/v1/workers").await.body["workers"].as_array().cloned().unwrap_or_default();
+            let w = workers.into_iter().find(|w| w["id"] == "mn-listed")?;
+            let types = api_a.get("/v1/task-types").await.body["task_types"].as_array().cloned().unwrap_or_default();
+            let t = types.into_iter().find(|t| t["name"] == "mn.listed")?;
+            (t["workers"] == 1).then_some(())?;
+            assert_eq!((w["live"].clone(), w["queues"].clone()), (json!(true), json!(["mn-q"])), "{w}");
+            Some(())
+        })
+        .await;
+        let health = api_a.get("/v1/health").await;
+        assert_eq!(health.body["workers"]["live"], 1, "{health:?}");
+        assert_eq!(health.body["store"]["backend"], "postgres", "{health:?}");
     })
     .await;
 }

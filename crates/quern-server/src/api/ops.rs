@@ -27,9 +27,9 @@ pub(super) async fn health(State(engine): State<AppState>) -> Result<Json<Value>
         "status": if store_ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": engine.uptime_ms() / 1000,
-        "store": {"backend": "sqlite", "ok": store_ok},
+        "store": {"backend": engine.backend(), "ok": store_ok},
         "queues": queues.iter().map(queue_json).collect::<Vec<_>>(),
-        "workers": {"live": engine.live_workers()},
+        "workers": {"live": engine.live_workers().await},
     })))
 }
 

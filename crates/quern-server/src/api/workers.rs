@@ -215,10 +215,10 @@ pub(super) async fn register(
     Ok(Json(json!({"worker": req.worker, "registered": true})))
 }
 
-pub(super) async fn list(State(engine): State<AppState>) -> Json<Value> {
-    Json(json!({ "workers": engine.workers() }))
+pub(super) async fn list(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "workers": engine.workers().await? })))
 }
 
-pub(super) async fn task_types(State(engine): State<AppState>) -> Json<Value> {
-    Json(json!({ "task_types": engine.task_types() }))
+pub(super) async fn task_types(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "task_types": engine.task_types().await? })))
 }

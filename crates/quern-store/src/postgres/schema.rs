@@ -190,6 +190,17 @@ DO $$ BEGIN
 EXCEPTION WHEN feature_not_supported OR syntax_error THEN NULL;
 END $$;
 "#,
+    // Workers as the nodes last heard from them, so that every node lists
+    // all of them; `queues` and `task_types` are JSON arrays.
+    r#"
+CREATE TABLE workers (
+    id         text PRIMARY KEY,
+    queues     text NOT NULL,
+    task_types text NOT NULL,
+    in_flight  bigint NOT NULL,
+    last_seen  bigint NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build knows.

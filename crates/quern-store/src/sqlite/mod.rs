@@ -20,7 +20,7 @@ use crate::{
     HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result, ScheduleRecord,
     ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowRecord,
 };
-use crate::{Delivery, TaskTypeRecord, WebhookRecord};
+use crate::{Delivery, TaskTypeRecord, WebhookRecord, WorkerRecord};
 use async_trait::async_trait;
 use quern_core::{Event, Millis, NewEvent, NewTask, Status, Task};
 use rows::{TASK_COLUMNS, compact_at, history_from_row, task_from_row};
@@ -55,6 +55,8 @@ pub struct SqliteStore {
     /// Roles and their holders: one process has the file, so they live in
     /// its memory.
     leaders: Mutex<std::collections::HashMap<String, (String, Millis)>>,
+    /// Workers, by id: as with roles, one process serves them all.
+    workers: Mutex<std::collections::HashMap<String, WorkerRecord>>,
 }
 
 struct Readers {
@@ -122,6 +124,7 @@ impl SqliteStore {
             counts,
             paused,
             leaders: Mutex::default(),
+            workers: Mutex::default(),
         })
     }
 
@@ -564,6 +567,22 @@ impl Store for SqliteStore {
                 .map_err(backend)
         })
         .await
+    }
+
+    async fn put_workers(&self, records: Vec<WorkerRecord>) -> Result<()> {
+        let mut workers = self.workers.lock().map_err(|_| StoreError::Closed)?;
+        for r in records {
+            if workers.get(&r.id).is_none_or(|w| w.last_seen <= r.last_seen) {
+                workers.insert(r.id.clone(), r);
+            }
+        }
+        Ok(())
+    }
+
+    async fn workers(&self, since: Millis) -> Result<Vec<WorkerRecord>> {
+        let mut workers = self.workers.lock().map_err(|_| StoreError::Closed)?;
+        workers.retain(|_, w| w.last_seen >= since);
+        Ok(workers.values().cloned().collect())
     }
 
     async fn lead(&self, role: String, node: String, now: Millis, ttl_ms: u64) -> Result<bool> {

@@ -12,6 +12,7 @@ use quern_core::{ErrorKind, ExecutionDefaults, Millis, Outcome, Status, TaskErro
 use quern_store::{
     Approval, CompleteParams, Completion, EventPage, EventQuery, Fire, FireOutcome, HeartbeatLease, HeartbeatParams,
     LeaseParams, ListQuery, NewWorkflow, ScheduleRecord, ScheduleWrite, Store, StoreError, TaskTypeRecord,
+    WorkerRecord,
 };
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -106,6 +107,7 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     a_role_has_one_leader_until_its_term_runs_out(&mut make()).await;
     a_success_after_a_failed_attempt_clears_the_error(&mut make()).await;
     task_types_keep_their_latest_declaration(&mut make()).await;
+    workers_keep_their_latest_record(&mut make()).await;
 }
 
 pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
@@ -938,4 +940,23 @@ pub async fn task_types_keep_their_latest_declaration(f: &mut impl Factory) {
     assert_eq!(got, [t("email", Some(r#"{"type":"string"}"#), T0 + 10), t("free", None, T0)], "the latest wins");
     drop(s);
     assert_eq!(f.reopen(T0 + 20).task_types().await.unwrap().len(), 2, "they survive a restart");
+}
+
+pub async fn workers_keep_their_latest_record(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let w = |id: &str, in_flight: u64, at: Millis| WorkerRecord {
+        id: id.into(),
+        queues: vec!["default".into()],
+        task_types: vec![format!("{id}.job")],
+        in_flight,
+        last_seen: at,
+    };
+    s.put_workers(vec![w("a", 1, T0), w("b", 2, T0 + 1)]).await.unwrap();
+    s.put_workers(vec![w("a", 5, T0 + 10)]).await.unwrap();
+    s.put_workers(vec![w("a", 9, T0 + 5)]).await.unwrap();
+    let mut got = s.workers(T0).await.unwrap();
+    got.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(got, [w("a", 5, T0 + 10), w("b", 2, T0 + 1)], "the latest record wins");
+    let recent = s.workers(T0 + 2).await.unwrap();
+    assert_eq!(recent, [w("a", 5, T0 + 10)], "only those heard from since");
 }
