@@ -354,16 +354,22 @@ pub(super) async fn lease(tx: &mut Tx, p: LeaseParams) -> Result<Vec<Task>> {
         // One ordered index scan per queue (an `= ANY` on the index's first
         // column would read every ready task of the queues and sort them),
         // then the best of those.
-        "WITH picked AS (SELECT c.id FROM unnest($1::text[]) AS q(name) CROSS JOIN LATERAL \
-         (SELECT r.id, r.priority, r.run_at FROM tasks r WHERE r.status = 'queued' AND r.name <> 'approval' \
-         AND r.queue = q.name AND ($2::text[] IS NULL OR r.name = ANY($2)) \
+        // The picked rows are updated by their tuple ids, which their locks
+        // keep current: a TID scan instead of one primary-key lookup per
+        // task (a third of the statement's time). The status check makes a
+        // row that moved anyway drop out of this lease rather than be taken
+        // twice.
+        "WITH picked AS (SELECT c.ctid AS tid FROM unnest($1::text[]) AS q(name) CROSS JOIN LATERAL \
+         (SELECT r.ctid, r.id, r.priority, r.run_at FROM tasks r WHERE r.status = 'queued' \
+         AND r.name <> 'approval' AND r.queue = q.name AND ($2::text[] IS NULL OR r.name = ANY($2)) \
          ORDER BY r.priority DESC, r.run_at, r.id LIMIT $3 FOR UPDATE SKIP LOCKED) c \
          WHERE q.name <> ALL(ARRAY(SELECT name FROM queues WHERE paused)) \
          ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3) \
          UPDATE tasks t SET status = 'running', attempt = t.attempt + 1, started_at = $4, updated_at = $4, \
          worker = $5, lease_token = (t.attempt + 1)::text || '.' || replace(gen_random_uuid()::text, '-', ''), \
          lease_ms = $6, expires_at = $4::int8 + $6::int8, timeout_at = $4::int8 + t.timeout_ms, progress = NULL, \
-         cancel_requested = false FROM picked WHERE t.id = picked.id RETURNING {COLS}"
+         cancel_requested = false WHERE t.ctid = ANY(ARRAY(SELECT tid FROM picked)) AND t.status = 'queued' \
+         RETURNING {COLS}"
     );
     let rows = tx.query(&sql, &[&p.queues, &p.names, &max, &p.now, &p.worker, &lease_ms]).await?;
     let mut leased = rows.iter().map(Loaded::from_row).collect::<Result<Vec<_>>>()?;
