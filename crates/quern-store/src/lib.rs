@@ -429,6 +429,24 @@ pub struct TaskTypeRecord {
     pub declared_at: Millis,
 }
 
+/// A consumer group's delivery state, which every node serving the group
+/// reads and replaces by version (see [`Store::put_group_state`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupState {
+    /// Every event at or below this offset was handed out or passed over.
+    pub read_upto: u64,
+    /// Handed-out events awaiting their ack: offset → (member, visibility
+    /// deadline).
+    pub inflight: BTreeMap<u64, (String, Millis)>,
+}
+
+impl GroupState {
+    /// The group's cursor: every event at or below it is done.
+    pub fn cursor(&self) -> u64 {
+        self.inflight.keys().next().map_or(self.read_upto, |first| first - 1)
+    }
+}
+
 /// A worker as a node last heard from it, shared so that every node lists
 /// the workers of all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -535,6 +553,19 @@ pub trait Store: Send + Sync + 'static {
     async fn group_cursor(&self, group: String) -> Result<Option<u64>>;
     /// Commits a consumer group's cursor.
     async fn save_group_cursor(&self, group: String, cursor: u64, now: Millis) -> Result<()>;
+    /// A consumer group's delivery state and its version; `None` before the
+    /// group's first read.
+    async fn group_state(&self, group: String) -> Result<Option<(u64, GroupState)>>;
+    /// Replaces a group's state if its version is still `version` (`None`:
+    /// the group has none yet) and commits its cursor with it; answers
+    /// whether it did (false: another read or ack got there first).
+    async fn put_group_state(
+        &self,
+        group: String,
+        version: Option<u64>,
+        state: GroupState,
+        now: Millis,
+    ) -> Result<bool>;
     /// Every webhook by name.
     async fn webhooks(&self) -> Result<Vec<WebhookRecord>>;
     /// Creates or replaces a webhook.

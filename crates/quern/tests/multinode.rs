@@ -646,6 +646,52 @@ async fn every_node_lists_the_workers_of_all() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_read_through_two_nodes_hands_each_event_to_one_member() {
+    let Some(schema) = PgSchema::fresh("a_consumer_group_read_through_two_nodes") else { return };
+    bounded(Duration::from_secs(90), async {
+        let args = schema.server_args();
+        let (a, b) = (Server::start_with(&args), Server::start_with(&args));
+        let apis = [a.api(), b.api()];
+        let events: Vec<Value> =
+            (0..400).map(|n| json!({"type": "mn.item", "source": "mn", "payload": {"n": n}})).collect();
+        let published = apis[0].post("/v1/events", &json!({"events": events})).await;
+        assert_eq!(published.status, 201, "{published:?}");
+        // Four members, two on each node, read and ack at once.
+        let mut members = Vec::new();
+        for m in 0..4 {
+            let api = apis[m % 2].clone();
+            members.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let path = format!("/v1/events?group=mn-g&member=m{m}&visibility=30s&limit=9&after=0&wait=300ms");
+                    let r = api.get(&path).await;
+                    assert_eq!(r.status, 200, "{r:?}");
+                    let offsets: Vec<u64> = r.body["events"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e["offset"].as_u64())
+                        .collect();
+                    if offsets.is_empty() {
+                        return got;
+                    }
+                    let acked = api.post("/v1/events/ack", &json!({"group": "mn-g", "offsets": offsets})).await;
+                    assert_eq!(acked.status, 200, "{acked:?}");
+                    got.extend(offsets);
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for m in members {
+            all.extend(m.await.expect("a member panicked"));
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..=400).collect::<Vec<u64>>(), "each event to exactly one member, whichever node");
+    })
+    .await;
+}
+
 #[test]
 fn quern_migrate_applies_once_and_refuses_what_it_cannot_reach() {
     let Some(schema) = PgSchema::fresh("quern_migrate_applies_once_and_refuses_what_it_cannot_reach") else { return };

@@ -1,4 +1,5 @@
-//! The event log and consumer-group cursors in PostgreSQL.
+//! The event log and consumer groups' cursors and delivery state in
+//! PostgreSQL.
 //!
 //! Invariant: offsets become visible in order. Concurrent transactions
 //! commit in any order, so a log that took offsets from a sequence could
@@ -11,7 +12,7 @@
 
 use super::Tx;
 use crate::segment::{MAX_SCAN_SEGMENTS, ReadPlan, plan_read, read_segment};
-use crate::{EventPage, EventQuery, Result};
+use crate::{EventPage, EventQuery, GroupState, Result, backend, json};
 use quern_core::Millis;
 
 pub(super) async fn read(tx: &mut Tx, q: EventQuery) -> Result<EventPage> {
@@ -76,4 +77,44 @@ pub(super) async fn save_group_cursor(tx: &mut Tx, group: String, cursor: u64, n
     )
     .await?;
     Ok(())
+}
+
+pub(super) async fn group_state(tx: &mut Tx, group: String) -> Result<Option<(u64, GroupState)>> {
+    let Some(row) = tx.query_opt("SELECT version, state FROM group_states WHERE name = $1", &[&group]).await? else {
+        return Ok(None);
+    };
+    let state: GroupState = serde_json::from_str(row.get(1)).map_err(backend)?;
+    Ok(Some((row.get::<_, i64>(0).unsigned_abs(), state)))
+}
+
+pub(super) async fn put_group_state(
+    tx: &mut Tx,
+    group: String,
+    version: Option<u64>,
+    state: GroupState,
+    now: Millis,
+) -> Result<bool> {
+    let text = json(&state);
+    let changed = match version {
+        None => {
+            tx.execute(
+                "INSERT INTO group_states (name, version, state) VALUES ($1, 1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&group, &text],
+            )
+            .await?
+        }
+        Some(v) => {
+            let v = i64::try_from(v).unwrap_or(i64::MAX);
+            tx.execute(
+                "UPDATE group_states SET version = version + 1, state = $3 WHERE name = $1 AND version = $2",
+                &[&group, &v, &text],
+            )
+            .await?
+        }
+    };
+    if changed == 0 {
+        return Ok(false);
+    }
+    save_group_cursor(tx, group, state.cursor(), now).await?;
+    Ok(true)
 }

@@ -25,7 +25,7 @@ mod webhooks;
 use crate::segment::SegmentBuilder;
 use crate::{
     Approval, CompleteAnswer, CompleteParams, Delivery, DueSchedules, EventPage, EventQuery, Fire, FireOutcome,
-    HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result,
+    GroupState, HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result,
     ScheduleRecord, ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TaskTypeRecord, TickOutcome,
     WebhookRecord, WorkerRecord, WorkflowRecord, backend, json,
 };
@@ -594,6 +594,20 @@ impl Store for PgStore {
 
     async fn save_group_cursor(&self, group: String, cursor: u64, now: Millis) -> Result<()> {
         self.write(|tx| Box::pin(events::save_group_cursor(tx, group.clone(), cursor, now))).await
+    }
+
+    async fn group_state(&self, group: String) -> Result<Option<(u64, GroupState)>> {
+        self.read(|tx| Box::pin(events::group_state(tx, group.clone()))).await
+    }
+
+    async fn put_group_state(
+        &self,
+        group: String,
+        version: Option<u64>,
+        state: GroupState,
+        now: Millis,
+    ) -> Result<bool> {
+        self.write(|tx| Box::pin(events::put_group_state(tx, group.clone(), version, state.clone(), now))).await
     }
 
     async fn webhooks(&self) -> Result<Vec<WebhookRecord>> {

@@ -201,6 +201,16 @@ CREATE TABLE workers (
     last_seen  bigint NOT NULL
 );
 "#,
+    // Consumer groups' delivery state (read position, handed-out events),
+    // replaced by version, so that nodes serving one group hand each event
+    // to one member.
+    r#"
+CREATE TABLE group_states (
+    name    text PRIMARY KEY,
+    version bigint NOT NULL,
+    state   text NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build knows.

@@ -20,7 +20,7 @@ use crate::{
     HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result, ScheduleRecord,
     ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowRecord,
 };
-use crate::{Delivery, TaskTypeRecord, WebhookRecord, WorkerRecord};
+use crate::{Delivery, GroupState, TaskTypeRecord, WebhookRecord, WorkerRecord};
 use async_trait::async_trait;
 use quern_core::{Event, Millis, NewEvent, NewTask, Status, Task};
 use rows::{TASK_COLUMNS, compact_at, history_from_row, task_from_row};
@@ -57,6 +57,9 @@ pub struct SqliteStore {
     leaders: Mutex<std::collections::HashMap<String, (String, Millis)>>,
     /// Workers, by id: as with roles, one process serves them all.
     workers: Mutex<std::collections::HashMap<String, WorkerRecord>>,
+    /// Consumer groups' delivery state and its version; their cursors are
+    /// in the file.
+    groups: Mutex<std::collections::HashMap<String, (u64, GroupState)>>,
 }
 
 struct Readers {
@@ -125,6 +128,7 @@ impl SqliteStore {
             paused,
             leaders: Mutex::default(),
             workers: Mutex::default(),
+            groups: Mutex::default(),
         })
     }
 
@@ -567,6 +571,34 @@ impl Store for SqliteStore {
                 .map_err(backend)
         })
         .await
+    }
+
+    async fn group_state(&self, group: String) -> Result<Option<(u64, GroupState)>> {
+        Ok(self.groups.lock().map_err(|_| StoreError::Closed)?.get(&group).cloned())
+    }
+
+    async fn put_group_state(
+        &self,
+        group: String,
+        version: Option<u64>,
+        state: GroupState,
+        now: Millis,
+    ) -> Result<bool> {
+        let advanced = {
+            let mut groups = self.groups.lock().map_err(|_| StoreError::Closed)?;
+            let current = groups.get(&group);
+            if current.map(|(v, _)| *v) != version {
+                return Ok(false);
+            }
+            let before = current.map(|(_, g)| g.cursor());
+            let cursor = state.cursor();
+            groups.insert(group.clone(), (version.map_or(1, |v| v + 1), state));
+            (before.is_none_or(|b| cursor > b)).then_some(cursor)
+        };
+        if let Some(cursor) = advanced {
+            self.save_group_cursor(group, cursor, now).await?;
+        }
+        Ok(true)
     }
 
     async fn put_workers(&self, records: Vec<WorkerRecord>) -> Result<()> {

@@ -10,9 +10,9 @@
 use quern_core::{Condition, Dependency, EventFilter, NewEvent, OutcomeCondition};
 use quern_core::{ErrorKind, ExecutionDefaults, Millis, Outcome, Status, TaskError, TaskSpec};
 use quern_store::{
-    Approval, CompleteParams, Completion, EventPage, EventQuery, Fire, FireOutcome, HeartbeatLease, HeartbeatParams,
-    LeaseParams, ListQuery, NewWorkflow, ScheduleRecord, ScheduleWrite, Store, StoreError, TaskTypeRecord,
-    WorkerRecord,
+    Approval, CompleteParams, Completion, EventPage, EventQuery, Fire, FireOutcome, GroupState, HeartbeatLease,
+    HeartbeatParams, LeaseParams, ListQuery, NewWorkflow, ScheduleRecord, ScheduleWrite, Store, StoreError,
+    TaskTypeRecord, WorkerRecord,
 };
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -108,6 +108,7 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     a_success_after_a_failed_attempt_clears_the_error(&mut make()).await;
     task_types_keep_their_latest_declaration(&mut make()).await;
     workers_keep_their_latest_record(&mut make()).await;
+    group_state_is_replaced_by_version(&mut make()).await;
 }
 
 pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
@@ -959,4 +960,21 @@ pub async fn workers_keep_their_latest_record(f: &mut impl Factory) {
     assert_eq!(got, [w("a", 5, T0 + 10), w("b", 2, T0 + 1)], "the latest record wins");
     let recent = s.workers(T0 + 2).await.unwrap();
     assert_eq!(recent, [w("a", 5, T0 + 10)], "only those heard from since");
+}
+
+pub async fn group_state_is_replaced_by_version(f: &mut impl Factory) {
+    let s = f.open(T0);
+    assert_eq!(s.group_state("g".into()).await.unwrap(), None, "no state before the first read");
+    let mut state = GroupState { read_upto: 10, ..GroupState::default() };
+    state.inflight.insert(8, ("m1".into(), T0 + 30_000));
+    assert!(s.put_group_state("g".into(), None, state.clone(), T0).await.unwrap());
+    assert!(!s.put_group_state("g".into(), None, GroupState::default(), T0).await.unwrap(), "it exists now");
+    let (v, got) = s.group_state("g".into()).await.unwrap().unwrap();
+    assert_eq!(got, state);
+    assert_eq!(s.group_cursor("g".into()).await.unwrap(), Some(7), "the cursor stops below what is out");
+    state.inflight.clear();
+    assert!(s.put_group_state("g".into(), Some(v), state.clone(), T0 + 1).await.unwrap());
+    assert!(!s.put_group_state("g".into(), Some(v), state.clone(), T0 + 2).await.unwrap(), "a stale version");
+    assert_eq!(s.group_cursor("g".into()).await.unwrap(), Some(10), "acked: the cursor moves up");
+    assert_eq!(s.group_state("other".into()).await.unwrap(), None, "groups are apart");
 }
