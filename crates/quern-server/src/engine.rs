@@ -65,6 +65,10 @@ pub enum EngineError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Others kept changing what the request had to change; trying again
+    /// may succeed.
+    #[error("{0}")]
+    Contended(String),
 }
 
 /// An engine call's result.

@@ -212,6 +212,18 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Store(s) => s.into(),
             EngineError::ShuttingDown => ApiError::ShuttingDown,
+            EngineError::Contended(message) => ApiError::Conflict(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contended_request_is_a_conflict_to_try_again() {
+        let e: ApiError = EngineError::Contended("consumer group g: try again".into()).into();
+        assert_eq!(e.status_and_code(), (StatusCode::CONFLICT, "conflict"));
     }
 }

@@ -18,7 +18,7 @@
 use super::{EngineError, Result};
 use crate::engine::Engine;
 use quern_core::{Event, EventFilter};
-use quern_store::{EventPage, EventQuery, GroupState, StoreError};
+use quern_store::{EventPage, EventQuery, GroupState};
 use std::time::Duration;
 
 /// How many times a read or an ack takes the group's state again after
@@ -46,9 +46,9 @@ struct Claimed {
 }
 
 fn lost_race(group: &str) -> EngineError {
-    EngineError::Store(StoreError::Backend(format!(
-        "consumer group {group}: its state changed under {MAX_TRIES} reads in a row; try again"
-    )))
+    EngineError::Contended(format!(
+        "consumer group {group}: other reads and acks changed its state {MAX_TRIES} times in a row; try again"
+    ))
 }
 
 impl Engine {
