@@ -408,3 +408,40 @@ async fn a_consumer_group_shares_a_stream_once_each_and_redelivers_what_a_dead_m
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_group_behind_retention_goes_on_from_the_earliest_kept_event() {
+    bounded(Duration::from_secs(60), async {
+        let server = Server::start_with_config("events:\n  max_events: 2\nretention:\n  sweep_interval: 100ms\n");
+        let api = server.api();
+        api.post("/v1/events", &ev("work.item", "producer", 0)).await;
+        let taken = group_read(&api, "slow", "300ms").await;
+        assert_eq!(offsets(&taken), vec![1], "held, never acknowledged");
+        for n in 1..6 {
+            api.post("/v1/events", &ev("work.item", "producer", n)).await;
+        }
+        let earliest = eventually("the sweep", Duration::from_secs(10), async || {
+            let r = api.get("/v1/events?after=0").await;
+            (r.status == 410).then(|| r.body["error"]["details"]["earliest"].as_u64()).flatten()
+        })
+        .await;
+        // The held event and those after it up to the earliest kept are gone:
+        // the group hands out what is kept instead of failing.
+        let kept = eventually("the kept events", Duration::from_secs(10), async || {
+            let e = group_read(&api, "m1", "30s").await;
+            (!e.is_empty()).then_some(e)
+        })
+        .await;
+        assert_eq!(offsets(&kept), (earliest..=6).collect::<Vec<u64>>());
+        let answer = ack(&api, &kept).await;
+        assert_eq!(answer["acked"].as_u64(), Some(kept.len() as u64), "{answer}");
+        // Once the slow member's hold runs out, the next read finds its event
+        // purged and lets it go: the cursor passes it.
+        eventually("the cursor past the purged event", Duration::from_secs(10), async || {
+            assert!(group_read(&api, "m1", "30s").await.is_empty(), "nothing is left to hand out");
+            (ack(&api, &kept).await["cursor"].as_u64() == Some(6)).then_some(())
+        })
+        .await;
+    })
+    .await;
+}

@@ -18,7 +18,7 @@
 use super::{EngineError, Result};
 use crate::engine::Engine;
 use quern_core::{Event, EventFilter};
-use quern_store::{EventPage, EventQuery, GroupState};
+use quern_store::{EventPage, EventQuery, GroupState, StoreError};
 use std::time::Duration;
 
 /// How many times a read or an ack takes the group's state again after
@@ -108,7 +108,12 @@ impl Engine {
             for offset in expired {
                 changed = true;
                 let again = EventQuery { after: Some(offset - 1), filter: EventFilter::default(), limit: 1 };
-                match self.store.read_events(again).await?.events.into_iter().next().filter(|e| e.offset == offset) {
+                let page = match self.store.read_events(again).await {
+                    Ok(page) => Some(page),
+                    Err(StoreError::OffsetExpired { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                match page.and_then(|p| p.events.into_iter().next()).filter(|e| e.offset == offset) {
                     Some(e) => {
                         g.inflight.insert(offset, (read.member.clone(), visible_until));
                         events.push(e);
@@ -122,7 +127,23 @@ impl Engine {
             let mut head = g.read_upto;
             if events.len() < query.limit {
                 let q = EventQuery { after: Some(g.read_upto), limit: query.limit - events.len(), ..query.clone() };
-                let page = self.store.read_events(q).await?;
+                let page = match self.store.read_events(q.clone()).await {
+                    Ok(page) => page,
+                    // Retention took events the group had not read yet:
+                    // they are gone for every reader, so the group goes on
+                    // from the earliest kept rather than failing for good.
+                    Err(StoreError::OffsetExpired { earliest, .. }) => {
+                        tracing::warn!(
+                            group = %read.group,
+                            lost = earliest.saturating_sub(g.read_upto + 1),
+                            "consumer group fell behind event retention; going on from the earliest kept event"
+                        );
+                        g.read_upto = earliest.saturating_sub(1);
+                        changed = true;
+                        self.store.read_events(EventQuery { after: Some(g.read_upto), ..q }).await?
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 head = page.head;
                 for e in page.events {
                     g.inflight.insert(e.offset, (read.member.clone(), visible_until));
