@@ -79,6 +79,12 @@ pub struct PgStore {
 /// between two vacuums of `tasks`.
 const VACUUM_EVERY: u64 = 20_000;
 
+/// Folds the queue-count deltas the commits wrote into the totals; each
+/// delta is deleted, and so added, by one fold however many nodes run it.
+const FOLD_COUNTS: &str = "WITH d AS (DELETE FROM queue_count_deltas RETURNING queue, status, n) \
+     INSERT INTO queue_counts (queue, status, n) SELECT queue, status, sum(n) FROM d GROUP BY queue, status \
+     ON CONFLICT (queue, status) DO UPDATE SET n = queue_counts.n + excluded.n";
+
 /// The node's vacuuming of `tasks`. A queue turns its rows over fast, and
 /// every move leaves a dead row version whose index entries the next lease
 /// scan must step over; autovacuum comes at most once a minute per database,
@@ -100,10 +106,15 @@ impl Vacuum {
         self.moves.store(0, Ordering::Relaxed);
         let (this, pool) = (self.clone(), pool.clone());
         tokio::spawn(async move {
-            if let Ok(client) = pool.get().await
-                && let Err(e) = client.batch_execute("VACUUM (SKIP_LOCKED) tasks").await
-            {
-                tracing::warn!(error = %e, "vacuum of tasks failed");
+            if let Ok(client) = pool.get().await {
+                if let Err(e) = client.batch_execute(FOLD_COUNTS).await {
+                    tracing::warn!(error = %e, "folding the queue counts failed");
+                }
+                // Apart: VACUUM cannot run in the implicit transaction of a
+                // multi-statement query.
+                if let Err(e) = client.batch_execute("VACUUM (SKIP_LOCKED) tasks").await {
+                    tracing::warn!(error = %e, "vacuum of tasks failed");
+                }
             }
             this.running.store(false, Ordering::Release);
         });
@@ -304,6 +315,9 @@ pub(crate) struct Tx {
     client: Option<Object>,
     pub(crate) log: SegmentBuilder,
     pub(crate) effects: Effects,
+    /// How the transaction changes each queue's count of each status,
+    /// written as one delta row per pair at commit.
+    counts: std::collections::BTreeMap<(String, &'static str), i64>,
     /// A statement failed in a way that a new try may not (a serialization
     /// failure, a deadlock, a unique-key race).
     retry: AtomicBool,
@@ -321,6 +335,7 @@ impl Tx {
             client: Some(client),
             log: SegmentBuilder::default(),
             effects: Effects::default(),
+            counts: std::collections::BTreeMap::new(),
             retry: AtomicBool::new(false),
         }
     }
@@ -366,7 +381,36 @@ impl Tx {
 
     /// Appends the transaction's events as one segment, tells the other
     /// nodes, and commits; answers the segment's first offset.
+    /// Records a task's move: its event, and the queue counts it changes.
+    pub(crate) fn push_move(&mut self, m: &crate::segment::Move<'_>) {
+        self.log.push_move(m);
+        if let Some(from) = m.from {
+            self.uncount(m.queue, from);
+        }
+        *self.counts.entry((m.queue.to_owned(), m.to.as_str())).or_default() += 1;
+    }
+
+    /// Records that a task of `queue` in `status` is gone.
+    pub(crate) fn uncount(&mut self, queue: &str, status: quern_core::Status) {
+        *self.counts.entry((queue.to_owned(), status.as_str())).or_default() -= 1;
+    }
+
     async fn commit(&mut self, channel: &str) -> Result<(Option<u64>, Effects)> {
+        self.counts.retain(|_, n| *n != 0);
+        if !self.counts.is_empty() {
+            let counts = std::mem::take(&mut self.counts);
+            let (mut queues, mut statuses, mut ns) = (Vec::new(), Vec::new(), Vec::new());
+            for ((q, st), n) in counts {
+                queues.push(q);
+                statuses.push(st);
+                ns.push(n);
+            }
+            self.execute(
+                "INSERT INTO queue_count_deltas (queue, status, n) SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])",
+                &[&queues, &statuses, &ns],
+            )
+            .await?;
+        }
         let mut notes: Vec<String> = Vec::new();
         let mut flags = String::new();
         let effects = std::mem::take(&mut self.effects);
@@ -517,7 +561,16 @@ impl Store for PgStore {
     async fn queues(&self) -> Result<Vec<QueueInfo>> {
         self.read(|tx| {
             Box::pin(async move {
-                let counts = tx.query("SELECT queue, status, count(*) FROM tasks GROUP BY queue, status", &[]).await?;
+                // The totals last folded plus the deltas since: a read of a
+                // few rows per queue, however many tasks the table holds.
+                let counts = tx
+                    .query(
+                        "SELECT queue, status, sum(n)::int8 FROM (SELECT queue, status, n FROM queue_counts \
+                         UNION ALL SELECT queue, status, n FROM queue_count_deltas) c \
+                         GROUP BY queue, status HAVING sum(n) <> 0",
+                        &[],
+                    )
+                    .await?;
                 let paused = tx.query("SELECT name, paused FROM queues", &[]).await?;
                 Ok(queue_counts(counts, paused))
             })

@@ -211,6 +211,23 @@ CREATE TABLE group_states (
     state   text NOT NULL
 );
 "#,
+    // Tasks by queue and status without a scan of `tasks`: each commit adds
+    // one delta row per (queue, status) it changed, and the nodes fold the
+    // deltas into the totals now and then.
+    r#"
+CREATE TABLE queue_counts (
+    queue  text NOT NULL,
+    status text NOT NULL,
+    n      bigint NOT NULL,
+    PRIMARY KEY (queue, status)
+);
+CREATE TABLE queue_count_deltas (
+    queue  text NOT NULL,
+    status text NOT NULL,
+    n      bigint NOT NULL
+);
+INSERT INTO queue_counts (queue, status, n) SELECT queue, status, count(*) FROM tasks GROUP BY queue, status;
+"#,
 ];
 
 /// The schema version this build knows.

@@ -216,7 +216,7 @@ pub(super) async fn submit(tx: &mut Tx, tasks: Vec<NewTask>) -> Result<Vec<Submi
         }
         let due = approval_due(&t.name, t.timeout_ms, t.created_at).filter(|_| t.status == Status::Queued);
         rows.push(&t, due);
-        tx.log.push_move(&Move::new(t.id, (&t.name, &t.queue, 0), None, t.status, t.created_at));
+        tx.push_move(&Move::new(t.id, (&t.name, &t.queue, 0), None, t.status, t.created_at));
         if t.depends_on.is_empty() {
             match t.status {
                 Status::Pending => tx.effects.due_at(t.run_at),
@@ -390,7 +390,7 @@ pub(super) async fn lease(tx: &mut Tx, p: LeaseParams) -> Result<Vec<Task>> {
         }
         let m =
             Move::new(task.id, (&task.name, &task.queue, task.attempt), Some(Status::Queued), Status::Running, p.now);
-        tx.log.push_move(&m);
+        tx.push_move(&m);
         out.push(task);
     }
     entries.write(tx).await?;
@@ -507,7 +507,7 @@ async fn succeed(tx: &mut Tx, p: &CompleteParams) -> Result<std::collections::Ha
         if !r.get::<_, bool>(5) {
             entries.push(id, entry(p.now, Status::Running, Status::Succeeded, attempt, r.get(4), "worker", None));
         }
-        tx.log.push_move(&Move::new(id, (&name, &queue, attempt), Some(Status::Running), Status::Succeeded, p.now));
+        tx.push_move(&Move::new(id, (&name, &queue, attempt), Some(Status::Running), Status::Succeeded, p.now));
         tx.effects.ended.push(id);
         if let Some(w) = r.get::<_, Option<Uuid>>(6) {
             closed.push((id, w));
@@ -597,7 +597,7 @@ impl Ends {
             }
         }
         let m = Move { retrying, ..Move::new(t.id, (&t.name, &t.queue, t.attempt), Some(Status::Running), to, now) };
-        tx.log.push_move(&m);
+        tx.push_move(&m);
     }
 
     async fn write(self, tx: &mut Tx, now: Millis) -> Result<()> {
@@ -752,7 +752,7 @@ pub(super) async fn tick(tx: &mut Tx, now: Millis) -> Result<TickOutcome> {
             None if name != APPROVAL => tx.effects.ready = true,
             None => {}
         }
-        tx.log.push_move(&Move::new(id, (&name, &queue, attempt), Some(Status::Pending), Status::Queued, now));
+        tx.push_move(&Move::new(id, (&name, &queue, attempt), Some(Status::Pending), Status::Queued, now));
         outcome.promoted += 1;
     }
     entries.write(tx).await?;
@@ -815,11 +815,14 @@ pub(super) async fn purge(tx: &mut Tx, finished_before: Millis, limit: usize) ->
     let rows = tx
         .query(
             "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE id < $1 AND finished_at < $2 LIMIT $3 \
-             FOR UPDATE SKIP LOCKED) RETURNING id",
+             FOR UPDATE SKIP LOCKED) RETURNING id, queue, status",
             &[&bound, &finished_before, &limit],
         )
         .await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    for r in &rows {
+        tx.uncount(r.get(1), status_of(r.get(2))?);
+    }
     if !ids.is_empty() {
         tx.execute("DELETE FROM history WHERE task = ANY($1)", &[&ids]).await?;
         tx.execute("DELETE FROM edges WHERE child = ANY($1)", &[&ids]).await?;

@@ -15,6 +15,7 @@ use quern_store::{
     TaskTypeRecord, WorkerRecord,
 };
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -109,6 +110,7 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     task_types_keep_their_latest_declaration(&mut make()).await;
     workers_keep_their_latest_record(&mut make()).await;
     group_state_is_replaced_by_version(&mut make()).await;
+    queue_counts_follow_every_move(&mut make()).await;
 }
 
 pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
@@ -977,4 +979,48 @@ pub async fn group_state_is_replaced_by_version(f: &mut impl Factory) {
     assert!(!s.put_group_state("g".into(), Some(v), state.clone(), T0 + 2).await.unwrap(), "a stale version");
     assert_eq!(s.group_cursor("g".into()).await.unwrap(), Some(10), "acked: the cursor moves up");
     assert_eq!(s.group_state("other".into()).await.unwrap(), None, "groups are apart");
+}
+
+/// The counts of `queues()`, and those of every task listed, by queue and
+/// status: they must agree.
+async fn counts_both_ways(s: &dyn Store) -> (BTreeMap<(String, Status), u64>, BTreeMap<(String, Status), u64>) {
+    let mut told = BTreeMap::new();
+    for q in s.queues().await.unwrap() {
+        for (status, n) in q.counts {
+            if n > 0 {
+                told.insert((q.name.clone(), status), n);
+            }
+        }
+    }
+    let mut counted = BTreeMap::new();
+    for t in s.list(ListQuery { limit: 1000, ..Default::default() }).await.unwrap().tasks {
+        *counted.entry((t.queue, t.status)).or_insert(0) += 1;
+    }
+    (told, counted)
+}
+
+pub async fn queue_counts_follow_every_move(f: &mut impl Factory) {
+    let s = f.open(T0);
+    for _ in 0..6 {
+        submit_one(&*s, r#"{"name":"a","max_attempts":2}"#).await;
+    }
+    submit_one(&*s, r#"{"name":"b","queue":"other"}"#).await;
+    submit_one(&*s, r#"{"name":"late","delay_ms":60000}"#).await;
+    let cancelled = submit_one(&*s, r#"{"name":"c","queue":"other"}"#).await;
+    s.cancel(cancelled, T0 + 1).await.unwrap();
+    let leased = s.lease(lease(4, 30_000, T0 + 2)).await.unwrap();
+    assert_eq!(leased.len(), 4);
+    assert!(complete(&*s, leased[0].id, &token(&leased[0]), ok("1"), T0 + 3).await);
+    assert!(complete(&*s, leased[1].id, &token(&leased[1]), fail(false), T0 + 3).await);
+    assert!(complete(&*s, leased[2].id, &token(&leased[2]), fail(true), T0 + 3).await, "goes back for a retry");
+    let (told, counted) = counts_both_ways(&*s).await;
+    assert_eq!(told, counted, "after submits, a cancel, a lease and three ends");
+    assert_eq!(told.get(&("default".to_owned(), Status::Running)), Some(&1));
+    s.tick(T0 + 120_000).await.unwrap();
+    s.purge(T0 + 100, 100).await.unwrap();
+    let (told, counted) = counts_both_ways(&*s).await;
+    assert_eq!(told, counted, "after timers and a purge");
+    drop(s);
+    let (told, counted) = counts_both_ways(&*f.reopen(T0 + 120_001)).await;
+    assert_eq!(told, counted, "after a restart");
 }
