@@ -103,10 +103,35 @@ pub struct Engine {
     node: String,
     /// The kind of store: `sqlite` or `postgres`.
     backend: &'static str,
-    /// When the task types declared through other nodes were last read.
-    types_read: tokio::sync::Mutex<Option<std::time::Instant>>,
-    /// When the workers heard by other nodes were last read.
-    workers_read: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// The reads of the task types declared through other nodes.
+    types_read: Refresh,
+    /// The reads of the workers other nodes heard from.
+    workers_read: Refresh,
+}
+
+/// A read of what other nodes share, done at most once per period: callers
+/// in between take what the last read brought.
+struct Refresh {
+    every: Duration,
+    last: tokio::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Refresh {
+    fn new(every: Duration) -> Self {
+        Self { every, last: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Runs `read` unless a read succeeded within the period; callers that
+    /// come meanwhile wait for it rather than read too.
+    async fn run(&self, read: impl Future<Output = Result<()>>) -> Result<()> {
+        let mut last = self.last.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.every) {
+            return Ok(());
+        }
+        read.await?;
+        *last = Some(std::time::Instant::now());
+        Ok(())
+    }
 }
 
 impl Engine {
@@ -128,8 +153,8 @@ impl Engine {
             started_at,
             node: Uuid::new_v4().simple().to_string(),
             backend: if config.storage.url.is_some() { "postgres" } else { "sqlite" },
-            types_read: tokio::sync::Mutex::new(None),
-            workers_read: tokio::sync::Mutex::new(None),
+            types_read: Refresh::new(TYPES_FRESH_FOR),
+            workers_read: Refresh::new(WORKERS_SYNC),
         }
     }
 
@@ -298,26 +323,22 @@ impl Engine {
     /// [`TYPES_FRESH_FOR`]: a schema declared anywhere is enforced here
     /// within that long.
     pub(crate) async fn read_task_types(&self) -> Result<()> {
-        let mut read = self.types_read.lock().await;
-        if read.is_some_and(|at| at.elapsed() < TYPES_FRESH_FOR) {
-            return Ok(());
-        }
-        self.registry.adopt(self.store.task_types().await?);
-        *read = Some(std::time::Instant::now());
-        Ok(())
+        let read = async {
+            self.registry.adopt(self.store.task_types().await?);
+            Ok(())
+        };
+        self.types_read.run(read).await
     }
 
     /// Adopts what other nodes heard of workers, at most once per
     /// [`WORKERS_SYNC`].
     async fn read_workers(&self) -> Result<()> {
-        let mut read = self.workers_read.lock().await;
-        if read.is_some_and(|at| at.elapsed() < WORKERS_SYNC) {
-            return Ok(());
-        }
         let since = self.now().saturating_sub(crate::registry::FORGET_MS);
-        self.registry.adopt_workers(self.store.workers(since).await?);
-        *read = Some(std::time::Instant::now());
-        Ok(())
+        let read = async {
+            self.registry.adopt_workers(self.store.workers(since).await?);
+            Ok(())
+        };
+        self.workers_read.run(read).await
     }
 
     /// Workers heard from recently, by any node.

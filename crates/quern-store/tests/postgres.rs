@@ -81,6 +81,20 @@ async fn nodes(url: &str, schema: &str, n: usize) -> Vec<Arc<PgStore>> {
     out
 }
 
+/// A success for each of `leased`, with its lease token.
+fn successes(leased: &[quern_core::Task]) -> Vec<quern_store::Completion> {
+    leased
+        .iter()
+        .map(|t| quern_store::Completion {
+            task: t.id,
+            token: t.lease.as_ref().unwrap().token.clone(),
+            outcome: quern_core::Outcome::Succeeded {
+                result: serde_json::value::RawValue::from_string("1".into()).unwrap(),
+            },
+        })
+        .collect()
+}
+
 fn now() -> Millis {
     quern_core::Clock::now(&quern_core::SystemClock)
 }
@@ -116,16 +130,7 @@ async fn nodes_leasing_at_once_never_share_a_task() {
                 if leased.is_empty() {
                     return mine;
                 }
-                let results = leased
-                    .iter()
-                    .map(|t| quern_store::Completion {
-                        task: t.id,
-                        token: t.lease.as_ref().unwrap().token.clone(),
-                        outcome: quern_core::Outcome::Succeeded {
-                            result: serde_json::value::RawValue::from_string("1".into()).unwrap(),
-                        },
-                    })
-                    .collect();
+                let results = successes(&leased);
                 let done = store
                     .complete(quern_store::CompleteParams { worker: format!("w{w}"), results, now: now() })
                     .await
@@ -188,5 +193,60 @@ async fn a_reader_never_skips_an_offset_that_commits_late() {
     let expected: Vec<u64> = (1..=(writers * each) as u64).collect();
     assert_eq!(seen, expected, "offsets are dense and read in order");
     drop(stores);
+    drop_schemas(&url, &[schema]).await;
+}
+
+/// The counts of the default queue, by status name.
+async fn default_counts(store: &PgStore) -> std::collections::BTreeMap<&'static str, u64> {
+    let queues = store.queues().await.unwrap();
+    let q = queues.into_iter().find(|q| q.name == "default").unwrap();
+    q.counts.into_iter().filter(|(_, n)| *n > 0).map(|(s, n)| (s.as_str(), n)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_counts_survive_folds_on_two_nodes_and_a_migration_from_before_them() {
+    let Some(url) = database_url() else { return };
+    let schema = format!("quern_counts_{}", std::process::id());
+    let stores = nodes(&url, &schema, 2).await;
+    let spec = || {
+        let s: quern_core::TaskSpec = serde_json::from_str(r#"{"name":"n"}"#).unwrap();
+        s.validate(&quern_core::ExecutionDefaults::default(), uuid::Uuid::now_v7(), now()).unwrap()
+    };
+    stores[0].submit((0..30).map(|_| spec()).collect()).await.unwrap();
+    let params = quern_store::LeaseParams {
+        worker: "w".into(),
+        queues: vec!["default".into()],
+        names: None,
+        max: 10,
+        lease_ms: 30_000,
+        now: now(),
+    };
+    let leased = stores[1].lease(params).await.unwrap();
+    let results = successes(&leased);
+    stores[1].complete(quern_store::CompleteParams { worker: "w".into(), results, now: now() }).await.unwrap();
+    let expected = std::collections::BTreeMap::from([("queued", 20), ("succeeded", 10)]);
+    assert_eq!(default_counts(&stores[0]).await, expected, "from the deltas alone");
+    // Both nodes fold at once: each delta lands in the totals once.
+    let (a, b) = tokio::join!(stores[0].fold_counts(), stores[1].fold_counts());
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(default_counts(&stores[1]).await, expected, "from the totals");
+    stores[0].submit((0..5).map(|_| spec()).collect()).await.unwrap();
+    let expected = std::collections::BTreeMap::from([("queued", 25), ("succeeded", 10)]);
+    assert_eq!(default_counts(&stores[0]).await, expected, "totals and new deltas");
+    // A schema from before the counts: migration 6 counts what is there.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "DROP TABLE {schema}.queue_counts, {schema}.queue_count_deltas; \
+             DELETE FROM {schema}.quern_migrations WHERE version = 6"
+        ))
+        .await
+        .unwrap();
+    drop(stores);
+    let reopened = nodes(&url, &schema, 1).await;
+    assert_eq!(default_counts(&reopened[0]).await, expected, "counted once by the migration");
+    drop(reopened);
     drop_schemas(&url, &[schema]).await;
 }

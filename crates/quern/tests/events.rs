@@ -445,3 +445,27 @@ async fn a_group_behind_retention_goes_on_from_the_earliest_kept_event() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn what_a_dead_member_held_between_acked_events_comes_again_complete() {
+    bounded(Duration::from_secs(60), async {
+        let server = Server::start();
+        let api = server.api();
+        let batch: Vec<Value> = (0..7).map(|n| ev("work.item", "producer", n)).collect();
+        api.post("/v1/events", &json!({"events": batch})).await;
+        let taken = group_read(&api, "doomed", "300ms").await;
+        assert_eq!(offsets(&taken), (1..=7).collect::<Vec<u64>>());
+        // It acked every other one, then died holding the rest.
+        let acked = api.post("/v1/events/ack", &json!({"group": "g", "offsets": [2, 4, 6]})).await;
+        assert_eq!(acked.body["acked"], 3, "{acked:?}");
+        let again = eventually("redelivery", Duration::from_secs(10), async || {
+            let e = group_read(&api, "heir", "30s").await;
+            (!e.is_empty()).then_some(e)
+        })
+        .await;
+        assert_eq!(offsets(&again), vec![1, 3, 5, 7], "the held ones, each with its own payload");
+        let payloads: Vec<u64> = again.iter().filter_map(|e| e["payload"]["n"].as_u64()).collect();
+        assert_eq!(payloads, vec![0, 2, 4, 6]);
+    })
+    .await;
+}

@@ -19,11 +19,14 @@ use super::{EngineError, Result};
 use crate::engine::Engine;
 use quern_core::{Event, EventFilter};
 use quern_store::{EventPage, EventQuery, GroupState, StoreError};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// How many times a read or an ack takes the group's state again after
 /// another node's (or member's) change got in first.
 const MAX_TRIES: usize = 64;
+/// The most events one read for redeliveries takes.
+const READ_AGAIN_PAGE: usize = 1_000;
 
 /// A read for a member of a group.
 #[derive(Debug, Clone)]
@@ -105,15 +108,10 @@ impl Engine {
             let expired: Vec<u64> =
                 g.inflight.iter().filter(|(_, (_, until))| *until <= now).map(|(o, _)| *o).take(query.limit).collect();
             let mut events = Vec::with_capacity(expired.len());
+            let mut again = self.events_at(&expired).await?;
             for offset in expired {
                 changed = true;
-                let again = EventQuery { after: Some(offset - 1), filter: EventFilter::default(), limit: 1 };
-                let page = match self.store.read_events(again).await {
-                    Ok(page) => Some(page),
-                    Err(StoreError::OffsetExpired { .. }) => None,
-                    Err(e) => return Err(e.into()),
-                };
-                match page.and_then(|p| p.events.into_iter().next()).filter(|e| e.offset == offset) {
+                match again.remove(&offset) {
                     Some(e) => {
                         g.inflight.insert(offset, (read.member.clone(), visible_until));
                         events.push(e);
@@ -161,6 +159,39 @@ impl Engine {
             return Ok(Claimed { events, next_after, head, next_expiry });
         }
         Err(lost_race(&read.group))
+    }
+
+    /// The events at `offsets` (ascending) that the log still keeps: one
+    /// read for a run of neighbouring offsets, one per run at most.
+    async fn events_at(&self, offsets: &[u64]) -> Result<HashMap<u64, Event>> {
+        let mut found = HashMap::new();
+        let mut i = 0;
+        while let Some(&from) = offsets.get(i) {
+            let span = offsets.last().map_or(1, |last| last - from + 1);
+            let q = EventQuery {
+                after: Some(from - 1),
+                filter: EventFilter::default(),
+                limit: usize::try_from(span).unwrap_or(usize::MAX).min(READ_AGAIN_PAGE),
+            };
+            // Everything up to `covered` was either found or is gone.
+            let covered = match self.store.read_events(q).await {
+                Ok(page) => {
+                    found.extend(
+                        page.events
+                            .into_iter()
+                            .filter(|e| offsets.binary_search(&e.offset).is_ok())
+                            .map(|e| (e.offset, e)),
+                    );
+                    page.next_after.max(from)
+                }
+                Err(StoreError::OffsetExpired { earliest, .. }) => earliest - 1,
+                Err(e) => return Err(e.into()),
+            };
+            while offsets.get(i).is_some_and(|o| *o <= covered) {
+                i += 1;
+            }
+        }
+        Ok(found)
     }
 
     /// Acknowledges events of a group; answers how many were awaiting their

@@ -81,9 +81,15 @@ const VACUUM_EVERY: u64 = 20_000;
 
 /// Folds the queue-count deltas the commits wrote into the totals; each
 /// delta is deleted, and so added, by one fold however many nodes run it.
-const FOLD_COUNTS: &str = "WITH d AS (DELETE FROM queue_count_deltas RETURNING queue, status, n) \
-     INSERT INTO queue_counts (queue, status, n) SELECT queue, status, sum(n) FROM d GROUP BY queue, status \
-     ON CONFLICT (queue, status) DO UPDATE SET n = queue_counts.n + excluded.n";
+async fn fold_counts(client: &Object) -> std::result::Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(
+            "WITH d AS (DELETE FROM queue_count_deltas RETURNING queue, status, n) \
+             INSERT INTO queue_counts (queue, status, n) SELECT queue, status, sum(n) FROM d GROUP BY queue, status \
+             ON CONFLICT (queue, status) DO UPDATE SET n = queue_counts.n + excluded.n",
+        )
+        .await
+}
 
 /// The node's vacuuming of `tasks`. A queue turns its rows over fast, and
 /// every move leaves a dead row version whose index entries the next lease
@@ -107,7 +113,7 @@ impl Vacuum {
         let (this, pool) = (self.clone(), pool.clone());
         tokio::spawn(async move {
             if let Ok(client) = pool.get().await {
-                if let Err(e) = client.batch_execute(FOLD_COUNTS).await {
+                if let Err(e) = fold_counts(&client).await {
                     tracing::warn!(error = %e, "folding the queue counts failed");
                 }
                 // Apart: VACUUM cannot run in the implicit transaction of a
@@ -178,6 +184,13 @@ impl PgStore {
         let pool = Pool::builder(manager).max_size(1).build().map_err(backend)?;
         let mut client = pool.get().await.map_err(|e| StoreError::Backend(format!("cannot connect: {e}")))?;
         schema::migrate(&mut client, &opts.schema, now).await
+    }
+
+    /// Folds the queue-count deltas into the totals, as the node does before
+    /// each of its vacuums; safe at any time, on any number of nodes at once.
+    pub async fn fold_counts(&self) -> Result<()> {
+        let client = self.pool.get().await.map_err(backend)?;
+        fold_counts(&client).await.map_err(backend)
     }
 
     /// Stops listening and closes the pool; later calls answer
@@ -313,7 +326,9 @@ const MAX_NOTIFY: usize = 7_900;
 /// the transaction back: an open transaction never goes back to the pool.
 pub(crate) struct Tx {
     client: Option<Object>,
-    pub(crate) log: SegmentBuilder,
+    /// The transaction's events; task moves come through
+    /// [`Tx::push_move`], which also counts them.
+    log: SegmentBuilder,
     pub(crate) effects: Effects,
     /// How the transaction changes each queue's count of each status,
     /// written as one delta row per pair at commit.
@@ -379,8 +394,6 @@ impl Tx {
         self.client()?.execute(&stmt, params).await.map_err(|e| self.fail(&e))
     }
 
-    /// Appends the transaction's events as one segment, tells the other
-    /// nodes, and commits; answers the segment's first offset.
     /// Records a task's move: its event, and the queue counts it changes.
     pub(crate) fn push_move(&mut self, m: &crate::segment::Move<'_>) {
         self.log.push_move(m);
@@ -395,6 +408,9 @@ impl Tx {
         *self.counts.entry((queue.to_owned(), status.as_str())).or_default() -= 1;
     }
 
+    /// Writes the transaction's queue-count deltas, appends its events as
+    /// one segment, tells the other nodes, and commits; answers the
+    /// segment's first offset.
     async fn commit(&mut self, channel: &str) -> Result<(Option<u64>, Effects)> {
         self.counts.retain(|_, n| *n != 0);
         if !self.counts.is_empty() {
