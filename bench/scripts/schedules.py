@@ -45,7 +45,7 @@ def rss_mb():
                 return int(l.split()[1]) / 1024
 
 def queued(queue):
-    for q in call("GET", "/v1/queues")["queues"]:
+    for q in call("GET", "/v1/queues"):
         if q["name"] == queue:
             return sum(q["counts"].values())
     return 0

@@ -475,7 +475,7 @@ pub(crate) async fn queue_counts(conn: &mut Conn, queue: &str) -> Result<HashMap
     let body = conn.get("/v1/queues").await?;
     let v: serde_json::Value = serde_json::from_slice(&body)?;
     // The contract says a bare array; the server wraps it in {"queues": …}.
-    let list = v.get("queues").unwrap_or(&v).as_array().ok_or("GET /v1/queues: not a list of queues")?;
+    let list = v.as_array().ok_or("GET /v1/queues: not a list of queues")?;
     let counts = list
         .iter()
         .find(|q| q.get("name").and_then(|n| n.as_str()) == Some(queue))

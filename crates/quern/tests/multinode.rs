@@ -292,7 +292,7 @@ async fn submitter(apis: Vec<Api>, home: usize, next: Arc<AtomicUsize>, seen: Ar
 async fn queue_count(api: &Api, queue: &str, status: &str) -> u64 {
     let reply = api.get("/v1/queues").await;
     assert_eq!(reply.status, 200, "GET /v1/queues: {reply:?}");
-    let queues = reply.body.get("queues").unwrap_or(&reply.body).as_array().cloned().unwrap_or_default();
+    let queues = reply.body.as_array().cloned().unwrap_or_default();
     queues.iter().find(|q| q["name"] == queue).and_then(|q| q["counts"][status].as_u64()).unwrap_or(0)
 }
 

@@ -128,8 +128,7 @@ async fn shutdown_hands_unfinished_tasks_back_at_once() {
         assert_eq!(task["status"], "queued", "back in the queue at once, not after the lease: {task}");
         assert_eq!(task["attempt"], 0, "a released attempt does not count: {task}");
         let history = api.get(&format!("/v1/tasks/{id}/history")).await.body;
-        let notes: Vec<&str> =
-            history["history"].as_array().expect("a list").iter().filter_map(|e| e["note"].as_str()).collect();
+        let notes: Vec<&str> = history.as_array().expect("a list").iter().filter_map(|e| e["note"].as_str()).collect();
         assert!(notes.iter().any(|n| n.contains("released")), "{history}");
     })
     .await;

@@ -535,7 +535,8 @@ async fn paused_queue_leases_nothing_until_resumed() {
 
         let queues = api.get("/v1/queues").await;
         assert_eq!(queues.status, 200, "{queues:?}");
-        let emails = queues.body["queues"]
+        let emails = queues
+            .body
             .as_array()
             .expect("queues")
             .iter()
@@ -555,13 +556,8 @@ async fn paused_queue_leases_nothing_until_resumed() {
         assert_eq!(tasks.len(), 2);
         assert_eq!(id_of(&tasks[0]), id);
         let queues = api.get("/v1/queues").await;
-        let emails = queues.body["queues"]
-            .as_array()
-            .expect("queues")
-            .iter()
-            .find(|q| q["name"] == "emails")
-            .cloned()
-            .expect("listed");
+        let emails =
+            queues.body.as_array().expect("queues").iter().find(|q| q["name"] == "emails").cloned().expect("listed");
         assert_eq!(emails["paused"], false);
         assert_eq!(emails["counts"]["running"], 2, "{emails}");
     })

@@ -77,7 +77,7 @@ async fn conditions_release_and_skip_tasks_and_the_workflow_ends() {
         let listed = api.get(&format!("/v1/tasks?workflow={wf}&status=skipped")).await.body;
         assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(2));
         let history = api.get(&format!("/v1/tasks/{}/history", by_key(&tasks, "load")["id"].as_str().unwrap_or(""))).await.body;
-        let moves: Vec<(Value, Value)> = history["history"].as_array().expect("a list").iter().map(|e| (e["from"].clone(), e["to"].clone())).collect();
+        let moves: Vec<(Value, Value)> = history.as_array().expect("a list").iter().map(|e| (e["from"].clone(), e["to"].clone())).collect();
         assert_eq!(moves, [(Value::Null, json!("pending")), (json!("pending"), json!("skipped"))]);
     })
     .await;
@@ -366,7 +366,7 @@ async fn a_crash_mid_workflow_loses_nothing_and_runs_no_step_twice() {
         assert_eq!(ran["status"], "succeeded", "{}", ran["counts"]);
         for t in ran["tasks"].as_array().expect("tasks") {
             let h = api.get(&format!("/v1/tasks/{}/history", t["id"].as_str().unwrap_or(""))).await.body;
-            let successes = h["history"].as_array().map_or(0, |e| e.iter().filter(|e| e["to"] == "succeeded").count());
+            let successes = h.as_array().map_or(0, |e| e.iter().filter(|e| e["to"] == "succeeded").count());
             assert_eq!(successes, 1, "{}", t["key"]);
         }
     })

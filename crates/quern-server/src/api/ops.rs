@@ -35,7 +35,7 @@ pub(super) async fn health(State(engine): State<AppState>) -> Result<Json<Value>
 
 pub(super) async fn queues(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
     let queues = engine.queues().await?;
-    Ok(Json(json!({"queues": queues.iter().map(queue_json).collect::<Vec<_>>()})))
+    Ok(Json(Value::Array(queues.iter().map(queue_json).collect())))
 }
 
 pub(super) async fn pause(State(engine): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {

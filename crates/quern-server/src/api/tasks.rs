@@ -134,5 +134,5 @@ pub(super) async fn retry(State(engine): State<AppState>, Path(id): Path<String>
 
 pub(super) async fn history(State(engine): State<AppState>, Path(id): Path<String>) -> Answer {
     let history = engine.history(task_id(&id)?).await?;
-    Ok(Json(json!({ "history": history })).into_response())
+    Ok(Json(history).into_response())
 }

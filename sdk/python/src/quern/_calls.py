@@ -85,6 +85,11 @@ def task_spec(
     return spec
 
 
+def _listed(d: Any, key: str) -> List[Any]:
+    """A list answer: bare as the contract shows it, or wrapped under `key` as earlier builds sent it."""
+    return list(d[key]) if isinstance(d, dict) else list(d)
+
+
 def _task(d: Any) -> Task:
     return Task.from_json(d)
 
@@ -139,7 +144,7 @@ def retry(task_id: str) -> Call[Task]:
 
 
 def history(task_id: str) -> Call[List[Dict[str, Any]]]:
-    return Call("GET", f"/v1/tasks/{_seg(task_id)}/history", lambda d: list(d["history"]))
+    return Call("GET", f"/v1/tasks/{_seg(task_id)}/history", lambda d: list(_listed(d, "history")))
 
 
 def submit_workflow(body: Dict[str, Any]) -> Call[Dict[str, Any]]:
@@ -258,7 +263,7 @@ def queues() -> Call[List[Queue]]:
     return Call(
         "GET",
         "/v1/queues",
-        lambda d: [Queue(q["name"], dict(q.get("counts") or {}), q.get("paused", False)) for q in d["queues"]],
+        lambda d: [Queue(q["name"], dict(q.get("counts") or {}), q.get("paused", False)) for q in _listed(d, "queues")],
     )
 
 
