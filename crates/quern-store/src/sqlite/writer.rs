@@ -26,10 +26,12 @@ use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+mod chunked;
 mod events;
 mod schedules;
 mod workflows;
 
+use chunked::ChunkedSet;
 use events::Move;
 pub(crate) use events::read_events;
 pub(crate) use schedules::{SCHEDULE_COLUMNS, schedule_from_row};
@@ -84,8 +86,8 @@ struct Effects {
 }
 
 pub(crate) struct State {
-    ready: HashMap<String, HashMap<String, BTreeSet<ReadyKey>>>,
-    delayed: BTreeSet<(Millis, Uuid)>,
+    ready: HashMap<String, HashMap<String, ChunkedSet<ReadyKey>>>,
+    delayed: ChunkedSet<(Millis, Uuid)>,
     leases: HashMap<Uuid, LeaseState>,
     deadlines: BTreeSet<(Millis, Uuid)>,
     paused: Arc<Mutex<HashSet<String>>>,
@@ -236,7 +238,7 @@ impl State {
     ) -> rusqlite::Result<Self> {
         let mut st = Self {
             ready: HashMap::new(),
-            delayed: BTreeSet::new(),
+            delayed: ChunkedSet::default(),
             leases: HashMap::new(),
             deadlines: BTreeSet::new(),
             paused,
@@ -666,7 +668,7 @@ impl State {
     /// best first.
     fn pick_ready(&mut self, p: &LeaseParams) -> Vec<Uuid> {
         let paused = self.paused.lock().map(|p| p.clone()).unwrap_or_default();
-        let mut sets: Vec<&mut BTreeSet<ReadyKey>> = Vec::new();
+        let mut sets: Vec<&mut ChunkedSet<ReadyKey>> = Vec::new();
         for (queue, names) in &mut self.ready {
             if !p.queues.iter().any(|q| q == queue) || paused.contains(queue) {
                 continue;
@@ -681,7 +683,7 @@ impl State {
         while picked.len() < p.max {
             let best = sets.iter().enumerate().filter_map(|(i, s)| s.first().map(|k| (*k, i))).min();
             let Some((key, i)) = best else { break };
-            sets[i].remove(&key);
+            sets[i].pop_first();
             picked.push(key.2);
         }
         self.ready.retain(|_, names| {
@@ -958,7 +960,7 @@ impl State {
             if at > now {
                 break;
             }
-            self.delayed.remove(&(at, id));
+            self.delayed.pop_first();
             let row = conn
                 .prepare_cached(
                     "UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1 AND status = 'pending' \
