@@ -286,7 +286,7 @@ impl NewRows {
         self.metadata.push((!t.metadata.is_empty()).then(|| json(&t.metadata)));
         self.max_attempts.push(i32_of(t.max_attempts));
         self.timeout_ms.push(t.timeout_ms.map(ms_i64));
-        self.retry.push(json(&t.retry));
+        self.retry.push(crate::retry_json(&t.retry));
         self.run_at.push(t.run_at);
         self.created_at.push(t.created_at);
         self.workflow.push(t.workflow);

@@ -3,6 +3,7 @@
 
 use quern_core::{HistoryEntry, Progress, RetryPolicy, Status, Task, TaskError};
 use rusqlite::Row;
+use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -27,8 +28,7 @@ pub(crate) fn uuid_at(row: &Row<'_>, col: usize) -> rusqlite::Result<Uuid> {
 }
 
 pub(crate) fn status_at(row: &Row<'_>, col: usize) -> rusqlite::Result<Status> {
-    let s: String = row.get(col)?;
-    s.parse().map_err(|e| bad(col, e))
+    row.get_ref(col)?.as_str()?.parse().map_err(|e| bad(col, e))
 }
 
 fn json_at<T: serde::de::DeserializeOwned>(row: &Row<'_>, col: usize) -> rusqlite::Result<Option<T>> {
@@ -42,6 +42,74 @@ fn raw_at(row: &Row<'_>, col: usize) -> rusqlite::Result<Option<Box<RawValue>>> 
     match row.get::<_, Option<String>>(col)? {
         None => Ok(None),
         Some(s) => RawValue::from_string(s).map(Some).map_err(|e| bad(col, e)),
+    }
+}
+
+/// A stored retry policy; `{}` (see `retry_json`) without a parse.
+fn retry_at(row: &Row<'_>, col: usize) -> rusqlite::Result<RetryPolicy> {
+    match row.get_ref(col)?.as_str_or_null()? {
+        None | Some("{}") => Ok(RetryPolicy::default()),
+        Some(s) => serde_json::from_str(s).map_err(|e| bad(col, e)),
+    }
+}
+
+/// A task's digest as stored: the 32 bytes of a `sha256:<hex>` digest as a
+/// blob (39 bytes fewer than the text, on a row that every write of the task
+/// rewrites), anything else as the text itself.
+pub(crate) enum StoredDigest<'a> {
+    Sha256([u8; 32]),
+    Text(&'a str),
+}
+
+impl<'a> StoredDigest<'a> {
+    pub(crate) fn of(digest: &'a str) -> Self {
+        let mut bytes = [0u8; 32];
+        let hex = digest.strip_prefix("sha256:").map(str::as_bytes).filter(|h| h.len() == 64);
+        let parsed = hex.is_some_and(|hex| {
+            hex.chunks_exact(2).zip(bytes.iter_mut()).all(|(pair, out)| match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(hi), Some(lo)) => {
+                    *out = hi << 4 | lo;
+                    true
+                }
+                _ => false,
+            })
+        });
+        if parsed { StoredDigest::Sha256(bytes) } else { StoredDigest::Text(digest) }
+    }
+}
+
+/// A lowercase hex digit's value (the digests are written lowercase, so an
+/// uppercase one stays text and reads back as it was).
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl ToSql for StoredDigest<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            StoredDigest::Sha256(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
+            StoredDigest::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+        })
+    }
+}
+
+fn digest_at(row: &Row<'_>, col: usize) -> rusqlite::Result<String> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match row.get_ref(col)? {
+        ValueRef::Blob(bytes) => {
+            let mut digest = String::with_capacity(7 + 2 * bytes.len());
+            digest.push_str("sha256:");
+            for b in bytes {
+                digest.push(char::from(HEX[usize::from(b >> 4)]));
+                digest.push(char::from(HEX[usize::from(b & 0x0f)]));
+            }
+            Ok(digest)
+        }
+        other => other.as_str().map(str::to_owned).map_err(rusqlite::Error::from),
     }
 }
 
@@ -64,7 +132,7 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         attempt: u32_at(row, 7)?,
         max_attempts: u32_at(row, 8)?,
         timeout_ms: row.get::<_, Option<i64>>(9)?.map(i64::unsigned_abs),
-        retry: json_at::<RetryPolicy>(row, 10)?.unwrap_or_default(),
+        retry: retry_at(row, 10)?,
         run_at: row.get(11)?,
         progress: json_at::<Progress>(row, 12)?,
         result: raw_at(row, 13)?,
@@ -77,7 +145,7 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         workflow: workflow.map(Uuid::from_bytes),
         depends_on: json_at(row, 21)?.unwrap_or_default(),
         idempotency_key: row.get(22)?,
-        digest: row.get(23)?,
+        digest: digest_at(row, 23)?,
         cancel_requested: row.get(24)?,
         key: row.get(26)?,
         lease: None,
@@ -102,4 +170,28 @@ pub(crate) fn history_from_row(row: &Row<'_>) -> rusqlite::Result<HistoryEntry> 
         actor: row.get(5)?,
         note: row.get(6)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    #[test]
+    fn digests_read_back_as_written() {
+        let conn = Connection::open_in_memory().expect("an in-memory database");
+        conn.execute_batch("CREATE TABLE t (d TEXT NOT NULL)").expect("a table");
+        let sha = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        let upper = format!("sha256:{}", "0123456789ABCDEF".repeat(4));
+        for (digest, stored_as) in
+            [(sha.as_str(), "blob"), (upper.as_str(), "text"), ("sha256:12", "text"), ("", "text")]
+        {
+            conn.execute("DELETE FROM t", []).expect("delete");
+            conn.execute("INSERT INTO t (d) VALUES (?1)", [StoredDigest::of(digest)]).expect("insert");
+            let (back, kind) = conn
+                .query_row("SELECT d, typeof(d) FROM t", [], |r| Ok((digest_at(r, 0)?, r.get::<_, String>(1)?)))
+                .expect("a row");
+            assert_eq!((back.as_str(), kind.as_str()), (digest, stored_as));
+        }
+    }
 }

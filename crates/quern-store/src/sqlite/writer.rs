@@ -7,7 +7,7 @@
 //! trace. If the backend itself fails, the whole batch rolls back, every job
 //! in it answers the error, and the memory is rebuilt from the file.
 
-use super::rows::{TASK_COLUMNS, compact_at, status_at, task_from_row, uuid_at};
+use super::rows::{StoredDigest, TASK_COLUMNS, compact_at, status_at, task_from_row, uuid_at};
 use crate::attempt::{AttemptEnd, Decision, Running, decide};
 use crate::history::{compact_history, entry};
 pub(crate) use crate::{APPROVAL, backend, json, ms_i64};
@@ -47,6 +47,17 @@ pub(crate) type Counts = Arc<Mutex<BTreeMap<String, [u64; 8]>>>;
 
 fn status_index(s: Status) -> usize {
     Status::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+/// A new lease token: the attempt number, a dot, and a random UUID in hex
+/// (the attempt first, so that a worker's logs show which attempt a stale
+/// completion came from).
+fn lease_token(attempt: u32) -> String {
+    let mut token = String::with_capacity(10 + 1 + 32);
+    token.push_str(itoa::Buffer::new().format(attempt));
+    token.push('.');
+    token.push_str(Uuid::new_v4().simple().encode_lower(&mut Uuid::encode_buffer()));
+    token
 }
 
 /// What the memory knows of a running task.
@@ -339,7 +350,7 @@ impl State {
                     let timeout_ms = row.get::<_, Option<i64>>(8)?.map(i64::unsigned_abs);
                     let since: Millis = row.get(17)?;
                     self.arm_approval(id, &name, timeout_ms, since);
-                    self.push_ready(queue, name, priority, run_at, id);
+                    self.push_ready(&queue, &name, priority, run_at, id);
                 }
                 _ => {
                     let lease_ms = row.get::<_, Option<i64>>(7)?.unwrap_or(30_000).unsigned_abs();
@@ -378,12 +389,23 @@ impl State {
         self.last_now
     }
 
-    fn push_ready(&mut self, queue: String, name: String, priority: i32, run_at: Millis, id: Uuid) {
+    fn push_ready(&mut self, queue: &str, name: &str, priority: i32, run_at: Millis, id: Uuid) {
         // Approvals wait for `approve`, never for a worker.
         if name == APPROVAL {
             return;
         }
-        self.ready.entry(queue).or_default().entry(name).or_default().insert((Reverse(priority), run_at, id));
+        // Looked up by reference first: the names are allocated only for a
+        // queue or task name the ready sets do not hold yet.
+        if !self.ready.contains_key(queue) {
+            self.ready.insert(queue.to_owned(), HashMap::new());
+        }
+        let Some(names) = self.ready.get_mut(queue) else { return };
+        if !names.contains_key(name) {
+            names.insert(name.to_owned(), ChunkedSet::default());
+        }
+        if let Some(set) = names.get_mut(name) {
+            set.insert((Reverse(priority), run_at, id));
+        }
         self.effects.ready = true;
     }
 
@@ -550,13 +572,13 @@ impl State {
                 metadata,
                 t.max_attempts,
                 t.timeout_ms.map(ms_i64),
-                json(&t.retry),
+                crate::retry_json(&t.retry),
                 t.run_at,
                 t.created_at,
                 t.workflow.map(|w| *w.as_bytes()),
                 depends_on,
                 t.idempotency_key,
-                t.digest,
+                StoredDigest::of(&t.digest),
                 t.key,
                 t.depends_on.is_empty(),
             ])
@@ -570,7 +592,7 @@ impl State {
                     Status::Pending => self.schedule(t.run_at, t.id),
                     _ => {
                         self.arm_approval(t.id, &t.name, t.timeout_ms, t.created_at);
-                        self.push_ready(t.queue.clone(), t.name.clone(), t.priority, t.run_at, t.id);
+                        self.push_ready(&t.queue, &t.name, t.priority, t.run_at, t.id);
                     }
                 }
             } else {
@@ -614,9 +636,7 @@ impl State {
             task.worker = Some(p.worker.clone());
             task.progress = None;
             task.cancel_requested = false;
-            // The token starts with the attempt number, so that a worker's
-            // logs show which attempt a stale completion came from.
-            let token = format!("{}.{}", task.attempt, Uuid::new_v4().simple());
+            let token = lease_token(task.attempt);
             write.execute(params![id.as_bytes(), task.attempt, p.now, p.worker, token, lease_ms]).map_err(backend)?;
             if !compact {
                 self.append(
@@ -762,7 +782,6 @@ impl State {
         };
         let Decision { to, result, error, run_at, given_back, note, stays_compact, retrying } =
             decide(&running, end, now, actor);
-        let worker = Some(lease.worker.clone());
         if !stays_compact {
             self.record(
                 conn,
@@ -772,7 +791,7 @@ impl State {
                     from: Some(Status::Running),
                     to,
                     attempt: lease.attempt,
-                    worker: worker.clone(),
+                    worker: Some(lease.worker.clone()),
                     actor: actor.to_owned(),
                     note,
                 },
@@ -797,7 +816,7 @@ impl State {
         let moved = Move::new(id, (&lease.name, &lease.queue, lease.attempt), Some(Status::Running), to, now);
         self.moved(conn, &Move { retrying, workflow: Some(lease.workflow), ..moved })?;
         match to {
-            Status::Queued => self.push_ready(lease.queue.clone(), lease.name.clone(), lease.priority, run_at, id),
+            Status::Queued => self.push_ready(&lease.queue, &lease.name, lease.priority, run_at, id),
             Status::Pending => self.schedule(run_at, id),
             _ => self.ended(conn, id, now)?,
         }
@@ -949,7 +968,7 @@ impl State {
             &Move::new(id, (&task.name, &task.queue, task.attempt), Some(task.status), Status::Queued, now),
         )?;
         self.arm_approval(id, &task.name, task.timeout_ms, now);
-        self.push_ready(task.queue.clone(), task.name.clone(), task.priority, now, id);
+        self.push_ready(&task.queue, &task.name, task.priority, now, id);
         Self::read_task(conn, id)
     }
 
@@ -991,7 +1010,7 @@ impl State {
                 )?;
             }
             self.moved(conn, &Move::new(id, (&name, &queue, attempt), Some(Status::Pending), Status::Queued, now))?;
-            self.push_ready(queue, name, priority, run_at, id);
+            self.push_ready(&queue, &name, priority, run_at, id);
             outcome.promoted += 1;
         }
         while let Some(&(due, id)) = self.deadlines.first() {

@@ -114,7 +114,7 @@ impl State {
         )?;
         self.moved(conn, &Move::new(child, (&name, &queue, attempt), Some(Status::Pending), Status::Queued, now))?;
         self.arm_approval(child, &name, timeout_ms, now);
-        self.push_ready(queue, name, priority, now.max(run_at), child);
+        self.push_ready(&queue, &name, priority, now.max(run_at), child);
         Ok(())
     }
 
