@@ -474,7 +474,6 @@ pub(crate) async fn queue_count(conn: &mut Conn, queue: &str, status: &str) -> R
 pub(crate) async fn queue_counts(conn: &mut Conn, queue: &str) -> Result<HashMap<String, u64>> {
     let body = conn.get("/v1/queues").await?;
     let v: serde_json::Value = serde_json::from_slice(&body)?;
-    // The contract says a bare array; the server wraps it in {"queues": …}.
     let list = v.as_array().ok_or("GET /v1/queues: not a list of queues")?;
     let counts = list
         .iter()

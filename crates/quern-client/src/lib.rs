@@ -147,8 +147,9 @@ struct Tasks<T> {
 }
 
 /// A list answer, given either bare or wrapped in an object under `key`.
-/// The contract shows history and queues bare; accepting the wrapped form too
-/// keeps the client working if the server ever grows an envelope.
+/// The contract shows history and queues bare; accepting the form wrapped
+/// under the list's name too keeps the client working with servers built
+/// before they followed it.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum ListAnswer<T> {

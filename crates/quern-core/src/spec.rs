@@ -337,9 +337,14 @@ pub fn spec_digest(
         }
         None => out.push_str("null}"),
     }
-    let hash = Sha256::digest(out.as_bytes());
+    digest_text(&Sha256::digest(out.as_bytes()))
+}
+
+/// A SHA-256 hash as a digest's text: `sha256:` and the hash in lowercase
+/// hex. Stores that keep the hash as bytes give it back through this.
+pub fn digest_text(hash: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digest = String::with_capacity(7 + 64);
+    let mut digest = String::with_capacity(7 + 2 * hash.len());
     digest.push_str("sha256:");
     for b in hash {
         digest.push(char::from(HEX[usize::from(b >> 4)]));

@@ -98,17 +98,8 @@ impl ToSql for StoredDigest<'_> {
 }
 
 fn digest_at(row: &Row<'_>, col: usize) -> rusqlite::Result<String> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     match row.get_ref(col)? {
-        ValueRef::Blob(bytes) => {
-            let mut digest = String::with_capacity(7 + 2 * bytes.len());
-            digest.push_str("sha256:");
-            for b in bytes {
-                digest.push(char::from(HEX[usize::from(b >> 4)]));
-                digest.push(char::from(HEX[usize::from(b & 0x0f)]));
-            }
-            Ok(digest)
-        }
+        ValueRef::Blob(hash) => Ok(quern_core::spec::digest_text(hash)),
         other => other.as_str().map(str::to_owned).map_err(rusqlite::Error::from),
     }
 }

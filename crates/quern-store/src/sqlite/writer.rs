@@ -396,16 +396,15 @@ impl State {
         }
         // Looked up by reference first: the names are allocated only for a
         // queue or task name the ready sets do not hold yet.
-        if !self.ready.contains_key(queue) {
-            self.ready.insert(queue.to_owned(), HashMap::new());
-        }
-        let Some(names) = self.ready.get_mut(queue) else { return };
-        if !names.contains_key(name) {
-            names.insert(name.to_owned(), ChunkedSet::default());
-        }
-        if let Some(set) = names.get_mut(name) {
-            set.insert((Reverse(priority), run_at, id));
-        }
+        let names = match self.ready.get_mut(queue) {
+            Some(names) => names,
+            None => self.ready.entry(queue.to_owned()).or_default(),
+        };
+        let set = match names.get_mut(name) {
+            Some(set) => set,
+            None => names.entry(name.to_owned()).or_default(),
+        };
+        set.insert((Reverse(priority), run_at, id));
         self.effects.ready = true;
     }
 

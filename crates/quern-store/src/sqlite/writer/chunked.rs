@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 const CHUNK: usize = 1024;
 
 /// An ordered set of `Copy` keys (see the module documentation).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ChunkedSet<T> {
     chunks: VecDeque<VecDeque<T>>,
 }
@@ -66,11 +66,23 @@ impl<T: Ord + Copy> ChunkedSet<T> {
             Ok(_) => return false,
             Err(pos) => pos,
         };
-        if chunk.len() < CHUNK {
+        if pos == 0 && at > 0 {
+            // Between two chunks: at the end of the one before if it has
+            // room, else in a chunk of its own. Keys that arrive in order
+            // into the middle of the set (a higher priority's, on a restart
+            // that reads tasks by id) so fill chunks of their own rather than
+            // mixing into, and later halving, their neighbour.
+            if self.chunks[at - 1].len() < CHUNK {
+                self.chunks[at - 1].push_back(key);
+            } else {
+                self.chunks.insert(at, VecDeque::from([key]));
+            }
+        } else if chunk.len() < CHUNK {
             chunk.insert(pos, key);
-        } else if pos == CHUNK && at == last {
+        } else if pos == CHUNK {
+            // Above every key (only the last chunk ends below a key).
             self.chunks.push_back(VecDeque::from([key]));
-        } else if pos == 0 && at == 0 {
+        } else if pos == 0 {
             self.chunks.push_front(VecDeque::from([key]));
         } else {
             let mut upper = chunk.split_off(CHUNK / 2);
@@ -164,6 +176,21 @@ mod tests {
         }
         assert_eq!(set.chunks.len(), 3);
         let model: BTreeSet<u32> = (0..(CHUNK as u32 * 3)).collect();
+        agrees(&set, &model);
+    }
+
+    #[test]
+    fn keys_in_order_into_the_middle_fill_chunks_too() {
+        // Two runs of rising keys, interleaved: the way a restart reads the
+        // ready tasks of two priorities in id order.
+        let mut set = ChunkedSet::default();
+        let n = CHUNK as u32 * 4;
+        for k in 0..n {
+            assert!(set.insert(k));
+            assert!(set.insert(k + 1_000_000));
+        }
+        assert!(set.chunks.len() <= 8 + 2, "{} chunks for {} keys", set.chunks.len(), 2 * n);
+        let model: BTreeSet<u32> = (0..n).chain(1_000_000..1_000_000 + n).collect();
         agrees(&set, &model);
     }
 
