@@ -4,8 +4,10 @@
 //! the ready queue (by queue, name, priority, run_at, id), the timers of
 //! pending tasks, and the leases of running ones. Every write goes to it as
 //! a job on a channel; the jobs waiting when it wakes share one transaction
-//! (group commit). Reads use their own connections and never wait for the
-//! writer. See `writer.rs` for the invariant between memory and file.
+//! (group commit). Reads use their own connections; they wait for the
+//! writer only to have it write the leases it keeps in memory for a moment
+//! (`writer/leases.rs`) when a read could otherwise miss one. See
+//! `writer.rs` for the invariant between memory and file.
 
 mod rows;
 mod schema;
@@ -27,6 +29,7 @@ use rows::{TASK_COLUMNS, compact_at, history_from_row, task_from_row};
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use uuid::Uuid;
 use writer::{Counts, Job, SCHEDULE_COLUMNS, State, TypedJob, backend, read_events, schedule_from_row};
@@ -52,6 +55,9 @@ pub struct SqliteStore {
     signals: Arc<Signals>,
     counts: Counts,
     paused: Arc<Mutex<HashSet<String>>>,
+    /// How many leases the writer has not written into their rows yet, as
+    /// of its last commit: reads of task rows have them written first.
+    unwritten: Arc<AtomicUsize>,
     /// Roles and their holders: one process has the file, so they live in
     /// its memory.
     leaders: Mutex<std::collections::HashMap<String, (String, Millis)>>,
@@ -106,7 +112,8 @@ impl SqliteStore {
         conn.execute_batch(schema::SCHEMA).map_err(backend)?;
         let counts: Counts = Arc::default();
         let paused: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let state = State::load(&conn, now, counts.clone(), paused.clone()).map_err(backend)?;
+        let unwritten: Arc<AtomicUsize> = Arc::default();
+        let state = State::load(&conn, now, counts.clone(), paused.clone(), unwritten.clone()).map_err(backend)?;
         let signals = Arc::new(Signals::default());
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let writer_signals = signals.clone();
@@ -126,6 +133,7 @@ impl SqliteStore {
             signals,
             counts,
             paused,
+            unwritten,
             leaders: Mutex::default(),
             workers: Mutex::default(),
             groups: Mutex::default(),
@@ -160,6 +168,16 @@ impl SqliteStore {
             jobs.as_ref().ok_or(StoreError::Closed)?.send(job).map_err(|_| StoreError::Closed)?;
         }
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Has the writer put every lease it has answered into its task's row,
+    /// so that a read of task rows that follows sees them (see
+    /// `writer::leases`).
+    async fn settle(&self) -> Result<()> {
+        if self.unwritten.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        self.write(|st, conn| st.write_due_leases(conn, true)).await
     }
 
     async fn read<R, F>(&self, f: F) -> Result<R>
@@ -304,20 +322,31 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Task> {
-        self.read(move |conn| {
+        // Only a row that says `queued` can hide an unwritten lease: the
+        // count is looked at before the read, so a lease answered before
+        // this call began is either written in what the read sees or counted.
+        let unwritten = self.unwritten.load(Ordering::Acquire);
+        let read = move |conn: &Connection| {
             conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
                 .and_then(|mut s| s.query_row([id.as_bytes()], task_from_row).optional())
                 .map_err(backend)?
                 .ok_or(StoreError::NotFound(id))
-        })
-        .await
+        };
+        let task = self.read(read).await?;
+        if unwritten == 0 || task.status != Status::Queued {
+            return Ok(task);
+        }
+        self.settle().await?;
+        self.read(read).await
     }
 
     async fn list(&self, query: ListQuery) -> Result<TaskPage> {
+        self.settle().await?;
         self.read(move |conn| list_tasks(conn, &query)).await
     }
 
     async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
+        self.settle().await?;
         self.read(move |conn| read_history(conn, id)).await
     }
 
@@ -383,6 +412,7 @@ impl Store for SqliteStore {
     }
 
     async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord> {
+        self.settle().await?;
         self.read(move |conn| {
             let head = conn
                 .prepare_cached("SELECT name, created_at FROM workflows WHERE id = ?1")
@@ -465,6 +495,7 @@ impl Store for SqliteStore {
     }
 
     async fn schedule_runs(&self, name: String, limit: usize) -> Result<Vec<Task>> {
+        self.settle().await?;
         self.read(move |conn| {
             // Run keys are `schedule:NAME@<slot>`: one range of the
             // idempotency key index, in slot order.

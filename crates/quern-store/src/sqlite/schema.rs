@@ -157,6 +157,17 @@ CREATE TABLE IF NOT EXISTS task_types (
     declared_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- Leases whose task rows do not say `running` yet (see writer/leases.rs):
+-- one row per lease call, 32 bytes a lease (task id, then the random part
+-- of its token); a restart writes them out and empties the table.
+CREATE TABLE IF NOT EXISTS lease_journal (
+    seq      INTEGER PRIMARY KEY,
+    at       INTEGER NOT NULL,
+    worker   TEXT NOT NULL,
+    lease_ms INTEGER NOT NULL,
+    leases   BLOB NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS queues (
     name   TEXT PRIMARY KEY,
     paused INTEGER NOT NULL DEFAULT 0

@@ -22,12 +22,14 @@ use quern_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 mod chunked;
 mod events;
+mod leases;
 mod schedules;
 mod workflows;
 
@@ -49,14 +51,14 @@ fn status_index(s: Status) -> usize {
     Status::ALL.iter().position(|x| *x == s).unwrap_or(0)
 }
 
-/// A new lease token: the attempt number, a dot, and a random UUID in hex
-/// (the attempt first, so that a worker's logs show which attempt a stale
-/// completion came from).
-fn lease_token(attempt: u32) -> String {
+/// A lease token: the attempt number, a dot, and a random UUID (`nonce`) in
+/// hex (the attempt first, so that a worker's logs show which attempt a
+/// stale completion came from).
+fn lease_token(attempt: u32, nonce: Uuid) -> String {
     let mut token = String::with_capacity(10 + 1 + 32);
     token.push_str(itoa::Buffer::new().format(attempt));
     token.push('.');
-    token.push_str(Uuid::new_v4().simple().encode_lower(&mut Uuid::encode_buffer()));
+    token.push_str(nonce.simple().encode_lower(&mut Uuid::encode_buffer()));
     token
 }
 
@@ -79,6 +81,10 @@ struct LeaseState {
     compact: bool,
     /// The task's workflow, so that its end needs no read to learn it.
     workflow: Option<Uuid>,
+    started_at: Millis,
+    /// The journal row that lists this lease while the task's row does not
+    /// say `running` yet (see `leases`).
+    journal: Option<i64>,
 }
 
 impl LeaseState {
@@ -126,6 +132,8 @@ pub(crate) struct State {
     /// so timestamps follow commit order even when callers read their clocks
     /// in another order.
     last_now: Millis,
+    /// Leases not yet written into their rows.
+    journal: leases::Journal,
 }
 
 /// A unit of work for the writer thread.
@@ -184,9 +192,22 @@ pub(crate) fn run_writer(
     signals: &Signals,
     now_at_reload: &dyn Fn() -> Millis,
 ) {
-    while let Ok(first) = rx.recv() {
+    loop {
+        // With leases unwritten, wait no longer than the first one may stay
+        // so; a batch without jobs then just writes them.
+        let first = match st.next_lease_write() {
+            None => match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => break,
+            },
+            Some(wait) => match rx.recv_timeout(wait) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
         let mut jobs = Vec::with_capacity(16);
-        jobs.push(first);
+        jobs.extend(first);
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => jobs.push(job),
@@ -201,6 +222,9 @@ pub(crate) fn run_writer(
                     break;
                 }
             }
+        }
+        if failure.is_none() {
+            failure = st.write_due_leases(conn, false).err();
         }
         if failure.is_none() {
             failure = st.flush_events(conn).err();
@@ -220,6 +244,7 @@ pub(crate) fn run_writer(
             }
             continue;
         }
+        st.publish_unwritten();
         for job in jobs {
             job.finish(None);
         }
@@ -246,6 +271,7 @@ impl State {
         now: Millis,
         counts: Counts,
         paused: Arc<Mutex<HashSet<String>>>,
+        unwritten: Arc<AtomicUsize>,
     ) -> rusqlite::Result<Self> {
         let mut st = Self {
             ready: HashMap::new(),
@@ -263,15 +289,18 @@ impl State {
             log: events::EventLog::default(),
             open_workflows: HashMap::new(),
             last_now: now,
+            journal: leases::Journal::new(unwritten),
         };
         st.reload(conn, now)?;
         Ok(st)
     }
 
-    /// Rebuilds every index from the file. Running tasks get their lease
-    /// period again from `now`: a worker that was running one before a
-    /// restart keeps it for that long, so one task never has two live runs.
+    /// Rebuilds every index from the file. Running tasks (with the leases
+    /// the journal held) get their lease period again from `now`: a worker
+    /// that was running one before a restart keeps it for that long, so one
+    /// task never has two live runs.
     fn reload(&mut self, conn: &Connection, now: Millis) -> rusqlite::Result<()> {
+        self.recover_leases(conn)?;
         self.log = events::EventLog::starting_at(events::next_offset(conn)?);
         self.open_workflows.clear();
         let mut stmt = conn.prepare(
@@ -374,6 +403,8 @@ impl State {
                         cancel_requested: row.get(14)?,
                         compact: row.get(15)?,
                         workflow: row.get::<_, Option<Vec<u8>>>(18)?.and_then(|b| Uuid::from_slice(&b).ok()),
+                        started_at: started,
+                        journal: None,
                     };
                     self.deadlines.insert((lease.due(), id));
                     self.leases.insert(id, lease);
@@ -537,6 +568,11 @@ impl State {
             {
                 return Err(StoreError::IdempotencyConflict { index, key: key.to_owned(), existing: found.id });
             }
+            // The task answered must be the task as it is, lease and all.
+            let found = match found {
+                Some(f) if self.leases.contains_key(&f.id) => Some(self.read_task(conn, f.id)?),
+                other => other,
+            };
             existing.push(found);
         }
         let mut out: Vec<Submitted> = Vec::with_capacity(tasks.len());
@@ -610,17 +646,14 @@ impl State {
         let p = &LeaseParams { now: self.clock(p.now), ..p.clone() };
         let picked = self.pick_ready(p);
         let mut out = Vec::with_capacity(picked.len());
-        // Read, then write: cheaper than UPDATE … RETURNING, which makes
-        // SQLite build an ephemeral table per statement.
+        // A compact task's row is read, not written: its lease goes into the
+        // call's one journal row, and the row is written with the task's
+        // end, or after `leases::WRITE_DELAY` if it is still running then.
+        // Other tasks (with history rows of their own) are written at once.
         let mut read = conn
             .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1 AND status = 'queued'"))
             .map_err(backend)?;
-        let mut write = conn
-            .prepare_cached(
-                "UPDATE tasks SET status = 'running', attempt = ?2, started_at = ?3, updated_at = ?3, worker = ?4, \
-                 lease_token = ?5, lease_ms = ?6, progress = NULL, cancel_requested = 0 WHERE id = ?1",
-            )
-            .map_err(backend)?;
+        let mut entries = self.journal_entries(picked.len());
         let lease_ms = ms_i64(p.lease_ms);
         for id in picked {
             let row = read
@@ -635,8 +668,8 @@ impl State {
             task.worker = Some(p.worker.clone());
             task.progress = None;
             task.cancel_requested = false;
-            let token = lease_token(task.attempt);
-            write.execute(params![id.as_bytes(), task.attempt, p.now, p.worker, token, lease_ms]).map_err(backend)?;
+            let nonce = Uuid::new_v4();
+            let token = lease_token(task.attempt, nonce);
             if !compact {
                 self.append(
                     conn,
@@ -652,7 +685,7 @@ impl State {
                     ),
                 )?;
             }
-            let lease = LeaseState {
+            let mut lease = LeaseState {
                 token: token.clone(),
                 worker: p.worker.clone(),
                 queue: task.queue.clone(),
@@ -668,7 +701,15 @@ impl State {
                 cancel_requested: false,
                 compact,
                 workflow: task.workflow,
+                started_at: p.now,
+                journal: None,
             };
+            if compact {
+                lease.journal = Some(entries.seq());
+                entries.push(id, nonce);
+            } else {
+                leases::write_row(conn, id, &lease)?;
+            }
             task.lease = Some(Lease { token, expires_at: lease.expires_at });
             if !task.depends_on.is_empty() {
                 task.parents = Some(self.parents_of(conn, &task)?);
@@ -680,6 +721,7 @@ impl State {
             self.set_lease(id, lease);
             out.push(task);
         }
+        self.write_journal(conn, entries, p.now, &p.worker, p.lease_ms)?;
         Ok(out)
     }
 
@@ -721,6 +763,9 @@ impl State {
                 out.push(HeartbeatAnswer { task: hb.task, ok: false, cancel: true, expires_at: None });
                 continue;
             }
+            // A task that lives to a heartbeat is a long one: its row says
+            // `running` from now on.
+            self.write_lease(conn, hb.task)?;
             let Some(mut lease) = self.take_lease(hb.task) else { continue };
             lease.expires_at = p.now.saturating_add(ms_i64(lease.lease_ms));
             let answer = HeartbeatAnswer {
@@ -751,7 +796,7 @@ impl State {
                 continue;
             };
             let end = AttemptEnd::reported(c.outcome);
-            self.end_attempt(conn, c.task, &lease, end, p.now, "worker")?;
+            self.end_attempt(conn, c.task, lease, end, p.now, "worker")?;
             out.push(CompleteAnswer { task: c.task, ok: true });
         }
         Ok(out)
@@ -763,11 +808,12 @@ impl State {
         &mut self,
         conn: &Connection,
         id: Uuid,
-        lease: &LeaseState,
+        mut lease: LeaseState,
         end: AttemptEnd,
         now: Millis,
         actor: &str,
     ) -> Result<()> {
+        let lease = &mut lease;
         let running = Running {
             id,
             attempt: lease.attempt,
@@ -781,6 +827,12 @@ impl State {
         };
         let Decision { to, result, error, run_at, given_back, note, stays_compact, retrying } =
             decide(&running, end, now, actor);
+        // The common end (a compact task's worker reports its outcome)
+        // writes an unwritten lease along with the end, in one row update.
+        // Any other end writes the lease first, so that what follows reads
+        // and updates the row as it was while the task ran.
+        let lease_in_end = lease.journal.take_if(|_| stays_compact);
+        self.write_taken_lease(conn, id, lease)?;
         if !stays_compact {
             self.record(
                 conn,
@@ -798,20 +850,47 @@ impl State {
         }
         let error_json = error.as_ref().map(json);
         let result_text = result.as_ref().map(|r| r.get().to_owned());
-        if to.is_terminal() {
+        if let Some(seq) = lease_in_end {
+            conn.prepare_cached(
+                "UPDATE tasks SET status = ?2, result = ?3, error = ?4, finished_at = ?5, updated_at = ?5, \
+                 attempt = ?6, started_at = ?7, worker = ?8, lease_ms = ?9, progress = NULL, cancel_requested = 0 \
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id.as_bytes(),
+                    to.as_str(),
+                    result_text,
+                    error_json,
+                    now,
+                    lease.attempt,
+                    lease.started_at,
+                    lease.worker,
+                    ms_i64(lease.lease_ms)
+                ])
+            })
+            .map_err(backend)?;
+            self.resolve(conn, seq)
+        } else if to.is_terminal() {
             conn.prepare_cached(
                 "UPDATE tasks SET status = ?2, result = ?3, error = ?4, finished_at = ?5, updated_at = ?5, \
                  lease_token = NULL WHERE id = ?1",
             )
             .and_then(|mut s| s.execute(params![id.as_bytes(), to.as_str(), result_text, error_json, now]))
+            .map(|_| ())
+            .map_err(backend)
         } else {
+            // Stamped after the lease, so that a recovery never mistakes
+            // this row for one whose lease was not written (see `leases`).
+            let stamp = self.clock(now.max(lease.started_at.saturating_add(1)));
             conn.prepare_cached(
                 "UPDATE tasks SET status = ?2, error = coalesce(?3, error), run_at = ?4, updated_at = ?5, \
                  lease_token = NULL, attempt = attempt - ?6 WHERE id = ?1",
             )
-            .and_then(|mut s| s.execute(params![id.as_bytes(), to.as_str(), error_json, run_at, now, given_back]))
-        }
-        .map_err(backend)?;
+            .and_then(|mut s| s.execute(params![id.as_bytes(), to.as_str(), error_json, run_at, stamp, given_back]))
+            .map(|_| ())
+            .map_err(backend)
+        }?;
         let moved = Move::new(id, (&lease.name, &lease.queue, lease.attempt), Some(Status::Running), to, now);
         self.moved(conn, &Move { retrying, workflow: Some(lease.workflow), ..moved })?;
         match to {
@@ -825,6 +904,7 @@ impl State {
     /// Writes a compact row's history out as rows, so that a transition off
     /// the common path can be appended after it.
     fn materialize(&mut self, conn: &Connection, id: Uuid) -> Result<()> {
+        self.write_lease(conn, id)?;
         let row = conn
             .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1 AND compact = 1"))
             .and_then(|mut s| s.query_row([id.as_bytes()], task_from_row).optional())
@@ -870,7 +950,9 @@ impl State {
         Ok(())
     }
 
-    pub(crate) fn read_task(conn: &Connection, id: Uuid) -> Result<Task> {
+    /// Reads a task's row, writing its lease into it first if need be.
+    pub(crate) fn read_task(&mut self, conn: &Connection, id: Uuid) -> Result<Task> {
+        self.write_lease(conn, id)?;
         conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
             .and_then(|mut s| s.query_row([id.as_bytes()], task_from_row).optional())
             .map_err(backend)?
@@ -879,7 +961,7 @@ impl State {
 
     pub(crate) fn cancel(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<Task> {
         let now = self.clock(now);
-        let task = Self::read_task(conn, id)?;
+        let task = self.read_task(conn, id)?;
         match task.status {
             Status::Running => {
                 if !task.cancel_requested {
@@ -890,7 +972,7 @@ impl State {
                         lease.cancel_requested = true;
                     }
                 }
-                Self::read_task(conn, id)
+                self.read_task(conn, id)
             }
             Status::Pending | Status::Queued => {
                 self.disarm_approval(id);
@@ -923,7 +1005,7 @@ impl State {
                     &Move::new(id, (&task.name, &task.queue, task.attempt), Some(task.status), Status::Cancelled, now),
                 )?;
                 self.ended(conn, id, now)?;
-                Self::read_task(conn, id)
+                self.read_task(conn, id)
             }
             status => Err(StoreError::InvalidTransition {
                 id,
@@ -935,7 +1017,7 @@ impl State {
 
     pub(crate) fn retry(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<Task> {
         let now = self.clock(now);
-        let task = Self::read_task(conn, id)?;
+        let task = self.read_task(conn, id)?;
         if !task.status.can_manual_retry() {
             return Err(StoreError::InvalidTransition {
                 id,
@@ -968,7 +1050,7 @@ impl State {
         )?;
         self.arm_approval(id, &task.name, task.timeout_ms, now);
         self.push_ready(&task.queue, &task.name, task.priority, now, id);
-        Self::read_task(conn, id)
+        self.read_task(conn, id)
     }
 
     pub(crate) fn tick(&mut self, conn: &Connection, now: Millis) -> Result<TickOutcome> {
@@ -1027,7 +1109,7 @@ impl State {
                 outcome.expired += 1;
                 AttemptEnd::Lost
             };
-            self.end_attempt(conn, id, &lease, end, now, "server")?;
+            self.end_attempt(conn, id, lease, end, now, "server")?;
         }
         while let Some(&(due, id)) = self.approval_deadlines.first() {
             if due > now {

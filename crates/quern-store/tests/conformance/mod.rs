@@ -93,6 +93,8 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     purge_deletes_only_old_finished_tasks(&mut make()).await;
     restart_holds_running_tasks_for_their_lease(&mut make()).await;
     released_tasks_requeue_at_once_without_counting(&mut make()).await;
+    leases_are_seen_at_once(&mut make()).await;
+    a_restart_right_after_a_lease_keeps_it(&mut make()).await;
     workflows_release_and_skip_along_conditions(&mut make()).await;
     approvals_wait_for_a_decision(&mut make()).await;
     cancelling_a_workflow_cancels_what_is_unfinished(&mut make()).await;
@@ -473,6 +475,58 @@ pub async fn released_tasks_requeue_at_once_without_counting(f: &mut impl Factor
     let to: Vec<Status> = s.history(id).await.unwrap().iter().map(|e| e.to).collect();
     use Status::*;
     assert_eq!(to, [Queued, Running, Queued, Running, Succeeded]);
+}
+
+/// A lease is what every read shows at once (the row, a list by status, the
+/// history), and its attempt, worker and start stay on the task after its
+/// end.
+pub async fn leases_are_seen_at_once(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let a = submit_one(&*s, r#"{"name":"a"}"#).await;
+    let b = submit_one(&*s, r#"{"name":"b"}"#).await;
+    let leased = s.lease(lease(2, 30_000, T0 + 5)).await.unwrap();
+    let got = s.get(a).await.unwrap();
+    assert_eq!(
+        (got.status, got.attempt, got.worker.as_deref(), got.started_at),
+        (Status::Running, 1, Some("w1"), Some(T0 + 5))
+    );
+    let running =
+        s.list(ListQuery { statuses: vec![Status::Running], limit: 10, ..ListQuery::default() }).await.unwrap();
+    assert_eq!(running.tasks.len(), 2, "both leases are listed as running");
+    let moves: Vec<Status> = s.history(b).await.unwrap().iter().map(|e| e.to).collect();
+    assert_eq!(moves, [Status::Queued, Status::Running]);
+    let tb = leased.iter().find(|t| t.id == b).unwrap();
+    assert!(complete(&*s, b, &token(tb), ok("2"), T0 + 6).await);
+    let done = s.get(b).await.unwrap();
+    assert_eq!(
+        (done.status, done.attempt, done.worker.as_deref(), done.started_at, done.finished_at),
+        (Status::Succeeded, 1, Some("w1"), Some(T0 + 5), Some(T0 + 6))
+    );
+}
+
+/// A restart right after a lease keeps it (held back as running, its token
+/// still good), while tasks leased alongside it that were given back or
+/// finished in that same millisecond stay as they ended.
+pub async fn a_restart_right_after_a_lease_keeps_it(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let a = submit_one(&*s, r#"{"name":"a"}"#).await;
+    let b = submit_one(&*s, r#"{"name":"b"}"#).await;
+    let c = submit_one(&*s, r#"{"name":"c"}"#).await;
+    let leased = s.lease(lease(3, 2_000, T0)).await.unwrap();
+    let token_of = |id: Uuid| token(leased.iter().find(|t| t.id == id).unwrap());
+    assert!(complete(&*s, b, &token_of(b), Outcome::Released, T0).await);
+    assert!(complete(&*s, c, &token_of(c), ok("3"), T0).await);
+    drop(s);
+    let s = f.reopen(T0 + 10_000);
+    let again = s.lease(lease(10, 30_000, T0 + 10_000)).await.unwrap();
+    assert_eq!(again.iter().map(|t| t.id).collect::<Vec<_>>(), [b], "only the given-back task is leasable");
+    assert_eq!(again[0].attempt, 1, "the given-back attempt did not count");
+    let held = s.get(a).await.unwrap();
+    assert_eq!((held.status, held.attempt, held.started_at), (Status::Running, 1, Some(T0)));
+    assert_eq!(s.get(c).await.unwrap().status, Status::Succeeded);
+    assert!(complete(&*s, a, &token_of(a), ok("1"), T0 + 10_001).await, "a pre-restart token still completes");
+    let moves: Vec<Status> = s.history(a).await.unwrap().iter().map(|e| e.to).collect();
+    assert_eq!(moves, [Status::Queued, Status::Running, Status::Succeeded]);
 }
 
 /// A workflow node in a test: key, task name, parents with conditions.

@@ -161,7 +161,7 @@ impl State {
         now: Millis,
     ) -> Result<Task> {
         let now = self.clock(now);
-        let task = Self::read_task(conn, id)?;
+        let task = self.read_task(conn, id)?;
         if task.name != APPROVAL {
             return Err(StoreError::InvalidTransition {
                 id,
@@ -211,13 +211,13 @@ impl State {
         .map_err(backend)?;
         self.moved(conn, &Move::new(id, (&task.name, &task.queue, task.attempt), Some(Status::Queued), to, now))?;
         self.ended(conn, id, now)?;
-        Self::read_task(conn, id)
+        self.read_task(conn, id)
     }
 
     /// Ends an approval that got no decision within its `timeout_ms`:
     /// `timed_out`, error kind `timeout`. Answers whether it did.
     pub(super) fn time_out_approval(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<bool> {
-        let task = match Self::read_task(conn, id) {
+        let task = match self.read_task(conn, id) {
             Ok(t) => t,
             Err(StoreError::NotFound(_)) => return Ok(false),
             Err(e) => return Err(e),
