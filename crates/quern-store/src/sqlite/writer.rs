@@ -570,7 +570,7 @@ impl State {
             }
             // The task answered must be the task as it is, lease and all.
             let found = match found {
-                Some(f) if self.leases.contains_key(&f.id) => Some(self.read_task(conn, f.id)?),
+                Some(f) if self.is_unwritten(f.id) => Some(self.read_task(conn, f.id)?),
                 other => other,
             };
             existing.push(found);
@@ -850,11 +850,14 @@ impl State {
         }
         let error_json = error.as_ref().map(json);
         let result_text = result.as_ref().map(|r| r.get().to_owned());
-        if let Some(seq) = lease_in_end {
+        if to.is_terminal() {
+            // The lease's own columns too: the same values when the lease
+            // is written, its only record when it is not. (An unwritten
+            // lease is a compact task's first attempt, so its row's progress
+            // and cancel flag are still clear.)
             conn.prepare_cached(
                 "UPDATE tasks SET status = ?2, result = ?3, error = ?4, finished_at = ?5, updated_at = ?5, \
-                 attempt = ?6, started_at = ?7, worker = ?8, lease_ms = ?9, progress = NULL, cancel_requested = 0 \
-                 WHERE id = ?1",
+                 lease_token = NULL, attempt = ?6, started_at = ?7, worker = ?8, lease_ms = ?9 WHERE id = ?1",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -870,15 +873,7 @@ impl State {
                 ])
             })
             .map_err(backend)?;
-            self.resolve(conn, seq)
-        } else if to.is_terminal() {
-            conn.prepare_cached(
-                "UPDATE tasks SET status = ?2, result = ?3, error = ?4, finished_at = ?5, updated_at = ?5, \
-                 lease_token = NULL WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id.as_bytes(), to.as_str(), result_text, error_json, now]))
-            .map(|_| ())
-            .map_err(backend)
+            lease_in_end.map_or(Ok(()), |seq| self.resolve(conn, seq))
         } else {
             // Stamped after the lease, so that a recovery never mistakes
             // this row for one whose lease was not written (see `leases`).

@@ -66,15 +66,13 @@ impl Journal {
 /// A lease call's journal row, filled while the call leases.
 pub(super) struct Entries {
     seq: i64,
-    bytes: Vec<u8>,
-    ids: Vec<Uuid>,
+    /// Each lease's task id and token nonce.
+    leases: Vec<(Uuid, Uuid)>,
 }
 
 impl Entries {
     pub(super) fn push(&mut self, id: Uuid, nonce: Uuid) {
-        self.bytes.extend_from_slice(id.as_bytes());
-        self.bytes.extend_from_slice(nonce.as_bytes());
-        self.ids.push(id);
+        self.leases.push((id, nonce));
     }
 
     /// The journal row these entries go in.
@@ -103,12 +101,20 @@ pub(super) fn write_row(conn: &Connection, id: Uuid, lease: &LeaseState) -> Resu
     Ok(())
 }
 
+/// Writes an unwritten lease into its row; answers the journal row it
+/// leaves, to be resolved.
+fn write_out(conn: &Connection, id: Uuid, lease: &mut LeaseState) -> Result<Option<i64>> {
+    let Some(seq) = lease.journal.take() else { return Ok(None) };
+    write_row(conn, id, lease)?;
+    Ok(Some(seq))
+}
+
 impl State {
     /// Starts a lease call's journal row.
     pub(super) fn journal_entries(&mut self, capacity: usize) -> Entries {
         let seq = self.journal.next_seq;
         self.journal.next_seq += 1;
-        Entries { seq, bytes: Vec::with_capacity(capacity * ENTRY), ids: Vec::with_capacity(capacity) }
+        Entries { seq, leases: Vec::with_capacity(capacity) }
     }
 
     /// Writes a lease call's journal row; its leases are now unwritten.
@@ -120,18 +126,23 @@ impl State {
         worker: &str,
         lease_ms: u64,
     ) -> Result<()> {
-        if entries.ids.is_empty() {
+        if entries.leases.is_empty() {
             return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(entries.leases.len() * ENTRY);
+        for (id, nonce) in &entries.leases {
+            bytes.extend_from_slice(id.as_bytes());
+            bytes.extend_from_slice(nonce.as_bytes());
         }
         conn.prepare_cached(
             "INSERT INTO lease_journal (seq, at, worker, lease_ms, leases) VALUES (?1, ?2, ?3, ?4, ?5)",
         )
-        .and_then(|mut s| s.execute(params![entries.seq, at, worker, crate::ms_i64(lease_ms), entries.bytes]))
+        .and_then(|mut s| s.execute(params![entries.seq, at, worker, crate::ms_i64(lease_ms), bytes]))
         .map_err(backend)?;
-        self.journal.open.insert(entries.seq, entries.ids.len());
-        self.journal.unwritten += entries.ids.len();
+        self.journal.open.insert(entries.seq, entries.leases.len());
+        self.journal.unwritten += entries.leases.len();
         let now = Instant::now();
-        self.journal.due.extend(entries.ids.into_iter().map(|id| (now, id)));
+        self.journal.due.extend(entries.leases.into_iter().map(|(id, _)| (now, id)));
         Ok(())
     }
 
@@ -151,20 +162,23 @@ impl State {
         Ok(())
     }
 
+    /// Whether the task holds a lease its row does not show yet.
+    pub(super) fn is_unwritten(&self, id: Uuid) -> bool {
+        self.leases.get(&id).is_some_and(|l| l.journal.is_some())
+    }
+
     /// Writes the task's lease into its row if it is not written yet.
     pub(super) fn write_lease(&mut self, conn: &Connection, id: Uuid) -> Result<()> {
         let Some(lease) = self.leases.get_mut(&id) else { return Ok(()) };
-        let Some(seq) = lease.journal.take() else { return Ok(()) };
-        write_row(conn, id, lease)?;
-        self.resolve(conn, seq)
+        let seq = write_out(conn, id, lease)?;
+        seq.map_or(Ok(()), |seq| self.resolve(conn, seq))
     }
 
     /// Writes a lease that was taken out of memory (its attempt is ending)
     /// into its row, if it is not written yet.
     pub(super) fn write_taken_lease(&mut self, conn: &Connection, id: Uuid, lease: &mut LeaseState) -> Result<()> {
-        let Some(seq) = lease.journal.take() else { return Ok(()) };
-        write_row(conn, id, lease)?;
-        self.resolve(conn, seq)
+        let seq = write_out(conn, id, lease)?;
+        seq.map_or(Ok(()), |seq| self.resolve(conn, seq))
     }
 
     /// Writes the leases taken at least [`WRITE_DELAY`] ago that are still
@@ -185,7 +199,7 @@ impl State {
     /// `None` when no lease is unwritten.
     pub(super) fn next_lease_write(&mut self) -> Option<Duration> {
         while let Some(&(at, id)) = self.journal.due.front() {
-            if self.leases.get(&id).is_some_and(|l| l.journal.is_some()) {
+            if self.is_unwritten(id) {
                 return Some(WRITE_DELAY.saturating_sub(at.elapsed()));
             }
             self.journal.due.pop_front();
