@@ -57,7 +57,8 @@ struct Args {
     /// Worker loops in e2e and depth [default: 4].
     #[arg(long)]
     workers: Option<usize>,
-    /// Tasks leased and completed at each depth [default: 20000, quick 2000].
+    /// Tasks leased and completed in each of the five rounds at each depth
+    /// [default: 20000, quick 2000].
     #[arg(long)]
     depth_tasks: Option<u64>,
     /// Leave out depths above this many queued tasks.

@@ -1,8 +1,9 @@
 //! Lease + complete throughput with a deep queue. At each depth D the queue
 //! is filled to D + M queued tasks by batch submits, then M tasks are leased
-//! and completed in batches of 500 by the worker loops, leaving D queued for
-//! the next, deeper step. Server RSS is read after the fill and after the
-//! measurement.
+//! and completed in batches of 500 by the worker loops, leaving D queued;
+//! that is done [`ROUNDS`] times (the queue refilled before each) and the
+//! row sums the rounds, then the next, deeper step follows. Server RSS is
+//! read after the first fill and after the last round.
 
 use super::{Ctx, drain, expect_count, fill, queue_count, secs};
 use crate::report::group;
@@ -18,6 +19,10 @@ const FILL_CONNS: usize = 4;
 const LEASE_MAX: u64 = 500;
 /// How long a lease may park.
 const WAIT_MS: u64 = 1_000;
+/// Measured rounds at each depth. One round of 20,000 tasks takes about a
+/// tenth of a second, too short to stand against the machine's noise alone;
+/// the queue stays between D and D + M in every round.
+const ROUNDS: usize = 5;
 
 fn depth_label(d: u64) -> String {
     match d {
@@ -35,35 +40,38 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     depths.sort_unstable();
     let mut rows = Vec::new();
     for d in depths {
-        let queued = queue_count(&mut control, &queue, "queued").await?;
-        let add = (d + m).saturating_sub(queued);
-        let t0 = Instant::now();
-        fill(ctx.connect_many(FILL_CONNS).await?, &queue, add, FILL_BATCH).await?;
-        let fill_s = secs(t0, Instant::now());
-        expect_count(&mut control, &queue, "queued", queued + add).await?;
-        let filled_mem = ctx.pid.map(memory_of).transpose()?;
+        let variant = format!("{} queued, {} workers × lease {LEASE_MAX}", depth_label(d), ctx.opts.workers);
+        let mut rounds = Vec::with_capacity(ROUNDS);
+        let mut first_fill = None;
+        for _ in 0..ROUNDS {
+            let queued = queue_count(&mut control, &queue, "queued").await?;
+            let add = (d + m).saturating_sub(queued);
+            let t0 = Instant::now();
+            fill(ctx.connect_many(FILL_CONNS).await?, &queue, add, FILL_BATCH).await?;
+            let fill_s = secs(t0, Instant::now());
+            expect_count(&mut control, &queue, "queued", queued + add).await?;
+            if first_fill.is_none() {
+                let mem = ctx.pid.map(memory_of).transpose()?;
+                first_fill = Some((add, fill_s, queued + add, mem));
+            }
 
-        let cpu0 = ctx.cpu()?;
-        let start = Instant::now();
-        let last = drain(ctx.connect_many(ctx.opts.workers).await?, &queue, m, LEASE_MAX, WAIT_MS).await?;
-        let end = last.unwrap_or_else(Instant::now);
-        let cpu1 = ctx.cpu()?;
-        expect_count(&mut control, &queue, "queued", queued + add - m).await?;
+            let cpu0 = ctx.cpu()?;
+            let start = Instant::now();
+            let last = drain(ctx.connect_many(ctx.opts.workers).await?, &queue, m, LEASE_MAX, WAIT_MS).await?;
+            let end = last.unwrap_or_else(Instant::now);
+            let cpu1 = ctx.cpu()?;
+            expect_count(&mut control, &queue, "queued", queued + add - m).await?;
+            rounds.push(Row::throughput("depth", &variant, m, secs(start, end)).with_cpu(&cpu0, &cpu1));
+        }
 
-        let mut row = Row::throughput(
-            "depth",
-            &format!("{} queued, {} workers × lease {LEASE_MAX}", depth_label(d), ctx.opts.workers),
-            m,
-            secs(start, end),
-        )
-        .with_cpu(&cpu0, &cpu1);
-        #[allow(clippy::cast_precision_loss)]
-        let (added, fill_rate) = (add as f64, add as f64 / fill_s.max(1e-9));
-        row.note = format!("filled {} at {}/s", group(added, 0), group(fill_rate, 0));
-        if let Some(mem) = filled_mem {
+        let mut row = sum_rounds(&variant, &rounds);
+        if let Some((added, fill_s, full, mem)) = first_fill {
             #[allow(clippy::cast_precision_loss)]
-            let full = (queued + add) as f64;
-            row.note.push_str(&format!("; RSS {:.1} MB with {} queued", mem.rss_mb, group(full, 0)));
+            let (added, full) = (added as f64, full as f64);
+            row.note.push_str(&format!("; filled {} at {}/s", group(added, 0), group(added / fill_s.max(1e-9), 0)));
+            if let Some(mem) = mem {
+                row.note.push_str(&format!("; RSS {:.1} MB with {} queued", mem.rss_mb, group(full, 0)));
+            }
         }
         if let Some(pid) = ctx.pid {
             let mem = memory_of(pid)?;
@@ -75,9 +83,36 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// One row for all rounds at a depth: their tasks over their time, their
+/// CPU summed, and the slowest and fastest round in the note.
+fn sum_rounds(variant: &str, rounds: &[Row]) -> Row {
+    let tasks = rounds.iter().map(|r| r.tasks).sum();
+    let seconds = rounds.iter().map(|r| r.seconds).sum();
+    let mut row = Row::throughput("depth", variant, tasks, seconds);
+    row.server_cpu_s = rounds.iter().map(|r| r.server_cpu_s).sum();
+    row.client_cpu_s = rounds.iter().map(|r| r.client_cpu_s).sum();
+    row.other_cpu_s = rounds.iter().map(|r| r.other_cpu_s).sum();
+    let rates = rounds.iter().filter_map(|r| r.tasks_per_s);
+    let (slowest, fastest) = rates.fold((f64::INFINITY, 0.0_f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
+    let each = rounds.first().map_or(0, |r| r.tasks);
+    #[allow(clippy::cast_precision_loss)]
+    let each = group(each as f64, 0);
+    row.note = format!("{} rounds of {each}: {}–{}/s", rounds.len(), group(slowest, 0), group(fastest, 0));
+    row
+}
+
 #[cfg(test)]
 mod tests {
-    use super::depth_label;
+    use super::{depth_label, sum_rounds};
+    use crate::Row;
+
+    #[test]
+    fn rounds_are_summed() {
+        let rounds = [Row::throughput("depth", "v", 100, 1.0), Row::throughput("depth", "v", 100, 0.25)];
+        let row = sum_rounds("v", &rounds);
+        assert_eq!((row.tasks, row.seconds, row.tasks_per_s), (200, 1.25, Some(160.0)));
+        assert_eq!(row.note, "2 rounds of 100: 100–400/s");
+    }
 
     #[test]
     fn labels() {

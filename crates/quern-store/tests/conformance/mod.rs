@@ -26,9 +26,9 @@ pub trait Factory {
     fn reopen(&mut self, now: Millis) -> Arc<dyn Store>;
 }
 
-const T0: Millis = 1_800_000_000_000;
+pub const T0: Millis = 1_800_000_000_000;
 
-fn spec(json: &str) -> quern_core::NewTask {
+pub fn spec(json: &str) -> quern_core::NewTask {
     let s: TaskSpec = serde_json::from_str(json).unwrap();
     s.validate(&ExecutionDefaults::default(), Uuid::now_v7(), T0).unwrap()
 }
@@ -38,11 +38,11 @@ fn spec_at(json: &str, now: Millis) -> quern_core::NewTask {
     s.validate(&ExecutionDefaults::default(), Uuid::now_v7(), now).unwrap()
 }
 
-fn lease(max: usize, lease_ms: u64, now: Millis) -> LeaseParams {
+pub fn lease(max: usize, lease_ms: u64, now: Millis) -> LeaseParams {
     LeaseParams { worker: "w1".into(), queues: vec!["default".into()], names: None, max, lease_ms, now }
 }
 
-fn ok(result: &str) -> Outcome {
+pub fn ok(result: &str) -> Outcome {
     Outcome::Succeeded { result: RawValue::from_string(result.to_owned()).unwrap() }
 }
 
@@ -50,7 +50,7 @@ fn fail(retry: bool) -> Outcome {
     Outcome::Failed { error: TaskError::new(ErrorKind::Exception, "boom"), retry }
 }
 
-async fn complete(s: &dyn Store, id: Uuid, token: &str, outcome: Outcome, now: Millis) -> bool {
+pub async fn complete(s: &dyn Store, id: Uuid, token: &str, outcome: Outcome, now: Millis) -> bool {
     let answers = s
         .complete(CompleteParams {
             worker: "w1".into(),
@@ -62,11 +62,11 @@ async fn complete(s: &dyn Store, id: Uuid, token: &str, outcome: Outcome, now: M
     answers[0].ok
 }
 
-fn token(t: &quern_core::Task) -> String {
+pub fn token(t: &quern_core::Task) -> String {
     t.lease.as_ref().unwrap().token.clone()
 }
 
-async fn submit_one(s: &dyn Store, json: &str) -> Uuid {
+pub async fn submit_one(s: &dyn Store, json: &str) -> Uuid {
     s.submit(vec![spec(json)]).await.unwrap()[0].task.id
 }
 
