@@ -1,6 +1,7 @@
 //! The HTTP API (v1): thin handlers that parse, call the engine, and render.
 //! Routes are built by [`router`], so tests can drive them without a socket.
 
+mod answer;
 mod body;
 mod error;
 mod events;

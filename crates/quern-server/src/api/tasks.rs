@@ -2,6 +2,7 @@
 //! retry, history.
 
 use super::AppState;
+use super::answer::tasks_json;
 use super::body::{Body, QueryPairs, RawBody, parse, task_id};
 use super::error::ApiError;
 use axum::Json;
@@ -80,7 +81,8 @@ pub(super) async fn submit_batch(State(engine): State<AppState>, RawBody(bytes):
     }
     let submitted = engine.submit_batch(specs).await?;
     let tasks: Vec<_> = submitted.into_iter().map(|s| s.task).collect();
-    Ok((StatusCode::CREATED, Json(Tasks { tasks, next_cursor: None })).into_response())
+    let n = tasks.len();
+    tasks_json(StatusCode::CREATED, &Tasks { tasks, next_cursor: None }, n)
 }
 
 pub(super) async fn get(State(engine): State<AppState>, Path(id): Path<String>, q: QueryPairs) -> Answer {
@@ -119,7 +121,8 @@ pub(super) async fn list(State(engine): State<AppState>, q: QueryPairs) -> Answe
         }
     }
     let page = engine.list(query).await?;
-    Ok(Json(Tasks { tasks: page.tasks, next_cursor: Some(page.next_cursor) }).into_response())
+    let n = page.tasks.len();
+    tasks_json(StatusCode::OK, &Tasks { tasks: page.tasks, next_cursor: Some(page.next_cursor) }, n)
 }
 
 pub(super) async fn cancel(State(engine): State<AppState>, Path(id): Path<String>) -> Answer {

@@ -1,14 +1,16 @@
 //! The worker protocol: lease (long-poll), heartbeat, complete.
 
 use super::AppState;
+use super::answer::tasks_json;
 use super::body::Body;
 use super::error::ApiError;
 use axum::Json;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use quern_core::{ErrorKind, Outcome, Progress, TaskError};
 use quern_store::{CompleteParams, Completion, HeartbeatLease, HeartbeatParams, LeaseParams};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -74,7 +76,8 @@ pub(super) async fn lease(State(engine): State<AppState>, Body(req): Body<LeaseR
     }
     let params = LeaseParams { worker: req.worker, queues, names: req.names, max: max as usize, lease_ms, now: 0 };
     let tasks = engine.lease(params, Duration::from_millis(wait_ms)).await?;
-    Ok(Json(Leased { tasks }).into_response())
+    let n = tasks.len();
+    tasks_json(StatusCode::OK, &Leased { tasks }, n)
 }
 
 #[derive(Deserialize)]
@@ -96,7 +99,7 @@ struct HeartbeatItem {
 pub(super) async fn heartbeat(
     State(engine): State<AppState>,
     Body(req): Body<HeartbeatRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Heartbeats>, ApiError> {
     check_worker(&req.worker)?;
     if req.leases.len() > MAX_ITEMS {
         return Err(ApiError::invalid_field("leases", format!("at most {MAX_ITEMS} per heartbeat")));
@@ -111,18 +114,30 @@ pub(super) async fn heartbeat(
         leases.push(HeartbeatLease { task: l.task, token: l.token, progress: l.progress });
     }
     let answers = engine.heartbeat(HeartbeatParams { worker: req.worker, leases, now: 0 }).await?;
-    let leases: Vec<Value> = answers
+    let leases = answers
         .into_iter()
-        .map(|a| {
-            json!({
-                "task": a.task,
-                "ok": a.ok,
-                "cancel": a.cancel,
-                "expires_at": a.expires_at.map(quern_core::time::format_rfc3339),
-            })
+        .map(|a| HeartbeatAnswer {
+            task: a.task,
+            ok: a.ok,
+            cancel: a.cancel,
+            expires_at: a.expires_at.map(quern_core::time::format_rfc3339),
         })
         .collect();
-    Ok(Json(json!({ "leases": leases })))
+    Ok(Json(Heartbeats { leases }))
+}
+
+/// The answer to a heartbeat, serialized straight from the structs.
+#[derive(Serialize)]
+pub(super) struct Heartbeats {
+    leases: Vec<HeartbeatAnswer>,
+}
+
+#[derive(Serialize)]
+struct HeartbeatAnswer {
+    task: Uuid,
+    ok: bool,
+    cancel: bool,
+    expires_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -157,7 +172,7 @@ struct CompleteItem {
 pub(super) async fn complete(
     State(engine): State<AppState>,
     Body(req): Body<CompleteRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Completed>, ApiError> {
     check_worker(&req.worker)?;
     if req.results.len() > MAX_ITEMS {
         return Err(ApiError::invalid_field("results", format!("at most {MAX_ITEMS} per completion")));
@@ -179,21 +194,39 @@ pub(super) async fn complete(
         results.push(Completion { task: item.task, token: item.token, outcome });
     }
     let answers = engine.complete(CompleteParams { worker: req.worker, results, now: 0 }).await?;
-    let results: Vec<Value> = answers
+    let results = answers
         .into_iter()
-        .map(|a| {
-            if a.ok {
-                json!({"task": a.task, "ok": true})
-            } else {
-                json!({"task": a.task, "ok": false, "error": {
-                    "code": "stale_lease",
-                    "message": "this token is not the task's current lease (it expired, was re-leased, or the task ended)",
-                }})
-            }
-        })
+        .map(|a| CompletionAnswer { task: a.task, ok: a.ok, error: (!a.ok).then_some(STALE_LEASE) })
         .collect();
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(Completed { results }))
 }
+
+/// The answer to a completion, serialized straight from the structs (a
+/// `json!` value per result cost several allocations each).
+#[derive(Serialize)]
+pub(super) struct Completed {
+    results: Vec<CompletionAnswer>,
+}
+
+#[derive(Serialize)]
+struct CompletionAnswer {
+    task: Uuid,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Refusal>,
+}
+
+/// Why a result was not taken.
+#[derive(Serialize, Clone, Copy)]
+struct Refusal {
+    code: &'static str,
+    message: &'static str,
+}
+
+const STALE_LEASE: Refusal = Refusal {
+    code: "stale_lease",
+    message: "this token is not the task's current lease (it expired, was re-leased, or the task ended)",
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
