@@ -42,17 +42,22 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     for d in depths {
         let variant = format!("{} queued, {} workers × lease {LEASE_MAX}", depth_label(d), ctx.opts.workers);
         let mut rounds = Vec::with_capacity(ROUNDS);
-        let mut first_fill = None;
-        for _ in 0..ROUNDS {
+        // What the first fill (the one that reaches the depth) took.
+        let mut fill_note = String::new();
+        for round in 0..ROUNDS {
             let queued = queue_count(&mut control, &queue, "queued").await?;
             let add = (d + m).saturating_sub(queued);
             let t0 = Instant::now();
             fill(ctx.connect_many(FILL_CONNS).await?, &queue, add, FILL_BATCH).await?;
             let fill_s = secs(t0, Instant::now());
             expect_count(&mut control, &queue, "queued", queued + add).await?;
-            if first_fill.is_none() {
-                let mem = ctx.pid.map(memory_of).transpose()?;
-                first_fill = Some((add, fill_s, queued + add, mem));
+            if round == 0 {
+                #[allow(clippy::cast_precision_loss)]
+                let (added, full) = (add as f64, (queued + add) as f64);
+                fill_note = format!("; filled {} at {}/s", group(added, 0), group(added / fill_s.max(1e-9), 0));
+                if let Some(mem) = ctx.pid.map(memory_of).transpose()? {
+                    fill_note.push_str(&format!("; RSS {:.1} MB with {} queued", mem.rss_mb, group(full, 0)));
+                }
             }
 
             let cpu0 = ctx.cpu()?;
@@ -65,14 +70,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         }
 
         let mut row = sum_rounds(&variant, &rounds);
-        if let Some((added, fill_s, full, mem)) = first_fill {
-            #[allow(clippy::cast_precision_loss)]
-            let (added, full) = (added as f64, full as f64);
-            row.note.push_str(&format!("; filled {} at {}/s", group(added, 0), group(added / fill_s.max(1e-9), 0)));
-            if let Some(mem) = mem {
-                row.note.push_str(&format!("; RSS {:.1} MB with {} queued", mem.rss_mb, group(full, 0)));
-            }
-        }
+        row.note.push_str(&fill_note);
         if let Some(pid) = ctx.pid {
             let mem = memory_of(pid)?;
             row.rss_mb = Some(mem.rss_mb);

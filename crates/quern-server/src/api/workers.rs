@@ -217,7 +217,7 @@ struct CompletionAnswer {
 }
 
 /// Why a result was not taken.
-#[derive(Serialize, Clone, Copy)]
+#[derive(Serialize)]
 struct Refusal {
     code: &'static str,
     message: &'static str,
