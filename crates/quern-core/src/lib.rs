@@ -27,7 +27,7 @@ pub mod task;
 pub mod time;
 pub mod workflow;
 
-pub use error::{ValidationError, ValidationResult};
+pub use error::{Rule, ValidationError, ValidationResult};
 pub use event::{Event, EventFilter, EventSpec, NewEvent};
 pub use retry::{Backoff, RetryPolicy, jitter_unit};
 pub use schedule::{Overlap, Schedule, ScheduleSpec, Timing};

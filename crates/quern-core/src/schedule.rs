@@ -260,10 +260,8 @@ impl ScheduleSpec {
                 ));
             }
         };
-        if let Some(d) = &self.description
-            && d.len() > MAX_DESCRIPTION_LEN
-        {
-            return Err(ValidationError::new("description", format!("must be at most {MAX_DESCRIPTION_LEN} bytes")));
+        if let Some(d) = &self.description {
+            crate::spec::check_text("description", d, MAX_DESCRIPTION_LEN)?;
         }
         check_template(&self.task, defaults, now)?;
         let timing_key = serde_json::json!({
@@ -354,7 +352,19 @@ fn parse_every(every: &Every) -> ValidationResult<u64> {
 /// Local times `at` may be written in, read in the schedule's zone.
 const LOCAL_FORMATS: [&str; 4] = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
 
+/// Reads `at`: a time Quern can render, 1970 to 9999 UTC, or an error.
 fn parse_at(at: &str, zone: Tz) -> ValidationResult<Millis> {
+    let ms = parse_at_any(at, zone)?;
+    if !crate::time::in_range(ms) {
+        return Err(ValidationError::new(
+            "at",
+            format!("{at:?} is outside the times Quern takes (1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z)"),
+        ));
+    }
+    Ok(ms)
+}
+
+fn parse_at_any(at: &str, zone: Tz) -> ValidationResult<Millis> {
     let at = at.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(at) {
         return Ok(t.with_timezone(&Utc).timestamp_millis());

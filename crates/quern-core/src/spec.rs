@@ -31,6 +31,20 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3_600_000;
 /// The longest delay: 366 days.
 pub const MAX_DELAY_MS: u64 = 366 * 24 * 3_600_000;
+/// The deepest nesting of arrays and objects Quern takes in any JSON a
+/// client sends: input, results, error details, event payloads, schemas.
+/// Deeper JSON is refused, so no reader (a worker in any language, the
+/// server itself) meets a document that exhausts its stack.
+pub const MAX_JSON_DEPTH: usize = 64;
+/// The longest progress message, in bytes.
+pub const MAX_PROGRESS_MESSAGE_LEN: usize = 1_024;
+/// The longest error message a worker reports, in bytes.
+pub const MAX_ERROR_MESSAGE_LEN: usize = 65_536;
+/// The longest name in an approval's `by`, in bytes.
+pub const MAX_APPROVER_LEN: usize = 200;
+/// The longest approval comment, in bytes.
+pub const MAX_COMMENT_LEN: usize = 4_096;
+
 /// The most attempts a task may have.
 pub const MAX_ATTEMPTS: u32 = 1_000;
 
@@ -134,11 +148,11 @@ impl TaskSpec {
         let retry = self.retry.unwrap_or(defaults.retry);
         retry.validate("retry")?;
         if let Some(key) = &self.idempotency_key
-            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.contains('\0'))
         {
             return Err(ValidationError::new(
                 "idempotency_key",
-                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes without NUL characters"),
             ));
         }
         let run_at = match (self.delay_ms, &self.run_at) {
@@ -161,6 +175,7 @@ impl TaskSpec {
             (None, None) => now,
         };
         let input = self.input.map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned());
+        check_json_depth("input", &input)?;
         let digest =
             spec_digest(&self.name, &queue, &input, self.priority, &self.metadata, max_attempts, timeout_ms, &retry);
         Ok(NewTask {
@@ -253,14 +268,53 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> ValidationResult<()> {
         return Err(ValidationError::new("metadata", format!("at most {MAX_METADATA_ENTRIES} entries")));
     }
     for (k, v) in metadata {
-        if k.is_empty() || k.len() > MAX_METADATA_KEY_LEN {
-            return Err(ValidationError::new("metadata", format!("keys must be 1 to {MAX_METADATA_KEY_LEN} bytes")));
-        }
-        if v.len() > MAX_METADATA_VALUE_LEN {
+        if k.is_empty() || k.len() > MAX_METADATA_KEY_LEN || k.chars().any(char::is_control) {
             return Err(ValidationError::new(
-                format!("metadata.{k}"),
-                format!("must be at most {MAX_METADATA_VALUE_LEN} bytes"),
+                "metadata",
+                format!("keys must be 1 to {MAX_METADATA_KEY_LEN} bytes without control characters (got {k:?})"),
             ));
+        }
+        check_text(&format!("metadata.{k}"), v, MAX_METADATA_VALUE_LEN)?;
+    }
+    Ok(())
+}
+
+/// Checks free text a client sends: at most `max` bytes, and no NUL (which
+/// PostgreSQL cannot store and C-string readers cut at).
+pub fn check_text(field: &str, value: &str, max: usize) -> ValidationResult<()> {
+    if value.len() > max {
+        return Err(ValidationError::new(field, format!("must be at most {max} bytes (got {})", value.len())));
+    }
+    if value.contains('\0') {
+        return Err(ValidationError::new(field, "must not contain NUL characters"));
+    }
+    Ok(())
+}
+
+/// Checks that `json` (valid JSON text) nests arrays and objects at most
+/// [`MAX_JSON_DEPTH`] deep. One pass over the bytes, no recursion.
+pub fn check_json_depth(field: &str, json: &str) -> ValidationResult<()> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(ValidationError::too_deep(field, MAX_JSON_DEPTH));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
     Ok(())
@@ -410,6 +464,29 @@ mod tests {
 
     fn field_of(json: &str) -> String {
         check(json).err().map(|e| e.field).unwrap_or_default()
+    }
+
+    #[test]
+    fn json_nested_deeper_than_the_limit_is_refused() {
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(check(&format!(r#"{{"name":"t","input":{}}}"#, nested(MAX_JSON_DEPTH))).is_ok());
+        assert_eq!(field_of(&format!(r#"{{"name":"t","input":{}}}"#, nested(MAX_JSON_DEPTH + 1))), "input");
+        // Brackets inside strings do not count; escaped quotes do not end one.
+        let text = format!(r#"{{"a":"\"{}"}}"#, "[{".repeat(100));
+        assert!(check_json_depth("x", &text).is_ok());
+        let objects = format!("{}{}", r#"{"a":"#.repeat(65), "}".repeat(65));
+        assert!(check_json_depth("x", &objects).is_err());
+        let deep = nested(5_000);
+        assert!(check_json_depth("x", &deep).is_err());
+    }
+
+    #[test]
+    fn nul_characters_and_control_keys_are_refused() {
+        assert_eq!(field_of(r#"{"name":"t","metadata":{"k":"a\u0000b"}}"#), "metadata.k");
+        assert_eq!(field_of(r#"{"name":"t","metadata":{"k\u0000":"v"}}"#), "metadata");
+        assert_eq!(field_of(r#"{"name":"t","idempotency_key":"a\u0000"}"#), "idempotency_key");
+        assert!(check_text("m", "fine", 10).is_ok());
+        assert!(check_text("m", "too long!!!", 10).is_err());
     }
 
     #[test]

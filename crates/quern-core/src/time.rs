@@ -60,6 +60,15 @@ impl Clock for ManualClock {
 const CANONICAL_LEN: usize = 24;
 /// The first millisecond of the year 10000, past the canonical form.
 const YEAR_10000_MS: Millis = 253_402_300_800_000;
+/// The earliest time Quern takes: the Unix epoch.
+pub const MIN_TIME: Millis = 0;
+/// The latest time Quern takes: the last millisecond of the year 9999.
+pub const MAX_TIME: Millis = YEAR_10000_MS - 1;
+
+/// Whether `ms` is a time Quern takes and renders: 1970 to 9999, UTC.
+pub fn in_range(ms: Millis) -> bool {
+    (MIN_TIME..=MAX_TIME).contains(&ms)
+}
 const DAY_MS: i64 = 86_400_000;
 
 /// Renders `ms` as an RFC 3339 UTC string with millisecond precision.
@@ -154,17 +163,21 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// The rendering of a time outside the canonical years: the nearest end of
+/// the range. Input never holds such a time ([`parse_rfc3339`] refuses
+/// them), so this only keeps a corrupt or arithmetic value from panicking.
 fn format_rfc3339_slow(ms: Millis) -> String {
-    let t = if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
-    };
+    let t = UNIX_EPOCH + Duration::from_millis(ms.clamp(MIN_TIME, MAX_TIME).unsigned_abs());
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Parses an RFC 3339 timestamp (any offset) into milliseconds.
+/// Parses an RFC 3339 timestamp (any offset) into milliseconds; `None` for
+/// text that is not one and for times outside 1970 to 9999 UTC.
 pub fn parse_rfc3339(s: &str) -> Option<Millis> {
+    parse_any_rfc3339(s).filter(|ms| in_range(*ms))
+}
+
+fn parse_any_rfc3339(s: &str) -> Option<Millis> {
     if let Some(ms) = parse_canonical(s) {
         return Some(ms);
     }
@@ -283,6 +296,12 @@ mod tests {
 
     proptest! {
         #[test]
+        fn any_millis_renders_without_panicking(ms in any::<i64>()) {
+            let text = format_rfc3339(ms);
+            prop_assert_eq!(parse_rfc3339(&text), Some(ms.clamp(MIN_TIME, MAX_TIME)));
+        }
+
+        #[test]
         fn the_canonical_form_is_what_humantime_writes_and_reads(ms in 0..YEAR_10000_MS) {
             let text = format_rfc3339(ms);
             prop_assert_eq!(&text, &format_rfc3339_slow(ms));
@@ -335,6 +354,17 @@ mod tests {
         assert_eq!(parse_rfc3339(&s), Some(ms));
         assert_eq!(parse_rfc3339("2026-01-01T00:00:00+01:00"), Some(1_767_222_000_000));
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn times_outside_1970_to_9999_are_refused() {
+        for text in ["1969-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "1970-01-01T00:00:00.001+14:00"] {
+            assert_eq!(parse_rfc3339(text), None, "{text}");
+        }
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59.999Z"), Some(MAX_TIME));
+        assert_eq!(format_rfc3339(-1), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

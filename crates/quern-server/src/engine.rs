@@ -9,6 +9,7 @@
 mod events;
 mod groups;
 mod schedules;
+pub mod supervise;
 mod webhooks;
 
 pub use groups::GroupRead;
@@ -21,7 +22,7 @@ use crate::workflow::{self, WorkflowError, WorkflowSpec};
 use quern_core::{Clock, ExecutionDefaults, HistoryEntry, Millis, Task, TaskSpec, ValidationError};
 use quern_store::{
     Approval, CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, ListQuery, NewWorkflow,
-    QueueInfo, Store, StoreError, Submitted, TaskPage, WorkflowRecord,
+    QueueInfo, Store, StoreError, Submitted, TaskPage, WorkflowPage, WorkflowQuery, WorkflowRecord,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -107,6 +108,8 @@ pub struct Engine {
     types_read: Refresh,
     /// The reads of the workers other nodes heard from.
     workers_read: Refresh,
+    /// The background loops' states.
+    loops: Arc<supervise::Loops>,
 }
 
 /// A read of what other nodes share, done at most once per period: callers
@@ -155,7 +158,36 @@ impl Engine {
             backend: if config.storage.url.is_some() { "postgres" } else { "sqlite" },
             types_read: Refresh::new(TYPES_FRESH_FOR),
             workers_read: Refresh::new(WORKERS_SYNC),
+            loops: Arc::default(),
         }
+    }
+
+    /// Starts the background loops (timers, retention, scheduler, webhooks,
+    /// worker sync), each supervised: a panic is logged and the loop started
+    /// again. They end at shutdown.
+    pub fn spawn_loops(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        fn each<Fut: Future<Output = ()> + Send + 'static>(
+            engine: &Arc<Engine>,
+            name: &'static str,
+            run: fn(Arc<Engine>) -> Fut,
+        ) -> tokio::task::JoinHandle<()> {
+            let e = engine.clone();
+            supervise::supervise(engine.loops.clone(), name, engine.clock.clone(), engine.shutdown.clone(), move || {
+                run(e.clone())
+            })
+        }
+        vec![
+            each(self, "timers", |e| async move { e.run_timers().await }),
+            each(self, "retention", |e| async move { e.run_retention().await }),
+            each(self, "scheduler", |e| async move { e.run_scheduler().await }),
+            each(self, "webhooks", |e| async move { e.run_webhooks().await }),
+            each(self, "worker_sync", |e| async move { e.run_worker_sync().await }),
+        ]
+    }
+
+    /// The background loops' states, by name.
+    pub fn loops(&self) -> &supervise::Loops {
+        &self.loops
     }
 
     /// The kind of store: `sqlite` or `postgres`.
@@ -249,34 +281,35 @@ impl Engine {
         Ok((id, by_key))
     }
 
-    /// A workflow with its tasks; with `wait`, held until every task ended
-    /// or the wait elapses.
-    pub async fn workflow(&self, id: Uuid, wait: Option<Duration>) -> Result<WorkflowRecord> {
+    /// A workflow with every task (what its graph is drawn from).
+    pub async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord> {
+        Ok(self.store.workflow(id).await?)
+    }
+
+    /// A workflow's counts by status and one page of its tasks; with
+    /// `wait`, held until every task ended or the wait elapses. It waits on
+    /// one unfinished task at a time: the workflow cannot end before it.
+    pub async fn workflow_page(&self, query: WorkflowQuery, wait: Option<Duration>) -> Result<WorkflowPage> {
         let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
         let mut shutdown = self.shutdown.clone();
         loop {
-            let record = self.store.workflow(id).await?;
-            let open: Vec<Uuid> = record.tasks.iter().filter(|t| !t.status.is_terminal()).map(|t| t.id).collect();
-            if open.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(record);
+            let page = self.store.workflow_page(query.clone()).await?;
+            let Some(open) = page.first_open else { return Ok(page) };
+            if tokio::time::Instant::now() >= deadline || self.shutting_down() {
+                return Ok(page);
             }
-            let ends: Vec<_> = open.iter().map(|t| self.store.signals().wait_for_end(*t)).collect();
-            // Re-read after registering, so that an end in between is seen.
-            let again = self.store.workflow(id).await?;
-            if again.tasks.iter().filter(|t| !t.status.is_terminal()).count() < open.len() {
-                for t in &open {
-                    self.store.signals().forget_closed(*t);
-                }
+            let ended = self.store.signals().wait_for_end(open);
+            // Read again after registering, so that an end in between is seen.
+            if self.store.get(open).await?.status.is_terminal() {
+                self.store.signals().forget_closed(open);
                 continue;
             }
             tokio::select! {
-                _ = futures_any(ends) => {}
+                _ = ended => {}
                 () = tokio::time::sleep_until(deadline) => {}
-                _ = shutdown.wait_for(|s| *s) => return Ok(again),
+                _ = shutdown.wait_for(|s| *s) => {}
             }
-            for t in &open {
-                self.store.signals().forget_closed(*t);
-            }
+            self.store.signals().forget_closed(open);
         }
     }
 
@@ -507,24 +540,5 @@ impl Engine {
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
-    }
-}
-
-/// Resolves when any of `ends` fires (or all were dropped).
-async fn futures_any(ends: Vec<tokio::sync::oneshot::Receiver<()>>) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let mut tasks = Vec::with_capacity(ends.len());
-    for end in ends {
-        let tx = tx.clone();
-        tasks.push(tokio::spawn(async move {
-            if end.await.is_ok() {
-                let _ = tx.send(()).await;
-            }
-        }));
-    }
-    drop(tx);
-    let _ = rx.recv().await;
-    for t in tasks {
-        t.abort();
     }
 }

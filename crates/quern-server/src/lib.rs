@@ -108,26 +108,7 @@ pub async fn serve(
             "schedules file applied"
         );
     }
-    let timers = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run_timers().await }
-    });
-    let retention = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run_retention().await }
-    });
-    let scheduler = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run_scheduler().await }
-    });
-    let webhooks = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run_webhooks().await }
-    });
-    let worker_sync = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run_worker_sync().await }
-    });
+    let loops = engine.spawn_loops();
     let app = api::router(engine, config.server.max_body_bytes);
     // Small answers (a lease, an SSE event) go out at once, not held back
     // by Nagle's algorithm waiting for the client's delayed ACK.
@@ -143,11 +124,9 @@ pub async fn serve(
             let _ = stop_tx.send(true);
         })
         .await;
-    let _ = timers.await;
-    let _ = retention.await;
-    let _ = scheduler.await;
-    let _ = webhooks.await;
-    let _ = worker_sync.await;
+    for handle in loops {
+        let _ = handle.await;
+    }
     store.close();
     result.map_err(ServeError::Io)
 }

@@ -127,6 +127,11 @@ impl Registry {
         for (i, t) in types.into_iter().enumerate() {
             quern_core::spec::check_task_name(&t.name)
                 .map_err(|e| RegisterError { field: format!("task_types[{i}].name"), message: e.message })?;
+            if let Some(schema) = &t.input_schema {
+                let field = format!("task_types[{i}].input_schema");
+                quern_core::spec::check_json_depth(&field, &schema.to_string())
+                    .map_err(|e| RegisterError { field, message: e.message })?;
+            }
             let validator = match &t.input_schema {
                 Some(schema) => Some(Arc::new(jsonschema::validator_for(schema).map_err(|e| RegisterError {
                     field: format!("task_types[{i}].input_schema"),

@@ -103,21 +103,6 @@ pub fn build(
     Ok((out, by_key))
 }
 
-/// Where a workflow stands, from its tasks (see
-/// [`quern_core::workflow::overall_status`]).
-pub fn status(tasks: &[Task]) -> &'static str {
-    quern_core::workflow::overall_status(tasks.iter().map(|t| t.status))
-}
-
-/// Tasks by status, for the workflow's `counts`.
-pub fn counts(tasks: &[Task]) -> BTreeMap<&'static str, usize> {
-    let mut out = BTreeMap::new();
-    for t in tasks {
-        *out.entry(t.status.as_str()).or_insert(0) += 1;
-    }
-    out
-}
-
 /// A rendering of the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -219,3 +219,34 @@ async fn apply_is_idempotent_and_prune_deletes_the_rest() {
     assert!(err.starts_with("schedules[2] (broken): cron:"), "{err}");
     assert!(f.engine.schedule("emails2").await.is_err());
 }
+
+#[tokio::test]
+async fn a_stored_schedule_that_no_longer_reads_is_disabled_and_stops_no_other() {
+    use quern_core::Clock;
+    use quern_store::{ScheduleRecord, ScheduleWrite};
+    let f = fixture("2026-12-01T10:00:00Z");
+    f.put(r#"{"name":"tick","every":"1 minute","task":{"name":"t"}}"#).await;
+    // What a build before the time range check stored: an `at` before 1970.
+    let now = f.clock.now();
+    let record = ScheduleRecord {
+        name: "old".into(),
+        spec: r#"{"at":"1969-12-31T23:59:59Z","task":{"name":"x"}}"#.into(),
+        timing: "at:-1000".into(),
+        enabled: true,
+        anchor: now,
+        next_fire_at: Some(-1_000),
+        last_fired_at: None,
+        last_task: None,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    f.store.write_schedules(vec![ScheduleWrite::Put { record, expected: None }]).await.unwrap();
+    let listed: Vec<String> = f.engine.schedules().await.unwrap().into_iter().map(|v| v.schedule.name).collect();
+    assert_eq!(listed, ["tick"]);
+    f.run_until(at("2026-12-01T10:03:00Z"), 60_000).await;
+    assert_eq!(f.runs("tick").await.len(), 3);
+    let stored = f.store.schedules(Some("old".into())).await.unwrap().pop().unwrap();
+    assert_eq!((stored.enabled, stored.next_fire_at), (false, None));
+    assert!(f.engine.delete_schedule("old").await.unwrap().is_none());
+}

@@ -266,6 +266,38 @@ pub struct WorkflowRecord {
     pub tasks: Vec<Task>,
 }
 
+/// What [`Store::workflow_page`] reads: a workflow and one page of its
+/// tasks, in submission order, after task `after`.
+#[derive(Debug, Clone)]
+pub struct WorkflowQuery {
+    /// The workflow.
+    pub id: Uuid,
+    /// The last task of the previous page.
+    pub after: Option<Uuid>,
+    /// Tasks in the page at most.
+    pub limit: usize,
+}
+
+/// A workflow's head, how many of its tasks are in each status, and one
+/// page of its tasks.
+#[derive(Debug, Clone)]
+pub struct WorkflowPage {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// When it was submitted.
+    pub created_at: Millis,
+    /// Its tasks by status (statuses with none left out).
+    pub counts: BTreeMap<Status, usize>,
+    /// The unfinished task submitted first, if any.
+    pub first_open: Option<Uuid>,
+    /// The page, in submission order.
+    pub tasks: Vec<Task>,
+    /// Where the next page starts, when there is one.
+    pub next_after: Option<Uuid>,
+}
+
 /// A decision on an `approval` task.
 #[derive(Debug, Clone)]
 pub struct Approval {
@@ -522,6 +554,9 @@ pub trait Store: Send + Sync + 'static {
     async fn submit_workflow(&self, workflow: NewWorkflow, tasks: Vec<NewTask>) -> Result<Vec<Submitted>>;
     /// A workflow and its tasks.
     async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord>;
+    /// A workflow's counts by status and one page of its tasks: what an
+    /// answer about a workflow of any size reads, without loading them all.
+    async fn workflow_page(&self, query: WorkflowQuery) -> Result<WorkflowPage>;
     /// Cancels every unfinished task of a workflow; answers how many.
     async fn cancel_workflow(&self, id: Uuid, now: Millis) -> Result<usize>;
     /// Decides an `approval` task.

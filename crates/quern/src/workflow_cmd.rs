@@ -129,6 +129,12 @@ fn render_workflow(output: Output, wf: &Value) -> Result<String> {
         ]);
     }
     out.push_str(&table.to_string());
+    let shown = wf["tasks"].as_array().map_or(0, Vec::len);
+    if wf["next_cursor"].is_string() {
+        let total = wf["total"].as_u64().unwrap_or(0);
+        let id = wf["id"].as_str().unwrap_or("");
+        out.push_str(&format!("\n(the first {shown} of {total} tasks; all of them: quern list --workflow {id})\n"));
+    }
     Ok(out)
 }
 

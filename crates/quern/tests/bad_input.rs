@@ -503,3 +503,123 @@ async fn a_413_leaves_the_connection_usable_or_says_close() {
         assert_eq!(second, Some(200), "a second request on the kept-alive connection");
     }
 }
+
+/// `[[[…1…]]]`, `n` arrays deep.
+fn nested(n: usize) -> String {
+    format!("{}1{}", "[".repeat(n), "]".repeat(n))
+}
+
+#[tokio::test]
+async fn json_nested_deeper_than_64_is_refused_everywhere() {
+    let server = Server::start();
+    let api = server.api();
+    bounded(LIMIT, async {
+        let id = api.submit_named("deep").await;
+        for (what, path, body, field) in [
+            ("input 5,000 deep", "/v1/tasks", format!(r#"{{"name":"t","input":{}}}"#, nested(5_000)), "input"),
+            ("input 65 deep", "/v1/tasks", format!(r#"{{"name":"t","input":{}}}"#, nested(65)), "input"),
+            (
+                "a deep input in a batch",
+                "/v1/tasks/batch",
+                format!(r#"{{"tasks":[{{"name":"ok"}},{{"name":"t","input":{}}}]}}"#, nested(65)),
+                "input",
+            ),
+            (
+                "a deep input in a workflow",
+                "/v1/workflows",
+                format!(r#"{{"name":"w","chain":[{{"name":"t","input":{}}}]}}"#, nested(65)),
+                "input",
+            ),
+            (
+                "an event payload",
+                "/v1/events",
+                format!(r#"{{"type":"a.b","source":"s","payload":{}}}"#, nested(65)),
+                "payload",
+            ),
+        ] {
+            let reply = api.post_raw(path, body).await;
+            assert_error(what, &reply, 422, "json_too_deep", Some(field));
+        }
+        assert_nothing_stored(&api, 1, "deep input").await;
+        let events = api.get("/v1/events?after=0&type=a.*").await;
+        assert_eq!(events.body["events"].as_array().map(Vec::len), Some(0), "{events:?}");
+        // 64 levels are fine.
+        let fits = api.post_raw("/v1/tasks", format!(r#"{{"name":"fits","input":{}}}"#, nested(64))).await;
+        assert_eq!(fits.status, 201, "{fits:?}");
+
+        let leased = api.lease_one("w", 30_000).await;
+        assert_eq!(id_of(&leased), id);
+        let token = token_of(&leased);
+        let result = format!(
+            r#"{{"worker":"w","results":[{{"task":"{id}","token":"{token}","outcome":"succeeded","result":{}}}]}}"#,
+            nested(65)
+        );
+        assert_error(
+            "a deep result",
+            &api.post_raw("/v1/complete", result).await,
+            422,
+            "json_too_deep",
+            Some("result"),
+        );
+        let details = format!(
+            r#"{{"worker":"w","results":[{{"task":"{id}","token":"{token}","outcome":"failed",
+                "error":{{"kind":"exception","message":"m","details":{}}}}}]}}"#,
+            nested(65)
+        );
+        let reply = api.post_raw("/v1/complete", details).await;
+        assert_error("deep error details", &reply, 422, "json_too_deep", Some("details"));
+        assert_eq!(api.status_of(&id).await, "running", "no deep result was taken");
+        let list = api.get("/v1/tasks?limit=10").await;
+        assert_eq!(list.status, 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn free_text_fields_have_limits_and_no_nul() {
+    let server = Server::start();
+    let api = server.api();
+    bounded(LIMIT, async {
+        for (what, spec, field) in [
+            ("NUL in a metadata value", json!({"name": "t", "metadata": {"k": "a\u{0}b"}}), "metadata"),
+            ("NUL in a metadata key", json!({"name": "t", "metadata": {"k\u{0}": "v"}}), "metadata"),
+            ("NUL in an idempotency key", json!({"name": "t", "idempotency_key": "k\u{0}"}), "idempotency_key"),
+        ] {
+            assert_field_error(what, &api.post("/v1/tasks", &spec).await, field);
+        }
+        assert_nothing_stored(&api, 0, "NUL").await;
+        let id = api.submit_named("t").await;
+        for (what, queues, field) in [
+            ("a path for a queue", json!(["../x"]), "queues[0]"),
+            ("an empty queue name", json!(["default", ""]), "queues[1]"),
+            ("NUL in a queue name", json!(["a\u{0}"]), "queues[0]"),
+            ("a queue name too long", json!(["q".repeat(101)]), "queues[0]"),
+        ] {
+            let body = json!({"worker": "w", "queues": queues, "max": 1});
+            assert_field_error(what, &api.post("/v1/lease", &body).await, field);
+        }
+        let body = json!({"worker": "w", "names": ["a b"], "max": 1});
+        assert_field_error("a task name with a space", &api.post("/v1/lease", &body).await, "names[0]");
+        let body = json!({"worker": "w\u{0}", "max": 1});
+        assert_field_error("NUL in a worker name", &api.post("/v1/lease", &body).await, "worker");
+        assert_eq!(api.status_of(&id).await, "queued", "no bad lease leased it");
+
+        let leased = api.lease_one("w", 30_000).await;
+        let token = token_of(&leased);
+        let progress = |message: String| {
+            json!({"worker": "w", "leases": [{"task": id, "token": token, "progress": {"percent": 5, "message": message}}]})
+        };
+        let reply = api.post("/v1/heartbeat", &progress("m".repeat(900 * 1024))).await;
+        assert_field_error("a 900 KB progress message", &reply, "message");
+        let reply = api.post("/v1/heartbeat", &progress("a\u{0}b".into())).await;
+        assert_field_error("NUL in a progress message", &reply, "message");
+        assert_eq!(api.task(&id).await["progress"], Value::Null, "no bad progress was stored");
+        let reply = api.post("/v1/heartbeat", &progress("m".repeat(1024))).await;
+        assert_eq!(reply.body["leases"][0]["ok"], true, "1,024 bytes fit: {reply:?}");
+        let failed = json!({"worker": "w", "results": [{"task": id, "token": token, "outcome": "failed",
+                            "error": {"kind": "exception", "message": "e".repeat(65_537)}}]});
+        assert_field_error("a 64 KiB error message", &api.post("/v1/complete", &failed).await, "message");
+        assert_eq!(api.status_of(&id).await, "running");
+    })
+    .await;
+}

@@ -116,6 +116,9 @@ async fn bad_schedules_are_refused_and_change_nothing() {
             (json!({"cron": "* * * * *", "every": "1 hour", "task": task}), "every"),
             (json!({"cron": "* * * * *", "at": "2030-01-01T00:00:00Z", "task": task}), "at"),
             (json!({"task": task}), "cron"),
+            (json!({"at": "1969-12-31T23:59:59Z", "task": task}), "at"),
+            (json!({"at": "0001-01-01T00:00:00Z", "task": task}), "at"),
+            (json!({"at": "1970-01-01T00:00:00.001+14:00", "task": task}), "at"),
             (json!({"name": "other", "every": "1 hour", "task": task}), "name"),
             (json!({"every": "1 hour", "task": {"name": "bad name"}}), "task.name"),
         ];
@@ -320,6 +323,33 @@ async fn a_one_second_schedule_fires_once_per_second_across_kill_9() {
                 parse_rfc3339_ms(t["created_at"].as_str().unwrap()),
             );
             assert!(created >= slot, "a task before its slot: {t}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_time_before_1970_is_refused_and_the_scheduler_keeps_firing() {
+    bounded(Duration::from_secs(60), async {
+        let server = Server::start();
+        let api = server.api();
+        let tick = put(&api, "tick", &json!({"every": "1s", "task": {"name": "t"}})).await;
+        assert_eq!(tick.status, 201, "{tick:?}");
+        for at in ["1969-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "1970-01-01T00:00:00.001+14:00"] {
+            let r = put(&api, "bad", &json!({"at": at, "task": {"name": "x"}})).await;
+            assert_eq!((r.status, r.code()), (422, "invalid_schedule"), "{at}: {r:?}");
+        }
+        let r = api.get("/v1/schedules/bad").await;
+        assert_eq!(r.status, 404, "nothing was stored: {r:?}");
+        let r = api.get("/v1/schedules").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        eventually("two ticks", Duration::from_secs(20), async || (runs(&api, "tick").await.len() >= 2).then_some(()))
+            .await;
+        let ready = api.get("/readyz").await;
+        assert_eq!(ready.status, 200, "{ready:?}");
+        for name in ["timers", "retention", "scheduler", "webhooks", "worker_sync"] {
+            assert_eq!(ready.body["loops"][name]["running"], true, "{name}: {ready:?}");
+            assert_eq!(ready.body["loops"][name]["restarts"], 0, "{name}: {ready:?}");
         }
     })
     .await;

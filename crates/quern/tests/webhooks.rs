@@ -203,6 +203,42 @@ async fn a_webhook_that_keeps_failing_is_paused_until_resumed() {
     .await;
 }
 
+/// CPU the server uses over `window` while nothing is asked of it.
+async fn idle_cpu(server: &Server, window: Duration) -> Duration {
+    let before = server.cpu_time();
+    tokio::time::sleep(window).await;
+    server.cpu_time() - before
+}
+
+#[tokio::test]
+async fn a_paused_webhook_leaves_the_server_idle() {
+    bounded(Duration::from_secs(60), async {
+        let server = Server::start();
+        let api = server.api();
+        // A port nobody listens on: every delivery fails at once.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", closed.local_addr().unwrap());
+        drop(closed);
+        put(&api, "dead", &json!({"url": url, "max_attempts": 1})).await;
+        api.post("/v1/events", &json!({"type": "a.b", "source": "s"})).await;
+        eventually("paused", Duration::from_secs(20), async || {
+            (api.get("/v1/webhooks/dead").await.body["paused"] == true).then_some(())
+        })
+        .await;
+        let window = Duration::from_secs(3);
+        // An idle server wakes a few times a second at most; a deliverer
+        // spinning on a lapsed backoff used a tenth of a core and more.
+        let limit = Duration::from_millis(150);
+        let paused = idle_cpu(&server, window).await;
+        assert!(paused < limit, "{paused:?} of CPU in {window:?} with a paused webhook");
+        let gone = api.send(reqwest::Method::DELETE, "/v1/webhooks/dead", None).await;
+        assert_eq!(gone.status, 200);
+        let deleted = idle_cpu(&server, window).await;
+        assert!(deleted < limit, "{deleted:?} of CPU in {window:?} after the webhook was deleted");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn bad_webhooks_are_refused() {
     bounded(Duration::from_secs(60), async {

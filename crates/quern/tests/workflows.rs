@@ -372,3 +372,48 @@ async fn a_crash_mid_workflow_loses_nothing_and_runs_no_step_twice() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_huge_workflow_answers_in_pages_and_memory_stays_bounded() {
+    bounded(Duration::from_secs(240), async {
+        let server = Server::start();
+        let api = server.api();
+        let steps = 50_000;
+        let chain: Vec<Value> = (0..steps).map(|_| json!({"name": "s"})).collect();
+        let created = api.post("/v1/workflows", &json!({"name": "long", "chain": chain})).await;
+        assert_eq!(created.status, 201, "{:?}", created.status);
+        let id = created.body["id"].as_str().expect("an id").to_owned();
+        let first = api.get(&format!("/v1/workflows/{id}")).await;
+        assert_eq!(first.status, 200);
+        let wf = &first.body;
+        assert_eq!((wf["total"].as_u64(), wf["status"].as_str()), (Some(steps), Some("running")));
+        assert_eq!((wf["counts"]["queued"].as_u64(), wf["counts"]["pending"].as_u64()), (Some(1), Some(steps - 1)));
+        assert_eq!(wf["tasks"].as_array().map(Vec::len), Some(100), "a page by default");
+        assert_eq!(wf["tasks"][0]["key"], "step-1");
+        // The pages follow each other in submission order.
+        let cursor = wf["next_cursor"].as_str().expect("a next page");
+        let next = api.get(&format!("/v1/workflows/{id}?limit=1000&cursor={cursor}")).await;
+        assert_eq!(next.body["tasks"].as_array().map(Vec::len), Some(1000));
+        assert_eq!(next.body["tasks"][0]["key"], "step-101");
+        for bad in ["limit=0", "limit=1001", "cursor=nope", "page=2"] {
+            let r = api.get(&format!("/v1/workflows/{id}?{bad}")).await;
+            assert_eq!((r.status, r.code()), (400, "invalid_request"), "{bad}: {r:?}");
+        }
+        let before = server.rss_bytes();
+        let mut gets = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (api, path) = (server.api(), format!("/v1/workflows/{id}"));
+            gets.spawn(async move { api.get_len(&path).await });
+        }
+        let answers = gets.join_all().await;
+        let after = server.rss_bytes();
+        for (status, len) in answers {
+            assert_eq!(status, 200);
+            assert!(len < 200_000, "a {len}-byte answer");
+        }
+        // Sixteen whole answers of this workflow took 1.2 GB and more.
+        let grown = after.saturating_sub(before);
+        assert!(grown < 100 << 20, "RSS grew by {} MB", grown >> 20);
+    })
+    .await;
+}

@@ -138,6 +138,9 @@ fn bad_schedules_name_their_field() {
     assert_eq!(field(r#"{"name":"x","cron":"* * * * *","every":"1 hour","task":{"name":"t"}}"#), "every");
     assert_eq!(field(r#"{"name":"x","task":{"name":"t"}}"#), "cron");
     assert_eq!(field(r#"{"name":"x","at":"tomorrow","task":{"name":"t"}}"#), "at");
+    for at in ["1969-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "1970-01-01T00:00:00.001+14:00", "1969-12-31 23:00"] {
+        assert_eq!(field(&format!(r#"{{"name":"x","at":"{at}","task":{{"name":"t"}}}}"#)), "at", "{at}");
+    }
     assert_eq!(field(r#"{"name":"x","at":"2026-03-29 02:30","timezone":"Europe/Berlin","task":{"name":"t"}}"#), "at");
     assert_eq!(field(r#"{"name":"bad name","every":"1 hour","task":{"name":"t"}}"#), "name");
     assert_eq!(field(r#"{"name":"x","every":"1 hour","task":{"name":"bad name"}}"#), "task.name");

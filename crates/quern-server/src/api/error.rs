@@ -55,6 +55,14 @@ pub enum ApiError {
         /// The earliest offset kept.
         details: Value,
     },
+    /// JSON nested deeper than the limit (input, a result, error details,
+    /// an event payload, a schema).
+    TooDeep {
+        /// Which field, how deep at most.
+        message: String,
+        /// The field (and the index in a batch).
+        details: Value,
+    },
     /// Another request changed the same thing meanwhile, again and again.
     Conflict(String),
     /// The body is over the configured limit.
@@ -74,8 +82,8 @@ pub enum ApiError {
     },
     /// The server is stopping.
     ShuttingDown,
-    /// The store cannot be reached.
-    NotReady(String),
+    /// The store cannot be reached, or a background loop is down.
+    NotReady(String, Value),
     /// Something broke on our side.
     Internal,
 }
@@ -91,6 +99,15 @@ impl ApiError {
         Self::InvalidRequest { message: format!("{field}: {}", message.into()), details: json!({"field": field}) }
     }
 
+    /// The answer to a broken rule: `invalid_request`, or `json_too_deep`.
+    pub fn rule(error: &quern_core::ValidationError) -> Self {
+        let details = json!({"field": error.field});
+        match error.rule {
+            quern_core::Rule::Broken => Self::InvalidRequest { message: error.to_string(), details },
+            quern_core::Rule::TooDeep => Self::TooDeep { message: error.to_string(), details },
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
@@ -98,6 +115,7 @@ impl ApiError {
             ApiError::InvalidInput { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
             ApiError::InvalidWorkflow { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_workflow"),
             ApiError::InvalidSchedule { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schedule"),
+            ApiError::TooDeep { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "json_too_deep"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::OffsetExpired { .. } => (StatusCode::GONE, "offset_expired"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -106,7 +124,7 @@ impl ApiError {
             ApiError::InvalidTransition(_) => (StatusCode::CONFLICT, "invalid_transition"),
             ApiError::IdempotencyConflict { .. } => (StatusCode::CONFLICT, "idempotency_conflict"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::NotReady(..) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -119,12 +137,13 @@ impl ApiError {
             | ApiError::InvalidInput { message, details }
             | ApiError::InvalidWorkflow { message, details }
             | ApiError::InvalidSchedule { message, details }
+            | ApiError::TooDeep { message, details }
             | ApiError::OffsetExpired { message, details } => (message, details),
             ApiError::PayloadTooLarge(m)
             | ApiError::NotFound(m)
             | ApiError::InvalidTransition(m)
-            | ApiError::Conflict(m)
-            | ApiError::NotReady(m) => (m, json!({})),
+            | ApiError::Conflict(m) => (m, json!({})),
+            ApiError::NotReady(m, details) => (m, details),
             ApiError::MethodNotAllowed => ("this route does not take that method".into(), json!({})),
             ApiError::ShuttingDown => ("the server is shutting down; try another or retry later".into(), json!({})),
             ApiError::Internal => ("internal error; the server log has the cause".into(), json!({})),
@@ -187,7 +206,10 @@ impl From<EngineError> for ApiError {
                     }
                     None => error.to_string(),
                 };
-                ApiError::InvalidRequest { message, details }
+                match error.rule {
+                    quern_core::Rule::Broken => ApiError::InvalidRequest { message, details },
+                    quern_core::Rule::TooDeep => ApiError::TooDeep { message, details },
+                }
             }
             EngineError::InputRejected { name, message, index } => {
                 let mut details = json!({"name": name});

@@ -75,7 +75,7 @@ pub(super) async fn publish(State(engine): State<AppState>, RawBody(bytes): RawB
 /// A single event's error names its field, not a batch index.
 fn unindexed(e: crate::engine::EngineError) -> ApiError {
     match e {
-        crate::engine::EngineError::Invalid { error, .. } => ApiError::invalid_field(&error.field, error.message),
+        crate::engine::EngineError::Invalid { error, .. } => ApiError::rule(&error),
         other => other.into(),
     }
 }

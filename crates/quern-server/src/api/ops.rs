@@ -10,9 +10,19 @@ pub(super) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready when the store answers and every background loop runs; the
+/// answer shows each loop's state either way.
 pub(super) async fn readyz(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
-    engine.ready().await.map_err(|e| ApiError::NotReady(format!("store not reachable: {e}")))?;
-    Ok(Json(json!({"status": "ready"})))
+    engine.ready().await.map_err(|e| ApiError::NotReady(format!("store not reachable: {e}"), json!({})))?;
+    let loops = json!(engine.loops().states());
+    let down = engine.loops().down();
+    if !down.is_empty() {
+        return Err(ApiError::NotReady(
+            format!("background loops down after a panic: {}", down.join(", ")),
+            json!({"loops": loops}),
+        ));
+    }
+    Ok(Json(json!({"status": "ready", "loops": loops})))
 }
 
 fn queue_json(q: &quern_store::QueueInfo) -> Value {

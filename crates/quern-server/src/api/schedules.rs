@@ -78,7 +78,12 @@ pub(super) async fn get(State(engine): State<AppState>, Path(name): Path<String>
 }
 
 pub(super) async fn delete(State(engine): State<AppState>, Path(name): Path<String>) -> Answer {
-    Ok(Json(render(&engine.delete_schedule(&name).await?)).into_response())
+    let body = match engine.delete_schedule(&name).await? {
+        Some(view) => render(&view),
+        // A schedule stored before a rule was tightened: only its name.
+        None => json!({"name": name}),
+    };
+    Ok(Json(body).into_response())
 }
 
 pub(super) async fn enable(State(engine): State<AppState>, Path(name): Path<String>) -> Answer {

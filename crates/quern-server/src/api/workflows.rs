@@ -10,12 +10,16 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use quern_core::TaskSpec;
-use quern_store::Approval;
-use serde::Deserialize;
+use quern_core::spec::{MAX_APPROVER_LEN, MAX_COMMENT_LEN, check_text};
+use quern_store::{Approval, WorkflowQuery};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 /// The longest `?wait=` on a workflow.
 const MAX_WAIT_MS: u64 = 300_000;
+/// The most tasks one answer about a workflow holds (100 by default).
+const MAX_PAGE: usize = 1_000;
 
 fn workflow_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::try_parse(raw).map_err(|_| ApiError::NotFound(format!("no workflow with id {raw:?}")))
@@ -112,24 +116,50 @@ pub(super) async fn submit(State(engine): State<AppState>, RawBody(bytes): RawBo
     Ok((StatusCode::CREATED, Json(json!({"id": id, "name": name, "tasks": tasks}))).into_response())
 }
 
+/// A workflow as `GET /v1/workflows/{id}` shows it: its status and counts
+/// over every task, and one page of its tasks in submission order.
+#[derive(Serialize)]
+struct WorkflowAnswer<'a> {
+    id: uuid::Uuid,
+    name: &'a str,
+    #[serde(with = "quern_core::time::rfc3339")]
+    created_at: quern_core::Millis,
+    status: &'static str,
+    total: usize,
+    counts: BTreeMap<&'static str, usize>,
+    tasks: &'a [quern_core::Task],
+    next_cursor: Option<String>,
+}
+
 pub(super) async fn get(
     State(engine): State<AppState>,
     Path(id): Path<String>,
     q: QueryPairs,
-) -> Result<Json<Value>, ApiError> {
-    q.only(&["wait"])?;
+) -> Result<Response, ApiError> {
+    q.only(&["wait", "limit", "cursor"])?;
     let id = workflow_id(&id)?;
     let wait = q.duration("wait", MAX_WAIT_MS)?;
-    let wf = engine.workflow(id, wait).await?;
-    Ok(Json(json!({
-        "id": wf.id,
-        "name": wf.name,
-        "created_at": quern_core::time::format_rfc3339(wf.created_at),
-        "status": workflow::status(&wf.tasks),
-        "total": wf.tasks.len(),
-        "counts": workflow::counts(&wf.tasks),
-        "tasks": wf.tasks,
-    })))
+    let limit = q.limit(MAX_PAGE)?;
+    let after = match q.get("cursor") {
+        None => None,
+        Some(c) => Some(
+            uuid::Uuid::try_parse(c)
+                .map_err(|_| ApiError::invalid_field("cursor", "not a cursor this workflow gave"))?,
+        ),
+    };
+    let page = engine.workflow_page(WorkflowQuery { id, after, limit }, wait).await?;
+    let statuses = page.counts.iter().filter(|(_, n)| **n > 0).map(|(s, _)| *s);
+    let answer = WorkflowAnswer {
+        id: page.id,
+        name: &page.name,
+        created_at: page.created_at,
+        status: quern_core::workflow::overall_status(statuses),
+        total: page.counts.values().sum(),
+        counts: page.counts.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
+        tasks: &page.tasks,
+        next_cursor: page.next_after.map(|t| t.to_string()),
+    };
+    Ok(Json(answer).into_response())
 }
 
 pub(super) async fn graph(
@@ -144,7 +174,7 @@ pub(super) async fn graph(
         Some(f) => serde_json::from_value(json!(f))
             .map_err(|_| ApiError::invalid_field("format", "must be json, dot or mermaid"))?,
     };
-    let wf = engine.workflow(id, None).await?;
+    let wf = engine.workflow(id).await?;
     Ok(match format {
         GraphFormat::Json => Json(workflow::graph_json(&wf.tasks)).into_response(),
         GraphFormat::Dot => {
@@ -178,6 +208,12 @@ pub(super) async fn approve(
     Body(req): Body<ApproveRequest>,
 ) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
+    let checks = [("by", &req.by, MAX_APPROVER_LEN), ("comment", &req.comment, MAX_COMMENT_LEN)];
+    for (field, text, max) in checks {
+        if let Some(text) = text {
+            check_text(field, text, max).map_err(|e| ApiError::rule(&e))?;
+        }
+    }
     let task = engine.approve(id, Approval { approved: req.approved, by: req.by, comment: req.comment }).await?;
     Ok(Json(task).into_response())
 }

@@ -295,9 +295,18 @@ impl Engine {
         Ok((self.schedule(name).await?, outcome))
     }
 
-    /// Every schedule, by name.
+    /// Every schedule, by name. A stored schedule that no longer reads (one
+    /// written before a rule was tightened) is left out with a warning
+    /// rather than failing the list for everyone; it can still be deleted.
     pub async fn schedules(&self) -> Result<Vec<ScheduleView>> {
-        self.store.schedules(None).await?.into_iter().map(|r| self.view(r)).collect()
+        let records = self.store.schedules(None).await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| {
+                let name = r.name.clone();
+                self.view(r).map_err(|e| tracing::warn!(schedule = %name, error = %e, "schedule left out")).ok()
+            })
+            .collect())
     }
 
     /// One schedule.
@@ -307,9 +316,12 @@ impl Engine {
         self.view(record)
     }
 
-    /// Deletes a schedule; the tasks it created stay.
-    pub async fn delete_schedule(&self, name: &str) -> Result<ScheduleView> {
-        let view = self.schedule(name).await?;
+    /// Deletes a schedule; the tasks it created stay. Answers what was
+    /// deleted, or `None` for a stored schedule that no longer reads.
+    pub async fn delete_schedule(&self, name: &str) -> Result<Option<ScheduleView>> {
+        check_schedule_name(name).map_err(|_| StoreError::ScheduleNotFound(name.to_owned()))?;
+        let record = self.stored(name).await?.ok_or_else(|| StoreError::ScheduleNotFound(name.to_owned()))?;
+        let view = self.view(record).ok();
         self.change_schedule(name, |existing, _| {
             let r = existing.ok_or_else(|| StoreError::ScheduleNotFound(name.to_owned()))?;
             Ok((Some(ScheduleWrite::Delete { name: name.to_owned(), expected: r.version }), ()))
@@ -431,12 +443,32 @@ impl Engine {
             let now = self.now();
             let due = self.store.due_schedules(now, FIRE_BATCH).await?;
             let mut fires = Vec::with_capacity(due.due.len());
+            let mut broken = Vec::new();
             for r in &due.due {
                 match self.plan_fire(r, now) {
                     Ok(Some(fire)) => fires.push(fire),
                     Ok(None) => {}
-                    Err(e) => tracing::error!(schedule = %r.name, error = %e, "cannot fire schedule"),
+                    Err(e) => {
+                        // Left enabled, it would stay due and be planned
+                        // again at once, for ever.
+                        tracing::error!(schedule = %r.name, error = %e, "cannot fire schedule; disabling it");
+                        let record = ScheduleRecord {
+                            enabled: false,
+                            next_fire_at: None,
+                            version: r.version + 1,
+                            updated_at: now,
+                            ..r.clone()
+                        };
+                        broken.push(ScheduleWrite::Put { record, expected: Some(r.version) });
+                    }
                 }
+            }
+            if !broken.is_empty() {
+                match self.store.write_schedules(broken).await {
+                    Ok(()) | Err(StoreError::ScheduleConflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                continue;
             }
             if fires.is_empty() {
                 return Ok(due.next_due);

@@ -31,6 +31,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long one node's turn at delivering lasts; the deliverer renews it at
 /// half that, and another node takes over when it lapses.
 const LEAD_MS: u64 = 10_000;
+/// The longest webhook URL, in bytes.
+const MAX_URL_LEN: usize = 2_048;
+/// The longest webhook secret, in bytes.
+const MAX_SECRET_LEN: usize = 1_024;
 /// The header carrying `sha256=<hex of HMAC-SHA256(secret, body)>`.
 pub const SIGNATURE_HEADER: &str = "x-quern-signature";
 
@@ -80,6 +84,18 @@ fn invalid(field: &str, message: impl Into<String>) -> EngineError {
 #[derive(Debug, Default)]
 pub(crate) struct Backoffs(std::sync::Mutex<HashMap<String, Instant>>);
 
+impl Backoffs {
+    /// Forgets the backoffs that have passed and those of webhooks paused or
+    /// gone, and answers the rest. Invariant: every backoff kept lies ahead,
+    /// so the deliverer's next wake-up (the earliest of them) never lies in
+    /// the past and an idle deliverer sleeps instead of spinning.
+    fn prune(&self, hooks: &[WebhookRecord], now: Instant) -> HashMap<String, Instant> {
+        let Ok(mut b) = self.0.lock() else { return HashMap::new() };
+        b.retain(|name, until| *until > now && hooks.iter().any(|w| &w.name == name && !w.paused));
+        b.clone()
+    }
+}
+
 impl Engine {
     /// Creates or replaces webhook `name`. A replaced webhook keeps its
     /// cursor and gets a fresh start (not paused, no failures).
@@ -89,6 +105,10 @@ impl Engine {
             reqwest::Url::parse(&spec.url).map_err(|e| invalid("url", format!("{:?} is not a URL: {e}", spec.url)))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(invalid("url", format!("{:?} is not an http:// or https:// URL", spec.url)));
+        }
+        quern_core::spec::check_text("url", &spec.url, MAX_URL_LEN).map_err(|e| invalid("url", e.message))?;
+        if let Some(secret) = &spec.secret {
+            quern_core::spec::check_text("secret", secret, MAX_SECRET_LEN).map_err(|e| invalid("secret", e.message))?;
         }
         if !(1..=100).contains(&spec.max_attempts) {
             return Err(invalid("max_attempts", "must be 1 to 100"));
@@ -212,8 +232,8 @@ impl Engine {
             };
             let now = Instant::now();
             let due: Vec<WebhookRecord> = {
-                let backoffs = self.backoffs.0.lock().map(|b| b.clone()).unwrap_or_default();
-                hooks.into_iter().filter(|w| !w.paused && backoffs.get(&w.name).is_none_or(|t| *t <= now)).collect()
+                let backoffs = self.backoffs.prune(&hooks, now);
+                hooks.into_iter().filter(|w| !w.paused && !backoffs.contains_key(&w.name)).collect()
             };
             let mut busy = false;
             for w in due {

@@ -14,7 +14,9 @@ use super::tasks::{self, COLS, Entries, Loaded, approval_due, status_of};
 use crate::dependency::{ParentEnd, judge, skip_message};
 use crate::history::entry;
 use crate::segment::{Move, workflow_event};
-use crate::{APPROVAL, Approval, NewWorkflow, Result, StoreError, Submitted, WorkflowRecord, json};
+use crate::{
+    APPROVAL, Approval, NewWorkflow, Result, StoreError, Submitted, WorkflowPage, WorkflowQuery, WorkflowRecord, json,
+};
 use quern_core::workflow::Readiness;
 use quern_core::{
     Condition, Dependency, ErrorKind, HistoryEntry, Millis, NewTask, ParentOutcome, Status, Task, TaskError,
@@ -39,6 +41,36 @@ pub(super) async fn workflow(tx: &mut Tx, id: Uuid) -> Result<WorkflowRecord> {
     let rows = tx.query(&sql, &[&id]).await?;
     let tasks = rows.iter().map(|r| Loaded::from_row(r).map(|l| l.task)).collect::<Result<Vec<_>>>()?;
     Ok(WorkflowRecord { id, name: head.get(0), created_at: head.get(1), tasks })
+}
+
+pub(super) async fn workflow_page(tx: &mut Tx, q: WorkflowQuery) -> Result<WorkflowPage> {
+    let id = q.id;
+    let head = tx.query_opt("SELECT name, created_at FROM workflows WHERE id = $1", &[&id]).await?;
+    let head = head.ok_or(StoreError::WorkflowNotFound(id))?;
+    let mut counts = BTreeMap::new();
+    for r in tx.query("SELECT status, count(*) FROM tasks WHERE workflow = $1 GROUP BY status", &[&id]).await? {
+        counts.insert(status_of(r.get(0))?, usize::try_from(r.get::<_, i64>(1)).unwrap_or(0));
+    }
+    let first_open = tx
+        .query_opt(
+            "SELECT id FROM tasks WHERE workflow = $1 AND status IN ('pending', 'queued', 'running') \
+             ORDER BY id LIMIT 1",
+            &[&id],
+        )
+        .await?
+        .map(|r| r.get::<_, Uuid>(0));
+    let after = q.after.unwrap_or(Uuid::nil());
+    let limit = i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX);
+    let sql = format!("SELECT {COLS} FROM tasks t WHERE t.workflow = $1 AND t.id > $2 ORDER BY t.id LIMIT $3");
+    let rows = tx.query(&sql, &[&id, &after, &limit]).await?;
+    let mut tasks = rows.iter().map(|r| Loaded::from_row(r).map(|l| l.task)).collect::<Result<Vec<_>>>()?;
+    let next_after = if tasks.len() > q.limit {
+        tasks.truncate(q.limit);
+        tasks.last().map(|t| t.id)
+    } else {
+        None
+    };
+    Ok(WorkflowPage { id, name: head.get(0), created_at: head.get(1), counts, first_open, tasks, next_after })
 }
 
 /// Publishes a task's move, and keeps its workflow's count of unfinished

@@ -27,7 +27,7 @@ use crate::{
     Approval, CompleteAnswer, CompleteParams, Delivery, DueSchedules, EventPage, EventQuery, Fire, FireOutcome,
     GroupState, HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result,
     ScheduleRecord, ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TaskTypeRecord, TickOutcome,
-    WebhookRecord, WorkerRecord, WorkflowRecord, backend, json,
+    WebhookRecord, WorkerRecord, WorkflowPage, WorkflowQuery, WorkflowRecord, backend, json,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -605,6 +605,10 @@ impl Store for PgStore {
 
     async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord> {
         self.read(|tx| Box::pin(flow::workflow(tx, id))).await
+    }
+
+    async fn workflow_page(&self, query: WorkflowQuery) -> Result<WorkflowPage> {
+        self.read(|tx| Box::pin(flow::workflow_page(tx, query.clone()))).await
     }
 
     async fn cancel_workflow(&self, id: Uuid, now: Millis) -> Result<usize> {

@@ -20,13 +20,15 @@ use crate::history::compact_history;
 use crate::{
     Approval, CompleteAnswer, CompleteParams, DueSchedules, EventPage, EventQuery, Fire, FireOutcome, HeartbeatAnswer,
     HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result, ScheduleRecord,
-    ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowRecord,
+    ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowPage, WorkflowQuery,
+    WorkflowRecord,
 };
 use crate::{Delivery, GroupState, TaskTypeRecord, WebhookRecord, WorkerRecord};
 use async_trait::async_trait;
 use quern_core::{Event, Millis, NewEvent, NewTask, Status, Task};
 use rows::{TASK_COLUMNS, compact_at, history_from_row, task_from_row};
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
+use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -315,6 +317,16 @@ fn read_history(conn: &Connection, id: Uuid) -> Result<Vec<HistoryEntry>> {
     .map_err(backend)
 }
 
+/// A workflow's name and submission time.
+fn workflow_head(conn: &Connection, id: Uuid) -> Result<(String, i64)> {
+    conn.prepare_cached("SELECT name, created_at FROM workflows WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.as_bytes()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).optional()
+        })
+        .map_err(backend)?
+        .ok_or(StoreError::WorkflowNotFound(id))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn submit(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
@@ -414,18 +426,59 @@ impl Store for SqliteStore {
     async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord> {
         self.settle().await?;
         self.read(move |conn| {
-            let head = conn
-                .prepare_cached("SELECT name, created_at FROM workflows WHERE id = ?1")
-                .and_then(|mut s| {
-                    s.query_row([id.as_bytes()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).optional()
-                })
-                .map_err(backend)?;
-            let (name, created_at) = head.ok_or(StoreError::WorkflowNotFound(id))?;
+            let (name, created_at) = workflow_head(conn, id)?;
             let tasks = conn
                 .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE workflow = ?1 ORDER BY id"))
                 .and_then(|mut s| s.query_map([id.as_bytes()], task_from_row)?.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(backend)?;
             Ok(WorkflowRecord { id, name, created_at, tasks })
+        })
+        .await
+    }
+
+    async fn workflow_page(&self, q: WorkflowQuery) -> Result<WorkflowPage> {
+        self.settle().await?;
+        self.read(move |conn| {
+            let id = q.id;
+            let (name, created_at) = workflow_head(conn, id)?;
+            let mut counts = BTreeMap::new();
+            let rows = conn
+                .prepare_cached("SELECT status, count(*) FROM tasks WHERE workflow = ?1 GROUP BY status")
+                .and_then(|mut s| {
+                    s.query_map([id.as_bytes()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(backend)?;
+            for (status, n) in rows {
+                let status: Status = status.parse().map_err(backend)?;
+                counts.insert(status, usize::try_from(n).unwrap_or(0));
+            }
+            let first_open = conn
+                .prepare_cached(
+                    "SELECT id FROM tasks WHERE workflow = ?1 \
+                     AND (status = 'pending' OR status = 'queued' OR status = 'running') ORDER BY id LIMIT 1",
+                )
+                .and_then(|mut s| s.query_row([id.as_bytes()], |r| r.get::<_, [u8; 16]>(0)).optional())
+                .map_err(backend)?
+                .map(Uuid::from_bytes);
+            let after = q.after.map_or([0u8; 16], |a| a.into_bytes());
+            let limit = i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX);
+            let mut tasks = conn
+                .prepare_cached(&format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE workflow = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                ))
+                .and_then(|mut s| {
+                    s.query_map(rusqlite::params![id.as_bytes(), &after[..], limit], task_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(backend)?;
+            let next_after = if tasks.len() > q.limit {
+                tasks.truncate(q.limit);
+                tasks.last().map(|t| t.id)
+            } else {
+                None
+            };
+            Ok(WorkflowPage { id, name, created_at, counts, first_open, tasks, next_after })
         })
         .await
     }

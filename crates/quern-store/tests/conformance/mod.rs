@@ -12,7 +12,7 @@ use quern_core::{ErrorKind, ExecutionDefaults, Millis, Outcome, Status, TaskErro
 use quern_store::{
     Approval, CompleteParams, Completion, EventPage, EventQuery, Fire, FireOutcome, GroupState, HeartbeatLease,
     HeartbeatParams, LeaseParams, ListQuery, NewWorkflow, ScheduleRecord, ScheduleWrite, Store, StoreError,
-    TaskTypeRecord, WorkerRecord,
+    TaskTypeRecord, WorkerRecord, WorkflowQuery,
 };
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -98,6 +98,7 @@ pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
     workflows_release_and_skip_along_conditions(&mut make()).await;
     approvals_wait_for_a_decision(&mut make()).await;
     cancelling_a_workflow_cancels_what_is_unfinished(&mut make()).await;
+    a_workflow_reads_in_pages_with_its_counts(&mut make()).await;
     waiting_tasks_survive_a_restart(&mut make()).await;
     undecided_approvals_time_out(&mut make()).await;
     schedule_writes_are_versioned(&mut make()).await;
@@ -669,6 +670,35 @@ pub async fn cancelling_a_workflow_cancels_what_is_unfinished(f: &mut impl Facto
     assert_eq!(record.tasks.len(), 4);
     assert!(matches!(s.workflow(Uuid::now_v7()).await, Err(StoreError::WorkflowNotFound(_))));
     assert!(matches!(s.cancel_workflow(Uuid::now_v7(), T0).await, Err(StoreError::WorkflowNotFound(_))));
+}
+
+pub async fn a_workflow_reads_in_pages_with_its_counts(f: &mut impl Factory) {
+    use OutcomeCondition::*;
+    let s = f.open(T0);
+    let (wf, ids) = submit_workflow(
+        &*s,
+        &[("a", "a", &[]), ("b", "b", &[("a", on(Success))]), ("c", "c", &[("b", on(Success))]), ("d", "d", &[])],
+    )
+    .await;
+    run_one(&*s, "a", ok("1"), T0 + 1).await;
+    let page = |after, limit| s.workflow_page(WorkflowQuery { id: wf, after, limit });
+    let first = page(None, 2).await.unwrap();
+    assert_eq!(first.name, "wf");
+    let want: std::collections::BTreeMap<Status, usize> =
+        [(Status::Succeeded, 1), (Status::Queued, 2), (Status::Pending, 1)].into_iter().collect();
+    assert_eq!(first.counts, want);
+    assert_eq!(first.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), [ids["a"], ids["b"]]);
+    assert_eq!(first.next_after, Some(ids["b"]));
+    assert_eq!(first.first_open, Some(ids["b"]));
+    let second = page(first.next_after, 2).await.unwrap();
+    assert_eq!(second.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), [ids["c"], ids["d"]]);
+    assert_eq!(second.next_after, None);
+    let all = page(None, 10).await.unwrap();
+    assert_eq!((all.tasks.len(), all.next_after), (4, None));
+    assert!(matches!(
+        s.workflow_page(WorkflowQuery { id: Uuid::now_v7(), after: None, limit: 10 }).await,
+        Err(StoreError::WorkflowNotFound(_))
+    ));
 }
 
 pub async fn waiting_tasks_survive_a_restart(f: &mut impl Factory) {

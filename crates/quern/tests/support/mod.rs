@@ -129,6 +129,31 @@ impl Server {
         assert!(status.success(), "kill -TERM {pid} failed");
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// The CPU time (user and system) the server has used so far.
+    pub(crate) fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read /proc/PID/stat");
+        // The fields after the command name (which may hold spaces) in
+        // parentheses; utime and stime are the 14th and 15th of the line.
+        let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // Linux reports in USER_HZ, 100 on every platform it runs on.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// The server's resident set size, in bytes.
+    pub(crate) fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc/PID/status");
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("a VmRSS line");
+        let kb: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB");
+        kb * 1024
+    }
+
     /// Wait up to `limit` for the server to exit on its own; its exit status.
     pub(crate) fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let start = Instant::now();
@@ -383,6 +408,14 @@ impl Api {
 
     pub(crate) async fn post(&self, path: &str, body: &Value) -> Reply {
         self.try_post(path, body).await.unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// GET `path`: the status and the length of the body in bytes.
+    pub(crate) async fn get_len(&self, path: &str) -> (u16, usize) {
+        let resp = self.http.get(self.url(path)).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        (status, bytes.len())
     }
 
     /// POST raw bytes with `content-type: application/json`.
