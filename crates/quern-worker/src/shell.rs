@@ -7,14 +7,18 @@
 //! and no process of a task outlives it — its process group is stopped
 //! (SIGTERM, then SIGKILL after the policy's grace) when the task is
 //! cancelled, times out, is handed back at shutdown, when its future is
-//! dropped, and when the command exits leaving background processes behind.
+//! dropped, and when the command exits leaving background processes behind;
+//! and a task's temporary working directory is its own — created new and
+//! empty for it, never handed to another task, and removed with its contents
+//! once its process group is gone. A run that ends normally waits for both
+//! before it answers, so the worker's next task starts after them.
 //!
 //! # Layout
 //! - this module: the input, the [`ShellExecutor`] and how a run ends.
 //! - [`policy`]: the [`SandboxPolicy`] and [`Limits`].
 //! - `sandbox`: how the process is started (environment, user, rlimits).
 //! - `group`: the process-group guard that stops a task's processes.
-//! - `workdir`: the per-task temporary directories, recycled through a pool.
+//! - `workdir`: the per-task temporary directories.
 //! - `output`: bounded output tails and `::progress` lines.
 
 mod group;
@@ -41,7 +45,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
-use workdir::{TempWorkdir, WorkdirPool};
+use workdir::TempWorkdir;
 
 /// The task name the shell executor serves.
 pub const TASK_NAME: &str = "shell";
@@ -172,7 +176,6 @@ pub struct ShellExecutor {
 
 struct Inner {
     policy: SandboxPolicy,
-    workdirs: Arc<WorkdirPool>,
     reaper: Arc<Reaper>,
     running: AtomicUsize,
     idle: Notify,
@@ -212,12 +215,9 @@ impl Ended {
 impl ShellExecutor {
     /// An executor holding every task to `policy`.
     pub fn new(policy: SandboxPolicy) -> Self {
-        let owner = policy.user().map(|u| (u.uid, u.gid));
-        let workdirs = WorkdirPool::new(policy.root().to_owned(), owner);
         Self {
             inner: Arc::new(Inner {
                 policy,
-                workdirs,
                 reaper: Arc::new(Reaper::default()),
                 running: AtomicUsize::new(0),
                 idle: Notify::new(),
@@ -269,7 +269,7 @@ impl ShellExecutor {
         let (dir, temp): (PathBuf, Option<TempWorkdir>) = match &input.cwd {
             Some(cwd) => (policy.resolve_cwd(cwd).map_err(TaskFailure::rejected)?, None),
             None => {
-                let temp = self.inner.workdirs.take().map_err(|e| {
+                let temp = TempWorkdir::create(policy.root(), user).map_err(|e| {
                     TaskFailure::retryable(format!(
                         "cannot create a working directory under {}: {e}",
                         policy.root().display()
@@ -304,8 +304,8 @@ impl ShellExecutor {
             });
         }
         let watched = supervise(&ctx, &mut child, &mut group, policy.tail_bytes(), started).await;
-        // Stops whatever the command left running and lets its directory go.
-        drop(group);
+        // Stops whatever the command left running and removes its directory.
+        group.finish().await;
         let status =
             watched.exit.map_err(|e| TaskFailure::retryable(format!("waiting for the process failed: {e}")))?;
         let ended =

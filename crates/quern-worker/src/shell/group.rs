@@ -1,12 +1,13 @@
 //! A task's process group, and the guarantee that it ends with the task.
 //!
 //! Invariant: once a [`GroupGuard`] exists, every process of its group is
-//! stopped when the guard is dropped — however the task ended, and also when
+//! stopped before the guard is gone — however the task ended, and also when
 //! its future is dropped mid-run (a timeout abort, a worker shutdown): the
 //! group gets SIGTERM, and SIGKILL once the grace since the first SIGTERM has
-//! passed, from a [`Reaper`] thread when the drop cannot wait. The task's
-//! temporary directory is let go only after that, so nothing of the task
-//! writes into it again.
+//! passed. A run that ends normally awaits this ([`GroupGuard::finish`]), so
+//! its result (and the worker's next task) comes only after it; a dropped
+//! guard leaves it to a [`Reaper`] thread. The task's temporary directory is
+//! removed only after that, so nothing of the task writes into it again.
 
 use super::workdir::TempWorkdir;
 use nix::errno::Errno;
@@ -20,6 +21,34 @@ const POLL: Duration = Duration::from_millis(20);
 /// How long survivors of SIGKILL are waited for (they die as soon as the
 /// kernel gets to them; this only bounds a pathological wait).
 const AFTER_KILL: Duration = Duration::from_secs(2);
+
+/// The state of a group being stopped.
+#[derive(Debug)]
+enum Stopping {
+    /// No process of the group is left.
+    Gone,
+    /// Wait (and look again) until the instant.
+    WaitUntil(Instant),
+    /// The grace ran out: send SIGKILL.
+    Kill,
+    /// Killed, and still not gone after [`AFTER_KILL`]: give up waiting.
+    GiveUp,
+}
+
+/// What to do next for the terminated group `pgid`, due for SIGKILL at
+/// `deadline`, killed at `killed` if it was.
+fn next_step(pgid: Pid, deadline: Instant, killed: Option<Instant>) -> Stopping {
+    if !alive(pgid) {
+        return Stopping::Gone;
+    }
+    let now = Instant::now();
+    match killed {
+        None if now < deadline => Stopping::WaitUntil(deadline.min(now + POLL)),
+        None => Stopping::Kill,
+        Some(at) if now < at + AFTER_KILL => Stopping::WaitUntil(now + POLL),
+        Some(_) => Stopping::GiveUp,
+    }
+}
 
 /// Tracks the threads that finish stopping groups whose guards were dropped,
 /// so that a worker can wait for them before it exits.
@@ -80,13 +109,15 @@ pub(crate) struct GroupGuard {
     term_at: Option<Instant>,
     workdir: Option<TempWorkdir>,
     reaper: Arc<Reaper>,
+    /// [`GroupGuard::finish`] has done the stopping; the drop has nothing left.
+    finished: bool,
 }
 
 impl GroupGuard {
     /// Guards the group `pgid` (the pid of its leader), which owns `workdir`.
     pub(crate) fn new(pgid: u32, grace: Duration, workdir: Option<TempWorkdir>, reaper: Arc<Reaper>) -> Self {
         let pgid = Pid::from_raw(i32::try_from(pgid).unwrap_or(i32::MAX));
-        Self { pgid, grace, term_at: None, workdir, reaper }
+        Self { pgid, grace, term_at: None, workdir, reaper, finished: false }
     }
 
     /// Sends SIGTERM to the group (once); the SIGKILL deadline starts now.
@@ -107,12 +138,48 @@ impl GroupGuard {
         self.term_at.get_or_insert_with(Instant::now);
         signal(self.pgid, Signal::SIGKILL);
     }
+
+    /// Stops whatever of the group still runs (SIGTERM, SIGKILL after the
+    /// grace) and removes its directory, waiting for both: when this
+    /// returns, no process of the group is left and the directory is gone.
+    /// Dropped before it returns, the guard's drop takes over.
+    pub(crate) async fn finish(mut self) {
+        if alive(self.pgid) {
+            self.terminate();
+            let deadline = self.kill_deadline().unwrap_or_else(Instant::now);
+            let mut killed = None;
+            loop {
+                match next_step(self.pgid, deadline, killed) {
+                    Stopping::Gone => break,
+                    Stopping::WaitUntil(at) => tokio::time::sleep_until(at.into()).await,
+                    Stopping::Kill => {
+                        tracing::debug!(pgid = self.pgid.as_raw(), "killing what is left of a task's process group");
+                        signal(self.pgid, Signal::SIGKILL);
+                        killed = Some(Instant::now());
+                    }
+                    Stopping::GiveUp => {
+                        tracing::warn!(pgid = self.pgid.as_raw(), "a task's process outlived SIGKILL");
+                        break;
+                    }
+                }
+            }
+        }
+        self.finished = true;
+        if let Some(mut workdir) = self.workdir.take()
+            && !workdir.remove_if_empty()
+        {
+            // What the task left in it is removed off the async runtime; a
+            // failed join means the closure (and with it the directory) was
+            // dropped, which removes it too.
+            let _ = tokio::task::spawn_blocking(move || drop(workdir)).await;
+        }
+    }
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         let workdir = self.workdir.take();
-        if !alive(self.pgid) {
+        if self.finished || !alive(self.pgid) {
             drop(workdir);
             return;
         }
@@ -132,19 +199,20 @@ impl Drop for GroupGuard {
 /// kills what is left and waits for that to die. Blocking: runs on a reaper
 /// thread, never on the async runtime.
 fn stop(pgid: Pid, deadline: Instant) {
-    while alive(pgid) && Instant::now() < deadline {
-        #[allow(clippy::disallowed_methods, reason = "a dedicated reaper thread, not async code")]
-        std::thread::sleep(POLL);
-    }
-    if !alive(pgid) {
-        return;
-    }
-    tracing::debug!(pgid = pgid.as_raw(), "killing what is left of a task's process group");
-    signal(pgid, Signal::SIGKILL);
-    let until = Instant::now() + AFTER_KILL;
-    while alive(pgid) && Instant::now() < until {
-        #[allow(clippy::disallowed_methods, reason = "a dedicated reaper thread, not async code")]
-        std::thread::sleep(POLL);
+    let mut killed = None;
+    loop {
+        match next_step(pgid, deadline, killed) {
+            Stopping::Gone | Stopping::GiveUp => return,
+            Stopping::WaitUntil(at) => {
+                #[allow(clippy::disallowed_methods, reason = "a dedicated reaper thread, not async code")]
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            }
+            Stopping::Kill => {
+                tracing::debug!(pgid = pgid.as_raw(), "killing what is left of a task's process group");
+                signal(pgid, Signal::SIGKILL);
+                killed = Some(Instant::now());
+            }
+        }
     }
 }
 
@@ -191,7 +259,7 @@ fn live_members(pgid: Pid) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shell::workdir::WorkdirPool;
+    use crate::shell::workdir::TempWorkdir;
     use std::os::unix::process::CommandExt;
     use std::process::Command;
 
@@ -210,7 +278,7 @@ mod tests {
             std::thread::sleep(POLL);
         }
         let reaper = Arc::new(Reaper::default());
-        let dir = WorkdirPool::new(std::env::temp_dir(), None).take().expect("temp dir");
+        let dir = TempWorkdir::create(&std::env::temp_dir(), None).expect("temp dir");
         let path = dir.path().to_owned();
         let started = Instant::now();
         drop(GroupGuard::new(child.id(), Duration::from_millis(300), Some(dir), reaper.clone()));
@@ -243,7 +311,7 @@ mod tests {
         let mut child = Command::new("true").process_group(0).spawn().expect("spawn true");
         child.wait().expect("wait");
         let reaper = Arc::new(Reaper::default());
-        let dir = WorkdirPool::new(std::env::temp_dir(), None).take().expect("temp dir");
+        let dir = TempWorkdir::create(&std::env::temp_dir(), None).expect("temp dir");
         let path = dir.path().to_owned();
         drop(GroupGuard::new(child.id(), Duration::from_secs(5), Some(dir), reaper.clone()));
         assert!(!path.exists());

@@ -189,11 +189,35 @@ async fn each_task_gets_an_empty_private_directory_as_home_and_tmpdir() {
     assert!(lines[0].contains("quern-task-"), "{lines:?}");
     assert!(lines[..3].iter().all(|l| *l == lines[0]), "HOME and TMPDIR are the working directory: {lines:?}");
     assert_eq!(lines[3], "700");
+    assert!(!std::path::Path::new(&lines[0]).exists(), "the directory outlived its task");
     // The next task sees nothing of the first one's files.
     let second = run_here(json!({"script": script})).await.expect("succeeds");
-    assert_eq!(second["stdout"].as_str().expect("text").lines().count(), 4, "{second}");
-    drop(shell);
-    assert!(!std::path::Path::new(&lines[0]).exists(), "the directory outlived its executor");
+    let second: Vec<&str> = second["stdout"].as_str().expect("text").lines().collect();
+    assert_eq!(second.len(), 4, "{second:?}");
+    assert_ne!(second[0], lines[0], "a directory is never handed out twice");
+    assert!(!std::path::Path::new(second[0]).exists(), "the directory outlived its task");
+}
+
+#[tokio::test]
+async fn a_process_left_behind_is_gone_with_its_directory_before_the_next_task_starts() {
+    let mark = marker();
+    let shell = ShellExecutor::new(SandboxPolicy::default().kill_grace(Duration::from_millis(300)));
+    // The writer outlives the command, ignores SIGTERM (so lives through the
+    // grace) and writes into the directory it started in until it is killed.
+    let script = "pwd; (trap '' TERM; while :; do date > late; sleep 0.01; done) >/dev/null 2>&1 &";
+    let (ctx, _cancel, _shared) = testing::context(task(json!({"script": script, "env": {"QUERN_TEST_MARK": mark}})));
+    let first = bounded(shell.run(ctx)).await.expect("succeeds");
+    // No waiting: by the time a run answers, its processes and directory are gone.
+    assert_eq!(marked(&mark), 0, "a process of the first task outlived its run");
+    let first_dir = first["stdout"].as_str().expect("text").trim().to_owned();
+    assert!(first_dir.contains("quern-task-"), "{first}");
+    assert!(std::fs::symlink_metadata(&first_dir).is_err(), "the first task's directory outlived its run");
+
+    let (ctx, _cancel, _shared) = testing::context(task(json!({"script": "pwd; ls -A"})));
+    let second = bounded(shell.run(ctx)).await.expect("succeeds");
+    let lines: Vec<&str> = second["stdout"].as_str().expect("text").lines().collect();
+    assert_eq!(lines.len(), 1, "the second task's directory is not empty: {lines:?}");
+    assert_ne!(lines[0], first_dir, "the second task got the first one's directory");
 }
 
 #[tokio::test]
