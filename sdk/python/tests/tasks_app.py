@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import Any
 
 import quern
 
@@ -47,6 +48,12 @@ def flaky(marker: str) -> str:
     if quern.current_task().attempt == 1:
         raise ConnectionError("the network blinked")
     return marker
+
+
+@app.task(name="t.echo")
+def echo(value: Any) -> Any:
+    """Answers its argument."""
+    return value
 
 
 @app.task(name="t.boom")

@@ -1,9 +1,11 @@
 """Every client call against a real server: tasks, waiting, workflows,
-schedules, events, queues, health, typed errors, and the async client."""
+schedules, events, queues, health, typed errors, the async client, and tasks
+whose values are nested too deeply to decode."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from typing import Any, Dict, List
@@ -179,3 +181,49 @@ def test_async_client(server_url: str) -> None:
             assert isinstance(await q.list_task_types(), list) and isinstance(await q.list_workers(), list)
 
     asyncio.run(main())
+
+
+#: 5,000 levels: far past what Python's json module decodes (about 1,000).
+DEEP = "[" * 5000 + "]" * 5000
+
+
+def post_raw(url: str, path: str, body: str) -> str:
+    """POSTs JSON text the SDK could not encode itself; the answer's text
+    (which ``json`` could not decode either when it holds ``DEEP``)."""
+    with httpx.Client(base_url=url, timeout=30) as h:
+        answer = h.post(path, content=body, headers={"content-type": "application/json"})
+    assert answer.status_code < 300, answer.text
+    return answer.text
+
+
+def id_of(answer: str) -> str:
+    """The ``id`` a submit answers: the first member of the task it echoes."""
+    found = re.match(r'\{"id":"([^"]+)"', answer)
+    assert found, answer[:200]
+    return found.group(1)
+
+
+def test_a_value_too_deep_to_decode_spoils_only_its_own_field(server_url: str) -> None:
+    q = Quern(server_url)
+    plain = q.submit("deep.plain", {"n": 1}, queue="deepc")
+    body = '{"name": "deep.input", "queue": "deepc", "input": ' + DEEP + "}"
+    deep_id = id_of(post_raw(server_url, "/v1/tasks", body))
+    page = q.list_tasks(queue="deepc")
+    by_id = {t.id: t for t in page.tasks}
+    assert set(by_id) == {plain.id, deep_id}, "every task is listed"
+    assert by_id[plain.id].input == {"n": 1}
+    deep = by_id[deep_id]
+    assert (deep.name, deep.status) == ("deep.input", "queued"), "the other fields are decoded"
+    assert isinstance(deep.input, quern.Undecodable)
+    assert (deep.input.field, deep.input.text) == ("input", DEEP)
+    assert "nested too deeply" in repr(deep.input)
+    got = q.get(deep_id)
+    assert isinstance(got.input, quern.Undecodable) and got.input.text == DEEP
+    cancelled = q.cancel(deep_id)
+    assert cancelled.status == "cancelled" and isinstance(cancelled.input, quern.Undecodable)
+
+    async def listed() -> List[str]:
+        async with AsyncQuern(server_url) as aq:
+            return [t.id for t in (await aq.list_tasks(queue="deepc")).tasks]
+
+    assert set(asyncio.run(listed())) == {plain.id, deep_id}

@@ -7,6 +7,7 @@ the typed objects they answer with, and the errors they raise.
     print(q.wait(task.id, timeout=30).result)
 """
 
+from ._answers import Undecodable
 from ._app import App, AsyncResult, Signature, TaskFailed, TimeoutWaiting, WorkflowResult, chain, chord, group
 from ._calls import task_spec
 from ._client import AsyncQuern, Quern
@@ -19,6 +20,7 @@ from ._errors import (
     QuernError,
     TransportError,
     Unavailable,
+    UndecodableValue,
     Unprocessable,
 )
 from ._models import ApplyReport, Event, EventPage, Progress, Queue, Schedule, Task, TaskError, TaskPage, Workflow
@@ -51,6 +53,8 @@ __all__ = [
     "TimeoutWaiting",
     "TransportError",
     "Unavailable",
+    "Undecodable",
+    "UndecodableValue",
     "Unprocessable",
     "Worker",
     "Workflow",

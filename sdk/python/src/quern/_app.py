@@ -13,9 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union, overload
 
+from ._answers import Undecodable
 from ._calls import task_spec
 from ._client import Quern
-from ._errors import QuernError
+from ._errors import QuernError, UndecodableValue
 from ._models import Task, Workflow
 from ._schema import schema_of
 
@@ -113,7 +114,7 @@ class AsyncResult:
             raise TimeoutWaiting(0, "timeout", f"task {self.id} is still {self._task.status} after {timeout} s")
         if self._task.status != "succeeded" and propagate:
             raise TaskFailed(self._task)
-        return self._task.result
+        return _decoded_result(self._task)
 
     def revoke(self) -> None:
         """Cancels it (a running task is told to stop)."""
@@ -162,7 +163,15 @@ class WorkflowResult:
             for t in tasks:
                 if t.status != "succeeded":
                     raise TaskFailed(t)
-        return [t.result for t in tasks]
+        return [_decoded_result(t) for t in tasks]
+
+
+def _decoded_result(task: Task) -> Any:
+    """The task's result; ``UndecodableValue`` when it could not be decoded."""
+    if isinstance(task.result, Undecodable):
+        message = f"task {task.id}: its result is {task.result.reason}"
+        raise UndecodableValue(200, "undecodable", message, {"task": task.id, "text": task.result.text})
+    return task.result
 
 
 def _bodies(sigs: Sequence[Signature]) -> List[Dict[str, Any]]:

@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from . import _calls as c
+from ._answers import loads_answer
 from ._errors import QuernError, TransportError, from_answer
 from ._models import ApplyReport, Event, EventPage, Queue, Schedule, Task, TaskPage, Workflow
 
@@ -114,7 +115,7 @@ def _decode(call: c.Call[T], status: int, data: bytes) -> T:
     body: Any = None
     if data:
         try:
-            body = json.loads(data)
+            body = loads_answer(data)
         except ValueError:
             body = data.decode("utf-8", "replace")
     if status >= 300:

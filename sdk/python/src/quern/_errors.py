@@ -49,6 +49,13 @@ class Unavailable(QuernError):
     """503: the server is not ready or is shutting down."""
 
 
+class UndecodableValue(QuernError):
+    """A value of a successful answer that this SDK cannot decode (nested too
+    deeply for Python's ``json`` module); ``details["text"]`` is its JSON text.
+    Raised by ``AsyncResult.get()`` for such a result; the clients' calls
+    answer a ``quern.Undecodable`` in the value's place instead."""
+
+
 _BY_STATUS = {400: BadRequest, 404: NotFound, 409: Conflict, 410: Gone, 413: PayloadTooLarge, 422: Unprocessable}
 
 

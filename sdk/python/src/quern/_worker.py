@@ -5,7 +5,12 @@ Sync functions run in a thread pool, ``async def`` ones on one event loop.
 One heartbeat thread keeps every lease alive in one request and carries
 progress; completions go out in batches from one thread. SIGTERM or SIGINT:
 stop leasing, let running tasks finish within the grace period, hand the rest
-back (they are queued again at once)."""
+back (they are queued again at once).
+
+A task the worker cannot take up fails alone, not retried: one with a field
+nested too deeply for Python to decode (kind ``rejected``), or whose
+function cannot be found or imported; the other tasks of its lease run, and
+the worker keeps running."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import asyncio
 import concurrent.futures as cf
 import contextvars
 import importlib
+import logging
 import os
 import queue
 import signal
@@ -24,7 +30,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import httpx
 
+from ._answers import Undecodable, loads_answer
 from ._app import App, TaskFunction
+
+_log = logging.getLogger("quern.worker")
 
 _current: contextvars.ContextVar[Optional[TaskContext]] = contextvars.ContextVar("quern_task", default=None)
 
@@ -153,9 +162,14 @@ class Worker:
             try:
                 r = self.http.post(path, json=body)
                 if r.status_code < 500:
-                    return r.json()
+                    return loads_answer(r.content)
             except httpx.HTTPError:
                 pass
+            except ValueError as e:
+                # Not JSON at all: asking again would not mend it (and would
+                # lease other tasks); what this answer leased expires.
+                _log.error("POST %s: the server's answer is not JSON (%s); ignored", path, e)
+                return None
             time.sleep(min(5.0, 0.1 * 2**attempt))
         return None
 
@@ -237,11 +251,29 @@ class Worker:
         else:
             self._finish(ctx, {"outcome": "succeeded", "result": result})
 
-    def _start(self, task: Dict[str, Any]) -> None:
-        ctx = TaskContext(task, self.beat)
-        fn, retry_on, why = self.resolve(task["name"])
+    def _start(self, task: Any) -> None:
+        """Starts one leased task; fails it alone when it cannot be run."""
+        try:
+            ctx = TaskContext(task, self.beat)
+        except (AttributeError, TypeError, KeyError) as e:
+            # Without its id and lease token the task cannot be completed:
+            # its lease expires and the server handles it as lost.
+            _log.error("a leased task without a readable id or lease token (%r); left to its lease expiry", e)
+            self.free.release()
+            return
         with self.lock:
             self.running[ctx.id] = ctx
+        undecodable = [v for v in task.values() if isinstance(v, Undecodable)]
+        if undecodable:
+            fields = [v.field or "?" for v in undecodable]
+            message = f"the worker cannot decode the task's {', '.join(fields)}: {undecodable[0].reason}; not run"
+            error = {"kind": "rejected", "message": message, "details": {"type": "quern.Undecodable", "fields": fields}}
+            self._finish(ctx, {"outcome": "failed", "error": error, "retry": False})
+            return
+        try:
+            fn, retry_on, why = self.resolve(task["name"])
+        except Exception as e:
+            fn, retry_on, why = None, (), f"cannot resolve the task's function: {e}"
         if fn is None:
             error = {"kind": "exception", "message": why, "details": {"type": "quern.NotRegistered"}}
             self._finish(ctx, {"outcome": "failed", "error": error, "retry": False})
@@ -304,7 +336,9 @@ class Worker:
             if names is not None:
                 body["names"] = names
             answer = None if self.stopping.is_set() else self._post("/v1/lease", body)
-            tasks = (answer or {}).get("tasks", [])
+            tasks = answer.get("tasks") if isinstance(answer, dict) else None
+            if not isinstance(tasks, list):
+                tasks = []
             for _ in range(free - len(tasks)):
                 self.free.release()
             for t in tasks:
