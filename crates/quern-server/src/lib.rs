@@ -6,6 +6,7 @@
 //!   background services (timers, retention) live here.
 //! - [`registry`]: workers and the task types they serve.
 //! - [`workflow`]: workflow graphs into tasks, their status and renderings.
+//! - [`wire`]: the connections, which give hyper's own error answers our body.
 //! - [`api`]: axum routes, error rendering, request parsing.
 //! - [`serve`]: binds the pieces together and runs until shutdown.
 
@@ -13,6 +14,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod registry;
+pub mod wire;
 pub mod workflow;
 
 pub use config::Config;
@@ -112,11 +114,11 @@ pub async fn serve(
     let app = api::router(engine, config.server.max_body_bytes);
     // Small answers (a lease, an SSE event) go out at once, not held back
     // by Nagle's algorithm waiting for the client's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
+    let listener = wire::WireListener(listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-    });
+    }));
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -623,3 +623,51 @@ async fn free_text_fields_have_limits_and_no_nul() {
     })
     .await;
 }
+
+/// Sends `request` on a fresh connection and reads the answer until the
+/// server closes it (or 5 s pass): the status and the body as JSON.
+fn raw_exchange(addr: &str, request: &[u8]) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    // The server may answer and close before taking all of a long request.
+    let _ = conn.write_all(request);
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_get_our_error_body() {
+    let server = Server::start();
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let long_query = format!("GET /v1/tasks?name={} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100_000));
+    let long_header = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(500_000));
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("a 100 KB query", long_query.into_bytes(), 414, "uri_too_long"),
+        (
+            "Content-Length: -1",
+            b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        ("a path with byte 0xff", b"GET /v1/\xff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400, "malformed_request"),
+        ("500 KB of headers", long_header.into_bytes(), 431, "headers_too_large"),
+        (
+            "Content-Length: 2000000000 and no body",
+            b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000000\r\n\r\n{".to_vec(),
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let addr = addr.clone();
+        let (got, body) = tokio::task::spawn_blocking(move || raw_exchange(&addr, &request)).await.expect("exchange");
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{what}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
+    }
+    assert_eq!(server.api().get("/healthz").await.status, 200);
+}

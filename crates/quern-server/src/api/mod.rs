@@ -16,7 +16,10 @@ pub use error::ApiError;
 
 use crate::engine::Engine;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::CONTENT_LENGTH;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use std::sync::Arc;
 
@@ -66,5 +69,20 @@ pub fn router(engine: Arc<Engine>, max_body_bytes: usize) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(max_body_bytes, refuse_declared_oversize))
         .with_state(engine)
+}
+
+/// Answers 413 at once to a request whose `Content-Length` is over the
+/// limit, rather than after reading that much (or waiting for a body that
+/// never comes).
+async fn refuse_declared_oversize(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX)) {
+        return ApiError::PayloadTooLarge(format!(
+            "the request body is over the server's limit of {max} bytes (server.max_body_bytes)"
+        ))
+        .into_response();
+    }
+    next.run(req).await
 }
