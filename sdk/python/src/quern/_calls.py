@@ -151,12 +151,20 @@ def submit_workflow(body: Dict[str, Any]) -> Call[Dict[str, Any]]:
     return Call("POST", "/v1/workflows", dict, json=body)
 
 
-def workflow(workflow_id: str, wait: Optional[float] = None) -> Call[Workflow]:
+def workflow(
+    workflow_id: str, wait: Optional[float] = None, limit: Optional[int] = None, cursor: Optional[str] = None
+) -> Call[Workflow]:
     path = f"/v1/workflows/{_seg(workflow_id)}"
+    params: Dict[str, str] = {}
+    if limit is not None:
+        params["limit"] = str(limit)
+    if cursor is not None:
+        params["cursor"] = cursor
     if wait is None or wait <= 0:
-        return Call("GET", path, Workflow.from_json)
+        return Call("GET", path, Workflow.from_json, params=params or None)
     w = min(wait, MAX_WAIT_S)
-    return Call("GET", path, Workflow.from_json, params={"wait": str(_ms(w))}, wait=w)
+    params["wait"] = str(_ms(w))
+    return Call("GET", path, Workflow.from_json, params=params, wait=w)
 
 
 def workflow_graph(workflow_id: str, format: str = "json") -> Call[Any]:

@@ -210,8 +210,10 @@ class Quern:
         """``POST /v1/workflows``: answers ``{"id", "name", "tasks": {key: id}}``."""
         return self._run(c.submit_workflow(workflow))
 
-    def workflow(self, workflow_id: str) -> Workflow:
-        return self._run(c.workflow(workflow_id))
+    def workflow(self, workflow_id: str, limit: Optional[int] = None, cursor: Optional[str] = None) -> Workflow:
+        """``GET /v1/workflows/{id}``: status and counts over every task, and
+        one page of its tasks (100 by default; pass ``next_cursor`` on)."""
+        return self._run(c.workflow(workflow_id, limit=limit, cursor=cursor))
 
     def wait_workflow(self, workflow_id: str, timeout: Optional[float] = None) -> Workflow:
         return self._until_done(lambda wait: c.workflow(workflow_id, wait), timeout)
@@ -360,8 +362,10 @@ class AsyncQuern:
     async def submit_workflow(self, workflow: Dict[str, Any]) -> Dict[str, Any]:
         return await self._run(c.submit_workflow(workflow))
 
-    async def workflow(self, workflow_id: str) -> Workflow:
-        return await self._run(c.workflow(workflow_id))
+    async def workflow(self, workflow_id: str, limit: Optional[int] = None, cursor: Optional[str] = None) -> Workflow:
+        """``GET /v1/workflows/{id}``: status and counts over every task, and
+        one page of its tasks (100 by default; pass ``next_cursor`` on)."""
+        return await self._run(c.workflow(workflow_id, limit=limit, cursor=cursor))
 
     async def monitor(
         self, task_id: str, callback: Callable[[Task], None], timeout: Optional[float] = None, poll: float = 1.0

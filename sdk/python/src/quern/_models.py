@@ -161,7 +161,8 @@ class ApplyReport:
 
 @dataclass
 class Workflow:
-    """A workflow's status, totals and tasks."""
+    """A workflow's status and totals over all its tasks, and one page of
+    its tasks in submission order (``next_cursor`` names the next page)."""
 
     id: str
     name: str
@@ -169,6 +170,7 @@ class Workflow:
     total: int
     counts: Dict[str, int]
     tasks: List[Task]
+    next_cursor: Optional[str] = None
 
     @property
     def done(self) -> bool:
@@ -183,6 +185,7 @@ class Workflow:
             d.get("total", 0),
             dict(d.get("counts") or {}),
             [Task.from_json(t) for t in d.get("tasks", [])],
+            d.get("next_cursor"),
         )
 
 
