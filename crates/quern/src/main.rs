@@ -19,11 +19,13 @@
 //! - [`render`]: tables, `key: value` blocks and JSON on stdout.
 //! - [`flags`]: parsers of flag values (durations, `KEY=VALUE`, JSON).
 //! - [`service`]: what `server` and `worker` share: logging, runtime, stop signal.
+//! - [`allocator`]: jemalloc, which returns memory freed after a burst.
 //!
 //! Exit codes (`api.md`): 0 success; 1 when an awaited task ended
 //! unsuccessfully or the wait timed out; 2 on usage errors and on server or
 //! transport errors, which print `error: <code>: <message>` on stderr.
 
+mod allocator;
 mod events_cmd;
 mod flags;
 mod queue_cmd;

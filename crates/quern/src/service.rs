@@ -8,6 +8,7 @@ pub(crate) fn start(command: &str) -> Option<tokio::runtime::Runtime> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("QUERN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
+    crate::allocator::release_in_background();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => Some(r),
         Err(e) => {

@@ -9,6 +9,7 @@
 //! (`writer/leases.rs`) when a read could otherwise miss one. See
 //! `writer.rs` for the invariant between memory and file.
 
+mod readers;
 mod rows;
 mod schema;
 mod webhooks;
@@ -53,7 +54,7 @@ pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
-    readers: Arc<Readers>,
+    readers: readers::Readers,
     signals: Arc<Signals>,
     counts: Counts,
     paused: Arc<Mutex<HashSet<String>>>,
@@ -68,36 +69,6 @@ pub struct SqliteStore {
     /// Consumer groups' delivery state and its version; their cursors are
     /// in the file.
     groups: Mutex<std::collections::HashMap<String, (u64, GroupState)>>,
-}
-
-struct Readers {
-    path: PathBuf,
-    durability: Durability,
-    idle: Mutex<Vec<Connection>>,
-}
-
-/// Idle reader connections kept open.
-const MAX_IDLE_READERS: usize = 4;
-
-impl Readers {
-    fn with<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-        let conn = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let conn = match conn {
-            Some(c) => c,
-            None => {
-                let c = Connection::open(&self.path).map_err(backend)?;
-                schema::configure(&c, self.durability).map_err(backend)?;
-                c
-            }
-        };
-        let out = f(&conn);
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_IDLE_READERS
-        {
-            idle.push(conn);
-        }
-        out
-    }
 }
 
 impl SqliteStore {
@@ -127,11 +98,12 @@ impl SqliteStore {
             })
             .map_err(backend)?;
         let checkpointer = spawn_checkpointer(&path, opts.durability)?;
+        let readers = readers::Readers::start(path, opts.durability)?;
         Ok(Self {
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             checkpointer: Mutex::new(Some(checkpointer)),
-            readers: Arc::new(Readers { path, durability: opts.durability, idle: Mutex::new(Vec::new()) }),
+            readers,
             signals,
             counts,
             paused,
@@ -157,6 +129,7 @@ impl SqliteStore {
             drop(stop);
             let _ = h.join();
         }
+        self.readers.close();
     }
 
     async fn write<R, F>(&self, f: F) -> Result<R>
@@ -187,8 +160,7 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
-        let readers = self.readers.clone();
-        tokio::task::spawn_blocking(move || readers.with(f)).await.map_err(|e| StoreError::Backend(e.to_string()))?
+        self.readers.read(f).await
     }
 }
 
