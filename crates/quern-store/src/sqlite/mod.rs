@@ -82,7 +82,10 @@ impl SqliteStore {
         let conn = Connection::open(&path).map_err(backend)?;
         schema::configure(&conn, opts.durability).map_err(backend)?;
         schema::configure_writer(&conn).map_err(backend)?;
-        conn.execute_batch(schema::SCHEMA).map_err(backend)?;
+        let applied = schema::migrate(&conn)?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, version = schema::VERSION, "data directory schema migrated");
+        }
         let counts: Counts = Arc::default();
         let paused: Arc<Mutex<HashSet<String>>> = Arc::default();
         let unwritten: Arc<AtomicUsize> = Arc::default();

@@ -1,9 +1,15 @@
-//! The SQLite schema and connection settings.
+//! The SQLite schema, as versioned migrations, and connection settings.
+//!
+//! Invariant: the file's `user_version` is the last migration applied;
+//! migrations run in order, each once, each in one transaction with the
+//! version it sets; a file migrated by a newer Quern is refused rather than
+//! misread (as on PostgreSQL, see `postgres/schema.rs`).
 //!
 //! The CHECK constraints restate the state machine's storage rules: a status
 //! is one of the eight, a running task (and only a running task) holds a lease
 //! token, and a task has `finished_at` exactly when it is terminal.
 
+use crate::{Result, StoreError, backend};
 use rusqlite::Connection;
 
 /// How much a commit survives.
@@ -18,7 +24,10 @@ pub enum Durability {
     Strict,
 }
 
-pub(crate) const SCHEMA: &str = "
+/// Version 1: the schema every data directory had before versions were
+/// counted (up to build 3e97bdc, `user_version` 0). Its statements say `IF
+/// NOT EXISTS`, so on such a file they add what an older build lacked.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS tasks (
     id               BLOB PRIMARY KEY,
     name             TEXT NOT NULL,
@@ -173,6 +182,34 @@ CREATE TABLE IF NOT EXISTS queues (
     paused INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 ";
+
+/// The migrations, in order; version N is `MIGRATIONS[N - 1]`.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+/// The schema version this build knows.
+#[allow(clippy::cast_possible_wrap)] // a handful of migrations
+pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Runs the migrations the file lacks; answers the versions applied.
+pub(crate) fn migrate(conn: &Connection) -> Result<Vec<i64>> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(backend)?;
+    if current > VERSION {
+        return Err(StoreError::Backend(format!(
+            "the data directory's schema is at version {current}, newer than this quern knows ({VERSION}): \
+             run the quern that wrote it, or a newer one"
+        )));
+    }
+    let mut applied = Vec::new();
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
+        let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
+        let tx = conn.unchecked_transaction().map_err(backend)?;
+        tx.execute_batch(sql).map_err(backend)?;
+        tx.pragma_update(None, "user_version", version).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        applied.push(version);
+    }
+    Ok(applied)
+}
 
 /// Settings for every connection; `synchronous` follows the durability.
 pub(crate) fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
