@@ -43,20 +43,25 @@ pub struct Wire<T> {
     replacement: Option<(Vec<u8>, usize)>,
 }
 
-/// The code and message of each status hyper answers by itself.
+/// Each status hyper answers by itself, with our code and message for it.
+pub(crate) const HYPER_ANSWERS: [(u16, &str, &str); 3] = [
+    (
+        400,
+        "malformed_request",
+        "the request is not valid HTTP/1.1: a malformed request line, path, header or Content-Length",
+    ),
+    (
+        414,
+        "uri_too_long",
+        "the request line is over 65,534 bytes; send long filters in a request body or page through results",
+    ),
+    (431, "headers_too_large", "the request's headers are over the server's limit"),
+];
+
+/// The code and message of a status hyper answers by itself.
 fn explain(status: &[u8]) -> Option<(&'static str, &'static str)> {
-    Some(match status {
-        b"400" => (
-            "malformed_request",
-            "the request is not valid HTTP/1.1: a malformed request line, path, header or Content-Length",
-        ),
-        b"414" => (
-            "uri_too_long",
-            "the request line is over 65,534 bytes; send long filters in a request body or page through results",
-        ),
-        b"431" => ("headers_too_large", "the request's headers are over the server's limit"),
-        _ => return None,
-    })
+    let status: u16 = std::str::from_utf8(status).ok()?.parse().ok()?;
+    HYPER_ANSWERS.iter().find(|(s, ..)| *s == status).map(|(_, code, message)| (*code, *message))
 }
 
 /// Our answer in place of `head`, when `head` is one of hyper's own error

@@ -242,6 +242,68 @@ impl From<EngineError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+
+    /// One error of each kind.
+    fn one_of_each() -> Vec<ApiError> {
+        // A new kind fails to compile here until it is added below too.
+        let _ = |e: &ApiError| match e {
+            ApiError::MalformedJson(_)
+            | ApiError::InvalidRequest { .. }
+            | ApiError::InvalidInput { .. }
+            | ApiError::InvalidWorkflow { .. }
+            | ApiError::InvalidSchedule { .. }
+            | ApiError::OffsetExpired { .. }
+            | ApiError::TooDeep { .. }
+            | ApiError::Conflict(_)
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::NotFound(_)
+            | ApiError::MethodNotAllowed
+            | ApiError::InvalidTransition(_)
+            | ApiError::IdempotencyConflict { .. }
+            | ApiError::ShuttingDown
+            | ApiError::NotReady(..)
+            | ApiError::Internal => (),
+        };
+        let (m, d) = (String::new, || json!({}));
+        vec![
+            ApiError::MalformedJson(m()),
+            ApiError::InvalidRequest { message: m(), details: d() },
+            ApiError::InvalidInput { message: m(), details: d() },
+            ApiError::InvalidWorkflow { message: m(), details: d() },
+            ApiError::InvalidSchedule { message: m(), details: d() },
+            ApiError::OffsetExpired { message: m(), details: d() },
+            ApiError::TooDeep { message: m(), details: d() },
+            ApiError::Conflict(m()),
+            ApiError::PayloadTooLarge(m()),
+            ApiError::NotFound(m()),
+            ApiError::MethodNotAllowed,
+            ApiError::InvalidTransition(m()),
+            ApiError::IdempotencyConflict { message: m(), details: d() },
+            ApiError::ShuttingDown,
+            ApiError::NotReady(m(), d()),
+            ApiError::Internal,
+        ]
+    }
+
+    #[test]
+    fn docs_errors_md_lists_exactly_the_codes_the_server_answers() {
+        let mut answered: BTreeSet<(u16, String)> =
+            one_of_each().iter().map(|e| (e.status_and_code().0.as_u16(), e.status_and_code().1.to_owned())).collect();
+        answered.extend(crate::wire::HYPER_ANSWERS.iter().map(|(s, code, _)| (*s, (*code).to_owned())));
+        let doc = include_str!("../../../../docs/errors.md");
+        let listed: BTreeSet<(u16, String)> = doc
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.split('|').map(str::trim).skip(1);
+                let status = cells.next()?.parse().ok()?;
+                let code = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((status, code.to_owned()))
+            })
+            .collect();
+        assert_eq!(listed, answered, "docs/errors.md's table against the codes the server answers");
+        assert!(doc.contains("\"stale_lease\""), "the refusal inside a 200 answer to /v1/complete");
+    }
 
     #[test]
     fn a_contended_request_is_a_conflict_to_try_again() {
