@@ -4,7 +4,8 @@
 //! Invariants every backend keeps (the conformance suite in `tests/` pins
 //! them): each operation is atomic; an operation that answers `Ok` is
 //! durable at the backend's durability level; a status moves only along
-//! [`quern_core::Status::can_move`]; a completion or heartbeat that does not
+//! [`quern_core::Status::can_move`] (every move of both backends passes
+//! `segment::Move::check`, which refuses any other); a completion or heartbeat that does not
 //! carry the task's current lease token changes nothing; every transition is
 //! recorded in the task's history.
 //!

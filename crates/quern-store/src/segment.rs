@@ -117,6 +117,29 @@ impl<'a> Move<'a> {
         })
     }
 
+    /// The state machine's checkpoint, which every move of every backend
+    /// passes on its way into the log: a new task starts `pending` or
+    /// `queued`; a move follows [`Status::can_move`], or is a manual retry
+    /// of a failed, timed-out or cancelled task. Anything else is a bug of
+    /// the store, refused before its transaction commits.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        let allowed = match self.from {
+            None => self.to.can_start_in(),
+            Some(from) => {
+                from.can_move(self.to)
+                    || (from.can_manual_retry() && matches!(self.to, Status::Queued | Status::Pending))
+            }
+        };
+        if allowed {
+            return Ok(());
+        }
+        let from = self.from.map_or("nothing", Status::as_str);
+        Err(crate::StoreError::Backend(format!(
+            "refused a move of task {} from {from} to {}: the state machine does not allow it",
+            self.id, self.to
+        )))
+    }
+
     /// The move ends the task (it leaves the unfinished statuses).
     pub(crate) fn closes(&self) -> bool {
         self.from.is_some_and(|f| !f.is_terminal()) && self.to.is_terminal()
@@ -172,9 +195,11 @@ impl SegmentBuilder {
         self.first + self.count - 1
     }
 
-    /// Appends a task's move, if it publishes an event.
-    pub(crate) fn push_move(&mut self, m: &Move<'_>) {
-        let Some(code) = m.event() else { return };
+    /// Checks a task's move ([`Move::check`]) and appends it, if it
+    /// publishes an event.
+    pub(crate) fn push_move(&mut self, m: &Move<'_>) -> crate::Result<()> {
+        m.check()?;
+        let Some(code) = m.event() else { return Ok(()) };
         self.open(m.at);
         // Written piece by piece rather than with `write!`: every task move
         // passes here on the writer thread, and the formatting machinery was
@@ -197,6 +222,7 @@ impl SegmentBuilder {
         text.push(',');
         text.push_str(number.format(status));
         text.push(']');
+        Ok(())
     }
 
     /// Appends a published event; answers it with its offset.
@@ -316,4 +342,25 @@ pub(crate) fn read_segment(page: &mut EventPage, q: &EventQuery, after: u64, fir
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkpoint_lets_through_exactly_the_moves_the_state_machine_allows() {
+        let id = Uuid::nil();
+        for to in Status::ALL {
+            let new = Move::new(id, ("t", "q", 0), None, to, 0);
+            assert_eq!(new.check().is_ok(), matches!(to, Status::Pending | Status::Queued), "new -> {to}");
+            for from in Status::ALL {
+                let m = Move::new(id, ("t", "q", 1), Some(from), to, 0);
+                let retry = from.can_manual_retry() && matches!(to, Status::Queued | Status::Pending);
+                assert_eq!(m.check().is_ok(), from.can_move(to) || retry, "{from} -> {to}");
+                let mut log = SegmentBuilder::starting_at(1);
+                assert_eq!(log.push_move(&m).is_ok(), m.check().is_ok(), "{from} -> {to} through the log");
+            }
+        }
+    }
 }

@@ -1,7 +1,8 @@
-//! A seeded soak test: random operations against the real SQLite backend,
-//! checking after every step the invariants a model of the state machine
-//! demands. Replay a failure with `QUERN_SOAK_SEED=<seed> cargo test -p
-//! quern-store --test soak`; `QUERN_SOAK_STEPS` makes it longer.
+//! A seeded soak test: random operations against the real SQLite backend
+//! and, when `QUERN_TEST_DATABASE_URL` names a database, the real PostgreSQL
+//! one, checking after every step the invariants a model of the state
+//! machine demands. Replay a failure with `QUERN_SOAK_SEED=<seed> cargo test
+//! -p quern-store --test soak`; `QUERN_SOAK_STEPS` makes it longer.
 //!
 //! Checked: terminal statuses never change (but by a manual retry); every
 //! history walks the transition table and ends at the task's status; queue
@@ -11,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 use quern_core::{ErrorKind, ExecutionDefaults, Millis, Outcome, Status, Task, TaskError, TaskSpec};
+use quern_store::postgres::{PgOptions, PgStore};
 use quern_store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use quern_store::{CompleteParams, Completion, HeartbeatLease, HeartbeatParams, LeaseParams, ListQuery, Store};
 use serde_json::value::RawValue;
@@ -36,8 +38,26 @@ impl Rng {
     }
 }
 
+/// Where the soak's store lives; opened again for a restart.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(PgOptions),
+}
+
+impl Backend {
+    async fn open(&self, now: Millis) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite(dir) => Arc::new(
+                SqliteStore::open(&SqliteOptions { dir: dir.path().to_owned(), durability: Durability::Normal }, now)
+                    .unwrap(),
+            ),
+            Backend::Postgres(opts) => Arc::new(PgStore::open(opts, now).await.unwrap()),
+        }
+    }
+}
+
 struct Soak {
-    dir: tempfile::TempDir,
+    backend: Backend,
     store: Arc<dyn Store>,
     now: Millis,
     rng: Rng,
@@ -46,10 +66,6 @@ struct Soak {
     tokens: HashMap<Uuid, Vec<String>>,
     /// The status each task last ended in, if it did.
     ended: HashMap<Uuid, Status>,
-}
-
-fn open(dir: &std::path::Path, now: Millis) -> Arc<dyn Store> {
-    Arc::new(SqliteStore::open(&SqliteOptions { dir: dir.to_owned(), durability: Durability::Normal }, now).unwrap())
 }
 
 impl Soak {
@@ -72,7 +88,7 @@ impl Soak {
                 }
             }
             73 => {
-                self.store = open(self.dir.path(), self.now);
+                self.store = self.backend.open(self.now).await;
             }
             _ => {
                 self.now += i64::try_from(self.rng.below(400)).unwrap();
@@ -260,34 +276,66 @@ impl Soak {
     }
 }
 
-#[tokio::test]
-async fn random_operations_keep_every_invariant() {
+/// The seeds to run, and the steps of each.
+fn seeds_and_steps() -> (Vec<u64>, usize) {
     let seeds: Vec<u64> = match std::env::var("QUERN_SOAK_SEED") {
         Ok(s) => vec![s.parse().expect("QUERN_SOAK_SEED is a number")],
         Err(_) => vec![1, 2, 3, 0x5EED],
     };
     let steps: usize = std::env::var("QUERN_SOAK_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
-    for seed in seeds {
-        let dir = tempfile::tempdir().unwrap();
-        let now = 1_800_000_000_000;
-        let store = open(dir.path(), now);
-        let mut soak = Soak {
-            dir,
-            store,
-            now,
-            rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
-            ids: Vec::new(),
-            tokens: HashMap::new(),
-            ended: HashMap::new(),
-        };
-        for step in 0..steps {
-            soak.step().await;
-            if step % 20 == 19 {
-                soak.check(seed, step).await;
-            }
+    (seeds, steps)
+}
+
+async fn soak(seed: u64, steps: usize, backend: Backend) {
+    let now = 1_800_000_000_000;
+    let store = backend.open(now).await;
+    let mut soak = Soak {
+        backend,
+        store,
+        now,
+        rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+        ids: Vec::new(),
+        tokens: HashMap::new(),
+        ended: HashMap::new(),
+    };
+    for step in 0..steps {
+        soak.step().await;
+        if step % 20 == 19 {
+            soak.check(seed, step).await;
         }
-        soak.check(seed, steps).await;
-        soak.drain(seed).await;
-        soak.check(seed, steps + 1).await;
+    }
+    soak.check(seed, steps).await;
+    soak.drain(seed).await;
+    soak.check(seed, steps + 1).await;
+}
+
+#[tokio::test]
+async fn random_operations_keep_every_invariant() {
+    let (seeds, steps) = seeds_and_steps();
+    for seed in seeds {
+        soak(seed, steps, Backend::Sqlite(tempfile::tempdir().unwrap())).await;
+    }
+}
+
+#[tokio::test]
+async fn random_operations_keep_every_invariant_on_postgres() {
+    let url = match std::env::var("QUERN_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: QUERN_TEST_DATABASE_URL is not set; the PostgreSQL soak did not run"
+            );
+            return;
+        }
+    };
+    let (seeds, steps) = seeds_and_steps();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    for seed in seeds {
+        let schema = format!("quern_soak_{}_{seed}", std::process::id());
+        soak(seed, steps, Backend::Postgres(PgOptions { schema: schema.clone(), ..PgOptions::new(url.clone()) })).await;
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
     }
 }

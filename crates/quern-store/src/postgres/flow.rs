@@ -76,7 +76,7 @@ pub(super) async fn workflow_page(tx: &mut Tx, q: WorkflowQuery) -> Result<Workf
 /// Publishes a task's move, and keeps its workflow's count of unfinished
 /// tasks when the move ends the task or gives it another attempt.
 pub(super) async fn moved(tx: &mut Tx, m: &Move<'_>, workflow: Option<Uuid>) -> Result<()> {
-    tx.push_move(m);
+    tx.push_move(m)?;
     let Some(workflow) = workflow else { return Ok(()) };
     if m.closes() {
         closed(tx, workflow, m.at).await?;
@@ -171,7 +171,7 @@ async fn release(tx: &mut Tx, child: Uuid, now: Millis) -> Result<()> {
     entries
         .push(child, entry(now, Status::Pending, Status::Queued, t.attempt, None, "server", Some("dependencies met")));
     entries.write(tx).await?;
-    tx.push_move(&Move::new(child, (&t.name, &t.queue, t.attempt), Some(Status::Pending), Status::Queued, now));
+    tx.push_move(&Move::new(child, (&t.name, &t.queue, t.attempt), Some(Status::Pending), Status::Queued, now))?;
     match due {
         Some(d) => tx.effects.due_at(d),
         None if t.name != APPROVAL => tx.effects.ready = true,

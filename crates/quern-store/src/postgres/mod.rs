@@ -395,12 +395,14 @@ impl Tx {
     }
 
     /// Records a task's move: its event, and the queue counts it changes.
-    pub(crate) fn push_move(&mut self, m: &crate::segment::Move<'_>) {
-        self.log.push_move(m);
+    /// A move the state machine does not allow fails the transaction.
+    pub(crate) fn push_move(&mut self, m: &crate::segment::Move<'_>) -> Result<()> {
+        self.log.push_move(m)?;
         if let Some(from) = m.from {
             self.uncount(m.queue, from);
         }
         *self.counts.entry((m.queue.to_owned(), m.to.as_str())).or_default() += 1;
+        Ok(())
     }
 
     /// Records that a task of `queue` in `status` is gone.

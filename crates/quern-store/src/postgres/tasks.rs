@@ -216,7 +216,7 @@ pub(super) async fn submit(tx: &mut Tx, tasks: Vec<NewTask>) -> Result<Vec<Submi
         }
         let due = approval_due(&t.name, t.timeout_ms, t.created_at).filter(|_| t.status == Status::Queued);
         rows.push(&t, due);
-        tx.push_move(&Move::new(t.id, (&t.name, &t.queue, 0), None, t.status, t.created_at));
+        tx.push_move(&Move::new(t.id, (&t.name, &t.queue, 0), None, t.status, t.created_at))?;
         if t.depends_on.is_empty() {
             match t.status {
                 Status::Pending => tx.effects.due_at(t.run_at),
@@ -390,7 +390,7 @@ pub(super) async fn lease(tx: &mut Tx, p: LeaseParams) -> Result<Vec<Task>> {
         }
         let m =
             Move::new(task.id, (&task.name, &task.queue, task.attempt), Some(Status::Queued), Status::Running, p.now);
-        tx.push_move(&m);
+        tx.push_move(&m)?;
         out.push(task);
     }
     entries.write(tx).await?;
@@ -463,7 +463,7 @@ pub(super) async fn complete(tx: &mut Tx, p: CompleteParams) -> Result<Vec<Compl
     for (i, c) in rest {
         let current = running.get(&c.task).is_some_and(|l| l.token.as_deref() == Some(c.token.as_str()));
         let Some(l) = running.remove(&c.task).filter(|_| current) else { continue };
-        ends.end(tx, &l, AttemptEnd::reported(c.outcome), p.now, "worker");
+        ends.end(tx, &l, AttemptEnd::reported(c.outcome), p.now, "worker")?;
         out[i].ok = true;
     }
     ends.write(tx, p.now).await?;
@@ -507,7 +507,7 @@ async fn succeed(tx: &mut Tx, p: &CompleteParams) -> Result<std::collections::Ha
         if !r.get::<_, bool>(5) {
             entries.push(id, entry(p.now, Status::Running, Status::Succeeded, attempt, r.get(4), "worker", None));
         }
-        tx.push_move(&Move::new(id, (&name, &queue, attempt), Some(Status::Running), Status::Succeeded, p.now));
+        tx.push_move(&Move::new(id, (&name, &queue, attempt), Some(Status::Running), Status::Succeeded, p.now))?;
         tx.effects.ended.push(id);
         if let Some(w) = r.get::<_, Option<Uuid>>(6) {
             closed.push((id, w));
@@ -545,7 +545,7 @@ struct Ends {
 
 impl Ends {
     /// Decides how attempt `l` ends and queues its writes.
-    fn end(&mut self, tx: &mut Tx, l: &Loaded, end: AttemptEnd, now: Millis, actor: &str) {
+    fn end(&mut self, tx: &mut Tx, l: &Loaded, end: AttemptEnd, now: Millis, actor: &str) -> Result<()> {
         let t = &l.task;
         let worker = t.worker.clone().unwrap_or_default();
         let running = Running {
@@ -597,7 +597,7 @@ impl Ends {
             }
         }
         let m = Move { retrying, ..Move::new(t.id, (&t.name, &t.queue, t.attempt), Some(Status::Running), to, now) };
-        tx.push_move(&m);
+        tx.push_move(&m)
     }
 
     async fn write(self, tx: &mut Tx, now: Millis) -> Result<()> {
@@ -752,7 +752,7 @@ pub(super) async fn tick(tx: &mut Tx, now: Millis) -> Result<TickOutcome> {
             None if name != APPROVAL => tx.effects.ready = true,
             None => {}
         }
-        tx.push_move(&Move::new(id, (&name, &queue, attempt), Some(Status::Pending), Status::Queued, now));
+        tx.push_move(&Move::new(id, (&name, &queue, attempt), Some(Status::Pending), Status::Queued, now))?;
         outcome.promoted += 1;
     }
     entries.write(tx).await?;
@@ -774,7 +774,7 @@ pub(super) async fn tick(tx: &mut Tx, now: Millis) -> Result<TickOutcome> {
             outcome.expired += 1;
             AttemptEnd::Lost
         };
-        ends.end(tx, &l, end, now, "server");
+        ends.end(tx, &l, end, now, "server")?;
     }
     ends.write(tx, now).await?;
     // Approvals that got no decision in time.

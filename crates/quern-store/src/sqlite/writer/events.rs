@@ -37,7 +37,7 @@ impl State {
         if (m.closes() && !self.open_workflows.is_empty()) || m.reopens() {
             self.workflow_moved(conn, m)?;
         }
-        self.log.push_move(m);
+        self.log.push_move(m)?;
         Ok(())
     }
 
