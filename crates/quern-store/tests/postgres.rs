@@ -10,10 +10,22 @@ mod conformance;
 use quern_core::Millis;
 use quern_store::Store;
 use quern_store::postgres::{PgOptions, PgStore};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Postgres {
     opts: PgOptions,
+}
+
+impl Postgres {
+    /// A factory on a schema of its own, or `None` (and a loud notice) when
+    /// no database is named.
+    fn new() -> Option<Self> {
+        static MADE: AtomicUsize = AtomicUsize::new(0);
+        let url = database_url()?;
+        let schema = format!("quern_conf_{}_{}", std::process::id(), MADE.fetch_add(1, Ordering::SeqCst));
+        Some(Postgres { opts: PgOptions { schema, ..PgOptions::new(url) } })
+    }
 }
 
 impl conformance::Factory for Postgres {
@@ -27,6 +39,13 @@ impl conformance::Factory for Postgres {
 
     fn reopen(&mut self, now: Millis) -> Arc<dyn Store> {
         self.open(now)
+    }
+
+    fn done(self) {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current()
+                .block_on(drop_schemas(&self.opts.url, std::slice::from_ref(&self.opts.schema)));
+        });
     }
 }
 
@@ -54,21 +73,13 @@ async fn drop_schemas(url: &str, schemas: &[String]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_conforms() {
-    let Some(url) = database_url() else { return };
-    let made: Arc<Mutex<Vec<String>>> = Arc::default();
-    let names = made.clone();
-    let run = std::process::id();
-    conformance::run_all(move || {
-        let mut names = names.lock().unwrap();
-        let schema = format!("quern_conf_{run}_{}", names.len());
-        names.push(schema.clone());
-        Postgres { opts: PgOptions { schema, ..PgOptions::new(url.clone()) } }
-    })
-    .await;
-    let schemas = made.lock().unwrap().clone();
-    drop_schemas(&std::env::var("QUERN_TEST_DATABASE_URL").unwrap(), &schemas).await;
+/// The suite, each behaviour on a schema of its own, dropped when it passed.
+mod conforms {
+    use super::*;
+    conformance::suite!(match Postgres::new() {
+        Some(factory) => factory,
+        None => return,
+    });
 }
 
 /// Several stores on one schema, as several server nodes would be.

@@ -29,14 +29,16 @@ impl conformance::Factory for Sqlite {
     }
 }
 
-#[tokio::test]
-async fn sqlite_conforms() {
-    conformance::run_all(|| Sqlite { dir: tempfile::tempdir().unwrap(), durability: Durability::Normal }).await;
+/// The suite at the default durability.
+mod conforms {
+    use super::*;
+    conformance::suite!(Sqlite { dir: tempfile::tempdir().unwrap(), durability: Durability::Normal });
 }
 
-#[tokio::test]
-async fn sqlite_strict_conforms() {
-    conformance::run_all(|| Sqlite { dir: tempfile::tempdir().unwrap(), durability: Durability::Strict }).await;
+/// The suite with every group commit fsynced.
+mod conforms_strict {
+    use super::*;
+    conformance::suite!(Sqlite { dir: tempfile::tempdir().unwrap(), durability: Durability::Strict });
 }
 
 /// A task's status and lease token as its row in the file says, and how

@@ -1,6 +1,7 @@
 //! The conformance suite: what "correct" means for a [`Store`]. Every
-//! backend's test file runs [`run_all`] with a factory that opens that
-//! backend; a backend is done when every behaviour here passes.
+//! backend's test file invokes [`suite!`] with a factory that opens that
+//! backend, which makes one named test per behaviour; a backend is done
+//! when every behaviour here passes.
 //!
 //! Time is passed in (`now`) and never read, so every timer behaviour is
 //! exercised without sleeping.
@@ -20,10 +21,12 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 /// Opens a backend. `reopen` opens the same data again, as a restarted
-/// server would (the previous handle is dropped first).
-pub trait Factory {
+/// server would (the previous handle is dropped first); `done` removes what
+/// the behaviour left (a PostgreSQL schema) once it passed.
+pub trait Factory: Sized {
     fn open(&mut self, now: Millis) -> Arc<dyn Store>;
     fn reopen(&mut self, now: Millis) -> Arc<dyn Store>;
+    fn done(self) {}
 }
 
 pub const T0: Millis = 1_800_000_000_000;
@@ -70,51 +73,64 @@ pub async fn submit_one(s: &dyn Store, json: &str) -> Uuid {
     s.submit(vec![spec(json)]).await.unwrap()[0].task.id
 }
 
-/// Runs every behaviour, each on a fresh store from `make`. Within one
+/// Defines one test per behaviour, in a module per area (`tasks`, `leases`,
+/// `workflows`, `schedules`, `events`, `groups`, `nodes`), each on a fresh
+/// store from `$make` (an expression that gives a [`Factory`], evaluated in
+/// each test), so that a failure names the behaviour that broke. Within one
 /// behaviour time never goes backwards: a store stamps operations in commit
 /// order, never earlier than an operation it already applied.
-pub async fn run_all<F: Factory>(mut make: impl FnMut() -> F) {
-    submit_and_get_round_trip(&mut make()).await;
-    lease_order_is_priority_then_time_then_id(&mut make()).await;
-    delayed_tasks_wait_for_their_time(&mut make()).await;
-    success_is_recorded_once_and_compactly(&mut make()).await;
-    stale_tokens_change_nothing(&mut make()).await;
-    failures_retry_with_backoff_until_attempts_run_out(&mut make()).await;
-    expired_leases_requeue_as_lost(&mut make()).await;
-    heartbeats_extend_leases_and_record_progress(&mut make()).await;
-    timeouts_end_attempts(&mut make()).await;
-    cancel_covers_every_status(&mut make()).await;
-    manual_retry_starts_a_new_attempt(&mut make()).await;
-    idempotency_keys_dedupe_and_conflict(&mut make()).await;
-    batches_are_all_or_nothing(&mut make()).await;
-    list_filters_and_pages(&mut make()).await;
-    paused_queues_lease_nothing(&mut make()).await;
-    lease_name_filter(&mut make()).await;
-    purge_deletes_only_old_finished_tasks(&mut make()).await;
-    restart_holds_running_tasks_for_their_lease(&mut make()).await;
-    released_tasks_requeue_at_once_without_counting(&mut make()).await;
-    leases_are_seen_at_once(&mut make()).await;
-    a_restart_right_after_a_lease_keeps_it(&mut make()).await;
-    workflows_release_and_skip_along_conditions(&mut make()).await;
-    approvals_wait_for_a_decision(&mut make()).await;
-    cancelling_a_workflow_cancels_what_is_unfinished(&mut make()).await;
-    a_workflow_reads_in_pages_with_its_counts(&mut make()).await;
-    waiting_tasks_survive_a_restart(&mut make()).await;
-    undecided_approvals_time_out(&mut make()).await;
-    schedule_writes_are_versioned(&mut make()).await;
-    a_slot_fires_once(&mut make()).await;
-    overlapping_slots_can_be_skipped(&mut make()).await;
-    schedules_survive_a_restart(&mut make()).await;
-    events_are_kept_in_order_and_filtered(&mut make()).await;
-    task_moves_publish_their_events_in_order(&mut make()).await;
-    purged_events_are_reported_not_skipped(&mut make()).await;
-    a_role_has_one_leader_until_its_term_runs_out(&mut make()).await;
-    a_success_after_a_failed_attempt_clears_the_error(&mut make()).await;
-    task_types_keep_their_latest_declaration(&mut make()).await;
-    workers_keep_their_latest_record(&mut make()).await;
-    group_state_is_replaced_by_version(&mut make()).await;
-    queue_counts_follow_every_move(&mut make()).await;
+macro_rules! suite {
+    ($make:expr) => {
+        $crate::conformance::suite!(@area tasks, $make, [
+            submit_and_get_round_trip, delayed_tasks_wait_for_their_time, success_is_recorded_once_and_compactly,
+                failures_retry_with_backoff_until_attempts_run_out, timeouts_end_attempts, cancel_covers_every_status,
+                manual_retry_starts_a_new_attempt, idempotency_keys_dedupe_and_conflict, batches_are_all_or_nothing,
+                list_filters_and_pages, purge_deletes_only_old_finished_tasks,
+                a_success_after_a_failed_attempt_clears_the_error, queue_counts_follow_every_move,
+        ]);
+        $crate::conformance::suite!(@area leases, $make, [
+            lease_order_is_priority_then_time_then_id, stale_tokens_change_nothing, expired_leases_requeue_as_lost,
+                heartbeats_extend_leases_and_record_progress, paused_queues_lease_nothing, lease_name_filter,
+                restart_holds_running_tasks_for_their_lease, released_tasks_requeue_at_once_without_counting,
+                leases_are_seen_at_once, a_restart_right_after_a_lease_keeps_it,
+        ]);
+        $crate::conformance::suite!(@area workflows, $make, [
+            workflows_release_and_skip_along_conditions, approvals_wait_for_a_decision,
+                cancelling_a_workflow_cancels_what_is_unfinished, a_workflow_reads_in_pages_with_its_counts,
+                waiting_tasks_survive_a_restart, undecided_approvals_time_out,
+        ]);
+        $crate::conformance::suite!(@area schedules, $make, [
+            schedule_writes_are_versioned, a_slot_fires_once, overlapping_slots_can_be_skipped,
+                schedules_survive_a_restart,
+        ]);
+        $crate::conformance::suite!(@area events, $make, [
+            events_are_kept_in_order_and_filtered, task_moves_publish_their_events_in_order,
+                purged_events_are_reported_not_skipped,
+        ]);
+        $crate::conformance::suite!(@area groups, $make, [
+            group_state_is_replaced_by_version,
+        ]);
+        $crate::conformance::suite!(@area nodes, $make, [
+            a_role_has_one_leader_until_its_term_runs_out, task_types_keep_their_latest_declaration,
+                workers_keep_their_latest_record,
+        ]);
+    };
+    (@area $area:ident, $make:expr, [$($name:ident),* $(,)?]) => {
+        mod $area {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let mut factory = $make;
+                    $crate::conformance::$name(&mut factory).await;
+                    $crate::conformance::Factory::done(factory);
+                }
+            )*
+        }
+    };
 }
+pub(crate) use suite;
 
 pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
     let s = f.open(T0);
