@@ -4,7 +4,8 @@
 //! at once and left, a server stayed at the burst's peak (100–400 MB) for
 //! good. jemalloc, with its background thread, hands freed pages back to
 //! the system within seconds (the decay of `opt.dirty_decay_ms`, 10 s), and
-//! measured faster on the batched end-to-end path too (docs/performance.md).
+//! measured faster on the batched end-to-end path too (bench/JOURNAL.md,
+//! "Hardening").
 //!
 //! Invariant: a long-running process (server, worker) calls
 //! [`release_in_background`] once at start; without it pages are returned
