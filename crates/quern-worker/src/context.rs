@@ -6,7 +6,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
-use crate::runtime::{Flight, Shared};
+use crate::flight::{Flight, Shared};
 
 /// A running task, as its handler sees it. Cheap to clone.
 #[derive(Clone)]

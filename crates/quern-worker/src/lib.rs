@@ -25,6 +25,7 @@
 //! - [`shell`]: the built-in sandboxed `shell` task ([`ShellExecutor`]).
 
 pub mod context;
+mod flight;
 pub mod runtime;
 pub mod shell;
 

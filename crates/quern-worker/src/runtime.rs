@@ -3,7 +3,7 @@
 //! lease in one request, deliver completions in batches, and shut down
 //! gracefully.
 //!
-//! A task costs one allocation of its own (its [`Flight`]: the task, its
+//! A task costs one allocation of its own (its [`Flight`](crate::flight::Flight): the task, its
 //! cancel signal and progress) and one tokio task, and takes no lock: the
 //! list of flights is locked once per lease and once per heartbeat.
 //!
@@ -15,23 +15,23 @@
 //! period are handed back (`released`) so that they re-queue at once.
 
 use crate::context::{HandlerResult, TaskContext, TaskFailure};
+use crate::flight::{Flight, Shared};
 use quern_client::{
     Client, CompleteRequest, Completion, HeartbeatRequest, LeaseBeat, LeaseRequest, Outcome, RegisterRequest,
     TaskTypeDecl,
 };
-use quern_core::{ErrorKind, Progress, Task};
+use quern_core::{ErrorKind, Task};
 use serde_json::Value;
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 type BoxFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
@@ -157,104 +157,6 @@ impl WorkerBuilder {
 /// A worker: register handlers with [`Worker::builder`], then [`Worker::run`].
 pub struct Worker {
     b: WorkerBuilder,
-}
-
-/// State shared by the loops and the task contexts.
-pub(crate) struct Shared {
-    /// Every leased task not yet known to be finished. Finished ones are
-    /// swept out once per lease, so a task costs no lock of its own.
-    flights: Mutex<Vec<Arc<Flight>>>,
-    pub(crate) progress_changed: Notify,
-}
-
-/// One leased task while it runs: what its handler, the heartbeat and a
-/// hand-back need of it, in one allocation.
-pub(crate) struct Flight {
-    pub(crate) task: Task,
-    token: String,
-    /// Set once, by whichever comes first: the handler's end (which then
-    /// completes the task) or a hand-back (which releases it).
-    finished: AtomicBool,
-    cancelled: AtomicBool,
-    /// Wakes `cancelled()` waiters.
-    stop: Notify,
-    progress: Mutex<Option<Progress>>,
-    progress_dirty: AtomicBool,
-    /// The handler's tokio task, aborted when the task is handed back.
-    abort: OnceLock<AbortHandle>,
-}
-
-impl Flight {
-    fn new(task: Task, token: String) -> Self {
-        Self {
-            task,
-            token,
-            finished: AtomicBool::new(false),
-            cancelled: AtomicBool::new(false),
-            stop: Notify::new(),
-            progress: Mutex::new(None),
-            progress_dirty: AtomicBool::new(false),
-            abort: OnceLock::new(),
-        }
-    }
-
-    pub(crate) fn set_progress(&self, progress: Progress) {
-        if let Ok(mut p) = self.progress.lock() {
-            *p = Some(progress);
-            self.progress_dirty.store(true, Ordering::Release);
-        }
-    }
-
-    /// The progress to send with the next heartbeat, if it changed.
-    fn take_progress(&self) -> Option<Progress> {
-        if !self.progress_dirty.swap(false, Ordering::AcqRel) {
-            return None;
-        }
-        self.progress.lock().ok().and_then(|p| p.clone())
-    }
-
-    pub(crate) fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Release);
-        self.stop.notify_waiters();
-    }
-
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire)
-    }
-
-    pub(crate) async fn cancelled(&self) {
-        loop {
-            // Created before the check, so a cancel in between still wakes it.
-            let woken = self.stop.notified();
-            if self.is_cancelled() {
-                return;
-            }
-            woken.await;
-        }
-    }
-
-    /// Claims the task's outcome; false when it was already claimed.
-    fn finish(&self) -> bool {
-        !self.finished.swap(true, Ordering::AcqRel)
-    }
-
-    fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
-    }
-}
-
-impl Shared {
-    fn in_flight(&self) -> usize {
-        self.flights.lock().map(|f| f.iter().filter(|f| !f.is_finished()).count()).unwrap_or(0)
-    }
-
-    /// Adds a lease's tasks, dropping those that finished since the last.
-    fn track(&self, new: &[Arc<Flight>]) {
-        if let Ok(mut f) = self.flights.lock() {
-            f.retain(|flight| !flight.is_finished());
-            f.extend(new.iter().cloned());
-        }
-    }
 }
 
 /// Why [`Worker::run`] gave up.
@@ -626,8 +528,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// Contexts for handlers run outside a [`Worker`], for unit tests.
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::{Flight, Shared};
     use crate::context::TaskContext;
+    use crate::flight::{Flight, Shared};
     use quern_core::{Progress, Task};
     use std::sync::{Arc, Mutex};
     use tokio::sync::Notify;

@@ -14,13 +14,15 @@
 //! and indexes, not a writer's memory; the event log takes its offsets from
 //! one locked row just before commit, so offsets become visible in order.
 
+mod dependents;
 mod events;
-mod flow;
 mod listen;
+mod rows;
 mod schedules;
 pub mod schema;
 mod tasks;
 mod webhooks;
+mod workflows;
 
 use crate::segment::SegmentBuilder;
 use crate::{
@@ -535,7 +537,7 @@ impl Store for PgStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Task> {
-        self.read(|tx| Box::pin(tasks::get(tx, id))).await
+        self.read(|tx| Box::pin(rows::get(tx, id))).await
     }
 
     async fn list(&self, query: ListQuery) -> Result<TaskPage> {
@@ -602,23 +604,23 @@ impl Store for PgStore {
     }
 
     async fn submit_workflow(&self, workflow: NewWorkflow, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
-        self.write(|tx| Box::pin(flow::submit_workflow(tx, workflow.clone(), tasks.clone()))).await
+        self.write(|tx| Box::pin(workflows::submit_workflow(tx, workflow.clone(), tasks.clone()))).await
     }
 
     async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord> {
-        self.read(|tx| Box::pin(flow::workflow(tx, id))).await
+        self.read(|tx| Box::pin(workflows::workflow(tx, id))).await
     }
 
     async fn workflow_page(&self, query: WorkflowQuery) -> Result<WorkflowPage> {
-        self.read(|tx| Box::pin(flow::workflow_page(tx, query.clone()))).await
+        self.read(|tx| Box::pin(workflows::workflow_page(tx, query.clone()))).await
     }
 
     async fn cancel_workflow(&self, id: Uuid, now: Millis) -> Result<usize> {
-        self.write(|tx| Box::pin(flow::cancel_workflow(tx, id, now))).await
+        self.write(|tx| Box::pin(workflows::cancel_workflow(tx, id, now))).await
     }
 
     async fn approve(&self, id: Uuid, approval: Approval, now: Millis) -> Result<Task> {
-        self.write(|tx| Box::pin(flow::approve(tx, id, approval.clone(), now))).await
+        self.write(|tx| Box::pin(workflows::approve(tx, id, approval.clone(), now))).await
     }
 
     async fn schedules(&self, name: Option<String>) -> Result<Vec<ScheduleRecord>> {

@@ -8,7 +8,8 @@
 //! for one slot besides.
 
 use super::Tx;
-use super::tasks::{self, COLS, Loaded, status_of};
+use super::rows::{COLS, Loaded, status_of};
+use super::tasks;
 use crate::segment::schedule_fired;
 use crate::{DueSchedules, Fire, FireOutcome, Result, ScheduleRecord, ScheduleWrite, StoreError};
 use quern_core::{Millis, Task};

@@ -1,6 +1,9 @@
-//! Workflows in PostgreSQL: their records, releasing or skipping dependents
-//! when a task ends, approvals, cancelling a whole workflow, and the
-//! `workflow.*` event when a workflow's last task ends.
+//! A workflow's edges in PostgreSQL, judged as tasks end: each move's
+//! count of a workflow's unfinished tasks and its `workflow.*` event when the
+//! last one ends, releasing or skipping dependents, approvals that wait or
+//! time out, and the parents' outcomes a leased task is handed. Task
+//! operations (`tasks.rs`) call it in the transaction that moves a task;
+//! it reads tasks through `rows.rs` only.
 //!
 //! Invariant: a task's dependents are judged in the transaction that ends
 //! it, each edge once: the edge row is deleted as it is judged. A child's
@@ -10,68 +13,15 @@
 //! tasks (`workflows.open`) are rows, not a writer's memory.
 
 use super::Tx;
-use super::tasks::{self, COLS, Entries, Loaded, approval_due, status_of};
+use super::rows::{Entries, Loaded, approval_due, load, status_of};
 use crate::dependency::{ParentEnd, judge, skip_message};
 use crate::history::entry;
 use crate::segment::{Move, workflow_event};
-use crate::{
-    APPROVAL, Approval, NewWorkflow, Result, StoreError, Submitted, WorkflowPage, WorkflowQuery, WorkflowRecord, json,
-};
+use crate::{APPROVAL, Result, StoreError, json};
 use quern_core::workflow::Readiness;
-use quern_core::{
-    Condition, Dependency, ErrorKind, HistoryEntry, Millis, NewTask, ParentOutcome, Status, Task, TaskError,
-};
+use quern_core::{Condition, Dependency, ErrorKind, HistoryEntry, Millis, ParentOutcome, Status, Task, TaskError};
 use std::collections::BTreeMap;
 use uuid::Uuid;
-
-pub(super) async fn submit_workflow(tx: &mut Tx, w: NewWorkflow, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
-    let total = i32::try_from(tasks.len()).unwrap_or(i32::MAX);
-    tx.execute(
-        "INSERT INTO workflows (id, name, created_at, total, open) VALUES ($1, $2, $3, $4, $4)",
-        &[&w.id, &w.name, &w.created_at, &total],
-    )
-    .await?;
-    tasks::submit(tx, tasks).await
-}
-
-pub(super) async fn workflow(tx: &mut Tx, id: Uuid) -> Result<WorkflowRecord> {
-    let head = tx.query_opt("SELECT name, created_at FROM workflows WHERE id = $1", &[&id]).await?;
-    let head = head.ok_or(StoreError::WorkflowNotFound(id))?;
-    let sql = format!("SELECT {COLS} FROM tasks t WHERE t.workflow = $1 ORDER BY t.id");
-    let rows = tx.query(&sql, &[&id]).await?;
-    let tasks = rows.iter().map(|r| Loaded::from_row(r).map(|l| l.task)).collect::<Result<Vec<_>>>()?;
-    Ok(WorkflowRecord { id, name: head.get(0), created_at: head.get(1), tasks })
-}
-
-pub(super) async fn workflow_page(tx: &mut Tx, q: WorkflowQuery) -> Result<WorkflowPage> {
-    let id = q.id;
-    let head = tx.query_opt("SELECT name, created_at FROM workflows WHERE id = $1", &[&id]).await?;
-    let head = head.ok_or(StoreError::WorkflowNotFound(id))?;
-    let mut counts = BTreeMap::new();
-    for r in tx.query("SELECT status, count(*) FROM tasks WHERE workflow = $1 GROUP BY status", &[&id]).await? {
-        counts.insert(status_of(r.get(0))?, usize::try_from(r.get::<_, i64>(1)).unwrap_or(0));
-    }
-    let first_open = tx
-        .query_opt(
-            "SELECT id FROM tasks WHERE workflow = $1 AND status IN ('pending', 'queued', 'running') \
-             ORDER BY id LIMIT 1",
-            &[&id],
-        )
-        .await?
-        .map(|r| r.get::<_, Uuid>(0));
-    let after = q.after.unwrap_or(Uuid::nil());
-    let limit = i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX);
-    let sql = format!("SELECT {COLS} FROM tasks t WHERE t.workflow = $1 AND t.id > $2 ORDER BY t.id LIMIT $3");
-    let rows = tx.query(&sql, &[&id, &after, &limit]).await?;
-    let mut tasks = rows.iter().map(|r| Loaded::from_row(r).map(|l| l.task)).collect::<Result<Vec<_>>>()?;
-    let next_after = if tasks.len() > q.limit {
-        tasks.truncate(q.limit);
-        tasks.last().map(|t| t.id)
-    } else {
-        None
-    };
-    Ok(WorkflowPage { id, name: head.get(0), created_at: head.get(1), counts, first_open, tasks, next_after })
-}
 
 /// Publishes a task's move, and keeps its workflow's count of unfinished
 /// tasks when the move ends the task or gives it another attempt.
@@ -152,7 +102,7 @@ pub(super) async fn ended(tx: &mut Tx, id: Uuid, now: Millis) -> Result<()> {
 /// Moves a child whose every edge holds out of waiting: queued now, or
 /// pending until a later `run_at` (the timers find it then).
 async fn release(tx: &mut Tx, child: Uuid, now: Millis) -> Result<()> {
-    let l = tasks::load(tx, child, true).await?;
+    let l = load(tx, child, true).await?;
     let t = &l.task;
     if t.status != Status::Pending {
         return Ok(());
@@ -183,7 +133,7 @@ async fn release(tx: &mut Tx, child: Uuid, now: Millis) -> Result<()> {
 /// Ends a waiting child `skipped` (error kind `dependency`); answers
 /// whether it was still waiting.
 async fn skip(tx: &mut Tx, child: Uuid, message: String, now: Millis) -> Result<bool> {
-    let l = match tasks::load(tx, child, true).await {
+    let l = match load(tx, child, true).await {
         Ok(l) => l,
         Err(StoreError::NotFound(_)) => return Ok(false),
         Err(e) => return Err(e),
@@ -207,54 +157,8 @@ async fn skip(tx: &mut Tx, child: Uuid, message: String, now: Millis) -> Result<
     Ok(true)
 }
 
-/// Ends an approval task: succeeded when approved, failed (kind `rejected`,
-/// never retried) when not.
-pub(super) async fn approve(tx: &mut Tx, id: Uuid, a: Approval, now: Millis) -> Result<Task> {
-    let l = tasks::load(tx, id, true).await?;
-    let t = &l.task;
-    if t.name != APPROVAL {
-        return Err(StoreError::InvalidTransition {
-            id,
-            status: t.status,
-            message: format!("only `{APPROVAL}` tasks can be approved"),
-        });
-    }
-    if t.status != Status::Queued {
-        return Err(StoreError::InvalidTransition {
-            id,
-            status: t.status,
-            message: "an approval can be decided only while it is queued (its dependencies met, not decided yet)"
-                .to_owned(),
-        });
-    }
-    let by_text = a.by.clone().unwrap_or_else(|| "someone".to_owned());
-    let (to, result, error, note) = if a.approved {
-        let result = serde_json::json!({"approved": true, "by": a.by, "comment": a.comment});
-        (Status::Succeeded, Some(result.to_string()), None, format!("approved by {by_text}"))
-    } else {
-        let message = match &a.comment {
-            Some(c) => format!("rejected by {by_text}: {c}"),
-            None => format!("rejected by {by_text}"),
-        };
-        let mut error = TaskError::new(ErrorKind::Rejected, message.clone());
-        error.details = Some(serde_json::json!({"approved": false, "by": a.by, "comment": a.comment}));
-        (Status::Failed, None, Some(json(&error)), message)
-    };
-    let e = HistoryEntry {
-        at: now,
-        from: Some(Status::Queued),
-        to,
-        attempt: t.attempt,
-        worker: None,
-        actor: "client".to_owned(),
-        note: Some(note),
-    };
-    finish_waiting(tx, &l, e, result, error, now).await?;
-    tasks::get(tx, id).await
-}
-
 /// Ends a queued task that no worker runs (an approval) with entry `e`.
-async fn finish_waiting(
+pub(super) async fn finish_waiting(
     tx: &mut Tx,
     l: &Loaded,
     e: HistoryEntry,
@@ -299,26 +203,6 @@ pub(super) async fn time_out_approval(tx: &mut Tx, l: &Loaded, now: Millis) -> R
     };
     finish_waiting(tx, l, e, None, Some(error), now).await?;
     Ok(true)
-}
-
-/// Cancels every unfinished task of a workflow: queued and pending ones end
-/// `cancelled` (not `skipped`: their parents' ends are not judged), running
-/// ones are asked to stop.
-pub(super) async fn cancel_workflow(tx: &mut Tx, workflow: Uuid, now: Millis) -> Result<usize> {
-    let exists = tx.query_opt("SELECT 1 FROM workflows WHERE id = $1 FOR UPDATE", &[&workflow]).await?;
-    exists.ok_or(StoreError::WorkflowNotFound(workflow))?;
-    let rows = tx
-        .query(
-            "SELECT id FROM tasks WHERE workflow = $1 AND status IN ('pending', 'queued', 'running') ORDER BY id",
-            &[&workflow],
-        )
-        .await?;
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
-    for id in &ids {
-        tasks::cancel(tx, *id, now, true).await?;
-    }
-    tx.execute("DELETE FROM edges WHERE parent = ANY($1)", &[&ids]).await?;
-    Ok(ids.len())
 }
 
 /// The outcomes of a leased task's parents, by key, in one read.
