@@ -40,6 +40,10 @@ pub const MAX_JSON_DEPTH: usize = 64;
 pub const MAX_PROGRESS_MESSAGE_LEN: usize = 1_024;
 /// The longest error message a worker reports, in bytes.
 pub const MAX_ERROR_MESSAGE_LEN: usize = 65_536;
+/// The longest worker name, in bytes.
+pub const MAX_WORKER_LEN: usize = 200;
+/// The most queues, and the most task names, one lease may name.
+pub const MAX_LEASE_NAMES: usize = 100;
 /// The longest name in an approval's `by`, in bytes.
 pub const MAX_APPROVER_LEN: usize = 200;
 /// The longest approval comment, in bytes.
@@ -147,13 +151,14 @@ impl TaskSpec {
         check_attempts(max_attempts)?;
         let retry = self.retry.unwrap_or(defaults.retry);
         retry.validate("retry")?;
-        if let Some(key) = &self.idempotency_key
-            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.contains('\0'))
-        {
-            return Err(ValidationError::new(
-                "idempotency_key",
-                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes without NUL characters"),
-            ));
+        if let Some(key) = &self.idempotency_key {
+            if key.is_empty() {
+                return Err(ValidationError::new(
+                    "idempotency_key",
+                    format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
+                ));
+            }
+            check_text("idempotency_key", key, MAX_IDEMPOTENCY_KEY_LEN)?;
         }
         let run_at = match (self.delay_ms, &self.run_at) {
             (Some(_), Some(_)) => {
@@ -275,6 +280,32 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> ValidationResult<()> {
             ));
         }
         check_text(&format!("metadata.{k}"), v, MAX_METADATA_VALUE_LEN)?;
+    }
+    Ok(())
+}
+
+/// Checks a worker's name: 1 to [`MAX_WORKER_LEN`] bytes without NUL.
+pub fn check_worker_name(worker: &str) -> ValidationResult<()> {
+    if worker.is_empty() {
+        return Err(ValidationError::new("worker", format!("must be 1 to {MAX_WORKER_LEN} bytes")));
+    }
+    check_text("worker", worker, MAX_WORKER_LEN)
+}
+
+/// Checks what a lease names: the queues, and the task names if given, at
+/// most [`MAX_LEASE_NAMES`] of each, each by the rules a submission's
+/// `queue` (or `name`) obeys; an error names `queues[i]` or `names[i]`.
+pub fn check_lease_names(queues: &[String], names: Option<&[String]>) -> ValidationResult<()> {
+    type Check = fn(&str) -> ValidationResult<()>;
+    let lists: [(&str, &[String], Check); 2] =
+        [("queues", queues, check_queue_name), ("names", names.unwrap_or_default(), check_task_name)];
+    for (field, list, check) in lists {
+        if list.len() > MAX_LEASE_NAMES {
+            return Err(ValidationError::new(field, format!("at most {MAX_LEASE_NAMES}")));
+        }
+        for (i, name) in list.iter().enumerate() {
+            check(name).map_err(|e| e.at(format!("{field}[{i}]")))?;
+        }
     }
     Ok(())
 }
@@ -478,6 +509,18 @@ mod tests {
         assert!(check_json_depth("x", &objects).is_err());
         let deep = nested(5_000);
         assert!(check_json_depth("x", &deep).is_err());
+    }
+
+    #[test]
+    fn a_lease_names_at_most_a_hundred_valid_queues_and_names() {
+        let many: Vec<String> = (0..=MAX_LEASE_NAMES).map(|i| format!("q{i}")).collect();
+        assert_eq!(check_lease_names(&many, None).map_err(|e| e.field), Err("queues".into()));
+        assert_eq!(check_lease_names(&many[..1], Some(&many)).map_err(|e| e.field), Err("names".into()));
+        let bad = ["default".to_owned(), "../x".to_owned()];
+        assert_eq!(check_lease_names(&bad, None).map_err(|e| e.field), Err("queues[1]".into()));
+        assert_eq!(check_lease_names(&many[..1], Some(&bad[..])).map_err(|e| e.field), Err("names[1]".into()));
+        assert!(check_lease_names(&many[..MAX_LEASE_NAMES], Some(&many[..MAX_LEASE_NAMES])).is_ok());
+        assert!(check_worker_name("").is_err() && check_worker_name(&"w".repeat(201)).is_err());
     }
 
     #[test]

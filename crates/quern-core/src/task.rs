@@ -1,6 +1,8 @@
 //! The task as the API shows it, and the pieces it is made of.
 
+use crate::error::{ValidationError, ValidationResult};
 use crate::retry::RetryPolicy;
+use crate::spec::{MAX_ERROR_MESSAGE_LEN, MAX_PROGRESS_MESSAGE_LEN, check_json_depth, check_text};
 use crate::status::Status;
 use crate::time::{Millis, rfc3339};
 use serde::{Deserialize, Serialize};
@@ -57,6 +59,17 @@ impl TaskError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self { kind, message: message.into(), details: None }
     }
+
+    /// Checks a worker's report of a failure, sent as `field`: a message of
+    /// at most [`MAX_ERROR_MESSAGE_LEN`] bytes without NUL, and details at
+    /// most [`crate::spec::MAX_JSON_DEPTH`] deep.
+    pub fn validate(&self, field: &str) -> ValidationResult<()> {
+        check_text(&format!("{field}.message"), &self.message, MAX_ERROR_MESSAGE_LEN)?;
+        if let Some(details) = &self.details {
+            check_json_depth(&format!("{field}.details"), &details.to_string())?;
+        }
+        Ok(())
+    }
 }
 
 /// How far a running task has come, as its worker last reported.
@@ -67,6 +80,21 @@ pub struct Progress {
     /// What it is doing now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl Progress {
+    /// Checks a worker's report, sent as `field`: a percent from 0 to 100
+    /// and a message of at most [`MAX_PROGRESS_MESSAGE_LEN`] bytes without
+    /// NUL.
+    pub fn validate(&self, field: &str) -> ValidationResult<()> {
+        if !(0.0..=100.0).contains(&self.percent) {
+            return Err(ValidationError::new(format!("{field}.percent"), "must be 0 to 100"));
+        }
+        if let Some(m) = &self.message {
+            check_text(&format!("{field}.message"), m, MAX_PROGRESS_MESSAGE_LEN)?;
+        }
+        Ok(())
+    }
 }
 
 /// When a dependent task may run, judged on its parent's outcome.

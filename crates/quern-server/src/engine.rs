@@ -19,7 +19,10 @@ pub use webhooks::{SIGNATURE_HEADER, WebhookSpec, signature};
 use crate::config::Config;
 use crate::registry::{RegisterError, Registry, TaskTypeDecl, TaskTypeView, WorkerView};
 use crate::workflow::{self, WorkflowError, WorkflowSpec};
-use quern_core::{Clock, ExecutionDefaults, HistoryEntry, Millis, Task, TaskSpec, ValidationError};
+use quern_core::spec::{
+    MAX_APPROVER_LEN, MAX_COMMENT_LEN, check_json_depth, check_lease_names, check_text, check_worker_name,
+};
+use quern_core::{Clock, ExecutionDefaults, HistoryEntry, Millis, Outcome, Task, TaskSpec, ValidationError};
 use quern_store::{
     Approval, CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, ListQuery, NewWorkflow,
     QueueInfo, Store, StoreError, Submitted, TaskPage, WorkflowPage, WorkflowQuery, WorkflowRecord,
@@ -74,6 +77,12 @@ pub enum EngineError {
 
 /// An engine call's result.
 pub type Result<T> = std::result::Result<T, EngineError>;
+
+impl From<ValidationError> for EngineError {
+    fn from(error: ValidationError) -> Self {
+        EngineError::Invalid { error, index: None }
+    }
+}
 
 /// The longest a timer sleeps without looking again, in case a signal was
 /// missed.
@@ -287,30 +296,27 @@ impl Engine {
     }
 
     /// A workflow's counts by status and one page of its tasks; with
-    /// `wait`, held until every task ended or the wait elapses. It waits on
-    /// one unfinished task at a time: the workflow cannot end before it.
+    /// `wait`, held until every task ended or the wait elapses. While it
+    /// waits it reads no page, and it waits on one unfinished task at a
+    /// time: the workflow cannot end before that one.
     pub async fn workflow_page(&self, query: WorkflowQuery, wait: Option<Duration>) -> Result<WorkflowPage> {
         let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
         let mut shutdown = self.shutdown.clone();
-        loop {
-            let page = self.store.workflow_page(query.clone()).await?;
-            let Some(open) = page.first_open else { return Ok(page) };
-            if tokio::time::Instant::now() >= deadline || self.shutting_down() {
-                return Ok(page);
-            }
+        let probe = WorkflowQuery { limit: 0, ..query.clone() };
+        while tokio::time::Instant::now() < deadline && !self.shutting_down() {
+            let Some(open) = self.store.workflow_page(probe.clone()).await?.first_open else { break };
             let ended = self.store.signals().wait_for_end(open);
             // Read again after registering, so that an end in between is seen.
-            if self.store.get(open).await?.status.is_terminal() {
-                self.store.signals().forget_closed(open);
-                continue;
-            }
-            tokio::select! {
-                _ = ended => {}
-                () = tokio::time::sleep_until(deadline) => {}
-                _ = shutdown.wait_for(|s| *s) => {}
+            if !self.store.get(open).await?.status.is_terminal() {
+                tokio::select! {
+                    _ = ended => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                    _ = shutdown.wait_for(|s| *s) => {}
+                }
             }
             self.store.signals().forget_closed(open);
         }
+        Ok(self.store.workflow_page(query).await?)
     }
 
     /// Cancels every unfinished task of a workflow.
@@ -320,6 +326,12 @@ impl Engine {
 
     /// Decides an `approval` task.
     pub async fn approve(&self, id: Uuid, approval: Approval) -> Result<Task> {
+        let texts = [("by", &approval.by, MAX_APPROVER_LEN), ("comment", &approval.comment, MAX_COMMENT_LEN)];
+        for (field, text, max) in texts {
+            if let Some(text) = text {
+                check_text(field, text, max)?;
+            }
+        }
         Ok(self.store.approve(id, approval, self.now()).await?)
     }
 
@@ -345,6 +357,7 @@ impl Engine {
 
     /// Records a worker and the task types it serves.
     pub async fn register(&self, worker: &str, queues: Vec<String>, types: Vec<TaskTypeDecl>) -> Result<()> {
+        check_worker_name(worker)?;
         let records = self.registry.register(worker, queues, types, self.now())?;
         if !records.is_empty() {
             self.store.put_task_types(records).await?;
@@ -420,6 +433,8 @@ impl Engine {
     /// Leases ready tasks, parking up to `wait` while there are none. A
     /// submit (or a timer making a task ready) wakes a parked lease at once.
     pub async fn lease(&self, params: LeaseParams, wait: Duration) -> Result<Vec<Task>> {
+        check_worker_name(&params.worker)?;
+        check_lease_names(&params.queues, params.names.as_deref())?;
         let deadline = tokio::time::Instant::now() + wait;
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -445,6 +460,12 @@ impl Engine {
 
     /// Extends leases and records progress.
     pub async fn heartbeat(&self, mut params: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>> {
+        check_worker_name(&params.worker)?;
+        for (i, lease) in params.leases.iter().enumerate() {
+            if let Some(progress) = &lease.progress {
+                progress.validate(&format!("leases[{i}].progress"))?;
+            }
+        }
         params.now = self.now();
         let worker = params.worker.clone();
         let answers = self.store.heartbeat(params).await?;
@@ -455,6 +476,14 @@ impl Engine {
 
     /// Records outcomes.
     pub async fn complete(&self, mut params: CompleteParams) -> Result<Vec<CompleteAnswer>> {
+        check_worker_name(&params.worker)?;
+        for (i, c) in params.results.iter().enumerate() {
+            match &c.outcome {
+                Outcome::Succeeded { result } => check_json_depth(&format!("results[{i}].result"), result.get())?,
+                Outcome::Failed { error, .. } => error.validate(&format!("results[{i}].error"))?,
+                Outcome::Released => {}
+            }
+        }
         params.now = self.now();
         let worker = params.worker.clone();
         let answers = self.store.complete(params).await?;

@@ -706,6 +706,17 @@ pub(crate) fn retry_json(r: &quern_core::RetryPolicy) -> String {
     if *r == quern_core::RetryPolicy::default() { "{}".to_owned() } else { json(r) }
 }
 
+/// Ends a page read with one row past `limit` (to learn whether more
+/// follow): drops that row and answers the last task kept, where the next
+/// page starts, or `None` when this page is the last.
+pub(crate) fn end_page(tasks: &mut Vec<Task>, limit: usize) -> Option<Uuid> {
+    if tasks.len() <= limit {
+        return None;
+    }
+    tasks.truncate(limit);
+    tasks.last().map(|t| t.id)
+}
+
 pub(crate) fn ms_i64(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }

@@ -248,6 +248,9 @@ async fn bad_webhooks_are_refused() {
             (json!({"url": "ftp://example.com/hook"}), "url"),
             (json!({"url": "not a url"}), "url"),
             (json!({"url": "http://127.0.0.1:9/x", "max_attempts": 0}), "max_attempts"),
+            (json!({"url": format!("http://127.0.0.1:9/{}", "x".repeat(2_048))}), "url"),
+            (json!({"url": "http://127.0.0.1:9/x", "secret": "s\u{0}"}), "secret"),
+            (json!({"url": "http://127.0.0.1:9/x", "secret": "s".repeat(1_025)}), "secret"),
         ] {
             let r = put(&api, "w", &body).await;
             assert_eq!((r.status, r.code()), (400, "invalid_request"), "{body}: {r:?}");

@@ -141,6 +141,18 @@ async fn approvals_wait_for_a_person() {
         complete(&api, &build[0], json!({"outcome": "succeeded"})).await;
         lease(&api, &[]).await;
         let ok = ids["ok"].as_str().expect("id");
+        for (what, body, field) in [
+            ("a NUL in by", json!({"approved": true, "by": "a\u{0}"}), "by"),
+            ("a 201-byte by", json!({"approved": true, "by": "b".repeat(201)}), "by"),
+            ("a 4,097-byte comment", json!({"approved": true, "comment": "c".repeat(4_097)}), "comment"),
+        ] {
+            let r = api.post(&format!("/v1/tasks/{ok}/approve"), &body).await;
+            assert_eq!(
+                (r.status, r.code(), r.body["error"]["details"]["field"].as_str()),
+                (400, "invalid_request", Some(field)),
+                "{what}"
+            );
+        }
         let decided = api
             .post(&format!("/v1/tasks/{ok}/approve"), &json!({"approved": true, "by": "ana", "comment": "go"}))
             .await;

@@ -101,10 +101,13 @@ impl ApiError {
 
     /// The answer to a broken rule: `invalid_request`, or `json_too_deep`.
     pub fn rule(error: &quern_core::ValidationError) -> Self {
-        let details = json!({"field": error.field});
-        match error.rule {
-            quern_core::Rule::Broken => Self::InvalidRequest { message: error.to_string(), details },
-            quern_core::Rule::TooDeep => Self::TooDeep { message: error.to_string(), details },
+        Self::broken(error.rule, error.to_string(), json!({"field": error.field}))
+    }
+
+    fn broken(rule: quern_core::Rule, message: String, details: Value) -> Self {
+        match rule {
+            quern_core::Rule::Broken => Self::InvalidRequest { message, details },
+            quern_core::Rule::TooDeep => Self::TooDeep { message, details },
         }
     }
 
@@ -206,10 +209,7 @@ impl From<EngineError> for ApiError {
                     }
                     None => error.to_string(),
                 };
-                match error.rule {
-                    quern_core::Rule::Broken => ApiError::InvalidRequest { message, details },
-                    quern_core::Rule::TooDeep => ApiError::TooDeep { message, details },
-                }
+                ApiError::broken(error.rule, message, details)
             }
             EngineError::InputRejected { name, message, index } => {
                 let mut details = json!({"name": name});

@@ -8,10 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use quern_core::spec::{
-    MAX_ERROR_MESSAGE_LEN, MAX_PROGRESS_MESSAGE_LEN, check_json_depth, check_queue_name, check_task_name, check_text,
-};
-use quern_core::{ErrorKind, Outcome, Progress, TaskError, ValidationResult};
+use quern_core::{ErrorKind, Outcome, Progress, TaskError};
 use quern_store::{CompleteParams, Completion, HeartbeatLease, HeartbeatParams, LeaseParams};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -29,41 +26,6 @@ const LEASE_MS: std::ops::RangeInclusive<u64> = 1_000..=600_000;
 const DEFAULT_LEASE_MS: u64 = 30_000;
 /// The most items in one heartbeat or completion.
 const MAX_ITEMS: usize = 10_000;
-/// The most queues, and task names, one lease may name.
-const MAX_LEASE_NAMES: usize = 100;
-/// The longest worker name, in bytes.
-const MAX_WORKER_LEN: usize = 200;
-
-fn check_worker(worker: &str) -> Result<(), ApiError> {
-    if worker.is_empty() {
-        return Err(ApiError::invalid_field("worker", format!("must be 1 to {MAX_WORKER_LEN} bytes")));
-    }
-    check_text("worker", worker, MAX_WORKER_LEN).map_err(|e| ApiError::rule(&e))
-}
-
-/// The queues (or task names) a lease names, each by the rules a
-/// submission's `queue` (or `name`) obeys.
-fn check_names(field: &str, names: &[String], check: fn(&str) -> ValidationResult<()>) -> Result<(), ApiError> {
-    if names.len() > MAX_LEASE_NAMES {
-        return Err(ApiError::invalid_field(field, format!("at most {MAX_LEASE_NAMES}")));
-    }
-    for (i, name) in names.iter().enumerate() {
-        check(name).map_err(|e| ApiError::rule(&e.at(format!("{field}[{i}]"))))?;
-    }
-    Ok(())
-}
-
-/// A worker's report of a failure: a message of at most
-/// [`MAX_ERROR_MESSAGE_LEN`] bytes and details at most
-/// [`quern_core::spec::MAX_JSON_DEPTH`] deep.
-fn check_error(field: &str, error: &TaskError) -> ValidationResult<()> {
-    check_text(&format!("{field}.message"), &error.message, MAX_ERROR_MESSAGE_LEN)?;
-    if let Some(details) = &error.details {
-        let text = serde_json::to_string(details).unwrap_or_default();
-        check_json_depth(&format!("{field}.details"), &text)?;
-    }
-    Ok(())
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,7 +50,6 @@ struct Leased {
 }
 
 pub(super) async fn lease(State(engine): State<AppState>, Body(req): Body<LeaseRequest>) -> Result<Response, ApiError> {
-    check_worker(&req.worker)?;
     let max = req.max.unwrap_or(1);
     if !(1..=MAX_LEASE).contains(&max) {
         return Err(ApiError::invalid_field("max", format!("must be 1 to {MAX_LEASE}")));
@@ -104,10 +65,6 @@ pub(super) async fn lease(State(engine): State<AppState>, Body(req): Body<LeaseR
     let queues = req.queues.unwrap_or_else(|| vec!["default".to_owned()]);
     if queues.is_empty() {
         return Err(ApiError::invalid_field("queues", "must name at least one queue"));
-    }
-    check_names("queues", &queues, check_queue_name)?;
-    if let Some(names) = &req.names {
-        check_names("names", names, check_task_name)?;
     }
     let params = LeaseParams { worker: req.worker, queues, names: req.names, max: max as usize, lease_ms, now: 0 };
     let tasks = engine.lease(params, Duration::from_millis(wait_ms)).await?;
@@ -135,23 +92,11 @@ pub(super) async fn heartbeat(
     State(engine): State<AppState>,
     Body(req): Body<HeartbeatRequest>,
 ) -> Result<Json<Heartbeats>, ApiError> {
-    check_worker(&req.worker)?;
     if req.leases.len() > MAX_ITEMS {
         return Err(ApiError::invalid_field("leases", format!("at most {MAX_ITEMS} per heartbeat")));
     }
-    let mut leases = Vec::with_capacity(req.leases.len());
-    for (i, l) in req.leases.into_iter().enumerate() {
-        if let Some(p) = &l.progress {
-            if !(0.0..=100.0).contains(&p.percent) {
-                return Err(ApiError::invalid_field(&format!("leases[{i}].progress.percent"), "must be 0 to 100"));
-            }
-            if let Some(m) = &p.message {
-                check_text(&format!("leases[{i}].progress.message"), m, MAX_PROGRESS_MESSAGE_LEN)
-                    .map_err(|e| ApiError::rule(&e))?;
-            }
-        }
-        leases.push(HeartbeatLease { task: l.task, token: l.token, progress: l.progress });
-    }
+    let leases =
+        req.leases.into_iter().map(|l| HeartbeatLease { task: l.task, token: l.token, progress: l.progress }).collect();
     let answers = engine.heartbeat(HeartbeatParams { worker: req.worker, leases, now: 0 }).await?;
     let leases = answers
         .into_iter()
@@ -212,18 +157,11 @@ pub(super) async fn complete(
     State(engine): State<AppState>,
     Body(req): Body<CompleteRequest>,
 ) -> Result<Json<Completed>, ApiError> {
-    check_worker(&req.worker)?;
     if req.results.len() > MAX_ITEMS {
         return Err(ApiError::invalid_field("results", format!("at most {MAX_ITEMS} per completion")));
     }
     let mut results = Vec::with_capacity(req.results.len());
-    for (i, item) in req.results.into_iter().enumerate() {
-        if let Some(result) = &item.result {
-            check_json_depth(&format!("results[{i}].result"), result.get()).map_err(|e| ApiError::rule(&e))?;
-        }
-        if let Some(error) = &item.error {
-            check_error(&format!("results[{i}].error"), error).map_err(|e| ApiError::rule(&e))?;
-        }
+    for item in req.results {
         let outcome = match item.outcome {
             OutcomeKind::Succeeded => {
                 Outcome::Succeeded { result: item.result.unwrap_or_else(|| RawValue::NULL.to_owned()) }
@@ -287,7 +225,6 @@ pub(super) async fn register(
     State(engine): State<AppState>,
     Body(req): Body<RegisterRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    check_worker(&req.worker)?;
     let queues = req.queues.unwrap_or_else(|| vec!["default".to_owned()]);
     engine.register(&req.worker, queues, req.task_types).await?;
     Ok(Json(json!({"worker": req.worker, "registered": true})))

@@ -101,14 +101,14 @@ impl Engine {
     /// cursor and gets a fresh start (not paused, no failures).
     pub async fn put_webhook(&self, name: &str, spec: WebhookSpec) -> Result<(WebhookRecord, bool)> {
         quern_core::spec::check_queue_name(name).map_err(|e| invalid("name", e.message))?;
+        quern_core::spec::check_text("url", &spec.url, MAX_URL_LEN)?;
+        if let Some(secret) = &spec.secret {
+            quern_core::spec::check_text("secret", secret, MAX_SECRET_LEN)?;
+        }
         let url =
             reqwest::Url::parse(&spec.url).map_err(|e| invalid("url", format!("{:?} is not a URL: {e}", spec.url)))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(invalid("url", format!("{:?} is not an http:// or https:// URL", spec.url)));
-        }
-        quern_core::spec::check_text("url", &spec.url, MAX_URL_LEN).map_err(|e| invalid("url", e.message))?;
-        if let Some(secret) = &spec.secret {
-            quern_core::spec::check_text("secret", secret, MAX_SECRET_LEN).map_err(|e| invalid("secret", e.message))?;
         }
         if !(1..=100).contains(&spec.max_attempts) {
             return Err(invalid("max_attempts", "must be 1 to 100"));

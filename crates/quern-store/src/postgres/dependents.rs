@@ -13,7 +13,7 @@
 //! tasks (`workflows.open`) are rows, not a writer's memory.
 
 use super::Tx;
-use super::rows::{Entries, Loaded, approval_due, load, status_of};
+use super::rows::{Entries, Loaded, approval_due, load, status_of, workflow_counts};
 use crate::dependency::{ParentEnd, judge, skip_message};
 use crate::history::entry;
 use crate::segment::{Move, workflow_event};
@@ -47,10 +47,7 @@ pub(super) async fn closed(tx: &mut Tx, workflow: Uuid, at: Millis) -> Result<()
         return Ok(());
     }
     let name: String = row.get(1);
-    let rows = tx
-        .query("SELECT status, count(*) FROM tasks WHERE workflow = $1 GROUP BY status ORDER BY status", &[&workflow])
-        .await?;
-    let counts = rows.iter().map(|r| Ok((status_of(r.get(0))?, r.get::<_, i64>(1)))).collect::<Result<Vec<_>>>()?;
+    let counts = workflow_counts(tx, workflow).await?;
     tx.emit(at, workflow_event(workflow, &name, &counts)).map(|_| ())
 }
 

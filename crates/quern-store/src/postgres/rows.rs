@@ -152,3 +152,12 @@ impl Entries {
 pub(super) fn approval_due(name: &str, timeout_ms: Option<u64>, since: Millis) -> Option<Millis> {
     (name == APPROVAL).then_some(timeout_ms).flatten().map(|t| since.saturating_add(ms_i64(t)))
 }
+
+/// How many tasks of `workflow` are in each status (statuses with none left
+/// out), by status.
+pub(super) async fn workflow_counts(tx: &Tx, workflow: Uuid) -> Result<Vec<(Status, i64)>> {
+    let rows = tx
+        .query("SELECT status, count(*) FROM tasks WHERE workflow = $1 GROUP BY status ORDER BY status", &[&workflow])
+        .await?;
+    rows.iter().map(|r| Ok((status_of(r.get(0))?, r.get::<_, i64>(1)))).collect()
+}

@@ -17,7 +17,7 @@ use crate::history::{compact_history, entry};
 use crate::segment::Move;
 use crate::{
     APPROVAL, CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, ListQuery, Result,
-    StoreError, Submitted, TaskPage, TickOutcome, json, ms_i64, new_task_view, uuid_upper_bound,
+    StoreError, Submitted, TaskPage, TickOutcome, end_page, json, ms_i64, new_task_view, uuid_upper_bound,
 };
 use quern_core::{ErrorKind, HistoryEntry, Lease, Millis, NewTask, Status, Task, TaskError};
 use std::collections::HashMap;
@@ -741,12 +741,7 @@ pub(super) async fn list(tx: &mut Tx, q: ListQuery) -> Result<TaskPage> {
     let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
     let rows = tx.query(&sql, &params).await?;
     let mut tasks = rows.iter().map(|r| Loaded::from_row(r).map(|l| l.task)).collect::<Result<Vec<_>>>()?;
-    let next_cursor = if tasks.len() > q.limit {
-        tasks.truncate(q.limit);
-        tasks.last().map(|t| encode_cursor(t.id))
-    } else {
-        None
-    };
+    let next_cursor = end_page(&mut tasks, q.limit).map(encode_cursor);
     Ok(TaskPage { tasks, next_cursor })
 }
 

@@ -5,13 +5,13 @@
 
 use super::Tx;
 use super::dependents::finish_waiting;
-use super::rows::{COLS, Loaded, get, load, status_of};
+use super::rows::{COLS, Loaded, get, load, workflow_counts};
 use super::tasks;
 use crate::{
-    APPROVAL, Approval, NewWorkflow, Result, StoreError, Submitted, WorkflowPage, WorkflowQuery, WorkflowRecord, json,
+    APPROVAL, Approval, NewWorkflow, Result, StoreError, Submitted, WorkflowPage, WorkflowQuery, WorkflowRecord,
+    end_page, json,
 };
 use quern_core::{ErrorKind, HistoryEntry, Millis, NewTask, Status, Task, TaskError};
-use std::collections::BTreeMap;
 use uuid::Uuid;
 
 pub(super) async fn submit_workflow(tx: &mut Tx, w: NewWorkflow, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
@@ -37,10 +37,11 @@ pub(super) async fn workflow_page(tx: &mut Tx, q: WorkflowQuery) -> Result<Workf
     let id = q.id;
     let head = tx.query_opt("SELECT name, created_at FROM workflows WHERE id = $1", &[&id]).await?;
     let head = head.ok_or(StoreError::WorkflowNotFound(id))?;
-    let mut counts = BTreeMap::new();
-    for r in tx.query("SELECT status, count(*) FROM tasks WHERE workflow = $1 GROUP BY status", &[&id]).await? {
-        counts.insert(status_of(r.get(0))?, usize::try_from(r.get::<_, i64>(1)).unwrap_or(0));
-    }
+    let counts = workflow_counts(tx, id)
+        .await?
+        .into_iter()
+        .map(|(status, n)| (status, usize::try_from(n).unwrap_or(0)))
+        .collect();
     let first_open = tx
         .query_opt(
             "SELECT id FROM tasks WHERE workflow = $1 AND status IN ('pending', 'queued', 'running') \
@@ -54,12 +55,7 @@ pub(super) async fn workflow_page(tx: &mut Tx, q: WorkflowQuery) -> Result<Workf
     let sql = format!("SELECT {COLS} FROM tasks t WHERE t.workflow = $1 AND t.id > $2 ORDER BY t.id LIMIT $3");
     let rows = tx.query(&sql, &[&id, &after, &limit]).await?;
     let mut tasks = rows.iter().map(|r| Loaded::from_row(r).map(|l| l.task)).collect::<Result<Vec<_>>>()?;
-    let next_after = if tasks.len() > q.limit {
-        tasks.truncate(q.limit);
-        tasks.last().map(|t| t.id)
-    } else {
-        None
-    };
+    let next_after = end_page(&mut tasks, q.limit);
     Ok(WorkflowPage { id, name: head.get(0), created_at: head.get(1), counts, first_open, tasks, next_after })
 }
 

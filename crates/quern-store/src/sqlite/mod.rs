@@ -24,12 +24,11 @@ use crate::{
     ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowPage, WorkflowQuery,
     WorkflowRecord,
 };
-use crate::{Delivery, GroupState, TaskTypeRecord, WebhookRecord, WorkerRecord};
+use crate::{Delivery, GroupState, TaskTypeRecord, WebhookRecord, WorkerRecord, end_page};
 use async_trait::async_trait;
 use quern_core::{Event, Millis, NewEvent, NewTask, Status, Task};
 use rows::{TASK_COLUMNS, compact_at, history_from_row, task_from_row};
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
-use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -267,12 +266,7 @@ fn list_tasks(conn: &Connection, q: &ListQuery) -> Result<TaskPage> {
     let params: Vec<&dyn ToSql> = args.iter().map(AsRef::as_ref).collect();
     let mut tasks: Vec<Task> =
         stmt.query_map(params.as_slice(), task_from_row).and_then(Iterator::collect).map_err(backend)?;
-    let next_cursor = if tasks.len() > q.limit {
-        tasks.truncate(q.limit);
-        tasks.last().map(|t| encode_cursor(t.id))
-    } else {
-        None
-    };
+    let next_cursor = end_page(&mut tasks, q.limit).map(encode_cursor);
     Ok(TaskPage { tasks, next_cursor })
 }
 
@@ -416,18 +410,10 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let id = q.id;
             let (name, created_at) = workflow_head(conn, id)?;
-            let mut counts = BTreeMap::new();
-            let rows = conn
-                .prepare_cached("SELECT status, count(*) FROM tasks WHERE workflow = ?1 GROUP BY status")
-                .and_then(|mut s| {
-                    s.query_map([id.as_bytes()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(backend)?;
-            for (status, n) in rows {
-                let status: Status = status.parse().map_err(backend)?;
-                counts.insert(status, usize::try_from(n).unwrap_or(0));
-            }
+            let counts = rows::workflow_counts(conn, id)?
+                .into_iter()
+                .map(|(status, n)| (status, usize::try_from(n).unwrap_or(0)))
+                .collect();
             let first_open = conn
                 .prepare_cached(
                     "SELECT id FROM tasks WHERE workflow = ?1 \
@@ -447,12 +433,7 @@ impl Store for SqliteStore {
                         .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(backend)?;
-            let next_after = if tasks.len() > q.limit {
-                tasks.truncate(q.limit);
-                tasks.last().map(|t| t.id)
-            } else {
-                None
-            };
+            let next_after = end_page(&mut tasks, q.limit);
             Ok(WorkflowPage { id, name, created_at, counts, first_open, tasks, next_after })
         })
         .await

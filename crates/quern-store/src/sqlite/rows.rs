@@ -163,6 +163,17 @@ pub(crate) fn history_from_row(row: &Row<'_>) -> rusqlite::Result<HistoryEntry> 
     })
 }
 
+/// How many tasks of `workflow` are in each status (statuses with none left
+/// out).
+pub(crate) fn workflow_counts(conn: &rusqlite::Connection, workflow: uuid::Uuid) -> crate::Result<Vec<(Status, i64)>> {
+    conn.prepare_cached("SELECT status, count(*) FROM tasks WHERE workflow = ?1 GROUP BY status")
+        .and_then(|mut s| {
+            s.query_map([workflow.as_bytes()], |r| Ok((status_at(r, 0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(crate::backend)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

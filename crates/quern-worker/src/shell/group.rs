@@ -146,23 +146,9 @@ impl GroupGuard {
     pub(crate) async fn finish(mut self) {
         if alive(self.pgid) {
             self.terminate();
-            let deadline = self.kill_deadline().unwrap_or_else(Instant::now);
-            let mut killed = None;
-            loop {
-                match next_step(self.pgid, deadline, killed) {
-                    Stopping::Gone => break,
-                    Stopping::WaitUntil(at) => tokio::time::sleep_until(at.into()).await,
-                    Stopping::Kill => {
-                        tracing::debug!(pgid = self.pgid.as_raw(), "killing what is left of a task's process group");
-                        signal(self.pgid, Signal::SIGKILL);
-                        killed = Some(Instant::now());
-                    }
-                    Stopping::GiveUp => {
-                        tracing::warn!(pgid = self.pgid.as_raw(), "a task's process outlived SIGKILL");
-                        break;
-                    }
-                }
-            }
+            let (pgid, deadline) = (self.pgid, self.kill_deadline().unwrap_or_else(Instant::now));
+            // `stop` sleeps between looks: off the async runtime.
+            let _ = tokio::task::spawn_blocking(move || stop(pgid, deadline)).await;
         }
         self.finished = true;
         if let Some(mut workdir) = self.workdir.take()
@@ -202,7 +188,11 @@ fn stop(pgid: Pid, deadline: Instant) {
     let mut killed = None;
     loop {
         match next_step(pgid, deadline, killed) {
-            Stopping::Gone | Stopping::GiveUp => return,
+            Stopping::Gone => return,
+            Stopping::GiveUp => {
+                tracing::warn!(pgid = pgid.as_raw(), "a task's process outlived SIGKILL");
+                return;
+            }
             Stopping::WaitUntil(at) => {
                 #[allow(clippy::disallowed_methods, reason = "a dedicated reaper thread, not async code")]
                 std::thread::sleep(at.saturating_duration_since(Instant::now()));

@@ -10,7 +10,7 @@
 
 use super::{State, backend};
 use crate::segment::{MAX_SCAN_SEGMENTS, ReadPlan, SegmentBuilder, plan_read, read_segment, workflow_event};
-use crate::sqlite::rows::status_at;
+use crate::sqlite::rows::workflow_counts;
 use crate::{EventPage, EventQuery, Result};
 use quern_core::{Event, Millis, NewEvent};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -65,13 +65,7 @@ impl State {
             return Ok(());
         }
         self.open_workflows.remove(&workflow);
-        let mut stmt = conn
-            .prepare_cached("SELECT status, count(*) FROM tasks WHERE workflow = ?1 GROUP BY status")
-            .map_err(backend)?;
-        let counts = stmt
-            .query_map([workflow.as_bytes()], |r| Ok((status_at(r, 0)?, r.get::<_, i64>(1)?)))
-            .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
-            .map_err(backend)?;
+        let counts = workflow_counts(conn, workflow)?;
         let name: String = conn
             .query_row("SELECT name FROM workflows WHERE id = ?1", [workflow.as_bytes()], |r| r.get(0))
             .optional()
