@@ -72,8 +72,9 @@ pub(crate) struct Decision {
 pub(crate) fn decide(r: &Running<'_>, end: AttemptEnd, now: Millis, actor: &str) -> Decision {
     let attempts_left = r.attempt < r.max_attempts;
     let released = matches!(end, AttemptEnd::Released);
-    let backoff =
-        || now.saturating_add(crate::ms_i64(r.retry.delay_ms(r.attempt, jitter_unit(r.id.as_u128(), r.attempt))));
+    let backoff = || {
+        now.saturating_add(crate::stored::ms_i64(r.retry.delay_ms(r.attempt, jitter_unit(r.id.as_u128(), r.attempt))))
+    };
     let (to, result, error, retry_at) = if r.cancel_requested {
         let error = TaskError::new(ErrorKind::Cancelled, "cancelled by a client while running");
         (Status::Cancelled, None, Some(error), None)

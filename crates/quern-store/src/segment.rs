@@ -46,7 +46,7 @@ impl Stored {
     fn into_event(self, offset: u64) -> Result<Event> {
         match self {
             Stored::Published(at, kind, source, target, payload) => {
-                let payload = RawValue::from_string(payload).map_err(crate::backend)?;
+                let payload = RawValue::from_string(payload).map_err(crate::error::backend)?;
                 Ok(Event { offset, at, kind, source, target, payload })
             }
             Stored::Move(at, code, id, name, queue, attempt, status) => {
@@ -57,7 +57,7 @@ impl Stored {
                 payload.push_str(",\"queue\":");
                 quoted(&mut payload, &queue);
                 let _ = write!(payload, ",\"status\":\"{status}\",\"attempt\":{attempt}}}");
-                let payload = RawValue::from_string(payload).map_err(crate::backend)?;
+                let payload = RawValue::from_string(payload).map_err(crate::error::backend)?;
                 Ok(Event { offset, at, kind, source: SOURCE.to_owned(), target: None, payload })
             }
         }
@@ -227,7 +227,7 @@ impl SegmentBuilder {
 
     /// Appends a published event; answers it with its offset.
     pub(crate) fn push(&mut self, at: Millis, e: NewEvent) -> Result<Event> {
-        let payload = RawValue::from_string(e.payload).map_err(crate::backend)?;
+        let payload = RawValue::from_string(e.payload).map_err(crate::error::backend)?;
         let offset = self.open(at);
         let text = &mut self.text;
         let _ = write!(text, "[{at},");
@@ -327,7 +327,7 @@ pub(crate) fn plan_read(q: &EventQuery, earliest: Option<u64>, head: u64) -> Res
 /// Adds the events of the segment starting at offset `first` that come
 /// after `after` and pass the filter; answers whether the page is full.
 pub(crate) fn read_segment(page: &mut EventPage, q: &EventQuery, after: u64, first: u64, text: &str) -> Result<bool> {
-    let stored: Vec<Stored> = serde_json::from_str(text).map_err(crate::backend)?;
+    let stored: Vec<Stored> = serde_json::from_str(text).map_err(crate::error::backend)?;
     for (i, e) in stored.into_iter().enumerate() {
         let offset = first + i as u64;
         if offset <= after {

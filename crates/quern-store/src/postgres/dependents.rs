@@ -17,7 +17,8 @@ use super::rows::{Entries, Loaded, approval_due, load, status_of, workflow_count
 use crate::dependency::{ParentEnd, judge, skip_message};
 use crate::history::entry;
 use crate::segment::{Move, workflow_event};
-use crate::{APPROVAL, Result, StoreError, json};
+use crate::stored::{APPROVAL, json};
+use crate::{Result, StoreError};
 use quern_core::workflow::Readiness;
 use quern_core::{Condition, Dependency, ErrorKind, HistoryEntry, Millis, ParentOutcome, Status, Task, TaskError};
 use std::collections::BTreeMap;
@@ -70,7 +71,7 @@ pub(super) async fn ended(tx: &mut Tx, id: Uuid, now: Millis) -> Result<()> {
         let end = parent_end(tx, parent).await?;
         for e in edges {
             let child: Uuid = e.get(0);
-            let on: Condition = serde_json::from_str(e.get(1)).map_err(crate::backend)?;
+            let on: Condition = serde_json::from_str(e.get(1)).map_err(crate::error::backend)?;
             let dep = Dependency { task: parent, on };
             match judge(&dep, end.as_ref()) {
                 Readiness::Ready | Readiness::Waiting => {

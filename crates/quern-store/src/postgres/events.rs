@@ -11,8 +11,10 @@
 //! reader sees a segment, every segment below it is committed and visible.
 
 use super::Tx;
+use crate::error::backend;
 use crate::segment::{MAX_SCAN_SEGMENTS, ReadPlan, plan_read, read_segment};
-use crate::{EventPage, EventQuery, GroupState, Result, backend, json};
+use crate::stored::json;
+use crate::{EventPage, EventQuery, GroupState, Result};
 use quern_core::Millis;
 
 pub(super) async fn read(tx: &mut Tx, q: EventQuery) -> Result<EventPage> {

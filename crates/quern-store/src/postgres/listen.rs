@@ -74,7 +74,7 @@ async fn listen_once(
         }
     });
     let quoted = channel.replace('"', "\"\"");
-    client.batch_execute(&format!("LISTEN \"{quoted}\"")).await.map_err(crate::backend)?;
+    client.batch_execute(&format!("LISTEN \"{quoted}\"")).await.map_err(crate::error::backend)?;
     let signals = signals.clone();
     Ok(async move {
         // The client must live as long as the connection listens.

@@ -17,6 +17,7 @@
 mod dependents;
 mod events;
 mod listen;
+mod reads;
 mod rows;
 mod schedules;
 pub mod schema;
@@ -24,12 +25,14 @@ mod tasks;
 mod webhooks;
 mod workflows;
 
+use crate::error::backend;
 use crate::segment::SegmentBuilder;
+use crate::stored::json;
 use crate::{
     Approval, CompleteAnswer, CompleteParams, Delivery, DueSchedules, EventPage, EventQuery, Fire, FireOutcome,
     GroupState, HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result,
     ScheduleRecord, ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TaskTypeRecord, TickOutcome,
-    WebhookRecord, WorkerRecord, WorkflowPage, WorkflowQuery, WorkflowRecord, backend, json,
+    WebhookRecord, WorkerRecord, WorkflowPage, WorkflowQuery, WorkflowRecord,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -507,29 +510,6 @@ impl Drop for Tx {
     }
 }
 
-/// Counts of one queue by status.
-fn queue_counts(rows: Vec<Row>, paused: Vec<Row>) -> Vec<QueueInfo> {
-    let mut out: std::collections::BTreeMap<String, QueueInfo> = std::collections::BTreeMap::new();
-    for r in rows {
-        let name: String = r.get(0);
-        let status: String = r.get(1);
-        let n: i64 = r.get(2);
-        let q =
-            out.entry(name.clone()).or_insert_with(|| QueueInfo { name, counts: Default::default(), paused: false });
-        if let Ok(s) = status.parse() {
-            q.counts.insert(s, n.unsigned_abs());
-        }
-    }
-    for r in paused {
-        let name: String = r.get(0);
-        let is_paused: bool = r.get(1);
-        out.entry(name.clone())
-            .or_insert_with(|| QueueInfo { name, counts: Default::default(), paused: false })
-            .paused = is_paused;
-    }
-    out.into_values().collect()
-}
-
 #[async_trait]
 impl Store for PgStore {
     async fn submit(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
@@ -541,11 +521,11 @@ impl Store for PgStore {
     }
 
     async fn list(&self, query: ListQuery) -> Result<TaskPage> {
-        self.read(|tx| Box::pin(tasks::list(tx, query.clone()))).await
+        self.read(|tx| Box::pin(reads::list(tx, query.clone()))).await
     }
 
     async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
-        self.read(|tx| Box::pin(tasks::history(tx, id))).await
+        self.read(|tx| Box::pin(reads::history(tx, id))).await
     }
 
     async fn lease(&self, params: LeaseParams) -> Result<Vec<Task>> {
@@ -579,23 +559,7 @@ impl Store for PgStore {
     }
 
     async fn queues(&self) -> Result<Vec<QueueInfo>> {
-        self.read(|tx| {
-            Box::pin(async move {
-                // The totals last folded plus the deltas since: a read of a
-                // few rows per queue, however many tasks the table holds.
-                let counts = tx
-                    .query(
-                        "SELECT queue, status, sum(n)::int8 FROM (SELECT queue, status, n FROM queue_counts \
-                         UNION ALL SELECT queue, status, n FROM queue_count_deltas) c \
-                         GROUP BY queue, status HAVING sum(n) <> 0",
-                        &[],
-                    )
-                    .await?;
-                let paused = tx.query("SELECT name, paused FROM queues", &[]).await?;
-                Ok(queue_counts(counts, paused))
-            })
-        })
-        .await
+        self.read(|tx| Box::pin(reads::queues(tx))).await
     }
 
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
@@ -800,7 +764,7 @@ impl Store for PgStore {
     }
 
     async fn lead(&self, role: String, node: String, now: Millis, ttl_ms: u64) -> Result<bool> {
-        let until = now.saturating_add(crate::ms_i64(ttl_ms));
+        let until = now.saturating_add(crate::stored::ms_i64(ttl_ms));
         self.write(|tx| {
             let (role, node) = (role.clone(), node.clone());
             Box::pin(async move {

@@ -4,8 +4,10 @@
 //! tasks through here (as `sqlite/rows.rs` does for SQLite).
 
 use super::Tx;
+use crate::error::backend;
 use crate::history::compact_history;
-use crate::{APPROVAL, Result, StoreError, backend, ms_i64};
+use crate::stored::{APPROVAL, ms_i64};
+use crate::{Result, StoreError};
 use quern_core::{HistoryEntry, Millis, Status, Task};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;

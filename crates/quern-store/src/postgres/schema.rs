@@ -13,7 +13,8 @@
 //! queued approval carries its deadline (`approval_due`); the event log's
 //! next offset is one row (`event_head`) whose lock orders the writers.
 
-use crate::{Result, StoreError, backend};
+use crate::error::backend;
+use crate::{Result, StoreError};
 use deadpool_postgres::Object;
 
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`.

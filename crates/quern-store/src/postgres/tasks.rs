@@ -1,5 +1,6 @@
 //! Tasks in PostgreSQL: submit, lease, heartbeat, complete, cancel, retry,
-//! timers, retention, listing.
+//! timers, retention, pausing a queue (as `sqlite/writer/tasks.rs` does for
+//! SQLite). The read-only queries (a listing, a history) are in `reads.rs`.
 //!
 //! Invariant: a task's row is changed only under its row lock, taken by the
 //! statement that changes it or by a `FOR UPDATE` read before, and every
@@ -13,11 +14,12 @@
 use super::rows::{COLS, Entries, Loaded, approval_due, get, i32_of, load, status_of, u32_of};
 use super::{Tx, dependents};
 use crate::attempt::{AttemptEnd, Decision, Running, decide};
-use crate::history::{compact_history, entry};
+use crate::history::entry;
 use crate::segment::Move;
+use crate::stored::{APPROVAL, json, ms_i64, new_task_view, uuid_upper_bound};
 use crate::{
-    APPROVAL, CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, ListQuery, Result,
-    StoreError, Submitted, TaskPage, TickOutcome, end_page, json, ms_i64, new_task_view, uuid_upper_bound,
+    CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, Result, StoreError, Submitted,
+    TickOutcome,
 };
 use quern_core::{ErrorKind, HistoryEntry, Lease, Millis, NewTask, Status, Task, TaskError};
 use std::collections::HashMap;
@@ -144,7 +146,7 @@ impl NewRows {
         self.metadata.push((!t.metadata.is_empty()).then(|| json(&t.metadata)));
         self.max_attempts.push(i32_of(t.max_attempts));
         self.timeout_ms.push(t.timeout_ms.map(ms_i64));
-        self.retry.push(crate::retry_json(&t.retry));
+        self.retry.push(crate::stored::retry_json(&t.retry));
         self.run_at.push(t.run_at);
         self.created_at.push(t.created_at);
         self.workflow.push(t.workflow);
@@ -698,76 +700,4 @@ pub(super) async fn set_paused(tx: &mut Tx, queue: String, paused: bool) -> Resu
         tx.effects.ready = true;
     }
     Ok(())
-}
-
-fn encode_cursor(id: Uuid) -> String {
-    id.simple().to_string()
-}
-
-fn decode_cursor(s: &str) -> Result<Uuid> {
-    Uuid::try_parse(s).map_err(|_| StoreError::InvalidCursor)
-}
-
-pub(super) async fn list(tx: &mut Tx, q: ListQuery) -> Result<TaskPage> {
-    let mut sql = format!("SELECT {COLS} FROM tasks t WHERE true");
-    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-    if let Some(cursor) = &q.cursor {
-        args.push(Box::new(decode_cursor(cursor)?));
-        sql.push_str(&format!(" AND t.id < ${}", args.len()));
-    }
-    if !q.statuses.is_empty() {
-        let statuses: Vec<&'static str> = q.statuses.iter().map(|s| s.as_str()).collect();
-        args.push(Box::new(statuses));
-        sql.push_str(&format!(" AND t.status = ANY(${})", args.len()));
-    }
-    if let Some(queue) = &q.queue {
-        args.push(Box::new(queue.clone()));
-        sql.push_str(&format!(" AND t.queue = ${}", args.len()));
-    }
-    if let Some(name) = &q.name {
-        args.push(Box::new(name.clone()));
-        sql.push_str(&format!(" AND t.name = ${}", args.len()));
-    }
-    if let Some(workflow) = q.workflow {
-        args.push(Box::new(workflow));
-        sql.push_str(&format!(" AND t.workflow = ${}", args.len()));
-    }
-    if !q.metadata.is_empty() {
-        args.push(Box::new(json(&q.metadata)));
-        sql.push_str(&format!(" AND t.metadata @> ${}::text::jsonb", args.len()));
-    }
-    args.push(Box::new(i64::try_from(q.limit).unwrap_or(1000) + 1));
-    sql.push_str(&format!(" ORDER BY t.id DESC LIMIT ${}", args.len()));
-    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
-    let rows = tx.query(&sql, &params).await?;
-    let mut tasks = rows.iter().map(|r| Loaded::from_row(r).map(|l| l.task)).collect::<Result<Vec<_>>>()?;
-    let next_cursor = end_page(&mut tasks, q.limit).map(encode_cursor);
-    Ok(TaskPage { tasks, next_cursor })
-}
-
-pub(super) async fn history(tx: &mut Tx, id: Uuid) -> Result<Vec<HistoryEntry>> {
-    let l = load(tx, id, false).await?;
-    if l.compact {
-        return Ok(compact_history(&l.task));
-    }
-    let rows = tx
-        .query(
-            "SELECT at, from_status, to_status, attempt, worker, actor, note FROM history WHERE task = $1 ORDER BY seq",
-            &[&id],
-        )
-        .await?;
-    rows.iter()
-        .map(|r| {
-            let from: Option<String> = r.get(1);
-            Ok(HistoryEntry {
-                at: r.get(0),
-                from: from.as_deref().map(status_of).transpose()?,
-                to: status_of(r.get(2))?,
-                attempt: u32_of(r.get(3)),
-                worker: r.get(4),
-                actor: r.get(5),
-                note: r.get(6),
-            })
-        })
-        .collect()
 }

@@ -6,7 +6,8 @@
 //! cursor.
 
 use super::Tx;
-use crate::{Delivery, Result, WebhookRecord, backend};
+use crate::error::backend;
+use crate::{Delivery, Result, WebhookRecord};
 
 /// Attempts kept per webhook; older ones are deleted as new ones come.
 const KEPT_DELIVERIES: i64 = 1_000;

@@ -7,10 +7,8 @@ use super::Tx;
 use super::dependents::finish_waiting;
 use super::rows::{COLS, Loaded, get, load, workflow_counts};
 use super::tasks;
-use crate::{
-    APPROVAL, Approval, NewWorkflow, Result, StoreError, Submitted, WorkflowPage, WorkflowQuery, WorkflowRecord,
-    end_page, json,
-};
+use crate::stored::{APPROVAL, end_page, json};
+use crate::{Approval, NewWorkflow, Result, StoreError, Submitted, WorkflowPage, WorkflowQuery, WorkflowRecord};
 use quern_core::{ErrorKind, HistoryEntry, Millis, NewTask, Status, Task, TaskError};
 use uuid::Uuid;
 

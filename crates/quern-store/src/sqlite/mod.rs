@@ -4,12 +4,14 @@
 //! the ready queue (by queue, name, priority, run_at, id), the timers of
 //! pending tasks, and the leases of running ones. Every write goes to it as
 //! a job on a channel; the jobs waiting when it wakes share one transaction
-//! (group commit). Reads use their own connections; they wait for the
-//! writer only to have it write the leases it keeps in memory for a moment
+//! (group commit). Reads use their own connections (`readers.rs`; the
+//! queries of tasks are in `reads.rs`); they wait for the writer only to
+//! have it write the leases it keeps in memory for a moment
 //! (`writer/leases.rs`) when a read could otherwise miss one. See
 //! `writer.rs` for the invariant between memory and file.
 
 mod readers;
+mod reads;
 mod rows;
 mod schema;
 mod webhooks;
@@ -17,24 +19,27 @@ mod writer;
 
 pub use schema::Durability;
 
-use crate::history::compact_history;
+use crate::error::backend;
+use crate::stored::end_page;
 use crate::{
     Approval, CompleteAnswer, CompleteParams, DueSchedules, EventPage, EventQuery, Fire, FireOutcome, HeartbeatAnswer,
     HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result, ScheduleRecord,
     ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowPage, WorkflowQuery,
     WorkflowRecord,
 };
-use crate::{Delivery, GroupState, TaskTypeRecord, WebhookRecord, WorkerRecord, end_page};
+use crate::{Delivery, GroupState, TaskTypeRecord, WebhookRecord, WorkerRecord};
 use async_trait::async_trait;
 use quern_core::{Event, Millis, NewEvent, NewTask, Status, Task};
-use rows::{TASK_COLUMNS, compact_at, history_from_row, task_from_row};
-use rusqlite::{Connection, OptionalExtension, ToSql, params};
+use rows::{TASK_COLUMNS, task_from_row};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use uuid::Uuid;
-use writer::{Counts, Job, SCHEDULE_COLUMNS, State, TypedJob, backend, read_events, schedule_from_row};
+use writer::events::read_events;
+use writer::schedules::{SCHEDULE_COLUMNS, schedule_from_row};
+use writer::{Counts, Job, State, TypedJob};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "quern.db";
@@ -213,89 +218,6 @@ fn spawn_checkpointer(
     Ok((stop, handle))
 }
 
-fn encode_cursor(id: Uuid) -> String {
-    id.simple().to_string()
-}
-
-fn decode_cursor(s: &str) -> Result<Uuid> {
-    Uuid::try_parse(s).map_err(|_| StoreError::InvalidCursor)
-}
-
-fn list_tasks(conn: &Connection, q: &ListQuery) -> Result<TaskPage> {
-    let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1");
-    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
-    if let Some(cursor) = &q.cursor {
-        args.push(Box::new(decode_cursor(cursor)?.into_bytes()));
-        sql.push_str(&format!(" AND id < ?{}", args.len()));
-    }
-    if !q.statuses.is_empty() {
-        let marks: Vec<String> = q
-            .statuses
-            .iter()
-            .map(|s| {
-                args.push(Box::new(s.as_str()));
-                format!("?{}", args.len())
-            })
-            .collect();
-        sql.push_str(&format!(" AND status IN ({})", marks.join(", ")));
-    }
-    if let Some(queue) = &q.queue {
-        args.push(Box::new(queue.clone()));
-        sql.push_str(&format!(" AND queue = ?{}", args.len()));
-    }
-    if let Some(name) = &q.name {
-        args.push(Box::new(name.clone()));
-        sql.push_str(&format!(" AND name = ?{}", args.len()));
-    }
-    if let Some(workflow) = q.workflow {
-        args.push(Box::new(workflow.into_bytes()));
-        sql.push_str(&format!(" AND workflow = ?{}", args.len()));
-    }
-    for (k, v) in &q.metadata {
-        args.push(Box::new(k.clone()));
-        args.push(Box::new(v.clone()));
-        sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM json_each(tasks.metadata) WHERE key = ?{} AND value = ?{})",
-            args.len() - 1,
-            args.len()
-        ));
-    }
-    args.push(Box::new(i64::try_from(q.limit).unwrap_or(1000) + 1));
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
-    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
-    let params: Vec<&dyn ToSql> = args.iter().map(AsRef::as_ref).collect();
-    let mut tasks: Vec<Task> =
-        stmt.query_map(params.as_slice(), task_from_row).and_then(Iterator::collect).map_err(backend)?;
-    let next_cursor = end_page(&mut tasks, q.limit).map(encode_cursor);
-    Ok(TaskPage { tasks, next_cursor })
-}
-
-fn read_history(conn: &Connection, id: Uuid) -> Result<Vec<HistoryEntry>> {
-    let row = conn
-        .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
-        .and_then(|mut s| s.query_row([id.as_bytes()], |r| Ok((task_from_row(r)?, compact_at(r)?))).optional())
-        .map_err(backend)?;
-    let (task, compact) = row.ok_or(StoreError::NotFound(id))?;
-    if compact {
-        return Ok(compact_history(&task));
-    }
-    conn.prepare_cached(
-        "SELECT at, from_status, to_status, attempt, worker, actor, note FROM history WHERE task = ?1 ORDER BY seq",
-    )
-    .and_then(|mut s| s.query_map([id.as_bytes()], history_from_row)?.collect())
-    .map_err(backend)
-}
-
-/// A workflow's name and submission time.
-fn workflow_head(conn: &Connection, id: Uuid) -> Result<(String, i64)> {
-    conn.prepare_cached("SELECT name, created_at FROM workflows WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([id.as_bytes()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).optional()
-        })
-        .map_err(backend)?
-        .ok_or(StoreError::WorkflowNotFound(id))
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn submit(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
@@ -323,12 +245,12 @@ impl Store for SqliteStore {
 
     async fn list(&self, query: ListQuery) -> Result<TaskPage> {
         self.settle().await?;
-        self.read(move |conn| list_tasks(conn, &query)).await
+        self.read(move |conn| reads::list(conn, &query)).await
     }
 
     async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
         self.settle().await?;
-        self.read(move |conn| read_history(conn, id)).await
+        self.read(move |conn| reads::history(conn, id)).await
     }
 
     async fn lease(&self, params: LeaseParams) -> Result<Vec<Task>> {
@@ -395,7 +317,7 @@ impl Store for SqliteStore {
     async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord> {
         self.settle().await?;
         self.read(move |conn| {
-            let (name, created_at) = workflow_head(conn, id)?;
+            let (name, created_at) = reads::workflow_head(conn, id)?;
             let tasks = conn
                 .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE workflow = ?1 ORDER BY id"))
                 .and_then(|mut s| s.query_map([id.as_bytes()], task_from_row)?.collect::<rusqlite::Result<Vec<_>>>())
@@ -409,7 +331,7 @@ impl Store for SqliteStore {
         self.settle().await?;
         self.read(move |conn| {
             let id = q.id;
-            let (name, created_at) = workflow_head(conn, id)?;
+            let (name, created_at) = reads::workflow_head(conn, id)?;
             let counts = rows::workflow_counts(conn, id)?
                 .into_iter()
                 .map(|(status, n)| (status, usize::try_from(n).unwrap_or(0)))
@@ -659,7 +581,7 @@ impl Store for SqliteStore {
 
     async fn lead(&self, role: String, node: String, now: Millis, ttl_ms: u64) -> Result<bool> {
         let mut leaders = self.leaders.lock().map_err(|_| StoreError::Closed)?;
-        let until = now.saturating_add(crate::ms_i64(ttl_ms));
+        let until = now.saturating_add(crate::stored::ms_i64(ttl_ms));
         let holder = leaders.entry(role).or_insert_with(|| (node.clone(), until));
         if holder.0 == node || holder.1 < now {
             *holder = (node, until);

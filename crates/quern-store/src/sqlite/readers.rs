@@ -8,7 +8,8 @@
 //! reading at once left over 500 threads and hundreds of megabytes.
 
 use super::schema;
-use crate::{Result, StoreError, backend};
+use crate::error::backend;
+use crate::{Result, StoreError};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};

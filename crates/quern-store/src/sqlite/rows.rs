@@ -171,7 +171,7 @@ pub(crate) fn workflow_counts(conn: &rusqlite::Connection, workflow: uuid::Uuid)
             s.query_map([workflow.as_bytes()], |r| Ok((status_at(r, 0)?, r.get::<_, i64>(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .map_err(crate::backend)
+        .map_err(crate::error::backend)
 }
 
 #[cfg(test)]

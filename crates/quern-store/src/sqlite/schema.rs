@@ -9,7 +9,8 @@
 //! is one of the eight, a running task (and only a running task) holds a lease
 //! token, and a task has `finished_at` exactly when it is terminal.
 
-use crate::{Result, StoreError, backend};
+use crate::error::backend;
+use crate::{Result, StoreError};
 use rusqlite::Connection;
 
 /// How much a commit survives.

@@ -5,7 +5,7 @@
 //! written in one transaction, so the log of attempts always explains the
 //! cursor.
 
-use super::writer::backend;
+use crate::error::backend;
 use crate::{Delivery, Result, WebhookRecord};
 use rusqlite::{Connection, params};
 

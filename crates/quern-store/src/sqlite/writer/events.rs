@@ -8,7 +8,8 @@
 //! write per event), which is what lets the engine publish every task
 //! transition without halving its throughput.
 
-use super::{State, backend};
+use super::State;
+use crate::error::backend;
 use crate::segment::{MAX_SCAN_SEGMENTS, ReadPlan, SegmentBuilder, plan_read, read_segment, workflow_event};
 use crate::sqlite::rows::workflow_counts;
 use crate::{EventPage, EventQuery, Result};

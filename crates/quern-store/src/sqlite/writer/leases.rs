@@ -22,8 +22,9 @@
 //!   out), and a reader that finds it non-zero before it reads asks the
 //!   writer to write them all first.
 
-use super::{LeaseState, State, backend};
+use super::{LeaseState, State};
 use crate::Result;
+use crate::error::backend;
 use quern_core::Millis;
 use rusqlite::{Connection, params};
 use std::collections::{HashMap, VecDeque};
@@ -94,7 +95,7 @@ pub(super) fn write_row(conn: &Connection, id: Uuid, lease: &LeaseState) -> Resu
             lease.started_at,
             lease.worker,
             lease.token,
-            crate::ms_i64(lease.lease_ms)
+            crate::stored::ms_i64(lease.lease_ms)
         ])
     })
     .map_err(backend)?;
@@ -137,7 +138,7 @@ impl State {
         conn.prepare_cached(
             "INSERT INTO lease_journal (seq, at, worker, lease_ms, leases) VALUES (?1, ?2, ?3, ?4, ?5)",
         )
-        .and_then(|mut s| s.execute(params![entries.seq, at, worker, crate::ms_i64(lease_ms), bytes]))
+        .and_then(|mut s| s.execute(params![entries.seq, at, worker, crate::stored::ms_i64(lease_ms), bytes]))
         .map_err(backend)?;
         self.journal.open.insert(entries.seq, entries.leases.len());
         self.journal.unwritten += entries.leases.len();

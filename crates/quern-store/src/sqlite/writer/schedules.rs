@@ -6,7 +6,8 @@
 //! the slot the caller planned on (compare-and-set); the task's idempotency
 //! key (schedule + slot) refuses a second task for one slot besides.
 
-use super::{State, backend};
+use super::State;
+use crate::error::backend;
 use crate::sqlite::rows::status_at;
 use crate::{Fire, FireOutcome, Result, ScheduleRecord, ScheduleWrite, StoreError};
 use quern_core::{Millis, Status};

@@ -7,10 +7,13 @@
 //! without having been judged. Each edge is judged once, when its parent
 //! ends: releasing a child never reads its other parents.
 
-use super::{APPROVAL, Move, State, backend, json};
+use super::State;
+use super::events::Move;
 use crate::dependency::{ParentEnd, judge, skip_message};
+use crate::error::backend;
 use crate::history::entry;
 use crate::sqlite::rows::status_at;
+use crate::stored::{APPROVAL, json};
 use crate::{Result, StoreError};
 use quern_core::workflow::Readiness;
 use quern_core::{Dependency, ErrorKind, HistoryEntry, Millis, ParentOutcome, Status, Task, TaskError};
