@@ -10,6 +10,7 @@ use crate::client::Conn;
 use crate::samples::Samples;
 use crate::{Result, Row};
 use bytes::Bytes;
+use quern_wire::{CompleteRequest, Completion, LeaseRequest, Leased};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -37,23 +38,22 @@ enum WorkerEvent {
 }
 
 async fn worker(mut conn: Conn, queue: String, events: mpsc::UnboundedSender<WorkerEvent>) -> Result<()> {
-    let lease = Bytes::from(format!(
-        r#"{{"worker":"bench-latency","queues":["{queue}"],"max":1,"wait_ms":{LEASE_WAIT_MS},"lease_ms":30000}}"#
-    ));
+    let request = LeaseRequest { wait_ms: LEASE_WAIT_MS, ..LeaseRequest::new("bench-latency", vec![queue]) };
+    let lease = Bytes::from(serde_json::to_vec(&request)?);
     loop {
         if events.send(WorkerEvent::Parking).is_err() {
             return Ok(());
         }
         let answer = conn.post("/v1/lease", lease.clone()).await?;
         let started = Instant::now();
-        let leased: serde_json::Value = serde_json::from_slice(&answer)?;
-        let Some(task) = leased["tasks"].as_array().and_then(|t| t.first()) else { continue };
+        let leased: Leased = serde_json::from_slice(&answer)?;
+        let Some(task) = leased.tasks.into_iter().next() else { continue };
         if events.send(WorkerEvent::Started(started)).is_err() {
             return Ok(());
         }
-        let body = serde_json::json!({"worker": "bench-latency", "results": [{
-            "task": task["id"], "token": task["lease"]["token"], "outcome": "succeeded", "result": null,
-        }]});
+        let token = task.lease.map(|l| l.token).unwrap_or_default();
+        let results = vec![Completion::succeeded(task.id, token, &serde_json::Value::Null)];
+        let body = CompleteRequest { worker: "bench-latency".into(), results };
         conn.post("/v1/complete", Bytes::from(serde_json::to_vec(&body)?)).await?;
     }
 }

@@ -16,13 +16,15 @@ use crate::report::Cpu;
 use crate::server::{cpu_of, cpu_with_children_of, machine_busy, threads_of};
 use crate::{Result, Row};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use quern_wire::{CompleteRequest, Completed, Completion, LeaseRequest};
+use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 /// A named workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +347,9 @@ pub(crate) async fn join_all<T: 'static>(mut set: tokio::task::JoinSet<Result<T>
     Ok(out)
 }
 
+/// A lease answer, of which the load generator reads only each task's id
+/// and token: parsing whole tasks would take CPU the server under test
+/// shares.
 #[derive(Deserialize)]
 struct Leased<'a> {
     #[serde(borrow)]
@@ -363,30 +368,6 @@ struct LeasedTask<'a> {
 struct LeaseToken<'a> {
     #[serde(borrow)]
     token: Cow<'a, str>,
-}
-
-#[derive(Serialize)]
-struct Completion<'a> {
-    worker: &'a str,
-    results: Vec<Succeeded<'a>>,
-}
-
-#[derive(Serialize)]
-struct Succeeded<'a> {
-    task: &'a str,
-    token: &'a str,
-    outcome: &'static str,
-    result: (),
-}
-
-#[derive(Deserialize)]
-struct Completed {
-    results: Vec<CompletedItem>,
-}
-
-#[derive(Deserialize)]
-struct CompletedItem {
-    ok: bool,
 }
 
 /// A worker loop's settings.
@@ -410,11 +391,12 @@ pub(crate) async fn work(mut conn: Conn, w: WorkerLoop, budget: Arc<AtomicU64>) 
         if n == 0 {
             return Ok((done, last));
         }
-        let body = format!(
-            r#"{{"worker":"{}","queues":["{}"],"max":{n},"wait_ms":{},"lease_ms":30000}}"#,
-            w.worker, w.queue, w.wait_ms
-        );
-        let answer = conn.post("/v1/lease", Bytes::from(body)).await?;
+        let request = LeaseRequest {
+            max: u32::try_from(n)?,
+            wait_ms: w.wait_ms,
+            ..LeaseRequest::new(&w.worker, vec![w.queue.clone()])
+        };
+        let answer = conn.post("/v1/lease", Bytes::from(serde_json::to_vec(&request)?)).await?;
         let leased: Leased<'_> = serde_json::from_slice(&answer).map_err(|e| format!("lease answer: {e}"))?;
         let got = leased.tasks.len() as u64;
         if got > n {
@@ -424,12 +406,12 @@ pub(crate) async fn work(mut conn: Conn, w: WorkerLoop, budget: Arc<AtomicU64>) 
         if got == 0 {
             continue;
         }
-        let results = leased
-            .tasks
-            .iter()
-            .map(|t| Succeeded { task: &t.id, token: &t.lease.token, outcome: "succeeded", result: () })
-            .collect();
-        let body = serde_json::to_vec(&Completion { worker: &w.worker, results })?;
+        let mut results = Vec::with_capacity(leased.tasks.len());
+        for t in &leased.tasks {
+            let task = Uuid::try_parse(&t.id).map_err(|e| format!("lease answer: task id {:?}: {e}", t.id))?;
+            results.push(Completion::succeeded(task, t.lease.token.as_ref(), &serde_json::Value::Null));
+        }
+        let body = serde_json::to_vec(&CompleteRequest { worker: w.worker.clone(), results })?;
         let answer = conn.post("/v1/complete", Bytes::from(body)).await?;
         let completed: Completed = serde_json::from_slice(&answer).map_err(|e| format!("complete answer: {e}"))?;
         let ok = completed.results.iter().filter(|r| r.ok).count() as u64;

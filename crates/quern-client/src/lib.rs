@@ -30,19 +30,27 @@
 #![warn(missing_docs)]
 
 pub mod error;
-pub mod worker;
 
 pub use error::{Error, Result};
-pub use uuid::Uuid;
-pub use worker::{
-    CompleteAnswer, CompleteRequest, Completion, HeartbeatAnswer, HeartbeatRequest, LeaseBeat, LeaseRequest, Outcome,
-    RegisterRequest, TaskTypeDecl,
+pub use quern_wire::events::{AckRequest, Acked, EventBatch, EventList, Published};
+pub use quern_wire::ops::Health;
+pub use quern_wire::schedules::{ApplyReport, ScheduleView, Schedules};
+pub use quern_wire::tasks::{SubmittedTasks, TaskBatch};
+pub use quern_wire::worker;
+pub use quern_wire::workflows::{
+    ApproveRequest, DependsOn, WorkflowCancelled, WorkflowRequest, WorkflowSubmitted, WorkflowTask, WorkflowView,
 };
+pub use quern_wire::{
+    CompleteAnswer, CompleteRequest, Completed, Completion, HeartbeatAnswer, HeartbeatRequest, Heartbeats, LeaseBeat,
+    LeaseRequest, Leased, OutcomeKind, Refusal, RegisterRequest, Registered, TaskTypeDecl, TaskTypeView, TaskTypes,
+    WorkerView, Workers,
+};
+pub use uuid::Uuid;
 
-use quern_core::{HistoryEntry, Status, Task, TaskSpec};
+use quern_core::{Event, EventSpec, HistoryEntry, ScheduleSpec, Status, Task, TaskSpec};
 use reqwest::{Method, RequestBuilder};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -115,36 +123,11 @@ impl ListFilter {
     }
 }
 
-/// One page of a task listing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskPage {
-    /// The tasks, newest first.
-    pub tasks: Vec<Task>,
-    /// Pass this as [`ListFilter::cursor`] for the next page; `None` on the
-    /// last page.
-    #[serde(default)]
-    pub next_cursor: Option<String>,
-}
+/// One page of a task listing (`GET /v1/tasks`).
+pub type TaskPage = quern_wire::tasks::TaskList;
 
 /// A queue and how many of its tasks are in each status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueInfo {
-    /// The queue's name.
-    pub name: String,
-    /// Task counts by status name (`queued`, `running`, …). Statuses with no
-    /// tasks may be left out.
-    #[serde(default)]
-    pub counts: BTreeMap<String, u64>,
-    /// Workers get no new tasks from a paused queue.
-    #[serde(default)]
-    pub paused: bool,
-}
-
-/// `{"tasks": [...]}`, the envelope of batch submissions and leases.
-#[derive(Serialize, Deserialize)]
-struct Tasks<T> {
-    tasks: T,
-}
+pub type QueueInfo = quern_wire::ops::QueueView;
 
 /// A list answer, given either bare or wrapped in an object under `key`.
 /// The contract shows history and queues bare; accepting the form wrapped
@@ -215,8 +198,8 @@ impl Client {
     /// Submits tasks all or nothing (`POST /v1/tasks/batch`); the answer is
     /// in the order of `specs`.
     pub async fn submit_batch(&self, specs: &[TaskSpec]) -> Result<Vec<Task>> {
-        let req = self.request(Method::POST, "/v1/tasks/batch").json(&Tasks { tasks: specs });
-        let answer: Tasks<Vec<Task>> = self.call(req).await?;
+        let req = self.request(Method::POST, "/v1/tasks/batch").json(&TaskBatch { tasks: specs.to_vec() });
+        let answer: SubmittedTasks = self.call(req).await?;
         Ok(answer.tasks)
     }
 
@@ -250,15 +233,21 @@ impl Client {
         self.call(self.request(Method::POST, &format!("/v1/tasks/{id}/retry"))).await
     }
 
-    /// Submits a workflow (`POST /v1/workflows`): the body is the workflow
-    /// as api.md describes it. Answers `{"id", "name", "tasks": {key: id}}`.
-    pub async fn submit_workflow(&self, workflow: &serde_json::Value) -> Result<serde_json::Value> {
+    /// Submits a workflow (`POST /v1/workflows`): every task, or none.
+    /// Answers its id and each task's id by key.
+    pub async fn submit_workflow(&self, workflow: &WorkflowRequest) -> Result<WorkflowSubmitted> {
+        self.call(self.request(Method::POST, "/v1/workflows").json(workflow)).await
+    }
+
+    /// Submits a workflow written as JSON (a file read by hand, say), in the
+    /// shape of [`WorkflowRequest`]; the server names any error in it.
+    pub async fn submit_workflow_json(&self, workflow: &serde_json::Value) -> Result<WorkflowSubmitted> {
         self.call(self.request(Method::POST, "/v1/workflows").json(workflow)).await
     }
 
     /// A workflow with its status, counts and tasks (`GET /v1/workflows/{id}`);
     /// with `wait`, held until every task ended or the wait elapses.
-    pub async fn workflow(&self, id: Uuid, wait: Option<Duration>) -> Result<serde_json::Value> {
+    pub async fn workflow(&self, id: Uuid, wait: Option<Duration>) -> Result<WorkflowView> {
         let mut req = self.request(Method::GET, &format!("/v1/workflows/{id}"));
         if let Some(wait) = wait {
             let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
@@ -277,44 +266,46 @@ impl Client {
 
     /// Cancels every unfinished task of a workflow
     /// (`POST /v1/workflows/{id}/cancel`).
-    pub async fn cancel_workflow(&self, id: Uuid) -> Result<serde_json::Value> {
+    pub async fn cancel_workflow(&self, id: Uuid) -> Result<WorkflowCancelled> {
         self.call(self.request(Method::POST, &format!("/v1/workflows/{id}/cancel"))).await
     }
 
     /// Decides an `approval` task (`POST /v1/tasks/{id}/approve`).
     pub async fn approve(&self, id: Uuid, approved: bool, by: Option<&str>, comment: Option<&str>) -> Result<Task> {
-        let body = serde_json::json!({"approved": approved, "by": by, "comment": comment});
+        let body = ApproveRequest { approved, by: by.map(str::to_owned), comment: comment.map(str::to_owned) };
         self.call(self.request(Method::POST, &format!("/v1/tasks/{id}/approve")).json(&body)).await
     }
 
-    /// Creates or replaces schedule `name` (`PUT /v1/schedules/{name}`) from
-    /// a schedule as api.md describes it. Answers the stored schedule, with
-    /// `outcome`: `created`, `updated` or `unchanged`.
-    pub async fn put_schedule(&self, name: &str, schedule: &serde_json::Value) -> Result<serde_json::Value> {
+    /// Creates or replaces schedule `name` (`PUT /v1/schedules/{name}`).
+    /// Answers the stored schedule, with `outcome`: `created`, `updated` or
+    /// `unchanged`.
+    pub async fn put_schedule(&self, name: &str, schedule: &ScheduleSpec) -> Result<ScheduleView> {
         let path = format!("/v1/schedules/{}", path_segment(name));
         self.call(self.request(Method::PUT, &path).json(schedule)).await
     }
 
     /// Every schedule, with next and last fire times (`GET /v1/schedules`).
-    pub async fn schedules(&self) -> Result<Vec<serde_json::Value>> {
-        let answer: ListAnswer<serde_json::Value> = self.call(self.request(Method::GET, "/v1/schedules")).await?;
-        answer.into_vec("schedules")
+    pub async fn schedules(&self) -> Result<Vec<ScheduleView>> {
+        let answer: Schedules = self.call(self.request(Method::GET, "/v1/schedules")).await?;
+        Ok(answer.schedules)
     }
 
     /// One schedule (`GET /v1/schedules/{name}`).
-    pub async fn schedule(&self, name: &str) -> Result<serde_json::Value> {
+    pub async fn schedule(&self, name: &str) -> Result<ScheduleView> {
         self.call(self.request(Method::GET, &format!("/v1/schedules/{}", path_segment(name)))).await
     }
 
     /// Deletes a schedule (`DELETE /v1/schedules/{name}`); the tasks it
-    /// created stay. Answers the schedule as it was.
+    /// created stay. Answers the schedule as it was: a [`ScheduleView`], or
+    /// only `{"name"}` for a schedule an older build stored that no longer
+    /// validates.
     pub async fn delete_schedule(&self, name: &str) -> Result<serde_json::Value> {
         self.call(self.request(Method::DELETE, &format!("/v1/schedules/{}", path_segment(name)))).await
     }
 
     /// Enables (`true`) or disables a schedule
     /// (`POST /v1/schedules/{name}/enable|disable`).
-    pub async fn set_schedule_enabled(&self, name: &str, enabled: bool) -> Result<serde_json::Value> {
+    pub async fn set_schedule_enabled(&self, name: &str, enabled: bool) -> Result<ScheduleView> {
         let verb = if enabled { "enable" } else { "disable" };
         self.call(self.request(Method::POST, &format!("/v1/schedules/{}/{verb}", path_segment(name)))).await
     }
@@ -331,14 +322,14 @@ impl Client {
         if let Some(limit) = limit {
             req = req.query(&[("limit", limit.to_string())]);
         }
-        let answer: Tasks<Vec<Task>> = self.call(req).await?;
+        let answer: SubmittedTasks = self.call(req).await?;
         Ok(answer.tasks)
     }
 
     /// Applies a schedules file, YAML or JSON as written
-    /// (`POST /v1/schedules/apply`). Answers
-    /// `{"created", "updated", "deleted", "unchanged"}` (names).
-    pub async fn apply_schedules(&self, file: &str, dry_run: bool, prune: bool) -> Result<serde_json::Value> {
+    /// (`POST /v1/schedules/apply`). Answers the names created, updated,
+    /// deleted and unchanged.
+    pub async fn apply_schedules(&self, file: &str, dry_run: bool, prune: bool) -> Result<ApplyReport> {
         let req = self
             .request(Method::POST, "/v1/schedules/apply")
             .query(&[("dry_run", dry_run), ("prune", prune)])
@@ -346,23 +337,31 @@ impl Client {
         self.call(req).await
     }
 
-    /// Publishes one event (`POST /v1/events`): `{"type", "source",
-    /// "target"?, "payload"}`. Answers the event with its offset.
-    pub async fn publish_event(&self, event: &serde_json::Value) -> Result<serde_json::Value> {
+    /// Publishes one event (`POST /v1/events`). Answers the event with its
+    /// offset.
+    pub async fn publish_event(&self, event: &EventSpec) -> Result<Event> {
         self.call(self.request(Method::POST, "/v1/events").json(event)).await
+    }
+
+    /// Publishes events, all or none (`POST /v1/events`). Answers them with
+    /// their offsets.
+    pub async fn publish_events(&self, events: Vec<EventSpec>) -> Result<Vec<Event>> {
+        let answer: Published =
+            self.call(self.request(Method::POST, "/v1/events").json(&EventBatch { events })).await?;
+        Ok(answer.events)
     }
 
     /// Reads the event log (`GET /v1/events`): the events after `after`
     /// (`None`: from the earliest kept; `Some("latest")`: only new ones)
     /// passing `filter` (`type`, `source`, `target`, `limit` pairs), parked up
     /// to `wait` when none is there yet; `group` and `member` in `filter` read
-    /// as a consumer group's member. Answers `{"events", "next_after"}`.
+    /// as a consumer group's member. Answers the events and where to read on.
     pub async fn events(
         &self,
         after: Option<&str>,
         filter: &[(&str, &str)],
         wait: Option<Duration>,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<EventList> {
         let mut req = self.request(Method::GET, "/v1/events").query(filter);
         if let Some(after) = after {
             req = req.query(&[("after", after)]);
@@ -375,9 +374,10 @@ impl Client {
     }
 
     /// Acknowledges events a consumer group's member handled
-    /// (`POST /v1/events/ack`). Answers `{"acked", "cursor"}`.
-    pub async fn ack_events(&self, group: &str, member: &str, offsets: &[u64]) -> Result<serde_json::Value> {
-        let body = serde_json::json!({"group": group, "member": member, "offsets": offsets});
+    /// (`POST /v1/events/ack`). Answers how many were new, and the group's
+    /// cursor.
+    pub async fn ack_events(&self, group: &str, member: &str, offsets: &[u64]) -> Result<Acked> {
+        let body = AckRequest { group: group.to_owned(), member: Some(member.to_owned()), offsets: offsets.to_vec() };
         self.call(self.request(Method::POST, "/v1/events/ack").json(&body)).await
     }
 
@@ -410,7 +410,7 @@ impl Client {
 
     /// The server's health report (`GET /v1/health`): version, uptime, store,
     /// queue depths, live workers.
-    pub async fn health(&self) -> Result<serde_json::Value> {
+    pub async fn health(&self) -> Result<Health> {
         self.call(self.request(Method::GET, "/v1/health")).await
     }
 
@@ -420,46 +420,40 @@ impl Client {
     pub async fn lease(&self, request: &LeaseRequest) -> Result<Vec<Task>> {
         let wait = Duration::from_millis(request.wait_ms);
         let req = self.request(Method::POST, "/v1/lease").json(request).timeout(self.timeout.saturating_add(wait));
-        let answer: Tasks<Vec<Task>> = self.call(req).await?;
+        let answer: Leased = self.call(req).await?;
         Ok(answer.tasks)
     }
 
     /// Registers a worker and the task types it serves
     /// (`POST /v1/workers/register`).
     pub async fn register(&self, request: &RegisterRequest) -> Result<()> {
-        let _: serde_json::Value = self.call(self.request(Method::POST, "/v1/workers/register").json(request)).await?;
+        let _: Registered = self.call(self.request(Method::POST, "/v1/workers/register").json(request)).await?;
         Ok(())
     }
 
     /// Workers heard from recently (`GET /v1/workers`).
-    pub async fn workers(&self) -> Result<serde_json::Value> {
-        self.call(self.request(Method::GET, "/v1/workers")).await
+    pub async fn workers(&self) -> Result<Vec<WorkerView>> {
+        let answer: Workers = self.call(self.request(Method::GET, "/v1/workers")).await?;
+        Ok(answer.workers)
     }
 
     /// The task types live workers serve (`GET /v1/task-types`).
-    pub async fn task_types(&self) -> Result<serde_json::Value> {
-        self.call(self.request(Method::GET, "/v1/task-types")).await
+    pub async fn task_types(&self) -> Result<Vec<TaskTypeView>> {
+        let answer: TaskTypes = self.call(self.request(Method::GET, "/v1/task-types")).await?;
+        Ok(answer.task_types)
     }
 
     /// Extends a worker's leases and reports progress (`POST /v1/heartbeat`).
     /// An answer with `cancel: true` tells the worker to stop that task.
     pub async fn heartbeat(&self, request: &HeartbeatRequest) -> Result<Vec<HeartbeatAnswer>> {
-        #[derive(Deserialize)]
-        struct Answer {
-            leases: Vec<HeartbeatAnswer>,
-        }
-        let answer: Answer = self.call(self.request(Method::POST, "/v1/heartbeat").json(request)).await?;
+        let answer: Heartbeats = self.call(self.request(Method::POST, "/v1/heartbeat").json(request)).await?;
         Ok(answer.leases)
     }
 
     /// Reports finished attempts (`POST /v1/complete`). A completion under a
     /// stale token answers `ok: false` and changes nothing.
     pub async fn complete(&self, request: &CompleteRequest) -> Result<Vec<CompleteAnswer>> {
-        #[derive(Deserialize)]
-        struct Answer {
-            results: Vec<CompleteAnswer>,
-        }
-        let answer: Answer = self.call(self.request(Method::POST, "/v1/complete").json(request)).await?;
+        let answer: Completed = self.call(self.request(Method::POST, "/v1/complete").json(request)).await?;
         Ok(answer.results)
     }
 

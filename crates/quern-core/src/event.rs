@@ -16,7 +16,8 @@ use serde_json::value::RawValue;
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 
 /// An event as a publisher sends it.
-#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventSpec {
     /// Dotted, like a task name: `email.processed`.
@@ -29,6 +30,7 @@ pub struct EventSpec {
     pub target: Option<String>,
     /// Any JSON; absent is `null`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub payload: Option<Box<RawValue>>,
 }
 
@@ -63,12 +65,14 @@ impl EventSpec {
 }
 
 /// An event as the log holds it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// Its place in the log, from 1.
     pub offset: u64,
     /// When it was appended.
     #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: Millis,
     /// Its type.
     #[serde(rename = "type")]
@@ -78,6 +82,7 @@ pub struct Event {
     /// Its target.
     pub target: Option<String>,
     /// Its payload.
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub payload: Box<RawValue>,
 }
 
@@ -91,6 +96,7 @@ fn from_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Millis, D::Err
 }
 
 /// Which events a subscriber reads.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventFilter {

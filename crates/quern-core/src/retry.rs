@@ -8,6 +8,7 @@ use crate::error::{ValidationError, ValidationResult};
 use serde::{Deserialize, Serialize};
 
 /// How the delay grows between attempts.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backoff {
@@ -19,6 +20,7 @@ pub enum Backoff {
 }
 
 /// When a failed attempt is tried again.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {

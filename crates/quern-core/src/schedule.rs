@@ -33,6 +33,7 @@ pub const MAX_INTERVAL_MS: u64 = 366 * 24 * 3_600_000;
 pub const MAX_DESCRIPTION_LEN: usize = 2_000;
 
 /// What a due slot does while the schedule's previous run is unfinished.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Overlap {
@@ -45,6 +46,7 @@ pub enum Overlap {
 
 /// An interval as written: a human string ("5 minutes", "30s") or a number
 /// of seconds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Every {
@@ -56,6 +58,7 @@ pub enum Every {
 
 /// A schedule as clients send it: a `PUT` body or an entry of a schedules
 /// file.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {

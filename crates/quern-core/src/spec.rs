@@ -83,6 +83,7 @@ impl ExecutionDefaults {
 }
 
 /// A task submission, exactly as a client sends it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
@@ -90,6 +91,7 @@ pub struct TaskSpec {
     pub name: String,
     /// The JSON input; absent is `null`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub input: Option<Box<RawValue>>,
     /// The queue; absent is the configured default.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 /// Where a task stands. Which component moves it in and out of each status is
 /// said on each variant.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {

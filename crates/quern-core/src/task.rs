@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// Why an attempt did not succeed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -43,6 +44,7 @@ impl ErrorKind {
 }
 
 /// The error of a task's latest unsuccessful attempt.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskError {
     /// What kind of failure it was.
@@ -73,6 +75,7 @@ impl TaskError {
 }
 
 /// How far a running task has come, as its worker last reported.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// From 0 to 100.
@@ -98,6 +101,7 @@ impl Progress {
 }
 
 /// When a dependent task may run, judged on its parent's outcome.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Condition {
@@ -111,6 +115,7 @@ pub enum Condition {
 }
 
 /// The named dependency conditions.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeCondition {
@@ -123,6 +128,7 @@ pub enum OutcomeCondition {
 }
 
 /// One edge of a task's dependencies.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dependency {
     /// The parent task.
@@ -132,16 +138,19 @@ pub struct Dependency {
 }
 
 /// A worker's hold on a running task.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The fencing token: heartbeats and completions must present it.
     pub token: String,
     /// When the lease runs out unless a heartbeat extends it.
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub expires_at: Millis,
 }
 
 /// A task, as every API answer shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Task {
     /// UUIDv7, so ids sort by creation time.
@@ -151,6 +160,7 @@ pub struct Task {
     /// The queue it waits in.
     pub queue: String,
     /// The JSON input the handler receives.
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub input: Box<RawValue>,
     /// Where it stands.
     pub status: Status,
@@ -168,24 +178,30 @@ pub struct Task {
     pub retry: RetryPolicy,
     /// When it becomes (or became) runnable.
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub run_at: Millis,
     /// The latest progress report of the running attempt.
     pub progress: Option<Progress>,
     /// The handler's result, once succeeded.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub result: Option<Box<RawValue>>,
     /// The latest attempt's error.
     pub error: Option<TaskError>,
     /// When it was submitted.
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Millis,
     /// When its latest attempt started.
     #[serde(with = "rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub started_at: Option<Millis>,
     /// When it reached its terminal status.
     #[serde(with = "rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub finished_at: Option<Millis>,
     /// When anything about it last changed.
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Millis,
     /// The worker running (or that last ran) it.
     pub worker: Option<String>,
@@ -212,6 +228,7 @@ pub struct Task {
 }
 
 /// A parent's outcome, as a leased child sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ParentOutcome {
     /// The parent's task id.
@@ -219,16 +236,19 @@ pub struct ParentOutcome {
     /// How it ended.
     pub status: Status,
     /// Its result, if it succeeded.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub result: Option<Box<RawValue>>,
     /// Its error, if it did not.
     pub error: Option<TaskError>,
 }
 
 /// One move in a task's audit trail.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// When it happened.
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: Millis,
     /// The status before; `null` for the submission itself.
     pub from: Option<Status>,

@@ -1,30 +1,23 @@
-//! The Quern server: configuration, the engine, and the HTTP API.
+//! Quern's HTTP door: routes, request parsing, and the table from the
+//! engine's failure codes to HTTP statuses. Every handler parses, names the
+//! caller, calls one engine operation, and renders its answer.
+//!
+//! Invariant: this crate never touches the store; everything goes through
+//! [`quern_engine::Engine`], as every other door does.
 //!
 //! # Layout
-//! - [`config`]: what the server can be told, and its defaults.
-//! - [`engine`]: the only place that changes state; long-polls and the
-//!   background services (timers, retention) live here.
-//! - [`registry`]: workers and the task types they serve.
-//! - [`workflow`]: workflow graphs into tasks, their status and renderings.
-//! - [`wire`]: the connections, which give hyper's own error answers our body.
 //! - [`api`]: axum routes, error rendering, request parsing.
+//! - [`conn`]: the connections, which give hyper's own error answers our body.
 //! - [`serve`]: binds the pieces together and runs until shutdown.
 
 pub mod api;
-pub mod config;
-pub mod engine;
-pub mod registry;
-pub mod wire;
-pub mod workflow;
+pub mod conn;
 
-pub use config::Config;
+pub use quern_engine::Config;
 
 use axum::serve::ListenerExt;
-use engine::Engine;
 use quern_core::{Clock, SystemClock};
-use quern_store::Store;
-use quern_store::postgres::PgStore;
-use quern_store::sqlite::{SqliteOptions, SqliteStore};
+use quern_engine::{Caller, Engine};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -35,10 +28,10 @@ use tokio::sync::watch;
 pub enum ServeError {
     /// The configuration is unusable.
     #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    Config(#[from] quern_engine::config::ConfigError),
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
-    Store(#[from] quern_store::StoreError),
+    Store(#[from] quern_engine::OpenError),
     /// The schedules file given at start cannot be read or applied.
     #[error("schedules file {path}: {message}")]
     Schedules {
@@ -52,39 +45,6 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// The store a server runs on.
-enum Opened {
-    Sqlite(Arc<SqliteStore>),
-    Postgres(Arc<PgStore>),
-}
-
-impl Opened {
-    /// The embedded store in `storage.data`, or PostgreSQL at `storage.url`.
-    async fn open(config: &Config, now: quern_core::Millis) -> Result<Self, ServeError> {
-        Ok(match config.storage.postgres() {
-            Some(opts) => Opened::Postgres(Arc::new(PgStore::open(&opts, now).await?)),
-            None => {
-                let opts = SqliteOptions { dir: config.storage.data.clone(), durability: config.storage.durability };
-                Opened::Sqlite(Arc::new(SqliteStore::open(&opts, now)?))
-            }
-        })
-    }
-
-    fn store(&self) -> Arc<dyn Store> {
-        match self {
-            Opened::Sqlite(s) => s.clone(),
-            Opened::Postgres(s) => s.clone(),
-        }
-    }
-
-    fn close(&self) {
-        match self {
-            Opened::Sqlite(s) => s.close(),
-            Opened::Postgres(s) => s.close(),
-        }
-    }
-}
-
 /// Opens the store (the data directory, or PostgreSQL when
 /// `storage.url` is set), serves the API on `listener`
 /// until `shutdown` completes, then drains: parked long-polls return, the
@@ -96,13 +56,13 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     config.validate()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = Opened::open(&config, clock.now()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let engine = Arc::new(Engine::new(store.store(), clock, &config, stop_rx));
+    let (engine, storage) = Engine::open(&config, clock, stop_rx).await?;
     if let Some(path) = &config.server.schedules {
         let fail = |message: String| ServeError::Schedules { path: path.display().to_string(), message };
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-        let report = engine.apply_schedules(&text, false, false).await.map_err(|e| fail(e.to_string()))?;
+        let report =
+            engine.apply_schedules(&Caller::Server, &text, false, false).await.map_err(|e| fail(e.to_string()))?;
         tracing::info!(
             created = report.created.len(),
             updated = report.updated.len(),
@@ -114,7 +74,7 @@ pub async fn serve(
     let app = api::router(engine, config.server.max_body_bytes);
     // Small answers (a lease, an SSE event) go out at once, not held back
     // by Nagle's algorithm waiting for the client's delayed ACK.
-    let listener = wire::WireListener(listener.tap_io(|tcp| {
+    let listener = conn::WireListener(listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
@@ -129,6 +89,15 @@ pub async fn serve(
     for handle in loops {
         let _ = handle.await;
     }
-    store.close();
+    storage.close();
     result.map_err(ServeError::Io)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_door_does_not_depend_on_the_store() {
+        let manifest = include_str!("../Cargo.toml");
+        assert!(!manifest.contains("quern-store"), "quern-server must reach the store only through quern-engine");
+    }
 }

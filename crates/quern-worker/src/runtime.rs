@@ -17,8 +17,7 @@
 use crate::context::{HandlerResult, TaskContext, TaskFailure};
 use crate::flight::{Flight, Shared};
 use quern_client::{
-    Client, CompleteRequest, Completion, HeartbeatRequest, LeaseBeat, LeaseRequest, Outcome, RegisterRequest,
-    TaskTypeDecl,
+    Client, CompleteRequest, Completion, HeartbeatRequest, LeaseBeat, LeaseRequest, RegisterRequest, TaskTypeDecl,
 };
 use quern_core::{ErrorKind, Task};
 use serde_json::Value;
@@ -312,7 +311,7 @@ fn hand_back(shared: &Shared, done: &mpsc::UnboundedSender<Completion>) {
         if let Some(abort) = flight.abort.get() {
             abort.abort();
         }
-        let _ = done.send(Completion { task: flight.task.id, token: flight.token.clone(), outcome: Outcome::Released });
+        let _ = done.send(Completion::released(flight.task.id, flight.token.clone()));
     }
 }
 
@@ -358,14 +357,13 @@ async fn run_one(
 }
 
 fn completion(task: Uuid, token: String, outcome: HandlerResult) -> Completion {
-    let outcome = match outcome {
-        Ok(result) => Outcome::Succeeded { result },
+    match outcome {
+        Ok(result) => Completion::succeeded(task, token, &result),
         Err(failure) => {
             let (error, retry) = failure.into_error();
-            Outcome::Failed { error, retry }
+            Completion::failed(task, token, error, retry)
         }
-    };
-    Completion { task, token, outcome }
+    }
 }
 
 /// Awaits one handler (a panic is a failure, not a crash), enforcing the

@@ -79,9 +79,10 @@ fn line(e: &Value) -> String {
 pub(crate) async fn run(client: &Client, output: Output, args: EventsArgs) -> Result<Exit> {
     match args.command {
         EventsCommand::Publish { kind, payload, source, target } => {
-            let event = client
-                .publish_event(&json!({"type": kind, "source": source, "target": target, "payload": payload}))
-                .await?;
+            let spec =
+                serde_json::from_value(json!({"type": kind, "source": source, "target": target, "payload": payload}))
+                    .map_err(|e| quern_client::Error::Decode(format!("not an event: {e}")))?;
+            let event = render::value(&client.publish_event(&spec).await?)?;
             emit(&if output == Output::Json { render::json(&event)? } else { line(&event) });
         }
         EventsCommand::Tail { kind, source, target, after, count, group, member } => {
@@ -97,7 +98,7 @@ pub(crate) async fn run(client: &Client, output: Output, args: EventsArgs) -> Re
             let mut after = after.map_or_else(|| "latest".to_owned(), |a| a.to_string());
             let mut seen = 0;
             loop {
-                let page = client.events(Some(&after), &filter, Some(POLL)).await?;
+                let page = render::value(&client.events(Some(&after), &filter, Some(POLL)).await?)?;
                 let mut printed = Vec::new();
                 let mut done = false;
                 for e in page["events"].as_array().into_iter().flatten() {

@@ -28,6 +28,12 @@ pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
     serde_json::to_string_pretty(value).map_err(|e| Error::Decode(format!("cannot render JSON: {e}")))
 }
 
+/// A typed answer as a JSON tree, for the renderings that pick fields by
+/// name.
+pub(crate) fn value<T: Serialize + ?Sized>(answer: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(answer).map_err(|e| Error::Decode(format!("cannot render JSON: {e}")))
+}
+
 /// One task as a `key: value` block. Optional fields appear only when set.
 pub(crate) fn task_block(task: &Task) -> String {
     let mut rows: Vec<(&str, String)> = vec![

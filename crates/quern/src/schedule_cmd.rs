@@ -142,12 +142,16 @@ fn read_file(path: &PathBuf) -> Result<String> {
 pub(crate) async fn run(client: &Client, output: Output, args: ScheduleArgs) -> Result<Exit> {
     let out = match args.command {
         ScheduleCommand::List => {
-            let all = client.schedules().await?;
+            let all: Vec<Value> = client.schedules().await?.iter().map(render::value).collect::<Result<_>>()?;
             if output == Output::Json { render::json(&all)? } else { schedule_table(&all) }
         }
-        ScheduleCommand::Get { name } => render_one(output, &client.schedule(&name).await?)?,
-        ScheduleCommand::Enable { name } => render_one(output, &client.set_schedule_enabled(&name, true).await?)?,
-        ScheduleCommand::Disable { name } => render_one(output, &client.set_schedule_enabled(&name, false).await?)?,
+        ScheduleCommand::Get { name } => render_one(output, &render::value(&client.schedule(&name).await?)?)?,
+        ScheduleCommand::Enable { name } => {
+            render_one(output, &render::value(&client.set_schedule_enabled(&name, true).await?)?)?
+        }
+        ScheduleCommand::Disable { name } => {
+            render_one(output, &render::value(&client.set_schedule_enabled(&name, false).await?)?)?
+        }
         ScheduleCommand::Delete { name } => render_one(output, &client.delete_schedule(&name).await?)?,
         ScheduleCommand::Trigger { name } => {
             let task = client.trigger_schedule(&name).await?;
@@ -158,7 +162,7 @@ pub(crate) async fn run(client: &Client, output: Output, args: ScheduleArgs) -> 
             if output == Output::Json { render::json(&tasks)? } else { render::task_table(&tasks, None) }
         }
         ScheduleCommand::Apply { file, dry_run, prune } => {
-            report(output, &client.apply_schedules(&read_file(&file)?, dry_run, prune).await?)?
+            report(output, &render::value(&client.apply_schedules(&read_file(&file)?, dry_run, prune).await?)?)?
         }
     };
     emit(&out);

@@ -154,7 +154,7 @@ async fn wait_for(client: &Client, id: Uuid, timeout: Option<Duration>) -> Resul
     let answer = loop {
         let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
         let wait = left.map_or(poll, |l| l.min(poll));
-        let wf = client.workflow(id, Some(wait)).await?;
+        let wf = render::value(&client.workflow(id, Some(wait)).await?)?;
         if let Some(bar) = &bar {
             let total = wf["total"].as_u64().unwrap_or(0);
             let open: u64 = ["pending", "queued", "running"].iter().filter_map(|s| wf["counts"][*s].as_u64()).sum();
@@ -179,7 +179,7 @@ pub(crate) async fn run(client: &Client, output: Output, args: WorkflowArgs) -> 
     match args.command {
         WorkflowCommand::Submit { file, wait, timeout } => {
             let body = read_file(&file)?;
-            let created = client.submit_workflow(&body).await?;
+            let created = render::value(&client.submit_workflow_json(&body).await?)?;
             if !wait {
                 emit(&if output == Output::Json { render::json(&created)? } else { created_text(&created) });
                 return Ok(Exit::Success);
@@ -193,7 +193,7 @@ pub(crate) async fn run(client: &Client, output: Output, args: WorkflowArgs) -> 
             if wait {
                 return finish(client, output, id, timeout).await;
             }
-            let wf = client.workflow(id, None).await?;
+            let wf = render::value(&client.workflow(id, None).await?)?;
             emit(&render_workflow(output, &wf)?);
             Ok(Exit::Success)
         }
@@ -207,7 +207,7 @@ pub(crate) async fn run(client: &Client, output: Output, args: WorkflowArgs) -> 
             Ok(Exit::Success)
         }
         WorkflowCommand::Cancel { id } => {
-            let answer = client.cancel_workflow(id).await?;
+            let answer = render::value(&client.cancel_workflow(id).await?)?;
             emit(&if output == Output::Json {
                 render::json(&answer)?
             } else {

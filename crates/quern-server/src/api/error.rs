@@ -6,11 +6,10 @@
 //! never reach a client: backend failures are logged and answered as
 //! `internal`.
 
-use crate::engine::EngineError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use quern_store::StoreError;
+use quern_engine::{Code, EngineError, Failure};
 use serde_json::{Value, json};
 
 /// An error answer.
@@ -101,14 +100,7 @@ impl ApiError {
 
     /// The answer to a broken rule: `invalid_request`, or `json_too_deep`.
     pub fn rule(error: &quern_core::ValidationError) -> Self {
-        Self::broken(error.rule, error.to_string(), json!({"field": error.field}))
-    }
-
-    fn broken(rule: quern_core::Rule, message: String, details: Value) -> Self {
-        match rule {
-            quern_core::Rule::Broken => Self::InvalidRequest { message, details },
-            quern_core::Rule::TooDeep => Self::TooDeep { message, details },
-        }
+        Failure::rule(error).into()
     }
 
     fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -171,70 +163,30 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(id) => ApiError::NotFound(format!("no task with id {id}")),
-            StoreError::WorkflowNotFound(id) => ApiError::NotFound(format!("no workflow with id {id}")),
-            StoreError::InvalidTransition { .. } => ApiError::InvalidTransition(e.to_string()),
-            StoreError::IdempotencyConflict { index, ref key, existing } => ApiError::IdempotencyConflict {
-                details: json!({"index": index, "idempotency_key": key, "existing": existing}),
-                message: e.to_string(),
-            },
-            StoreError::ScheduleNotFound(_) | StoreError::WebhookNotFound(_) => ApiError::NotFound(e.to_string()),
-            StoreError::ScheduleConflict(_) => ApiError::Conflict(format!("{e}, again and again; try again")),
-            StoreError::OffsetExpired { earliest, .. } => ApiError::OffsetExpired {
-                message: format!("{e}; read from after={} to take what is kept", earliest.saturating_sub(1)),
-                details: json!({"earliest": earliest}),
-            },
-            StoreError::InvalidCursor => ApiError::invalid_field("cursor", "not a cursor this server handed out"),
-            StoreError::Backend(cause) => {
-                tracing::error!(%cause, "store failure");
-                ApiError::Internal
-            }
-            StoreError::Closed => ApiError::ShuttingDown,
-        }
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        Failure::from(e).into()
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Invalid { error, index } => {
-                let mut details = json!({"field": error.field});
-                let message = match index {
-                    Some(i) => {
-                        details["index"] = json!(i);
-                        format!("tasks[{i}].{error}")
-                    }
-                    None => error.to_string(),
-                };
-                ApiError::broken(error.rule, message, details)
-            }
-            EngineError::InputRejected { name, message, index } => {
-                let mut details = json!({"name": name});
-                if let Some(i) = index {
-                    details["index"] = json!(i);
-                }
-                ApiError::InvalidInput {
-                    message: format!("input does not match the schema of {name}: {message}"),
-                    details,
-                }
-            }
-            EngineError::Register(e) => ApiError::invalid_field(&e.field, e.message),
-            EngineError::Workflow(error) => {
-                ApiError::InvalidWorkflow { details: json!({"field": error.field}), message: error.to_string() }
-            }
-            EngineError::Schedule(e) => {
-                let mut details = json!({"field": e.error.field});
-                if let Some(entry) = &e.entry {
-                    details["entry"] = json!(entry);
-                }
-                ApiError::InvalidSchedule { message: e.to_string(), details }
-            }
-            EngineError::Store(s) => s.into(),
-            EngineError::ShuttingDown => ApiError::ShuttingDown,
-            EngineError::Contended(message) => ApiError::Conflict(message),
+/// The engine's codes, each to the variant that answers it (and so to its
+/// status): the engine says what failed, the door only says it in HTTP.
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> Self {
+        let Failure { code, message, details } = f;
+        match code {
+            Code::InvalidRequest => ApiError::InvalidRequest { message, details },
+            Code::InvalidInput => ApiError::InvalidInput { message, details },
+            Code::InvalidWorkflow => ApiError::InvalidWorkflow { message, details },
+            Code::InvalidSchedule => ApiError::InvalidSchedule { message, details },
+            Code::JsonTooDeep => ApiError::TooDeep { message, details },
+            Code::Conflict => ApiError::Conflict(message),
+            Code::OffsetExpired => ApiError::OffsetExpired { message, details },
+            Code::NotFound => ApiError::NotFound(message),
+            Code::InvalidTransition => ApiError::InvalidTransition(message),
+            Code::IdempotencyConflict => ApiError::IdempotencyConflict { message, details },
+            Code::ShuttingDown => ApiError::ShuttingDown,
+            Code::Internal => ApiError::Internal,
         }
     }
 }
@@ -290,7 +242,7 @@ mod tests {
     fn docs_errors_md_lists_exactly_the_codes_the_server_answers() {
         let mut answered: BTreeSet<(u16, String)> =
             one_of_each().iter().map(|e| (e.status_and_code().0.as_u16(), e.status_and_code().1.to_owned())).collect();
-        answered.extend(crate::wire::HYPER_ANSWERS.iter().map(|(s, code, _)| (*s, (*code).to_owned())));
+        answered.extend(crate::conn::HYPER_ANSWERS.iter().map(|(s, code, _)| (*s, (*code).to_owned())));
         let doc = include_str!("../../../../docs/errors.md");
         let listed: BTreeSet<(u16, String)> = doc
             .lines()
@@ -309,5 +261,13 @@ mod tests {
     fn a_contended_request_is_a_conflict_to_try_again() {
         let e: ApiError = EngineError::Contended("consumer group g: try again".into()).into();
         assert_eq!(e.status_and_code(), (StatusCode::CONFLICT, "conflict"));
+    }
+
+    #[test]
+    fn every_engine_code_is_answered_with_that_code() {
+        for code in Code::ALL {
+            let e: ApiError = Failure::new(code, "m").into();
+            assert_eq!(e.status_and_code().1, code.as_str());
+        }
     }
 }

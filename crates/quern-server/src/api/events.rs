@@ -1,19 +1,19 @@
 //! Event routes: publish (one or a batch), read with a long-poll, and the
 //! same as a Server-Sent Events stream that resumes from `Last-Event-ID`.
 
-use super::AppState;
 use super::body::{Body, QueryPairs, RawBody, json_error};
 use super::error::ApiError;
-use crate::engine::GroupRead;
+use super::{AppState, By};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use quern_core::{Event, EventFilter, EventSpec};
-use quern_store::EventQuery;
+use quern_engine::types::EventQuery;
+use quern_engine::{Caller, GroupRead};
+use quern_wire::events::{AckRequest, Acked, EventList, PublishAnswer, PublishRequest, Published};
 use serde::Deserialize;
-use serde_json::json;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -38,7 +38,10 @@ const MAX_VISIBILITY_MS: u64 = 3_600_000;
 /// How often an idle stream sends a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub(super) async fn publish(State(engine): State<AppState>, RawBody(bytes): RawBody) -> Answer {
+/// Appends one event, or a batch all or none.
+#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = PublishRequest,
+    responses((status = 201, description = "The event, or `{events}` for a batch", body = PublishAnswer)))]
+pub(super) async fn publish(State(engine): State<AppState>, By(caller): By, RawBody(bytes): RawBody) -> Answer {
     /// One event, or `{"events": [...]}`: read in one pass, so that a bad
     /// event gets serde's own message (an untagged enum would hide it).
     #[derive(Deserialize)]
@@ -57,25 +60,25 @@ pub(super) async fn publish(State(engine): State<AppState>, RawBody(bytes): RawB
             if events.len() > MAX_BATCH {
                 return Err(ApiError::invalid_field("events", format!("at most {MAX_BATCH} events per request")));
             }
-            let events = engine.publish(events).await?;
-            Ok((StatusCode::CREATED, Json(json!({"events": events}))).into_response())
+            let events = engine.publish(&caller, events).await?;
+            Ok((StatusCode::CREATED, Json(PublishAnswer::Many(Published { events }))).into_response())
         }
         Body { events: Some(_), .. } => Err(ApiError::invalid("give one event, or {\"events\": [...]}, not both")),
         Body { events: None, kind, source, target, payload } => {
             let kind = kind.ok_or_else(|| ApiError::invalid_field("type", "is required"))?;
             let source = source.ok_or_else(|| ApiError::invalid_field("source", "is required"))?;
             let spec = EventSpec { kind, source, target, payload };
-            let mut events = engine.publish(vec![spec]).await.map_err(unindexed)?;
+            let mut events = engine.publish(&caller, vec![spec]).await.map_err(unindexed)?;
             let event = events.pop().ok_or(ApiError::Internal)?;
-            Ok((StatusCode::CREATED, Json(event)).into_response())
+            Ok((StatusCode::CREATED, Json(PublishAnswer::One(event))).into_response())
         }
     }
 }
 
 /// A single event's error names its field, not a batch index.
-fn unindexed(e: crate::engine::EngineError) -> ApiError {
+fn unindexed(e: quern_engine::EngineError) -> ApiError {
     match e {
-        crate::engine::EngineError::Invalid { error, .. } => ApiError::rule(&error),
+        quern_engine::EngineError::Invalid { error, .. } => ApiError::rule(&error),
         other => other.into(),
     }
 }
@@ -103,24 +106,44 @@ fn query(q: &QueryPairs, last_event_id: Option<&str>) -> Result<EventQuery, ApiE
 }
 
 /// The query of a read, with `after=latest` made the log's current head.
-async fn read_query(engine: &AppState, q: &QueryPairs, last_event_id: Option<&str>) -> Result<EventQuery, ApiError> {
+async fn read_query(
+    engine: &AppState,
+    caller: &Caller,
+    q: &QueryPairs,
+    last_event_id: Option<&str>,
+) -> Result<EventQuery, ApiError> {
     let mut query = query(q, last_event_id)?;
     if last_event_id.is_none() && q.get("after") == Some("latest") {
-        query.after = Some(engine.event_head().await?);
+        query.after = Some(engine.event_head(caller).await?);
     }
     Ok(query)
 }
 
-pub(super) async fn read(State(engine): State<AppState>, q: QueryPairs) -> Answer {
+/// Reads the log (or a consumer group's share of it), parking up to `wait`
+/// when nothing is new.
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(
+        ("after" = Option<String>, Query, description = "Read after this offset, or `latest`"),
+        ("type" = Option<String>, Query, description = "Comma-separated type globs"),
+        ("source" = Option<String>, Query, description = "Only from this source"),
+        ("target" = Option<String>, Query, description = "Only to this target"),
+        ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"),
+        ("wait" = Option<String>, Query, description = "Park up to this long (`30s`, or ms), at most 60 s"),
+        ("group" = Option<String>, Query, description = "Read as a member of this consumer group"),
+        ("member" = Option<String>, Query, description = "The member, with `group`"),
+        ("visibility" = Option<String>, Query, description = "With `group`: how long an event stays the member's unacknowledged"),
+    ),
+    responses((status = 200, description = "Success", body = EventList)))]
+pub(super) async fn read(State(engine): State<AppState>, By(caller): By, q: QueryPairs) -> Answer {
     q.only(&["after", "type", "source", "target", "limit", "wait", "group", "member", "visibility"])?;
-    let query = read_query(&engine, &q, None).await?;
+    let query = read_query(&engine, &caller, &q, None).await?;
     let wait = q.duration("wait", MAX_WAIT_MS)?;
     let page = match q.get("group") {
         None => {
             if q.get("member").is_some() || q.get("visibility").is_some() {
                 return Err(ApiError::invalid_field("member", "member and visibility go with group"));
             }
-            engine.read_events(query, wait).await?
+            engine.read_events(&caller, query, wait).await?
         }
         Some(group) => {
             quern_core::spec::check_queue_name(group).map_err(|e| ApiError::invalid_field("group", e.message))?;
@@ -130,36 +153,29 @@ pub(super) async fn read(State(engine): State<AppState>, q: QueryPairs) -> Answe
                 return Err(ApiError::invalid_field("visibility", "must be at least 100 ms"));
             }
             let read = GroupRead { group: group.to_owned(), member, visibility };
-            engine.read_group(query, &read, wait).await?
+            engine.read_group(&caller, query, &read, wait).await?
         }
     };
-    Ok(Json(json!({"events": page.events, "next_after": page.next_after})).into_response())
+    Ok(Json(EventList { events: page.events, next_after: page.next_after }).into_response())
 }
 
-pub(super) async fn ack(State(engine): State<AppState>, Body(body): Body<AckBody>) -> Answer {
+/// Acknowledges offsets of a consumer group.
+#[utoipa::path(post, path = "/v1/events/ack", tag = "events", request_body = AckRequest,
+    responses((status = 200, description = "Success", body = Acked)))]
+pub(super) async fn ack(State(engine): State<AppState>, By(caller): By, Body(body): Body<AckRequest>) -> Answer {
     quern_core::spec::check_queue_name(&body.group).map_err(|e| ApiError::invalid_field("group", e.message))?;
     if body.offsets.len() > MAX_BATCH {
         return Err(ApiError::invalid_field("offsets", format!("at most {MAX_BATCH} per request")));
     }
-    let (acked, cursor) = engine.ack_events(&body.group, &body.offsets).await?;
+    let (acked, cursor) = engine.ack_events(&caller, &body.group, &body.offsets).await?;
     tracing::debug!(group = %body.group, member = body.member.as_deref().unwrap_or("-"), acked, cursor, "events acknowledged");
-    Ok(Json(json!({"acked": acked, "cursor": cursor})).into_response())
-}
-
-/// `POST /v1/events/ack`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct AckBody {
-    group: String,
-    /// Who acknowledges, for the log: any member may acknowledge.
-    #[serde(default)]
-    member: Option<String>,
-    offsets: Vec<u64>,
+    Ok(Json(Acked { acked, cursor }).into_response())
 }
 
 /// Where a stream stands: its next read and the events read but not sent.
 struct Cursor {
     engine: AppState,
+    caller: Caller,
     query: EventQuery,
     buffer: VecDeque<Event>,
     done: bool,
@@ -172,13 +188,29 @@ fn sse_event(e: &Event) -> SseEvent {
         .unwrap_or_else(|_| SseEvent::default().comment("unrenderable"))
 }
 
-pub(super) async fn stream(State(engine): State<AppState>, headers: HeaderMap, q: QueryPairs) -> Answer {
+/// The log as Server-Sent Events, resuming after `Last-Event-ID`.
+#[utoipa::path(get, path = "/v1/events/stream", tag = "events",
+    params(
+        ("after" = Option<String>, Query, description = "Read after this offset, or `latest`"),
+        ("type" = Option<String>, Query, description = "Comma-separated type globs"),
+        ("source" = Option<String>, Query, description = "Only from this source"),
+        ("target" = Option<String>, Query, description = "Only to this target"),
+        ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this offset"),
+    ),
+    responses((status = 200, description = "One SSE `event` per event; `id` is its offset", content_type = "text/event-stream", body = String)))]
+pub(super) async fn stream(
+    State(engine): State<AppState>,
+    By(caller): By,
+    headers: HeaderMap,
+    q: QueryPairs,
+) -> Answer {
     q.only(&["after", "type", "source", "target", "limit"])?;
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-    let query = read_query(&engine, &q, last).await?;
+    let query = read_query(&engine, &caller, &q, last).await?;
     // Refuse a purged offset now, as an error answer, not mid-stream.
-    engine.read_events(EventQuery { limit: 1, ..query.clone() }, None).await?;
-    let cursor = Cursor { engine, query, buffer: VecDeque::new(), done: false };
+    engine.read_events(&caller, EventQuery { limit: 1, ..query.clone() }, None).await?;
+    let cursor = Cursor { engine, caller, query, buffer: VecDeque::new(), done: false };
     let events = futures_util::stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(e) = c.buffer.pop_front() {
@@ -187,7 +219,7 @@ pub(super) async fn stream(State(engine): State<AppState>, headers: HeaderMap, q
             if c.done || c.engine.shutting_down() {
                 return None;
             }
-            match c.engine.read_events(c.query.clone(), Some(STREAM_POLL)).await {
+            match c.engine.read_events(&c.caller, c.query.clone(), Some(STREAM_POLL)).await {
                 Ok(page) => {
                     c.query.after = Some(page.next_after);
                     c.buffer.extend(page.events);

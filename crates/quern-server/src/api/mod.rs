@@ -5,6 +5,7 @@ mod answer;
 mod body;
 mod error;
 mod events;
+mod openapi;
 mod ops;
 mod schedules;
 mod tasks;
@@ -14,58 +15,105 @@ mod workflows;
 
 pub use error::ApiError;
 
-use crate::engine::Engine;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::CONTENT_LENGTH;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::http::HeaderValue;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use std::sync::Arc;
+use openapi::ApiDoc;
+use quern_engine::{Caller, Engine};
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The application state every handler sees.
 pub type AppState = Arc<Engine>;
 
+/// The caller of a request, as the engine will judge it: anonymous until
+/// requests carry tokens (issue 21).
+pub(crate) struct By(pub(crate) Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for By {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(By(Caller::Anonymous))
+    }
+}
+
+/// Every route with its description: a route cannot be served without
+/// being in `/openapi.json`.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(openapi_json))
+        .routes(routes!(ops::health))
+        .routes(routes!(tasks::submit, tasks::list))
+        .routes(routes!(tasks::submit_batch))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::retry))
+        .routes(routes!(tasks::history))
+        .routes(routes!(workflows::approve))
+        .routes(routes!(workflows::submit))
+        .routes(routes!(workflows::get))
+        .routes(routes!(workflows::graph))
+        .routes(routes!(workflows::cancel))
+        .routes(routes!(schedules::list))
+        .routes(routes!(schedules::apply))
+        .routes(routes!(schedules::put, schedules::get, schedules::delete))
+        .routes(routes!(schedules::enable))
+        .routes(routes!(schedules::disable))
+        .routes(routes!(schedules::trigger))
+        .routes(routes!(schedules::runs))
+        .routes(routes!(events::publish, events::read))
+        .routes(routes!(events::stream))
+        .routes(routes!(events::ack))
+        .routes(routes!(webhooks::list))
+        .routes(routes!(webhooks::put, webhooks::get, webhooks::delete))
+        .routes(routes!(webhooks::resume))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(workers::lease))
+        .routes(routes!(workers::heartbeat))
+        .routes(routes!(workers::complete))
+        .routes(routes!(workers::register))
+        .routes(routes!(workers::list))
+        .routes(routes!(workers::task_types))
+        .routes(routes!(ops::queues))
+        .routes(routes!(ops::pause))
+        .routes(routes!(ops::resume))
+}
+
+/// The API's description, OpenAPI 3.1, as `/openapi.json` serves it and
+/// `docs/openapi.json` holds it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = routes().split_for_parts();
+    openapi::finish(&mut doc);
+    doc
+}
+
+/// The description as pretty JSON text, made once.
+fn openapi_text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")))
+}
+
+/// This description of the API (OpenAPI 3.1).
+#[utoipa::path(get, path = "/openapi.json", tag = "ops",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_json() -> Response {
+    ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], openapi_text()).into_response()
+}
+
 /// Every route of the API, with the body limit applied.
 pub fn router(engine: Arc<Engine>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/v1/health", get(ops::health))
-        .route("/v1/tasks", post(tasks::submit).get(tasks::list))
-        .route("/v1/tasks/batch", post(tasks::submit_batch))
-        .route("/v1/tasks/{id}", get(tasks::get))
-        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/v1/tasks/{id}/retry", post(tasks::retry))
-        .route("/v1/tasks/{id}/history", get(tasks::history))
-        .route("/v1/tasks/{id}/approve", post(workflows::approve))
-        .route("/v1/workflows", post(workflows::submit))
-        .route("/v1/workflows/{id}", get(workflows::get))
-        .route("/v1/workflows/{id}/graph", get(workflows::graph))
-        .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
-        .route("/v1/schedules", get(schedules::list))
-        .route("/v1/schedules/apply", post(schedules::apply))
-        .route("/v1/schedules/{name}", put(schedules::put).get(schedules::get).delete(schedules::delete))
-        .route("/v1/schedules/{name}/enable", post(schedules::enable))
-        .route("/v1/schedules/{name}/disable", post(schedules::disable))
-        .route("/v1/schedules/{name}/trigger", post(schedules::trigger))
-        .route("/v1/schedules/{name}/runs", get(schedules::runs))
-        .route("/v1/events", post(events::publish).get(events::read))
-        .route("/v1/events/stream", get(events::stream))
-        .route("/v1/events/ack", post(events::ack))
-        .route("/v1/webhooks", get(webhooks::list))
-        .route("/v1/webhooks/{name}", put(webhooks::put).get(webhooks::get).delete(webhooks::delete))
-        .route("/v1/webhooks/{name}/resume", post(webhooks::resume))
-        .route("/v1/webhooks/{name}/deliveries", get(webhooks::deliveries))
-        .route("/v1/lease", post(workers::lease))
-        .route("/v1/heartbeat", post(workers::heartbeat))
-        .route("/v1/complete", post(workers::complete))
-        .route("/v1/workers/register", post(workers::register))
-        .route("/v1/workers", get(workers::list))
-        .route("/v1/task-types", get(workers::task_types))
-        .route("/v1/queues", get(ops::queues))
-        .route("/v1/queues/{name}/pause", post(ops::pause))
-        .route("/v1/queues/{name}/resume", post(ops::resume))
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -1,19 +1,27 @@
 //! Operations routes: liveness, readiness, health, queues.
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, By};
 use axum::Json;
 use axum::extract::{Path, State};
-use serde_json::{Map, Value, json};
+use quern_engine::types::QueueInfo;
+use quern_wire::ops::{Alive, ErrorBody, Health, LiveWorkers, QueuePaused, QueueView, Ready, StoreHealth};
+use serde_json::json;
 
-pub(super) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// The process answers.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Success", body = Alive)))]
+pub(super) async fn healthz() -> Json<Alive> {
+    Json(Alive { status: "ok".into() })
 }
 
 /// Ready when the store answers and every background loop runs; the
 /// answer shows each loop's state either way.
-pub(super) async fn readyz(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
-    engine.ready().await.map_err(|e| ApiError::NotReady(format!("store not reachable: {e}"), json!({})))?;
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, description = "Success", body = Ready),
+    (status = 503, description = "`not_ready`: the store cannot be reached or a loop is down", body = ErrorBody),
+))]
+pub(super) async fn readyz(State(engine): State<AppState>, By(caller): By) -> Result<Json<Ready>, ApiError> {
+    engine.ready(&caller).await.map_err(|e| ApiError::NotReady(format!("store not reachable: {e}"), json!({})))?;
     let loops = json!(engine.loops().states());
     let down = engine.loops().down();
     if !down.is_empty() {
@@ -22,38 +30,58 @@ pub(super) async fn readyz(State(engine): State<AppState>) -> Result<Json<Value>
             json!({"loops": loops}),
         ));
     }
-    Ok(Json(json!({"status": "ready", "loops": loops})))
+    Ok(Json(Ready { status: "ready".into(), loops }))
 }
 
-fn queue_json(q: &quern_store::QueueInfo) -> Value {
-    let counts: Map<String, Value> = q.counts.iter().map(|(s, n)| (s.as_str().to_owned(), json!(n))).collect();
-    json!({"name": q.name, "counts": counts, "paused": q.paused})
+fn queue_view(q: &QueueInfo) -> QueueView {
+    let counts = q.counts.iter().map(|(s, n)| (s.as_str().to_owned(), *n)).collect();
+    QueueView { name: q.name.clone(), counts, paused: q.paused }
 }
 
-pub(super) async fn health(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let store_ok = engine.ready().await.is_ok();
-    let queues = engine.queues().await?;
-    Ok(Json(json!({
-        "status": if store_ok { "ok" } else { "degraded" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": engine.uptime_ms() / 1000,
-        "store": {"backend": engine.backend(), "ok": store_ok},
-        "queues": queues.iter().map(queue_json).collect::<Vec<_>>(),
-        "workers": {"live": engine.live_workers().await},
-    })))
+/// The server, its store, its queues and its live workers.
+#[utoipa::path(get, path = "/v1/health", tag = "ops", responses((status = 200, description = "Success", body = Health)))]
+pub(super) async fn health(State(engine): State<AppState>, By(caller): By) -> Result<Json<Health>, ApiError> {
+    let store_ok = engine.ready(&caller).await.is_ok();
+    let queues = engine.queues(&caller).await?;
+    Ok(Json(Health {
+        status: if store_ok { "ok" } else { "degraded" }.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_s: engine.uptime_ms() / 1000,
+        store: StoreHealth { backend: engine.backend().into(), ok: store_ok },
+        queues: queues.iter().map(queue_view).collect(),
+        workers: LiveWorkers { live: engine.live_workers().await },
+    }))
 }
 
-pub(super) async fn queues(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let queues = engine.queues().await?;
-    Ok(Json(Value::Array(queues.iter().map(queue_json).collect())))
+/// Every queue that holds tasks or is paused, with its tasks by status.
+#[utoipa::path(get, path = "/v1/queues", tag = "ops", responses((status = 200, description = "Success", body = Vec<QueueView>)))]
+pub(super) async fn queues(State(engine): State<AppState>, By(caller): By) -> Result<Json<Vec<QueueView>>, ApiError> {
+    let queues = engine.queues(&caller).await?;
+    Ok(Json(queues.iter().map(queue_view).collect()))
 }
 
-pub(super) async fn pause(State(engine): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    engine.set_paused(&name, true).await?;
-    Ok(Json(json!({"name": name, "paused": true})))
+/// Stops leasing from a queue; submissions still queue up.
+#[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "ops",
+    params(("name" = String, Path, description = "The queue")),
+    responses((status = 200, description = "Success", body = QueuePaused)))]
+pub(super) async fn pause(
+    State(engine): State<AppState>,
+    By(caller): By,
+    Path(name): Path<String>,
+) -> Result<Json<QueuePaused>, ApiError> {
+    engine.set_paused(&caller, &name, true).await?;
+    Ok(Json(QueuePaused { name, paused: true }))
 }
 
-pub(super) async fn resume(State(engine): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    engine.set_paused(&name, false).await?;
-    Ok(Json(json!({"name": name, "paused": false})))
+/// Leases from a paused queue again.
+#[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "ops",
+    params(("name" = String, Path, description = "The queue")),
+    responses((status = 200, description = "Success", body = QueuePaused)))]
+pub(super) async fn resume(
+    State(engine): State<AppState>,
+    By(caller): By,
+    Path(name): Path<String>,
+) -> Result<Json<QueuePaused>, ApiError> {
+    engine.set_paused(&caller, &name, false).await?;
+    Ok(Json(QueuePaused { name, paused: false }))
 }

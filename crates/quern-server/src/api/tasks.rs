@@ -1,49 +1,35 @@
 //! Task routes: submit, batch submit, get (with long-poll), list, cancel,
 //! retry, history.
 
-use super::AppState;
 use super::answer::tasks_json;
 use super::body::{Body, QueryPairs, RawBody, parse, task_id};
 use super::error::ApiError;
+use super::{AppState, By};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use quern_core::HistoryEntry;
 use quern_core::Task;
 use quern_core::{Status, TaskSpec};
-use quern_store::ListQuery;
-use serde::{Deserialize, Serialize};
+use quern_engine::types::ListQuery;
+use quern_wire::tasks::{MAX_LIST, MAX_TASK_WAIT_MS, SubmittedTasks, TaskBatch, TaskList};
+use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-/// A list of tasks, serialized straight from the structs.
-#[derive(Serialize)]
-struct Tasks {
-    tasks: Vec<Task>,
-    /// Present (maybe null) in listings, absent in batch answers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_cursor: Option<Option<String>>,
-}
-
-/// The longest `?wait=` on a task.
-const MAX_WAIT_MS: u64 = 300_000;
-/// The most tasks a list page or a batch may hold.
-const MAX_LIMIT: usize = 1_000;
-/// The most tasks in one batch submit.
-const MAX_BATCH: usize = 10_000;
-
 type Answer = Result<Response, ApiError>;
 
-pub(super) async fn submit(State(engine): State<AppState>, Body(spec): Body<TaskSpec>) -> Answer {
-    let s = engine.submit(spec).await?;
+/// Submits a task. With an `idempotency_key` already used by the same
+/// spec, answers the task it made (200) instead of a new one (201).
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = TaskSpec, responses(
+    (status = 201, description = "Created", body = Task),
+    (status = 200, description = "An idempotent repeat: the task the key made", body = Task),
+))]
+pub(super) async fn submit(State(engine): State<AppState>, By(caller): By, Body(spec): Body<TaskSpec>) -> Answer {
+    let s = engine.submit(&caller, spec).await?;
     let status = if s.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(s.task)).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Batch {
-    tasks: Vec<TaskSpec>,
 }
 
 /// The same batch, each task kept as text: read only when the typed parse
@@ -56,7 +42,7 @@ struct RawBatch {
 
 /// Parses a batch in one pass; on failure, finds which task is at fault.
 fn parse_batch(bytes: &[u8]) -> Result<Vec<TaskSpec>, ApiError> {
-    let first = match parse::<Batch>(bytes) {
+    let first = match parse::<TaskBatch>(bytes) {
         Ok(batch) => return Ok(batch.tasks),
         Err(e) => e,
     };
@@ -74,28 +60,48 @@ fn parse_batch(bytes: &[u8]) -> Result<Vec<TaskSpec>, ApiError> {
     Err(first)
 }
 
-pub(super) async fn submit_batch(State(engine): State<AppState>, RawBody(bytes): RawBody) -> Answer {
+/// Submits tasks, all or none.
+#[utoipa::path(post, path = "/v1/tasks/batch", tag = "tasks", request_body = TaskBatch,
+    responses((status = 201, description = "Created", body = SubmittedTasks)))]
+pub(super) async fn submit_batch(State(engine): State<AppState>, By(caller): By, RawBody(bytes): RawBody) -> Answer {
     let specs = parse_batch(&bytes)?;
-    if specs.len() > MAX_BATCH {
-        return Err(ApiError::invalid_field("tasks", format!("at most {MAX_BATCH} tasks per batch")));
-    }
-    let submitted = engine.submit_batch(specs).await?;
+    let submitted = engine.submit_batch(&caller, specs).await?;
     let tasks: Vec<_> = submitted.into_iter().map(|s| s.task).collect();
     let n = tasks.len();
-    tasks_json(StatusCode::CREATED, &Tasks { tasks, next_cursor: None }, n)
+    tasks_json(StatusCode::CREATED, &SubmittedTasks { tasks }, n)
 }
 
-pub(super) async fn get(State(engine): State<AppState>, Path(id): Path<String>, q: QueryPairs) -> Answer {
+/// A task; with `wait`, held until it ends or the wait elapses.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task"),
+           ("wait" = Option<String>, Query, description = "Hold up to this long (`30s`, or ms; at most 5 minutes) until the task ends")),
+    responses((status = 200, description = "Success", body = Task)))]
+pub(super) async fn get(
+    State(engine): State<AppState>,
+    By(caller): By,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> Answer {
     q.only(&["wait"])?;
     let id = task_id(&id)?;
-    let wait = q.duration("wait", MAX_WAIT_MS)?;
-    let task = engine.get(id, wait).await?;
+    let wait = q.duration("wait", MAX_TASK_WAIT_MS)?;
+    let task = engine.get(&caller, id, wait).await?;
     Ok(Json(task).into_response())
 }
 
-pub(super) async fn list(State(engine): State<AppState>, q: QueryPairs) -> Answer {
+/// A page of tasks, newest first.
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
+    params(("status" = Option<String>, Query, description = "Comma-separated statuses"),
+           ("queue" = Option<String>, Query, description = "Only this queue"),
+           ("name" = Option<String>, Query, description = "Only this task name"),
+           ("workflow" = Option<Uuid>, Query, description = "Only this workflow's tasks"),
+           ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"),
+           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+           ("metadata.{key}" = Option<String>, Query, description = "Only tasks whose metadata `key` has this value")),
+    responses((status = 200, description = "Success", body = TaskList)))]
+pub(super) async fn list(State(engine): State<AppState>, By(caller): By, q: QueryPairs) -> Answer {
     q.only(&["status", "queue", "name", "workflow", "limit", "cursor", "metadata."])?;
-    let mut query = ListQuery { limit: q.limit(MAX_LIMIT)?, ..ListQuery::default() };
+    let mut query = ListQuery { limit: q.limit(MAX_LIST)?, ..ListQuery::default() };
     for (k, v) in &q.0 {
         match k.as_str() {
             "status" => {
@@ -120,22 +126,34 @@ pub(super) async fn list(State(engine): State<AppState>, q: QueryPairs) -> Answe
             }
         }
     }
-    let page = engine.list(query).await?;
+    let page = engine.list(&caller, query).await?;
     let n = page.tasks.len();
-    tasks_json(StatusCode::OK, &Tasks { tasks: page.tasks, next_cursor: Some(page.next_cursor) }, n)
+    tasks_json(StatusCode::OK, &TaskList { tasks: page.tasks, next_cursor: page.next_cursor }, n)
 }
 
-pub(super) async fn cancel(State(engine): State<AppState>, Path(id): Path<String>) -> Answer {
-    let task = engine.cancel(task_id(&id)?).await?;
+/// Cancels a task: a queued one at once, a running one at its next heartbeat.
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task")),
+    responses((status = 200, description = "Success", body = Task)))]
+pub(super) async fn cancel(State(engine): State<AppState>, By(caller): By, Path(id): Path<String>) -> Answer {
+    let task = engine.cancel(&caller, task_id(&id)?).await?;
     Ok(Json(task).into_response())
 }
 
-pub(super) async fn retry(State(engine): State<AppState>, Path(id): Path<String>) -> Answer {
-    let task = engine.retry(task_id(&id)?).await?;
+/// Gives a failed or cancelled task a new attempt.
+#[utoipa::path(post, path = "/v1/tasks/{id}/retry", tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task")),
+    responses((status = 200, description = "Success", body = Task)))]
+pub(super) async fn retry(State(engine): State<AppState>, By(caller): By, Path(id): Path<String>) -> Answer {
+    let task = engine.retry(&caller, task_id(&id)?).await?;
     Ok(Json(task).into_response())
 }
 
-pub(super) async fn history(State(engine): State<AppState>, Path(id): Path<String>) -> Answer {
-    let history = engine.history(task_id(&id)?).await?;
+/// Every transition of a task, oldest first.
+#[utoipa::path(get, path = "/v1/tasks/{id}/history", tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task")),
+    responses((status = 200, description = "Success", body = Vec<HistoryEntry>)))]
+pub(super) async fn history(State(engine): State<AppState>, By(caller): By, Path(id): Path<String>) -> Answer {
+    let history = engine.history(&caller, task_id(&id)?).await?;
     Ok(Json(history).into_response())
 }

@@ -1,63 +1,119 @@
 //! Webhook routes: create or replace, list, get, delete, resume, and the
 //! log of delivery attempts.
 
-use super::AppState;
 use super::body::{QueryPairs, RawBody, parse};
 use super::error::ApiError;
-use crate::engine::WebhookSpec;
+use super::{AppState, By};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use quern_core::time::format_rfc3339;
-use quern_store::{Delivery, WebhookRecord};
-use serde_json::{Value, json};
+use quern_engine::types::{Delivery, WebhookRecord};
+use quern_wire::webhooks::{Deliveries, DeliveryView, MAX_DELIVERIES, WebhookSpec, WebhookView, Webhooks};
 
 type Answer = Result<Response, ApiError>;
 
 /// A webhook as the API shows it; the secret itself never leaves the server.
-fn render(w: &WebhookRecord) -> Value {
-    json!({
-        "name": w.name, "url": w.url, "filters": w.filter, "secret": w.secret.is_some(),
-        "max_attempts": w.max_attempts, "paused": w.paused, "cursor": w.cursor, "failures": w.failures,
-        "last_error": w.last_error, "created_at": format_rfc3339(w.created_at), "updated_at": format_rfc3339(w.updated_at),
-    })
+fn view(w: WebhookRecord) -> WebhookView {
+    WebhookView {
+        secret: w.secret.is_some(),
+        name: w.name,
+        url: w.url,
+        filters: w.filter,
+        max_attempts: w.max_attempts,
+        paused: w.paused,
+        cursor: w.cursor,
+        failures: w.failures,
+        last_error: w.last_error,
+        created_at: w.created_at,
+        updated_at: w.updated_at,
+    }
 }
 
-fn render_delivery(d: &Delivery) -> Value {
-    json!({
-        "offset": d.offset, "attempt": d.attempt, "at": format_rfc3339(d.at), "status": d.status,
-        "error": d.error, "duration_ms": d.duration_ms, "ok": d.error.is_none(),
-    })
+fn delivery(d: Delivery) -> DeliveryView {
+    DeliveryView {
+        ok: d.error.is_none(),
+        offset: d.offset,
+        attempt: d.attempt,
+        at: d.at,
+        status: d.status,
+        error: d.error,
+        duration_ms: d.duration_ms,
+    }
 }
 
-pub(super) async fn put(State(engine): State<AppState>, Path(name): Path<String>, RawBody(bytes): RawBody) -> Answer {
+/// Creates or replaces a webhook.
+#[utoipa::path(put, path = "/v1/webhooks/{name}", tag = "webhooks",
+    params(("name" = String, Path, description = "The webhook")),
+    request_body = WebhookSpec,
+    responses((status = 201, description = "Created", body = WebhookView), (status = 200, description = "Replaced", body = WebhookView)))]
+pub(super) async fn put(
+    State(engine): State<AppState>,
+    By(caller): By,
+    Path(name): Path<String>,
+    RawBody(bytes): RawBody,
+) -> Answer {
     let spec: WebhookSpec = parse(&bytes)?;
-    let (w, created) = engine.put_webhook(&name, spec).await?;
+    let (w, created) = engine.put_webhook(&caller, &name, spec).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(render(&w))).into_response())
+    Ok((status, Json(view(w))).into_response())
 }
 
-pub(super) async fn list(State(engine): State<AppState>) -> Answer {
-    let all: Vec<Value> = engine.webhooks().await?.iter().map(render).collect();
-    Ok(Json(json!({"webhooks": all})).into_response())
+/// Every webhook.
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, description = "Success", body = Webhooks)))]
+pub(super) async fn list(State(engine): State<AppState>, By(caller): By) -> Result<Json<Webhooks>, ApiError> {
+    Ok(Json(Webhooks { webhooks: engine.webhooks(&caller).await?.into_iter().map(view).collect() }))
 }
 
-pub(super) async fn get(State(engine): State<AppState>, Path(name): Path<String>) -> Answer {
-    Ok(Json(render(&engine.webhook(&name).await?)).into_response())
+/// One webhook.
+#[utoipa::path(get, path = "/v1/webhooks/{name}", tag = "webhooks",
+    params(("name" = String, Path, description = "The webhook")),
+    responses((status = 200, description = "Success", body = WebhookView)))]
+pub(super) async fn get(
+    State(engine): State<AppState>,
+    By(caller): By,
+    Path(name): Path<String>,
+) -> Result<Json<WebhookView>, ApiError> {
+    Ok(Json(view(engine.webhook(&caller, &name).await?)))
 }
 
-pub(super) async fn delete(State(engine): State<AppState>, Path(name): Path<String>) -> Answer {
-    Ok(Json(render(&engine.delete_webhook(&name).await?)).into_response())
+/// Deletes a webhook; answers it as it was.
+#[utoipa::path(delete, path = "/v1/webhooks/{name}", tag = "webhooks",
+    params(("name" = String, Path, description = "The webhook")),
+    responses((status = 200, description = "Success", body = WebhookView)))]
+pub(super) async fn delete(
+    State(engine): State<AppState>,
+    By(caller): By,
+    Path(name): Path<String>,
+) -> Result<Json<WebhookView>, ApiError> {
+    Ok(Json(view(engine.delete_webhook(&caller, &name).await?)))
 }
 
-pub(super) async fn resume(State(engine): State<AppState>, Path(name): Path<String>) -> Answer {
-    Ok(Json(render(&engine.resume_webhook(&name).await?)).into_response())
+/// Resumes a paused webhook at the event it stopped on.
+#[utoipa::path(post, path = "/v1/webhooks/{name}/resume", tag = "webhooks",
+    params(("name" = String, Path, description = "The webhook")),
+    responses((status = 200, description = "Success", body = WebhookView)))]
+pub(super) async fn resume(
+    State(engine): State<AppState>,
+    By(caller): By,
+    Path(name): Path<String>,
+) -> Result<Json<WebhookView>, ApiError> {
+    Ok(Json(view(engine.resume_webhook(&caller, &name).await?)))
 }
 
-pub(super) async fn deliveries(State(engine): State<AppState>, Path(name): Path<String>, q: QueryPairs) -> Answer {
+/// The latest delivery attempts, newest first.
+#[utoipa::path(get, path = "/v1/webhooks/{name}/deliveries", tag = "webhooks",
+    params(("name" = String, Path, description = "The webhook"),
+           ("limit" = Option<usize>, Query, description = "1 to 1000, default 100")),
+    responses((status = 200, description = "Success", body = Deliveries)))]
+pub(super) async fn deliveries(
+    State(engine): State<AppState>,
+    By(caller): By,
+    Path(name): Path<String>,
+    q: QueryPairs,
+) -> Result<Json<Deliveries>, ApiError> {
     q.only(&["limit"])?;
-    let limit = q.limit(1_000)?;
-    let all: Vec<Value> = engine.deliveries(&name, limit).await?.iter().map(render_delivery).collect();
-    Ok(Json(json!({"deliveries": all})).into_response())
+    let limit = q.limit(MAX_DELIVERIES)?;
+    let all = engine.deliveries(&caller, &name, limit).await?;
+    Ok(Json(Deliveries { deliveries: all.into_iter().map(delivery).collect() }))
 }

@@ -1,24 +1,23 @@
 //! Workflow routes: submit, get (with long-poll), graph, cancel; and the
 //! approval of an `approval` task.
 
-use super::AppState;
 use super::body::{Body, QueryPairs, RawBody, parse, task_id};
 use super::error::ApiError;
-use crate::workflow::{self, DependsOn, GraphFormat, WorkflowSpec, WorkflowTask};
+use super::{AppState, By};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use quern_core::Task;
 use quern_core::TaskSpec;
-use quern_store::{Approval, WorkflowQuery};
-use serde::{Deserialize, Serialize};
+use quern_engine::types::{Approval, WorkflowQuery};
+use quern_engine::workflow::{self, DependsOn, GraphFormat, WorkflowSpec, WorkflowTask};
+use quern_wire::workflows::{
+    ApproveRequest, MAX_WORKFLOW_PAGE, MAX_WORKFLOW_WAIT_MS, WorkflowCancelled, WorkflowRequest, WorkflowSubmitted,
+    WorkflowView,
+};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
-
-/// The longest `?wait=` on a workflow.
-const MAX_WAIT_MS: u64 = 300_000;
-/// The most tasks one answer about a workflow holds (100 by default).
-const MAX_PAGE: usize = 1_000;
 
 fn workflow_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::try_parse(raw).map_err(|_| ApiError::NotFound(format!("no workflow with id {raw:?}")))
@@ -108,37 +107,39 @@ fn shorthand(
     Ok(objects)
 }
 
-pub(super) async fn submit(State(engine): State<AppState>, RawBody(bytes): RawBody) -> Result<Response, ApiError> {
+/// Submits a workflow: every task, or none.
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = WorkflowRequest,
+    responses((status = 201, description = "Created", body = WorkflowSubmitted)))]
+pub(super) async fn submit(
+    State(engine): State<AppState>,
+    By(caller): By,
+    RawBody(bytes): RawBody,
+) -> Result<Response, ApiError> {
     let spec = parse_spec(&bytes)?;
     let name = spec.name.clone();
-    let (id, tasks) = engine.submit_workflow(spec).await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id, "name": name, "tasks": tasks}))).into_response())
+    let (id, tasks) = engine.submit_workflow(&caller, spec).await?;
+    Ok((StatusCode::CREATED, Json(WorkflowSubmitted { id, name, tasks })).into_response())
 }
 
-/// A workflow as `GET /v1/workflows/{id}` shows it: its status and counts
-/// over every task, and one page of its tasks in submission order.
-#[derive(Serialize)]
-struct WorkflowAnswer<'a> {
-    id: uuid::Uuid,
-    name: &'a str,
-    #[serde(with = "quern_core::time::rfc3339")]
-    created_at: quern_core::Millis,
-    status: &'static str,
-    total: usize,
-    counts: BTreeMap<&'static str, usize>,
-    tasks: &'a [quern_core::Task],
-    next_cursor: Option<String>,
-}
-
+/// A workflow's status and counts over every task, and one page of its
+/// tasks in submission order; with `wait`, held until every task ended or
+/// the wait elapses.
+#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows",
+    params(("id" = Uuid, Path, description = "The workflow"),
+           ("wait" = Option<String>, Query, description = "Hold up to this long (`30s`, or ms; at most 5 minutes) until every task ended"),
+           ("limit" = Option<usize>, Query, description = "Tasks per page, 1 to 1000, default 100"),
+           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "Success", body = WorkflowView)))]
 pub(super) async fn get(
     State(engine): State<AppState>,
+    By(caller): By,
     Path(id): Path<String>,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
     q.only(&["wait", "limit", "cursor"])?;
     let id = workflow_id(&id)?;
-    let wait = q.duration("wait", MAX_WAIT_MS)?;
-    let limit = q.limit(MAX_PAGE)?;
+    let wait = q.duration("wait", MAX_WORKFLOW_WAIT_MS)?;
+    let limit = q.limit(MAX_WORKFLOW_PAGE)?;
     let after = match q.get("cursor") {
         None => None,
         Some(c) => Some(
@@ -146,23 +147,31 @@ pub(super) async fn get(
                 .map_err(|_| ApiError::invalid_field("cursor", "not a cursor this workflow gave"))?,
         ),
     };
-    let page = engine.workflow_page(WorkflowQuery { id, after, limit }, wait).await?;
+    let page = engine.workflow_page(&caller, WorkflowQuery { id, after, limit }, wait).await?;
 
-    let answer = WorkflowAnswer {
+    let answer = WorkflowView {
         id: page.id,
-        name: &page.name,
-        created_at: page.created_at,
-        status: quern_core::workflow::overall_status(page.counts.keys().copied()),
+        status: quern_core::workflow::overall_status(page.counts.keys().copied()).to_owned(),
         total: page.counts.values().sum(),
-        counts: page.counts.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
-        tasks: &page.tasks,
+        counts: page.counts.iter().map(|(s, n)| (s.as_str().to_owned(), *n)).collect(),
+        name: page.name,
+        created_at: page.created_at,
         next_cursor: page.next_after.map(|t| t.to_string()),
+        tasks: page.tasks,
     };
     Ok(Json(answer).into_response())
 }
 
+/// The workflow's graph with each task's status: JSON (nodes and edges),
+/// Graphviz dot or Mermaid.
+#[utoipa::path(get, path = "/v1/workflows/{id}/graph", tag = "workflows",
+    params(("id" = Uuid, Path, description = "The workflow"),
+           ("format" = Option<String>, Query, description = "`json` (default), `dot` or `mermaid`")),
+    responses((status = 200, description = "The graph", content(
+        (Object = "application/json"), (String = "text/vnd.graphviz"), (String = "text/plain")))))]
 pub(super) async fn graph(
     State(engine): State<AppState>,
+    By(caller): By,
     Path(id): Path<String>,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
@@ -173,7 +182,7 @@ pub(super) async fn graph(
         Some(f) => serde_json::from_value(json!(f))
             .map_err(|_| ApiError::invalid_field("format", "must be json, dot or mermaid"))?,
     };
-    let wf = engine.workflow(id).await?;
+    let wf = engine.workflow(&caller, id).await?;
     Ok(match format {
         GraphFormat::Json => Json(workflow::graph_json(&wf.tasks)).into_response(),
         GraphFormat::Dot => {
@@ -185,28 +194,33 @@ pub(super) async fn graph(
     })
 }
 
-pub(super) async fn cancel(State(engine): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// Cancels every unfinished task of a workflow.
+#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", tag = "workflows",
+    params(("id" = Uuid, Path, description = "The workflow")),
+    responses((status = 200, description = "Success", body = WorkflowCancelled)))]
+pub(super) async fn cancel(
+    State(engine): State<AppState>,
+    By(caller): By,
+    Path(id): Path<String>,
+) -> Result<Json<WorkflowCancelled>, ApiError> {
     let id = workflow_id(&id)?;
-    let n = engine.cancel_workflow(id).await?;
-    Ok(Json(json!({"id": id, "cancelled": n})))
+    let cancelled = engine.cancel_workflow(&caller, id).await?;
+    Ok(Json(WorkflowCancelled { id, cancelled }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ApproveRequest {
-    approved: bool,
-    #[serde(default)]
-    by: Option<String>,
-    #[serde(default)]
-    comment: Option<String>,
-}
-
+/// Decides an `approval` task: approved, it succeeds; rejected, it fails.
+#[utoipa::path(post, path = "/v1/tasks/{id}/approve", tag = "workflows",
+    params(("id" = Uuid, Path, description = "The approval task")),
+    request_body = ApproveRequest,
+    responses((status = 200, description = "Success", body = Task)))]
 pub(super) async fn approve(
     State(engine): State<AppState>,
+    By(caller): By,
     Path(id): Path<String>,
     Body(req): Body<ApproveRequest>,
 ) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
-    let task = engine.approve(id, Approval { approved: req.approved, by: req.by, comment: req.comment }).await?;
+    let task =
+        engine.approve(&caller, id, Approval { approved: req.approved, by: req.by, comment: req.comment }).await?;
     Ok(Json(task).into_response())
 }

@@ -6,8 +6,7 @@
 
 use quern_core::time::parse_rfc3339;
 use quern_core::{ManualClock, Millis, ScheduleSpec, Status};
-use quern_server::Config;
-use quern_server::engine::Engine;
+use quern_engine::{ApplyReport, Caller, Config, Engine};
 use quern_store::sqlite::{SqliteOptions, SqliteStore};
 use quern_store::{CompleteParams, Completion, LeaseParams, Store};
 use std::sync::Arc;
@@ -53,11 +52,11 @@ impl Fixture {
     async fn put(&self, json: &str) {
         let spec: ScheduleSpec = serde_json::from_str(json).unwrap();
         let name = spec.name.clone().unwrap();
-        self.engine.put_schedule(&name, spec).await.unwrap();
+        self.engine.put_schedule(&Caller::Anonymous, &name, spec).await.unwrap();
     }
 
     async fn runs(&self, name: &str) -> Vec<quern_core::Task> {
-        self.engine.schedule_runs(name, 1_000).await.unwrap()
+        self.engine.schedule_runs(&Caller::Anonymous, name, 1_000).await.unwrap()
     }
 
     /// Moves the clock in `step_ms` steps up to `until`, firing at each.
@@ -129,7 +128,7 @@ async fn downtime_catches_up_once_then_resumes_on_the_slots() {
     let runs = f.runs("m").await;
     assert_eq!(runs.len(), 4);
     assert_eq!(runs[0].metadata["schedule.slot"], "2026-12-01T10:13:00.000Z", "the latest missed slot");
-    let view = f.engine.schedule("m").await.unwrap();
+    let view = f.engine.schedule(&Caller::Anonymous, "m").await.unwrap();
     assert_eq!(view.record.next_fire_at, Some(at("2026-12-01T10:14:00Z")));
     f.engine.fire_due_schedules().await.unwrap();
     assert_eq!(f.runs("m").await.len(), 4, "nothing more until the next slot");
@@ -158,11 +157,11 @@ async fn disable_stops_firing_and_enable_resumes_without_a_burst() {
     f.put(r#"{"name":"m","cron":"* * * * *","task":{"name":"t"}}"#).await;
     f.run_until(at("2026-12-01T10:02:00Z"), 1_000).await;
     assert_eq!(f.runs("m").await.len(), 2);
-    let off = f.engine.set_schedule_enabled("m", false).await.unwrap();
+    let off = f.engine.set_schedule_enabled(&Caller::Anonymous, "m", false).await.unwrap();
     assert_eq!(off.record.next_fire_at, None);
     f.run_until(at("2026-12-01T10:10:30Z"), 1_000).await;
     assert_eq!(f.runs("m").await.len(), 2, "disabled: nothing fires");
-    let on = f.engine.set_schedule_enabled("m", true).await.unwrap();
+    let on = f.engine.set_schedule_enabled(&Caller::Anonymous, "m", true).await.unwrap();
     assert_eq!(on.record.next_fire_at, Some(at("2026-12-01T10:11:00Z")), "the next slot, not the missed ones");
     f.engine.fire_due_schedules().await.unwrap();
     assert_eq!(f.runs("m").await.len(), 2);
@@ -175,15 +174,18 @@ async fn triggers_and_one_time_schedules() {
     let f = fixture("2026-12-01T10:00:00Z");
     f.put(r#"{"name":"once","at":"2026-12-01T11:00:00+01:00","timezone":"Europe/Berlin","task":{"name":"t"}}"#).await;
     f.put(r#"{"name":"later","at":"2026-12-01 12:30","timezone":"Europe/Berlin","task":{"name":"t"}}"#).await;
-    assert_eq!(f.engine.schedule("later").await.unwrap().record.next_fire_at, Some(at("2026-12-01T11:30:00Z")));
+    assert_eq!(
+        f.engine.schedule(&Caller::Anonymous, "later").await.unwrap().record.next_fire_at,
+        Some(at("2026-12-01T11:30:00Z"))
+    );
     f.run_until(at("2026-12-01T12:00:00Z"), 60_000).await;
     assert_eq!(f.runs("once").await.len(), 1);
-    assert_eq!(f.engine.schedule("once").await.unwrap().record.next_fire_at, None, "nothing left");
+    assert_eq!(f.engine.schedule(&Caller::Anonymous, "once").await.unwrap().record.next_fire_at, None, "nothing left");
     assert_eq!(f.runs("later").await.len(), 1);
-    let manual = f.engine.trigger_schedule("once").await.unwrap();
+    let manual = f.engine.trigger_schedule(&Caller::Anonymous, "once").await.unwrap();
     assert_eq!(manual.metadata["schedule"], "once");
     assert_eq!(f.runs("once").await.len(), 2);
-    assert!(f.engine.trigger_schedule("nope").await.is_err());
+    assert!(f.engine.trigger_schedule(&Caller::Anonymous, "nope").await.is_err());
 }
 
 const FILE: &str = "schedules:
@@ -200,24 +202,25 @@ const FILE: &str = "schedules:
 async fn apply_is_idempotent_and_prune_deletes_the_rest() {
     let f = fixture("2026-12-01T10:00:00Z");
     f.put(r#"{"name":"stray","every":"1 hour","task":{"name":"t"}}"#).await;
-    let first = f.engine.apply_schedules(FILE, false, false).await.unwrap();
+    let first = f.engine.apply_schedules(&Caller::Anonymous, FILE, false, false).await.unwrap();
     assert_eq!(first.created, vec!["daily_report", "emails"]);
-    let again = f.engine.apply_schedules(FILE, false, false).await.unwrap();
+    let again = f.engine.apply_schedules(&Caller::Anonymous, FILE, false, false).await.unwrap();
     assert_eq!((again.created.len(), again.updated.len(), again.unchanged.len()), (0, 0, 2));
     let changed = FILE.replace("5 minutes", "10 minutes");
-    let dry = f.engine.apply_schedules(&changed, true, true).await.unwrap();
+    let dry = f.engine.apply_schedules(&Caller::Anonymous, &changed, true, true).await.unwrap();
     assert_eq!((dry.updated.clone(), dry.deleted.clone()), (vec!["emails".to_owned()], vec!["stray".to_owned()]));
-    assert_eq!(f.engine.schedules().await.unwrap().len(), 3, "a dry run changes nothing");
-    let pruned = f.engine.apply_schedules(&changed, false, true).await.unwrap();
-    assert_eq!(pruned, dry);
-    let names: Vec<String> = f.engine.schedules().await.unwrap().into_iter().map(|v| v.record.name).collect();
+    assert_eq!(f.engine.schedules(&Caller::Anonymous).await.unwrap().len(), 3, "a dry run changes nothing");
+    let pruned = f.engine.apply_schedules(&Caller::Anonymous, &changed, false, true).await.unwrap();
+    assert_eq!(pruned, ApplyReport { dry_run: false, ..dry });
+    let names: Vec<String> =
+        f.engine.schedules(&Caller::Anonymous).await.unwrap().into_iter().map(|v| v.record.name).collect();
     assert_eq!(names, vec!["daily_report", "emails"]);
     // A bad entry anywhere applies nothing, and the message names it.
     let bad = format!("{FILE}  - name: broken\n    cron: \"61 * * * *\"\n    task: {{name: t}}\n")
         .replace("emails", "emails2");
-    let err = f.engine.apply_schedules(&bad, false, false).await.unwrap_err().to_string();
+    let err = f.engine.apply_schedules(&Caller::Anonymous, &bad, false, false).await.unwrap_err().to_string();
     assert!(err.starts_with("schedules[2] (broken): cron:"), "{err}");
-    assert!(f.engine.schedule("emails2").await.is_err());
+    assert!(f.engine.schedule(&Caller::Anonymous, "emails2").await.is_err());
 }
 
 #[tokio::test]
@@ -242,11 +245,12 @@ async fn a_stored_schedule_that_no_longer_reads_is_disabled_and_stops_no_other()
         updated_at: now,
     };
     f.store.write_schedules(vec![ScheduleWrite::Put { record, expected: None }]).await.unwrap();
-    let listed: Vec<String> = f.engine.schedules().await.unwrap().into_iter().map(|v| v.schedule.name).collect();
+    let listed: Vec<String> =
+        f.engine.schedules(&Caller::Anonymous).await.unwrap().into_iter().map(|v| v.schedule.name).collect();
     assert_eq!(listed, ["tick"]);
     f.run_until(at("2026-12-01T10:03:00Z"), 60_000).await;
     assert_eq!(f.runs("tick").await.len(), 3);
     let stored = f.store.schedules(Some("old".into())).await.unwrap().pop().unwrap();
     assert_eq!((stored.enabled, stored.next_fire_at), (false, None));
-    assert!(f.engine.delete_schedule("old").await.unwrap().is_none());
+    assert!(f.engine.delete_schedule(&Caller::Anonymous, "old").await.unwrap().is_none());
 }

@@ -2,23 +2,14 @@
 //! the status a workflow's tasks add up to, and its graph rendered as JSON,
 //! Graphviz dot or Mermaid.
 
-use quern_core::workflow::{Node, check_graph, compile_expr, default_condition};
+use quern_core::workflow::{Node, check_graph, compile_expr};
 use quern_core::{Condition, Dependency, ExecutionDefaults, Millis, NewTask, Status, Task, TaskSpec, ValidationError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
-/// One edge of a submitted workflow task.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DependsOn {
-    /// The parent's key.
-    pub key: String,
-    /// The condition on the parent; `success` when left out.
-    #[serde(default = "default_condition")]
-    pub on: Condition,
-}
+pub use quern_wire::workflows::DependsOn;
 
 /// One task of a submitted workflow: its key, its edges, and the task.
 #[derive(Debug, Clone)]

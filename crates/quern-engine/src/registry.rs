@@ -1,6 +1,6 @@
 //! Workers and the task types they serve, as they last told the server.
 //!
-//! Kept in memory: a worker registers when it starts and every lease,
+//! Kept in memory and in the store: a worker registers when it starts and every lease,
 //! heartbeat and completion refreshes it, so after a server restart the
 //! registry fills again as workers reconnect. A worker counts as live for a
 //! minute after it was last heard from. When a task type declares an input
@@ -15,7 +15,7 @@
 //! wins, so a worker that moves between nodes is listed once.
 
 use quern_core::Millis;
-use serde::{Deserialize, Serialize};
+pub use quern_wire::{TaskTypeDecl, TaskTypeView, WorkerView};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -24,54 +24,6 @@ use std::sync::{Arc, Mutex};
 pub const LIVE_MS: Millis = 60_000;
 /// How long a silent worker is still listed.
 pub const FORGET_MS: Millis = 3_600_000;
-
-/// A task type as a worker declares it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskTypeDecl {
-    /// The task name it handles.
-    pub name: String,
-    /// What it does.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// A JSON Schema that inputs must match.
-    #[serde(default)]
-    pub input_schema: Option<Value>,
-}
-
-/// A worker as `GET /v1/workers` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerView {
-    /// Its id.
-    pub id: String,
-    /// The queues it takes from.
-    pub queues: Vec<String>,
-    /// The task types it declared.
-    pub task_types: Vec<String>,
-    /// Tasks it holds now, as of its last call.
-    pub in_flight: u64,
-    /// When it was last heard from.
-    #[serde(with = "quern_core::time::rfc3339")]
-    pub last_seen: Millis,
-    /// Heard from within the last minute.
-    pub live: bool,
-}
-
-/// A task type as `GET /v1/task-types` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskTypeView {
-    /// The task name.
-    pub name: String,
-    /// What it does.
-    pub description: Option<String>,
-    /// The schema inputs must match.
-    pub input_schema: Option<Value>,
-    /// Live workers that serve it.
-    pub workers: usize,
-    /// When a worker serving it was last heard from.
-    #[serde(with = "quern_core::time::rfc3339::option")]
-    pub last_seen: Option<Millis>,
-}
 
 #[derive(Default)]
 struct WorkerEntry {

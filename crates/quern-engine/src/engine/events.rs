@@ -5,6 +5,7 @@
 //! reads, so an event appended between its read and its wait wakes it.
 
 use super::{EngineError, Result};
+use crate::caller::Caller;
 use crate::engine::Engine;
 use quern_core::{Event, EventSpec};
 use quern_store::{EventPage, EventQuery, StoreError};
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 impl Engine {
     /// Appends events, all or none; answers them with their offsets.
-    pub async fn publish(&self, specs: Vec<EventSpec>) -> Result<Vec<Event>> {
+    pub async fn publish(&self, caller: &Caller, specs: Vec<EventSpec>) -> Result<Vec<Event>> {
+        self.admit(caller, "publish")?;
         let events = specs
             .into_iter()
             .enumerate()
@@ -23,7 +25,13 @@ impl Engine {
 
     /// Events after `query.after` that pass its filter; with `wait`, held
     /// until one is appended or the wait elapses.
-    pub async fn read_events(&self, mut query: EventQuery, wait: Option<Duration>) -> Result<EventPage> {
+    pub async fn read_events(
+        &self,
+        caller: &Caller,
+        mut query: EventQuery,
+        wait: Option<Duration>,
+    ) -> Result<EventPage> {
+        self.admit(caller, "read_events")?;
         let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -45,7 +53,8 @@ impl Engine {
     }
 
     /// The newest offset in the log (0 while it is empty).
-    pub async fn event_head(&self) -> Result<u64> {
+    pub async fn event_head(&self, caller: &Caller) -> Result<u64> {
+        self.admit(caller, "event_head")?;
         Ok(self.store.read_events(EventQuery { limit: 0, ..EventQuery::default() }).await?.head)
     }
 

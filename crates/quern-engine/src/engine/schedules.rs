@@ -8,6 +8,7 @@
 //! while no server ran fire as one task, for the latest of them.
 
 use super::{EngineError, Result};
+use crate::caller::Caller;
 use crate::engine::Engine;
 use quern_core::schedule::{Every, check_schedule_name};
 use quern_core::{Millis, Overlap, Schedule, ScheduleSpec, Task, TaskSpec, ValidationError};
@@ -45,18 +46,7 @@ pub enum PutOutcome {
     Unchanged,
 }
 
-/// What an apply did (or, dry, would do), by schedule name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ApplyReport {
-    /// New schedules.
-    pub created: Vec<String>,
-    /// Changed ones.
-    pub updated: Vec<String>,
-    /// Deleted (with `prune`): stored, and not in the file.
-    pub deleted: Vec<String>,
-    /// In the file and stored alike.
-    pub unchanged: Vec<String>,
-}
+pub use quern_wire::schedules::ApplyReport;
 
 /// A schedule that cannot be stored: the rule broken, and in a file, the entry.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -277,7 +267,13 @@ impl Engine {
     }
 
     /// Creates or replaces schedule `name`.
-    pub async fn put_schedule(&self, name: &str, spec: ScheduleSpec) -> Result<(ScheduleView, PutOutcome)> {
+    pub async fn put_schedule(
+        &self,
+        caller: &Caller,
+        name: &str,
+        spec: ScheduleSpec,
+    ) -> Result<(ScheduleView, PutOutcome)> {
+        self.admit(caller, "put_schedule")?;
         self.read_task_types().await?;
         let schedule = self.check_schedule(spec, Some(name), None)?;
         let outcome = self
@@ -292,13 +288,14 @@ impl Engine {
                 }
             })
             .await?;
-        Ok((self.schedule(name).await?, outcome))
+        Ok((self.schedule(caller, name).await?, outcome))
     }
 
     /// Every schedule, by name. A stored schedule that no longer reads (one
     /// written before a rule was tightened) is left out with a warning
     /// rather than failing the list for everyone; it can still be deleted.
-    pub async fn schedules(&self) -> Result<Vec<ScheduleView>> {
+    pub async fn schedules(&self, caller: &Caller) -> Result<Vec<ScheduleView>> {
+        self.admit(caller, "schedules")?;
         let records = self.store.schedules(None).await?;
         Ok(records
             .into_iter()
@@ -310,7 +307,8 @@ impl Engine {
     }
 
     /// One schedule.
-    pub async fn schedule(&self, name: &str) -> Result<ScheduleView> {
+    pub async fn schedule(&self, caller: &Caller, name: &str) -> Result<ScheduleView> {
+        self.admit(caller, "schedule")?;
         check_schedule_name(name).map_err(|_| StoreError::ScheduleNotFound(name.to_owned()))?;
         let record = self.stored(name).await?.ok_or_else(|| StoreError::ScheduleNotFound(name.to_owned()))?;
         self.view(record)
@@ -318,7 +316,8 @@ impl Engine {
 
     /// Deletes a schedule; the tasks it created stay. Answers what was
     /// deleted, or `None` for a stored schedule that no longer reads.
-    pub async fn delete_schedule(&self, name: &str) -> Result<Option<ScheduleView>> {
+    pub async fn delete_schedule(&self, caller: &Caller, name: &str) -> Result<Option<ScheduleView>> {
+        self.admit(caller, "delete_schedule")?;
         check_schedule_name(name).map_err(|_| StoreError::ScheduleNotFound(name.to_owned()))?;
         let record = self.stored(name).await?.ok_or_else(|| StoreError::ScheduleNotFound(name.to_owned()))?;
         let view = self.view(record).ok();
@@ -331,8 +330,9 @@ impl Engine {
     }
 
     /// Enables or disables a schedule. Enabling resumes from the next slot.
-    pub async fn set_schedule_enabled(&self, name: &str, enabled: bool) -> Result<ScheduleView> {
-        self.schedule(name).await?;
+    pub async fn set_schedule_enabled(&self, caller: &Caller, name: &str, enabled: bool) -> Result<ScheduleView> {
+        self.admit(caller, "set_schedule_enabled")?;
+        self.schedule(caller, name).await?;
         self.change_schedule(name, |existing, now| {
             let r = existing.ok_or_else(|| StoreError::ScheduleNotFound(name.to_owned()))?;
             let mut s = self.view(r.clone())?.schedule;
@@ -340,13 +340,14 @@ impl Engine {
             Ok((plan_put(Some(r), &s, now), ()))
         })
         .await?;
-        self.schedule(name).await
+        self.schedule(caller, name).await
     }
 
     /// Runs a schedule now: a task outside its slots, which leaves the next
     /// slot as it was.
-    pub async fn trigger_schedule(&self, name: &str) -> Result<Task> {
-        let view = self.schedule(name).await?;
+    pub async fn trigger_schedule(&self, caller: &Caller, name: &str) -> Result<Task> {
+        self.admit(caller, "trigger_schedule")?;
+        let view = self.schedule(caller, name).await?;
         let now = self.now();
         let s = &view.schedule;
         let task = s
@@ -361,15 +362,23 @@ impl Engine {
     }
 
     /// The tasks a schedule created, newest first.
-    pub async fn schedule_runs(&self, name: &str, limit: usize) -> Result<Vec<Task>> {
-        self.schedule(name).await?;
+    pub async fn schedule_runs(&self, caller: &Caller, name: &str, limit: usize) -> Result<Vec<Task>> {
+        self.admit(caller, "schedule_runs")?;
+        self.schedule(caller, name).await?;
         Ok(self.store.schedule_runs(name.to_owned(), limit).await?)
     }
 
     /// Makes the stored schedules match a file: every entry created or
     /// updated, and with `prune` every other schedule deleted — all or
     /// nothing. With `dry_run`, only says what it would do.
-    pub async fn apply_schedules(&self, text: &str, dry_run: bool, prune: bool) -> Result<ApplyReport> {
+    pub async fn apply_schedules(
+        &self,
+        caller: &Caller,
+        text: &str,
+        dry_run: bool,
+        prune: bool,
+    ) -> Result<ApplyReport> {
+        self.admit(caller, "apply_schedules")?;
         self.read_task_types().await?;
         let mut wanted: BTreeMap<String, Schedule> = BTreeMap::new();
         for (label, spec) in parse_file(text)? {
@@ -386,7 +395,7 @@ impl Engine {
             let now = self.now();
             let stored: BTreeMap<String, ScheduleRecord> =
                 self.store.schedules(None).await?.into_iter().map(|r| (r.name.clone(), r)).collect();
-            let mut report = ApplyReport::default();
+            let mut report = ApplyReport { dry_run, ..ApplyReport::default() };
             let mut writes = Vec::new();
             for (name, s) in &wanted {
                 let existing = stored.get(name);

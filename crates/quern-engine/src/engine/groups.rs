@@ -16,6 +16,7 @@
 //! period; the committed cursor never passes an unacknowledged event.
 
 use super::{EngineError, Result};
+use crate::caller::Caller;
 use crate::engine::Engine;
 use quern_core::{Event, EventFilter};
 use quern_store::{EventPage, EventQuery, GroupState, StoreError};
@@ -58,7 +59,14 @@ impl Engine {
     /// Events for one member of a group: first those whose visibility ran
     /// out unacknowledged, then new ones; with `wait`, parked until there are
     /// some.
-    pub async fn read_group(&self, query: EventQuery, read: &GroupRead, wait: Option<Duration>) -> Result<EventPage> {
+    pub async fn read_group(
+        &self,
+        caller: &Caller,
+        query: EventQuery,
+        read: &GroupRead,
+        wait: Option<Duration>,
+    ) -> Result<EventPage> {
+        self.admit(caller, "read_group")?;
         let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
         loop {
             // Armed before the read, so a publish in between still wakes it.
@@ -196,7 +204,8 @@ impl Engine {
 
     /// Acknowledges events of a group; answers how many were awaiting their
     /// ack, and the group's cursor after them.
-    pub async fn ack_events(&self, group: &str, offsets: &[u64]) -> Result<(usize, u64)> {
+    pub async fn ack_events(&self, caller: &Caller, group: &str, offsets: &[u64]) -> Result<(usize, u64)> {
+        self.admit(caller, "ack_events")?;
         for _ in 0..MAX_TRIES {
             let Some((version, mut g)) = self.store.group_state(group.to_owned()).await? else { return Ok((0, 0)) };
             let acked = offsets.iter().filter(|o| g.inflight.remove(o).is_some()).count();

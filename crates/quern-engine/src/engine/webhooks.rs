@@ -9,11 +9,11 @@
 //! transaction (see the store).
 
 use super::{EngineError, Result};
+use crate::caller::Caller;
 use crate::engine::Engine;
 use hmac::{Hmac, KeyInit, Mac};
-use quern_core::{Event, EventFilter, ValidationError};
+use quern_core::{Event, ValidationError};
 use quern_store::{Delivery, EventQuery, StoreError, WebhookRecord};
-use serde::Deserialize;
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -38,30 +38,7 @@ const MAX_SECRET_LEN: usize = 1_024;
 /// The header carrying `sha256=<hex of HMAC-SHA256(secret, body)>`.
 pub const SIGNATURE_HEADER: &str = "x-quern-signature";
 
-/// A webhook as clients send it (`PUT /v1/webhooks/{name}`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookSpec {
-    /// Where to POST: an `http://` URL.
-    pub url: String,
-    /// Which events: `types` (globs), `source`, `target`.
-    #[serde(default)]
-    pub filters: EventFilter,
-    /// The key of the signature header.
-    #[serde(default)]
-    pub secret: Option<String>,
-    /// Failed tries of one event after which the webhook is paused.
-    #[serde(default = "default_attempts")]
-    pub max_attempts: u32,
-    /// Deliver events after this offset (a new webhook only) [default: only
-    /// events published from now on].
-    #[serde(default)]
-    pub after: Option<u64>,
-}
-
-fn default_attempts() -> u32 {
-    8
-}
+pub use quern_wire::webhooks::WebhookSpec;
 
 /// `sha256=<hex>` of `body` under `secret`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
@@ -99,7 +76,8 @@ impl Backoffs {
 impl Engine {
     /// Creates or replaces webhook `name`. A replaced webhook keeps its
     /// cursor and gets a fresh start (not paused, no failures).
-    pub async fn put_webhook(&self, name: &str, spec: WebhookSpec) -> Result<(WebhookRecord, bool)> {
+    pub async fn put_webhook(&self, caller: &Caller, name: &str, spec: WebhookSpec) -> Result<(WebhookRecord, bool)> {
+        self.admit(caller, "put_webhook")?;
         quern_core::spec::check_queue_name(name).map_err(|e| invalid("name", e.message))?;
         quern_core::spec::check_text("url", &spec.url, MAX_URL_LEN)?;
         if let Some(secret) = &spec.secret {
@@ -119,7 +97,7 @@ impl Engine {
         let cursor = match (&existing, spec.after) {
             (Some(w), _) => w.cursor,
             (None, Some(after)) => after,
-            (None, None) => self.event_head().await?,
+            (None, None) => self.event_head(caller).await?,
         };
         let record = WebhookRecord {
             name: name.to_owned(),
@@ -140,12 +118,14 @@ impl Engine {
     }
 
     /// Every webhook.
-    pub async fn webhooks(&self) -> Result<Vec<WebhookRecord>> {
+    pub async fn webhooks(&self, caller: &Caller) -> Result<Vec<WebhookRecord>> {
+        self.admit(caller, "webhooks")?;
         Ok(self.store.webhooks().await?)
     }
 
     /// One webhook.
-    pub async fn webhook(&self, name: &str) -> Result<WebhookRecord> {
+    pub async fn webhook(&self, caller: &Caller, name: &str) -> Result<WebhookRecord> {
+        self.admit(caller, "webhook")?;
         self.store
             .webhooks()
             .await?
@@ -155,15 +135,17 @@ impl Engine {
     }
 
     /// Deletes a webhook with its delivery log.
-    pub async fn delete_webhook(&self, name: &str) -> Result<WebhookRecord> {
-        let w = self.webhook(name).await?;
+    pub async fn delete_webhook(&self, caller: &Caller, name: &str) -> Result<WebhookRecord> {
+        self.admit(caller, "delete_webhook")?;
+        let w = self.webhook(caller, name).await?;
         self.store.delete_webhook(name.to_owned()).await?;
         Ok(w)
     }
 
     /// Resumes a paused webhook: it tries its next event again at once.
-    pub async fn resume_webhook(&self, name: &str) -> Result<WebhookRecord> {
-        let mut w = self.webhook(name).await?;
+    pub async fn resume_webhook(&self, caller: &Caller, name: &str) -> Result<WebhookRecord> {
+        self.admit(caller, "resume_webhook")?;
+        let mut w = self.webhook(caller, name).await?;
         w.paused = false;
         w.failures = 0;
         w.updated_at = self.now();
@@ -176,8 +158,9 @@ impl Engine {
     }
 
     /// A webhook's latest delivery attempts, newest first.
-    pub async fn deliveries(&self, name: &str, limit: usize) -> Result<Vec<Delivery>> {
-        self.webhook(name).await?;
+    pub async fn deliveries(&self, caller: &Caller, name: &str, limit: usize) -> Result<Vec<Delivery>> {
+        self.admit(caller, "deliveries")?;
+        self.webhook(caller, name).await?;
         Ok(self.store.deliveries(name.to_owned(), limit).await?)
     }
 

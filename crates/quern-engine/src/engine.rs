@@ -1,7 +1,8 @@
-//! The engine: the one place that changes state. Handlers call it; it
-//! validates, reads the clock, calls the store, and waits on the store's
-//! signals for long-polls. Its background services (timers, retention
-//! sweeper) run until the shutdown signal.
+//! The engine: the one place that changes state. Every door calls it; it
+//! admits the caller, validates, reads the clock, calls the store, and waits
+//! on the store's signals for long-polls. Its background services (timers,
+//! retention sweeper, scheduler, webhooks, worker sync) run until the
+//! shutdown signal.
 //!
 //! Invariant: nothing reaches the store that [`quern_core`] has not
 //! validated, and no time is read except through the engine's [`Clock`].
@@ -16,73 +17,29 @@ pub use groups::GroupRead;
 pub use schedules::{ApplyReport, PutOutcome, ScheduleError, ScheduleView};
 pub use webhooks::{SIGNATURE_HEADER, WebhookSpec, signature};
 
+use crate::caller::Caller;
 use crate::config::Config;
-use crate::registry::{RegisterError, Registry, TaskTypeDecl, TaskTypeView, WorkerView};
+use crate::error::{EngineError, Result};
+use crate::registry::Registry;
 use crate::workflow::{self, WorkflowError, WorkflowSpec};
 use quern_core::spec::{
     MAX_APPROVER_LEN, MAX_COMMENT_LEN, check_json_depth, check_lease_names, check_text, check_worker_name,
 };
-use quern_core::{Clock, ExecutionDefaults, HistoryEntry, Millis, Outcome, Task, TaskSpec, ValidationError};
+use quern_core::{Clock, ExecutionDefaults, HistoryEntry, Millis, Outcome, Task, TaskSpec};
 use quern_store::{
-    Approval, CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams, ListQuery, NewWorkflow,
+    Approval, CompleteParams, Completion, HeartbeatLease, HeartbeatParams, LeaseParams, ListQuery, NewWorkflow,
     QueueInfo, Store, StoreError, Submitted, TaskPage, WorkflowPage, WorkflowQuery, WorkflowRecord,
+};
+use quern_wire::worker as wire;
+use quern_wire::{
+    CompleteRequest, Completed, HeartbeatRequest, Heartbeats, LeaseRequest, Leased, Refusal, RegisterRequest,
+    Registered, TaskTypeView, WorkerView,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
-
-/// What an engine call can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// The input breaks a rule; `index` is its position in a batch.
-    #[error("{error}")]
-    Invalid {
-        /// The rule broken.
-        error: ValidationError,
-        /// The position in a batch.
-        index: Option<usize>,
-    },
-    /// The input does not match its task type's schema.
-    #[error("input does not match the schema of task type {name}: {message}")]
-    InputRejected {
-        /// The task type.
-        name: String,
-        /// What does not match.
-        message: String,
-        /// The position in a batch.
-        index: Option<usize>,
-    },
-    /// A workflow whose graph cannot run.
-    #[error("{0}")]
-    Workflow(ValidationError),
-    /// A schedule that cannot be stored.
-    #[error(transparent)]
-    Schedule(#[from] ScheduleError),
-    /// A worker registration that cannot be accepted.
-    #[error(transparent)]
-    Register(#[from] RegisterError),
-    /// The store refused or failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The server is shutting down.
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    /// Others kept changing what the request had to change; trying again
-    /// may succeed.
-    #[error("{0}")]
-    Contended(String),
-}
-
-/// An engine call's result.
-pub type Result<T> = std::result::Result<T, EngineError>;
-
-impl From<ValidationError> for EngineError {
-    fn from(error: ValidationError) -> Self {
-        EngineError::Invalid { error, index: None }
-    }
-}
 
 /// The longest a timer sleeps without looking again, in case a signal was
 /// missed.
@@ -204,6 +161,14 @@ impl Engine {
         self.backend
     }
 
+    /// Lets `caller` run operation `op`, or refuses it. Every operation of
+    /// every door passes here first; every caller is anonymous and admitted
+    /// until tokens and roles exist (issue 21).
+    fn admit(&self, caller: &Caller, op: &'static str) -> Result<()> {
+        tracing::trace!(%caller, op, "admitted");
+        Ok(())
+    }
+
     /// Now, by the engine's clock.
     pub fn now(&self) -> Millis {
         self.clock.now()
@@ -232,7 +197,8 @@ impl Engine {
     }
 
     /// Submits one task.
-    pub async fn submit(&self, spec: TaskSpec) -> Result<Submitted> {
+    pub async fn submit(&self, caller: &Caller, spec: TaskSpec) -> Result<Submitted> {
+        self.admit(caller, "submit")?;
         self.read_task_types().await?;
         let task = self.validate(spec, self.now(), None)?;
         let mut out = self.store.submit(vec![task]).await?;
@@ -240,7 +206,12 @@ impl Engine {
     }
 
     /// Submits tasks, all or none.
-    pub async fn submit_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Submitted>> {
+    pub async fn submit_batch(&self, caller: &Caller, specs: Vec<TaskSpec>) -> Result<Vec<Submitted>> {
+        self.admit(caller, "submit_batch")?;
+        if specs.len() > quern_wire::tasks::MAX_BATCH {
+            let message = format!("at most {} tasks per batch", quern_wire::tasks::MAX_BATCH);
+            return Err(EngineError::Field { field: "tasks", message });
+        }
         self.read_task_types().await?;
         let now = self.now();
         let tasks =
@@ -249,7 +220,8 @@ impl Engine {
     }
 
     /// A task; with `wait`, held until it ends or the wait elapses.
-    pub async fn get(&self, id: Uuid, wait: Option<Duration>) -> Result<Task> {
+    pub async fn get(&self, caller: &Caller, id: Uuid, wait: Option<Duration>) -> Result<Task> {
+        self.admit(caller, "get")?;
         let Some(wait) = wait.filter(|w| !w.is_zero()) else {
             return Ok(self.store.get(id).await?);
         };
@@ -270,7 +242,8 @@ impl Engine {
     }
 
     /// Submits a workflow: every task, or none.
-    pub async fn submit_workflow(&self, spec: WorkflowSpec) -> Result<(Uuid, BTreeMap<String, Uuid>)> {
+    pub async fn submit_workflow(&self, caller: &Caller, spec: WorkflowSpec) -> Result<(Uuid, BTreeMap<String, Uuid>)> {
+        self.admit(caller, "submit_workflow")?;
         self.read_task_types().await?;
         let now = self.now();
         let id = Uuid::now_v7();
@@ -291,7 +264,8 @@ impl Engine {
     }
 
     /// A workflow with every task (what its graph is drawn from).
-    pub async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord> {
+    pub async fn workflow(&self, caller: &Caller, id: Uuid) -> Result<WorkflowRecord> {
+        self.admit(caller, "workflow")?;
         Ok(self.store.workflow(id).await?)
     }
 
@@ -299,7 +273,13 @@ impl Engine {
     /// `wait`, held until every task ended or the wait elapses. While it
     /// waits it reads no page, and it waits on one unfinished task at a
     /// time: the workflow cannot end before that one.
-    pub async fn workflow_page(&self, query: WorkflowQuery, wait: Option<Duration>) -> Result<WorkflowPage> {
+    pub async fn workflow_page(
+        &self,
+        caller: &Caller,
+        query: WorkflowQuery,
+        wait: Option<Duration>,
+    ) -> Result<WorkflowPage> {
+        self.admit(caller, "workflow_page")?;
         let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
         let mut shutdown = self.shutdown.clone();
         let probe = WorkflowQuery { limit: 0, ..query.clone() };
@@ -320,12 +300,14 @@ impl Engine {
     }
 
     /// Cancels every unfinished task of a workflow.
-    pub async fn cancel_workflow(&self, id: Uuid) -> Result<usize> {
+    pub async fn cancel_workflow(&self, caller: &Caller, id: Uuid) -> Result<usize> {
+        self.admit(caller, "cancel_workflow")?;
         Ok(self.store.cancel_workflow(id, self.now()).await?)
     }
 
     /// Decides an `approval` task.
-    pub async fn approve(&self, id: Uuid, approval: Approval) -> Result<Task> {
+    pub async fn approve(&self, caller: &Caller, id: Uuid, approval: Approval) -> Result<Task> {
+        self.admit(caller, "approve")?;
         let texts = [("by", &approval.by, MAX_APPROVER_LEN), ("comment", &approval.comment, MAX_COMMENT_LEN)];
         for (field, text, max) in texts {
             if let Some(text) = text {
@@ -336,33 +318,38 @@ impl Engine {
     }
 
     /// A page of tasks.
-    pub async fn list(&self, query: ListQuery) -> Result<TaskPage> {
+    pub async fn list(&self, caller: &Caller, query: ListQuery) -> Result<TaskPage> {
+        self.admit(caller, "list")?;
         Ok(self.store.list(query).await?)
     }
 
     /// A task's history.
-    pub async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
+    pub async fn history(&self, caller: &Caller, id: Uuid) -> Result<Vec<HistoryEntry>> {
+        self.admit(caller, "history")?;
         Ok(self.store.history(id).await?)
     }
 
     /// Cancels a task.
-    pub async fn cancel(&self, id: Uuid) -> Result<Task> {
+    pub async fn cancel(&self, caller: &Caller, id: Uuid) -> Result<Task> {
+        self.admit(caller, "cancel")?;
         Ok(self.store.cancel(id, self.now()).await?)
     }
 
     /// Gives a task a new attempt.
-    pub async fn retry(&self, id: Uuid) -> Result<Task> {
+    pub async fn retry(&self, caller: &Caller, id: Uuid) -> Result<Task> {
+        self.admit(caller, "retry")?;
         Ok(self.store.retry(id, self.now()).await?)
     }
 
     /// Records a worker and the task types it serves.
-    pub async fn register(&self, worker: &str, queues: Vec<String>, types: Vec<TaskTypeDecl>) -> Result<()> {
-        check_worker_name(worker)?;
-        let records = self.registry.register(worker, queues, types, self.now())?;
+    pub async fn register(&self, caller: &Caller, req: RegisterRequest) -> Result<Registered> {
+        self.admit(caller, "register")?;
+        check_worker_name(&req.worker)?;
+        let records = self.registry.register(&req.worker, req.queues, req.task_types, self.now())?;
         if !records.is_empty() {
             self.store.put_task_types(records).await?;
         }
-        Ok(())
+        Ok(Registered { worker: req.worker, registered: true })
     }
 
     /// Adopts the task types declared through other nodes, at most once per
@@ -388,13 +375,15 @@ impl Engine {
     }
 
     /// Workers heard from recently, by any node.
-    pub async fn workers(&self) -> Result<Vec<WorkerView>> {
+    pub async fn workers(&self, caller: &Caller) -> Result<Vec<WorkerView>> {
+        self.admit(caller, "workers")?;
         self.read_workers().await?;
         Ok(self.registry.workers(self.now()))
     }
 
     /// The task types workers serve, with the live workers of every node.
-    pub async fn task_types(&self) -> Result<Vec<TaskTypeView>> {
+    pub async fn task_types(&self, caller: &Caller) -> Result<Vec<TaskTypeView>> {
+        self.admit(caller, "task_types")?;
         self.read_task_types().await?;
         self.read_workers().await?;
         Ok(self.registry.task_types(self.now()))
@@ -430,16 +419,39 @@ impl Engine {
         }
     }
 
-    /// Leases ready tasks, parking up to `wait` while there are none. A
+    /// Leases ready tasks, parking up to `wait_ms` while there are none. A
     /// submit (or a timer making a task ready) wakes a parked lease at once.
-    pub async fn lease(&self, params: LeaseParams, wait: Duration) -> Result<Vec<Task>> {
-        check_worker_name(&params.worker)?;
-        check_lease_names(&params.queues, params.names.as_deref())?;
-        let deadline = tokio::time::Instant::now() + wait;
+    pub async fn lease(&self, caller: &Caller, req: LeaseRequest) -> Result<Leased> {
+        self.admit(caller, "lease")?;
+        if !(1..=wire::MAX_LEASE).contains(&req.max) {
+            return Err(EngineError::Field { field: "max", message: format!("must be 1 to {}", wire::MAX_LEASE) });
+        }
+        if req.wait_ms > wire::MAX_LEASE_WAIT_MS {
+            let message = format!("must be at most {}", wire::MAX_LEASE_WAIT_MS);
+            return Err(EngineError::Field { field: "wait_ms", message });
+        }
+        if !wire::LEASE_MS.contains(&req.lease_ms) {
+            let message = format!("must be {} to {}", wire::LEASE_MS.start(), wire::LEASE_MS.end());
+            return Err(EngineError::Field { field: "lease_ms", message });
+        }
+        if req.queues.is_empty() {
+            return Err(EngineError::Field { field: "queues", message: "must name at least one queue".into() });
+        }
+        check_worker_name(&req.worker)?;
+        check_lease_names(&req.queues, req.names.as_deref())?;
+        let params = LeaseParams {
+            worker: req.worker,
+            queues: req.queues,
+            names: req.names,
+            max: req.max as usize,
+            lease_ms: req.lease_ms,
+            now: 0,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms);
         let mut shutdown = self.shutdown.clone();
         loop {
             if *shutdown.borrow() {
-                return Ok(Vec::new());
+                return Ok(Leased { tasks: Vec::new() });
             }
             let ready = self.store.signals().ready.notified();
             tokio::pin!(ready);
@@ -448,63 +460,90 @@ impl Engine {
             let tasks = self.store.lease(LeaseParams { now, ..params.clone() }).await?;
             if !tasks.is_empty() || tokio::time::Instant::now() >= deadline {
                 self.registry.seen(&params.worker, now, i64::try_from(tasks.len()).unwrap_or(0));
-                return Ok(tasks);
+                return Ok(Leased { tasks });
             }
             tokio::select! {
                 () = &mut ready => {}
                 () = tokio::time::sleep_until(deadline) => {}
-                _ = shutdown.wait_for(|s| *s) => return Ok(Vec::new()),
+                _ = shutdown.wait_for(|s| *s) => return Ok(Leased { tasks: Vec::new() }),
             }
         }
     }
 
     /// Extends leases and records progress.
-    pub async fn heartbeat(&self, mut params: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>> {
-        check_worker_name(&params.worker)?;
-        for (i, lease) in params.leases.iter().enumerate() {
+    pub async fn heartbeat(&self, caller: &Caller, req: HeartbeatRequest) -> Result<Heartbeats> {
+        self.admit(caller, "heartbeat")?;
+        if req.leases.len() > wire::MAX_ITEMS {
+            let message = format!("at most {} per heartbeat", wire::MAX_ITEMS);
+            return Err(EngineError::Field { field: "leases", message });
+        }
+        check_worker_name(&req.worker)?;
+        for (i, lease) in req.leases.iter().enumerate() {
             if let Some(progress) = &lease.progress {
                 progress.validate(&format!("leases[{i}].progress"))?;
             }
         }
-        params.now = self.now();
-        let worker = params.worker.clone();
-        let answers = self.store.heartbeat(params).await?;
+        let leases = req
+            .leases
+            .into_iter()
+            .map(|l| HeartbeatLease { task: l.task, token: l.token, progress: l.progress })
+            .collect();
+        let worker = req.worker;
+        let answers = self.store.heartbeat(HeartbeatParams { worker: worker.clone(), leases, now: self.now() }).await?;
         let held = answers.iter().filter(|a| a.ok).count();
         self.registry.set_in_flight(&worker, self.now(), u64::try_from(held).unwrap_or(0));
-        Ok(answers)
+        let leases = answers
+            .into_iter()
+            .map(|a| wire::HeartbeatAnswer { task: a.task, ok: a.ok, cancel: a.cancel, expires_at: a.expires_at })
+            .collect();
+        Ok(Heartbeats { leases })
     }
 
     /// Records outcomes.
-    pub async fn complete(&self, mut params: CompleteParams) -> Result<Vec<CompleteAnswer>> {
-        check_worker_name(&params.worker)?;
-        for (i, c) in params.results.iter().enumerate() {
-            match &c.outcome {
+    pub async fn complete(&self, caller: &Caller, req: CompleteRequest) -> Result<Completed> {
+        self.admit(caller, "complete")?;
+        if req.results.len() > wire::MAX_ITEMS {
+            let message = format!("at most {} per completion", wire::MAX_ITEMS);
+            return Err(EngineError::Field { field: "results", message });
+        }
+        check_worker_name(&req.worker)?;
+        let mut results = Vec::with_capacity(req.results.len());
+        for (i, item) in req.results.into_iter().enumerate() {
+            let (task, token, outcome) = item.into_outcome();
+            match &outcome {
                 Outcome::Succeeded { result } => check_json_depth(&format!("results[{i}].result"), result.get())?,
                 Outcome::Failed { error, .. } => error.validate(&format!("results[{i}].error"))?,
                 Outcome::Released => {}
             }
+            results.push(Completion { task, token, outcome });
         }
-        params.now = self.now();
-        let worker = params.worker.clone();
-        let answers = self.store.complete(params).await?;
+        let worker = req.worker;
+        let answers = self.store.complete(CompleteParams { worker: worker.clone(), results, now: self.now() }).await?;
         let done = answers.iter().filter(|a| a.ok).count();
         self.registry.seen(&worker, self.now(), -i64::try_from(done).unwrap_or(0));
-        Ok(answers)
+        let results = answers
+            .into_iter()
+            .map(|a| wire::CompleteAnswer { task: a.task, ok: a.ok, error: (!a.ok).then_some(Refusal::STALE_LEASE) })
+            .collect();
+        Ok(Completed { results })
     }
 
     /// The queues.
-    pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+    pub async fn queues(&self, caller: &Caller) -> Result<Vec<QueueInfo>> {
+        self.admit(caller, "queues")?;
         Ok(self.store.queues().await?)
     }
 
     /// Pauses or resumes a queue.
-    pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+    pub async fn set_paused(&self, caller: &Caller, queue: &str, paused: bool) -> Result<()> {
+        self.admit(caller, "set_paused")?;
         quern_core::spec::check_queue_name(queue).map_err(|error| EngineError::Invalid { error, index: None })?;
         Ok(self.store.set_paused(queue, paused).await?)
     }
 
     /// Is the store reachable?
-    pub async fn ready(&self) -> Result<()> {
+    pub async fn ready(&self, caller: &Caller) -> Result<()> {
+        self.admit(caller, "ready")?;
         Ok(self.store.ready().await?)
     }
 
