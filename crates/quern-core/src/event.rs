@@ -59,7 +59,7 @@ impl EventSpec {
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(ValidationError::new("payload", format!("must be at most {MAX_PAYLOAD_BYTES} bytes of JSON")));
         }
-        crate::spec::check_json_depth("payload", &payload)?;
+        crate::check::check_json_depth("payload", &payload)?;
         Ok(NewEvent { kind: self.kind, source: self.source, target: self.target, payload })
     }
 }

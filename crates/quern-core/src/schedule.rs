@@ -264,7 +264,7 @@ impl ScheduleSpec {
             }
         };
         if let Some(d) = &self.description {
-            crate::spec::check_text("description", d, MAX_DESCRIPTION_LEN)?;
+            crate::check::check_text("description", d, MAX_DESCRIPTION_LEN)?;
         }
         check_template(&self.task, defaults, now)?;
         let timing_key = serde_json::json!({

@@ -1,8 +1,8 @@
 //! The task as the API shows it, and the pieces it is made of.
 
+use crate::check::{MAX_ERROR_MESSAGE_LEN, MAX_PROGRESS_MESSAGE_LEN, check_json_depth, check_text};
 use crate::error::{ValidationError, ValidationResult};
 use crate::retry::RetryPolicy;
-use crate::spec::{MAX_ERROR_MESSAGE_LEN, MAX_PROGRESS_MESSAGE_LEN, check_json_depth, check_text};
 use crate::status::Status;
 use crate::time::{Millis, rfc3339};
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,7 @@ impl TaskError {
 
     /// Checks a worker's report of a failure, sent as `field`: a message of
     /// at most [`MAX_ERROR_MESSAGE_LEN`] bytes without NUL, and details at
-    /// most [`crate::spec::MAX_JSON_DEPTH`] deep.
+    /// most [`crate::check::MAX_JSON_DEPTH`] deep.
     pub fn validate(&self, field: &str) -> ValidationResult<()> {
         check_text(&format!("{field}.message"), &self.message, MAX_ERROR_MESSAGE_LEN)?;
         if let Some(details) = &self.details {

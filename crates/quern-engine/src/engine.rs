@@ -14,7 +14,7 @@ pub mod supervise;
 mod webhooks;
 
 pub use groups::GroupRead;
-pub use schedules::{ApplyReport, PutOutcome, ScheduleError, ScheduleView};
+pub use schedules::{ApplyReport, PutOutcome, ScheduleView};
 pub use webhooks::{SIGNATURE_HEADER, WebhookSpec, signature};
 
 use crate::caller::Caller;

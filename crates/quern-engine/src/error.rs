@@ -6,11 +6,20 @@
 //! Invariant: internals (SQL, paths) never leave the engine in a
 //! [`Failure`]: backend failures are logged here and become `internal`.
 
-use crate::engine::ScheduleError;
 use crate::registry::RegisterError;
 use quern_core::{Rule, ValidationError};
 use quern_store::StoreError;
 use serde_json::{Value, json};
+
+/// A schedule that cannot be stored: the rule broken, and in a file, the entry.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}{error}", entry.as_ref().map(|e| format!("{e}: ")).unwrap_or_default())]
+pub struct ScheduleError {
+    /// The rule broken.
+    pub error: ValidationError,
+    /// `schedules[2] (daily_report)`, in a file.
+    pub entry: Option<String>,
+}
 
 /// What an engine call can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -35,10 +35,8 @@ pub mod workflow;
 pub use caller::Caller;
 pub use config::Config;
 pub use engine::supervise;
-pub use engine::{
-    ApplyReport, Engine, GroupRead, PutOutcome, SIGNATURE_HEADER, ScheduleError, ScheduleView, WebhookSpec, signature,
-};
-pub use error::{Code, EngineError, Failure, Result};
+pub use engine::{ApplyReport, Engine, GroupRead, PutOutcome, SIGNATURE_HEADER, ScheduleView, WebhookSpec, signature};
+pub use error::{Code, EngineError, Failure, Result, ScheduleError};
 pub use open::{OpenError, Storage};
 
 /// The value types the engine's operations take and answer that are the

@@ -4,9 +4,9 @@
 //! Invariant: a reader parked on the log registers for the wake-up before it
 //! reads, so an event appended between its read and its wait wakes it.
 
-use super::{EngineError, Result};
 use crate::caller::Caller;
 use crate::engine::Engine;
+use crate::error::{EngineError, Result};
 use quern_core::{Event, EventSpec};
 use quern_store::{EventPage, EventQuery, StoreError};
 use std::time::Duration;

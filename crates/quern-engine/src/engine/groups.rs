@@ -15,9 +15,9 @@
 //! Invariant: an offset is handed to at most one member per visibility
 //! period; the committed cursor never passes an unacknowledged event.
 
-use super::{EngineError, Result};
 use crate::caller::Caller;
 use crate::engine::Engine;
+use crate::error::{EngineError, Result};
 use quern_core::{Event, EventFilter};
 use quern_store::{EventPage, EventQuery, GroupState, StoreError};
 use std::collections::HashMap;

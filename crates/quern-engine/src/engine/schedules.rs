@@ -7,9 +7,9 @@
 //! the transaction that creates its task. Catch-up is `once`: slots missed
 //! while no server ran fire as one task, for the latest of them.
 
-use super::{EngineError, Result};
 use crate::caller::Caller;
 use crate::engine::Engine;
+use crate::error::{EngineError, Result, ScheduleError};
 use quern_core::schedule::{Every, check_schedule_name};
 use quern_core::{Millis, Overlap, Schedule, ScheduleSpec, Task, TaskSpec, ValidationError};
 use quern_store::{Fire, FireOutcome, ScheduleRecord, ScheduleWrite, StoreError};
@@ -47,16 +47,6 @@ pub enum PutOutcome {
 }
 
 pub use quern_wire::schedules::ApplyReport;
-
-/// A schedule that cannot be stored: the rule broken, and in a file, the entry.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}{error}", entry.as_ref().map(|e| format!("{e}: ")).unwrap_or_default())]
-pub struct ScheduleError {
-    /// The rule broken.
-    pub error: ValidationError,
-    /// `schedules[2] (daily_report)`, in a file.
-    pub entry: Option<String>,
-}
 
 fn invalid(error: ValidationError, entry: Option<String>) -> EngineError {
     EngineError::Schedule(ScheduleError { error, entry })

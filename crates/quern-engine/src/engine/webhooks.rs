@@ -8,9 +8,9 @@
 //! again. Every attempt is recorded with the state it leads to, in one
 //! transaction (see the store).
 
-use super::{EngineError, Result};
 use crate::caller::Caller;
 use crate::engine::Engine;
+use crate::error::{EngineError, Result};
 use hmac::{Hmac, KeyInit, Mac};
 use quern_core::{Event, ValidationError};
 use quern_store::{Delivery, EventQuery, StoreError, WebhookRecord};
