@@ -55,7 +55,7 @@ try:
         except OSError:
             time.sleep(0.1)
     worker = subprocess.Popen([quern, "worker", "--server", url, "--concurrency", str(c), *extra],
-                              env=dict(os.environ, QUERN_LOG="warn"),
+                              env=dict(os.environ, QUERN_LOG="warn", QUERN_WORKER_SHELL="true"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)
     idle = rss_kb(worker.pid)

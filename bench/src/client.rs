@@ -12,7 +12,18 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, header};
 use hyper_util::rt::TokioIo;
+use std::sync::OnceLock;
 use tokio::net::TcpStream;
+
+/// The `Authorization` header every request carries, once a token is set.
+static AUTHORIZATION: OnceLock<header::HeaderValue> = OnceLock::new();
+
+/// Sends `token` as a bearer token on every request of this process.
+pub fn use_token(token: &str) -> Result<()> {
+    let value = header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+    AUTHORIZATION.set(value).map_err(|_| "a token is set already")?;
+    Ok(())
+}
 
 /// `host:port` of a server URL such as `http://127.0.0.1:7311/`.
 pub fn authority(url: &str) -> Result<String> {
@@ -58,6 +69,9 @@ impl Conn {
         let mut req = Request::builder().method(method.clone()).uri(path).header(header::HOST, &self.host);
         if !body.is_empty() {
             req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = AUTHORIZATION.get() {
+            req = req.header(header::AUTHORIZATION, token);
         }
         let req = req.body(Full::new(body))?;
         self.sender.ready().await.map_err(|e| format!("{method} {path}: connection lost: {e}"))?;

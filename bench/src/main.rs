@@ -20,6 +20,13 @@ struct Args {
     /// Run against this server instead of starting one (no RSS figures).
     #[arg(long)]
     url: Option<String>,
+    /// Send this bearer token on every request (with --url).
+    #[arg(long, env = "QUERN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Start the servers with tokens required, and send the admin token:
+    /// what authentication costs.
+    #[arg(long, conflicts_with = "url")]
+    auth: bool,
     /// Comma-separated scenarios: idle, submit-single, submit-concurrent,
     /// submit-batch, e2e, e2e-single, latency, depth, shell [default: all].
     #[arg(long, value_delimiter = ',')]
@@ -142,6 +149,12 @@ fn run(args: &Args) -> quern_bench::Result<()> {
     };
     if args.nodes > 1 && args.database.is_none() {
         return Err("--nodes above 1 needs --database: nodes share one PostgreSQL database".into());
+    }
+    if args.auth {
+        // The servers' admin token: they live and die with this run.
+        quern_bench::server::require_token(&format!("qrn_{}", "b".repeat(64)))?;
+    } else if let Some(token) = &args.token {
+        quern_bench::client::use_token(token)?;
     }
     let target = match &args.url {
         Some(url) => Target::Url(url.clone()),

@@ -8,6 +8,7 @@
 use crate::Result;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
@@ -51,17 +52,42 @@ pub struct Server {
     _data: tempfile::TempDir,
 }
 
+/// The admin token every started server requires, when the run asks for
+/// tokens (`--auth`).
+static REQUIRED_TOKEN: OnceLock<String> = OnceLock::new();
+
+/// Makes every server this process starts require tokens, with `secret` as
+/// its admin token (given as a bootstrap file); requests send it.
+pub fn require_token(secret: &str) -> Result<()> {
+    crate::client::use_token(secret)?;
+    REQUIRED_TOKEN.set(secret.to_owned()).map_err(|_| "tokens are required already")?;
+    Ok(())
+}
+
+/// The admin token the started servers require, if they do.
+pub fn required_token() -> Option<&'static str> {
+    REQUIRED_TOKEN.get().map(String::as_str)
+}
+
 impl Server {
     /// Starts `bin server` on 127.0.0.1:0 with a fresh data directory and
-    /// `flags` (its storage: `--durability` or `--database`).
+    /// `flags` (its storage: `--durability` or `--database`); with
+    /// [`require_token`], with tokens required.
     pub async fn start(bin: &Path, flags: &[String]) -> Result<Self> {
         let data = tempfile::Builder::new().prefix("quern-bench-").tempdir()?;
+        let mut auth = Vec::new();
+        if let Some(secret) = REQUIRED_TOKEN.get() {
+            let file = data.path().join("admin.token");
+            std::fs::write(&file, secret)?;
+            auth = vec!["--auth".into(), "required".into(), "--bootstrap-token-file".into(), file.into_os_string()];
+        }
         let mut child = quern_command(bin, "server")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data")
             .arg(data.path().join("data"))
             .args(flags)
+            .args(auth)
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;

@@ -29,12 +29,19 @@ impl Worker {
     /// Starts `bin worker --server URL --id ID` with `flags` and waits,
     /// asking over `conn`, until the server lists it as live.
     pub async fn start(bin: &Path, url: &str, id: &str, flags: &[String], conn: &mut Conn) -> Result<Self> {
-        let child = quern_command(bin, "worker")
+        let mut command = quern_command(bin, "worker");
+        if let Some(token) = crate::server::required_token() {
+            command.env("QUERN_TOKEN", token);
+        }
+        let child = command
             .arg("--server")
             .arg(url)
             .arg("--id")
             .arg(id)
             .args(flags)
+            // Opting in to the shell task by the environment, which builds
+            // from before the opt-in ignore.
+            .env("QUERN_WORKER_SHELL", "true")
             .stdout(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {} worker: {e}", bin.display()))?;

@@ -36,6 +36,7 @@ pub use quern_wire::events::{AckRequest, Acked, EventBatch, EventList, Published
 pub use quern_wire::ops::Health;
 pub use quern_wire::schedules::{ApplyReport, ScheduleView, Schedules};
 pub use quern_wire::tasks::{SubmittedTasks, TaskBatch};
+pub use quern_wire::tokens::{CreateToken, TokenCreated, TokenView, Tokens};
 pub use quern_wire::worker;
 pub use quern_wire::workflows::{
     ApproveRequest, DependsOn, WorkflowCancelled, WorkflowRequest, WorkflowSubmitted, WorkflowTask, WorkflowView,
@@ -406,6 +407,23 @@ impl Client {
     pub async fn resume_queue(&self, name: &str) -> Result<()> {
         let path = format!("/v1/queues/{}/resume", path_segment(name));
         self.call_ignoring_body(self.request(Method::POST, &path)).await
+    }
+
+    /// Makes a token (`POST /v1/tokens`, admins): the answer holds its
+    /// secret, shown this once.
+    pub async fn create_token(&self, request: &CreateToken) -> Result<TokenCreated> {
+        self.call(self.request(Method::POST, "/v1/tokens").json(request)).await
+    }
+
+    /// Every token, revoked ones too (`GET /v1/tokens`, admins).
+    pub async fn tokens(&self) -> Result<Vec<TokenView>> {
+        let answer: Tokens = self.call(self.request(Method::GET, "/v1/tokens")).await?;
+        Ok(answer.tokens)
+    }
+
+    /// Revokes a token (`DELETE /v1/tokens/{name}`, admins).
+    pub async fn revoke_token(&self, name: &str) -> Result<TokenView> {
+        self.call(self.request(Method::DELETE, &format!("/v1/tokens/{}", path_segment(name)))).await
     }
 
     /// The server's health report (`GET /v1/health`): version, uptime, store,

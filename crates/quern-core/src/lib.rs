@@ -15,9 +15,11 @@
 //! - [`workflow`]: graph checks (keys, edges, cycles) and dependency readiness.
 //! - [`schedule`]: cron, interval and one-time schedules, and when each slot is due.
 //! - [`event`]: events as published and logged, and the filters subscribers read through.
+//! - [`auth`]: roles, the permissions they grant, and queue scopes.
 //! - [`check`]: the limits every free-form field shares (text length, JSON depth).
 //! - [`error`]: the validation error every layer above maps to a 4xx.
 
+pub mod auth;
 pub mod check;
 pub mod error;
 pub mod event;

@@ -21,6 +21,22 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// How long events are kept.
     pub events: EventsConfig,
+    /// Who may call.
+    pub auth: AuthConfig,
+}
+
+/// Who may call: tokens, and when they are required.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Every request needs a valid token. Always on when the server listens
+    /// beyond loopback, unless `server.insecure` says otherwise.
+    pub required: bool,
+    /// A file holding an admin token's secret (`qrn_…`), made as the token
+    /// `bootstrap` at start when no token has it: the first token of a
+    /// server started in a container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_token_file: Option<PathBuf>,
 }
 
 /// How long events are kept: the older of the two limits wins.
@@ -50,11 +66,15 @@ pub struct ServerConfig {
     /// A schedules file applied at start (created and updated, never pruned).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedules: Option<PathBuf>,
+    /// Listen beyond loopback without requiring tokens: anyone who reaches
+    /// the port may do everything. The server warns at start and in
+    /// `/v1/health`.
+    pub insecure: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:7311".to_owned(), max_body_bytes: 1 << 20, schedules: None }
+        Self { listen: "127.0.0.1:7311".to_owned(), max_body_bytes: 1 << 20, schedules: None, insecure: false }
     }
 }
 

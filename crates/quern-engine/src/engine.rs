@@ -11,6 +11,7 @@ mod events;
 mod groups;
 mod schedules;
 pub mod supervise;
+mod tokens;
 mod webhooks;
 
 pub use groups::GroupRead;
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::error::{EngineError, Result};
 use crate::registry::Registry;
 use crate::workflow::{self, WorkflowError, WorkflowSpec};
+use quern_core::auth::Permission;
 use quern_core::spec::{
     MAX_APPROVER_LEN, MAX_COMMENT_LEN, check_json_depth, check_lease_names, check_text, check_worker_name,
 };
@@ -40,6 +42,30 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
+
+/// What the scheduler's idempotency keys start with: no one else may use it,
+/// or a task could take a schedule's slot before it fires.
+pub const RESERVED_KEY_PREFIX: &str = "schedule:";
+/// The built-in task that runs a command on a worker.
+const SHELL_TASK: &str = "shell";
+
+/// The permission each operation needs: the one table every door's access
+/// is decided by (`docs/security.md` shows it as a matrix). An operation
+/// not named here needs `admin`.
+pub fn permission_of(op: &str) -> Permission {
+    match op {
+        "get" | "workflow" | "workflow_page" | "list" | "history" | "workers" | "task_types" | "queues" | "ready"
+        | "read_events" | "event_head" | "read_group" | "ack_events" | "schedules" | "schedule" | "schedule_runs" => {
+            Permission::Read
+        }
+        "submit" | "submit_batch" | "submit_workflow" | "cancel_workflow" | "cancel" | "retry" | "publish" => {
+            Permission::Submit
+        }
+        "register" | "lease" | "heartbeat" | "complete" => Permission::Work,
+        "approve" => Permission::Approve,
+        _ => Permission::Admin,
+    }
+}
 
 /// The longest a timer sleeps without looking again, in case a signal was
 /// missed.
@@ -76,6 +102,13 @@ pub struct Engine {
     workers_read: Refresh,
     /// The background loops' states.
     loops: Arc<supervise::Loops>,
+    /// Every request needs a valid token.
+    auth_required: bool,
+    /// The tokens this node knows.
+    tokens: tokens::Tokens,
+    /// What an operator should know of how this server runs (listening
+    /// beyond loopback without tokens), shown by `/v1/health`.
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 /// A read of what other nodes share, done at most once per period: callers
@@ -125,6 +158,9 @@ impl Engine {
             types_read: Refresh::new(TYPES_FRESH_FOR),
             workers_read: Refresh::new(WORKERS_SYNC),
             loops: Arc::default(),
+            auth_required: config.auth.required,
+            tokens: tokens::Tokens::default(),
+            warnings: std::sync::Mutex::default(),
         }
     }
 
@@ -161,11 +197,79 @@ impl Engine {
         self.backend
     }
 
-    /// Lets `caller` run operation `op`, or refuses it. Every operation of
-    /// every door passes here first; every caller is anonymous and admitted
-    /// until tokens and roles exist (issue 21).
-    fn admit(&self, caller: &Caller, op: &'static str) -> Result<()> {
-        tracing::trace!(%caller, op, "admitted");
+    /// Records a warning about how this server runs, for `/v1/health`.
+    pub fn warn(&self, warning: impl Into<String>) {
+        if let Ok(mut w) = self.warnings.lock() {
+            w.push(warning.into());
+        }
+    }
+
+    /// The warnings about how this server runs.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Whether every request needs a valid token.
+    pub fn auth_required(&self) -> bool {
+        self.auth_required
+    }
+
+    /// Lets `caller` run operation `op`, or refuses it: every operation of
+    /// every door passes here first, and [`permission_of`] is the one table
+    /// it decides by.
+    pub fn admit(&self, caller: &Caller, op: &str) -> Result<()> {
+        let need = permission_of(op);
+        if caller.may(need) {
+            return Ok(());
+        }
+        tracing::info!(%caller, op, "refused: needs the {} permission", need.as_str());
+        Err(EngineError::Forbidden(format!("{caller} may not {op}: it needs the `{}` permission", need.as_str())))
+    }
+
+    /// Refuses a task in a queue outside the caller's scope, as if it were
+    /// not there: a confined token learns nothing of other queues.
+    async fn visible(&self, caller: &Caller, id: Uuid) -> Result<()> {
+        if caller.scope().is_some() && !caller.covers(&self.store.get(id).await?.queue) {
+            return Err(StoreError::NotFound(id).into());
+        }
+        Ok(())
+    }
+
+    /// Refuses a workflow with a task outside the caller's scope, as if it
+    /// were not there.
+    async fn visible_workflow(&self, caller: &Caller, id: Uuid) -> Result<()> {
+        if caller.scope().is_some() && !self.store.workflow(id).await?.tasks.iter().all(|t| caller.covers(&t.queue)) {
+            return Err(StoreError::WorkflowNotFound(id).into());
+        }
+        Ok(())
+    }
+
+    /// Refuses to write into a queue outside the caller's scope, naming it.
+    fn may_write(caller: &Caller, queue: &str) -> Result<()> {
+        match caller.scope() {
+            Some(scope) if !caller.covers(queue) => Err(EngineError::Forbidden(format!(
+                "{caller} is confined to the queues {}; {queue:?} is not one of them",
+                scope.join(", ")
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// What only the engine may write in a submission: idempotency keys
+    /// under `schedule:`; and a `shell` task needs the `shell` permission.
+    fn may_submit(caller: &Caller, task: &quern_core::NewTask) -> Result<()> {
+        Self::may_write(caller, &task.queue)?;
+        if !caller.is_server() && task.idempotency_key.as_deref().is_some_and(|k| k.starts_with(RESERVED_KEY_PREFIX)) {
+            return Err(EngineError::Reserved {
+                field: "idempotency_key",
+                message: format!("keys starting {RESERVED_KEY_PREFIX:?} are the scheduler's"),
+            });
+        }
+        if task.name == SHELL_TASK && !caller.may(Permission::Shell) {
+            return Err(EngineError::Forbidden(format!(
+                "{caller} may not submit `shell` tasks: it needs the `shell` permission"
+            )));
+        }
         Ok(())
     }
 
@@ -201,6 +305,7 @@ impl Engine {
         self.admit(caller, "submit")?;
         self.read_task_types().await?;
         let task = self.validate(spec, self.now(), None)?;
+        Self::may_submit(caller, &task)?;
         let mut out = self.store.submit(vec![task]).await?;
         out.pop().ok_or_else(|| StoreError::Backend("the store answered no task".into()).into())
     }
@@ -216,12 +321,16 @@ impl Engine {
         let now = self.now();
         let tasks =
             specs.into_iter().enumerate().map(|(i, s)| self.validate(s, now, Some(i))).collect::<Result<Vec<_>>>()?;
+        for task in &tasks {
+            Self::may_submit(caller, task)?;
+        }
         Ok(self.store.submit(tasks).await?)
     }
 
     /// A task; with `wait`, held until it ends or the wait elapses.
     pub async fn get(&self, caller: &Caller, id: Uuid, wait: Option<Duration>) -> Result<Task> {
         self.admit(caller, "get")?;
+        self.visible(caller, id).await?;
         let Some(wait) = wait.filter(|w| !w.is_zero()) else {
             return Ok(self.store.get(id).await?);
         };
@@ -258,6 +367,7 @@ impl Engine {
                 message,
                 index: Some(i),
             })?;
+            Self::may_submit(caller, t)?;
         }
         self.store.submit_workflow(NewWorkflow { id, name, created_at: now }, tasks).await?;
         Ok((id, by_key))
@@ -266,7 +376,11 @@ impl Engine {
     /// A workflow with every task (what its graph is drawn from).
     pub async fn workflow(&self, caller: &Caller, id: Uuid) -> Result<WorkflowRecord> {
         self.admit(caller, "workflow")?;
-        Ok(self.store.workflow(id).await?)
+        let workflow = self.store.workflow(id).await?;
+        if !workflow.tasks.iter().all(|t| caller.covers(&t.queue)) {
+            return Err(StoreError::WorkflowNotFound(id).into());
+        }
+        Ok(workflow)
     }
 
     /// A workflow's counts by status and one page of its tasks; with
@@ -280,6 +394,7 @@ impl Engine {
         wait: Option<Duration>,
     ) -> Result<WorkflowPage> {
         self.admit(caller, "workflow_page")?;
+        self.visible_workflow(caller, query.id).await?;
         let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
         let mut shutdown = self.shutdown.clone();
         let probe = WorkflowQuery { limit: 0, ..query.clone() };
@@ -302,12 +417,14 @@ impl Engine {
     /// Cancels every unfinished task of a workflow.
     pub async fn cancel_workflow(&self, caller: &Caller, id: Uuid) -> Result<usize> {
         self.admit(caller, "cancel_workflow")?;
+        self.visible_workflow(caller, id).await?;
         Ok(self.store.cancel_workflow(id, self.now()).await?)
     }
 
     /// Decides an `approval` task.
     pub async fn approve(&self, caller: &Caller, id: Uuid, approval: Approval) -> Result<Task> {
         self.admit(caller, "approve")?;
+        self.visible(caller, id).await?;
         let texts = [("by", &approval.by, MAX_APPROVER_LEN), ("comment", &approval.comment, MAX_COMMENT_LEN)];
         for (field, text, max) in texts {
             if let Some(text) = text {
@@ -320,24 +437,35 @@ impl Engine {
     /// A page of tasks.
     pub async fn list(&self, caller: &Caller, query: ListQuery) -> Result<TaskPage> {
         self.admit(caller, "list")?;
+        if let Some(scope) = caller.scope()
+            && !query.queue.as_deref().is_some_and(|q| caller.covers(q))
+        {
+            return Err(EngineError::Forbidden(format!(
+                "{caller} is confined to the queues {}: list one of them at a time (`queue=`)",
+                scope.join(", ")
+            )));
+        }
         Ok(self.store.list(query).await?)
     }
 
     /// A task's history.
     pub async fn history(&self, caller: &Caller, id: Uuid) -> Result<Vec<HistoryEntry>> {
         self.admit(caller, "history")?;
+        self.visible(caller, id).await?;
         Ok(self.store.history(id).await?)
     }
 
     /// Cancels a task.
     pub async fn cancel(&self, caller: &Caller, id: Uuid) -> Result<Task> {
         self.admit(caller, "cancel")?;
+        self.visible(caller, id).await?;
         Ok(self.store.cancel(id, self.now()).await?)
     }
 
     /// Gives a task a new attempt.
     pub async fn retry(&self, caller: &Caller, id: Uuid) -> Result<Task> {
         self.admit(caller, "retry")?;
+        self.visible(caller, id).await?;
         Ok(self.store.retry(id, self.now()).await?)
     }
 
@@ -439,6 +567,9 @@ impl Engine {
         }
         check_worker_name(&req.worker)?;
         check_lease_names(&req.queues, req.names.as_deref())?;
+        for queue in &req.queues {
+            Self::may_write(caller, queue)?;
+        }
         let params = LeaseParams {
             worker: req.worker,
             queues: req.queues,
@@ -531,7 +662,9 @@ impl Engine {
     /// The queues.
     pub async fn queues(&self, caller: &Caller) -> Result<Vec<QueueInfo>> {
         self.admit(caller, "queues")?;
-        Ok(self.store.queues().await?)
+        let mut queues = self.store.queues().await?;
+        queues.retain(|q| caller.covers(&q.name));
+        Ok(queues)
     }
 
     /// Pauses or resumes a queue.

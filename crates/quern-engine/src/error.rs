@@ -69,6 +69,24 @@ pub enum EngineError {
     /// may succeed.
     #[error("{0}")]
     Contended(String),
+    /// No such thing (a token, by name).
+    #[error("{0}")]
+    NotFound(String),
+    /// No valid token: none where one is required, or one that is unknown,
+    /// expired or revoked.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token does not allow the operation (its role or its queues).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A name only the engine writes (`task.*` events, `schedule:` keys).
+    #[error("{field}: {message}")]
+    Reserved {
+        /// The field.
+        field: &'static str,
+        /// What is reserved.
+        message: String,
+    },
 }
 
 /// An engine call's result.
@@ -105,6 +123,12 @@ pub enum Code {
     IdempotencyConflict,
     /// The server is stopping.
     ShuttingDown,
+    /// No valid token.
+    Unauthorized,
+    /// The token does not allow it.
+    Forbidden,
+    /// A name only the engine writes.
+    ReservedName,
     /// Something broke on our side.
     Internal,
 }
@@ -124,12 +148,15 @@ impl Code {
             Code::InvalidTransition => "invalid_transition",
             Code::IdempotencyConflict => "idempotency_conflict",
             Code::ShuttingDown => "shutting_down",
+            Code::Unauthorized => "unauthorized",
+            Code::Forbidden => "forbidden",
+            Code::ReservedName => "reserved_name",
             Code::Internal => "internal",
         }
     }
 
     /// Every code, for the doors' tests.
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 15] = [
         Code::InvalidRequest,
         Code::InvalidInput,
         Code::InvalidWorkflow,
@@ -141,6 +168,9 @@ impl Code {
         Code::InvalidTransition,
         Code::IdempotencyConflict,
         Code::ShuttingDown,
+        Code::Unauthorized,
+        Code::Forbidden,
+        Code::ReservedName,
         Code::Internal,
     ];
 }
@@ -230,6 +260,14 @@ impl From<EngineError> for Failure {
                 Failure::new(Code::ShuttingDown, "the server is shutting down; try another or retry later")
             }
             EngineError::Contended(message) => Failure::new(Code::Conflict, message),
+            EngineError::NotFound(message) => Failure::new(Code::NotFound, message),
+            EngineError::Unauthorized(message) => Failure::new(Code::Unauthorized, message),
+            EngineError::Forbidden(message) => Failure::new(Code::Forbidden, message),
+            EngineError::Reserved { field, message } => Failure {
+                code: Code::ReservedName,
+                message: format!("{field}: {message}"),
+                details: json!({"field": field}),
+            },
         }
     }
 }
@@ -248,6 +286,7 @@ impl From<StoreError> for Failure {
             StoreError::ScheduleNotFound(_) | StoreError::WebhookNotFound(_) => {
                 Failure::new(Code::NotFound, e.to_string())
             }
+            StoreError::TokenExists(_) => Failure::new(Code::Conflict, e.to_string()),
             StoreError::ScheduleConflict(_) => Failure::new(Code::Conflict, format!("{e}, again and again; try again")),
             StoreError::OffsetExpired { earliest, .. } => Failure {
                 code: Code::OffsetExpired,

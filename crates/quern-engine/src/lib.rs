@@ -32,10 +32,13 @@ mod open;
 pub mod registry;
 pub mod workflow;
 
-pub use caller::Caller;
+pub use caller::{Caller, Principal};
 pub use config::Config;
 pub use engine::supervise;
-pub use engine::{ApplyReport, Engine, GroupRead, PutOutcome, SIGNATURE_HEADER, ScheduleView, WebhookSpec, signature};
+pub use engine::{
+    ApplyReport, Engine, GroupRead, PutOutcome, RESERVED_KEY_PREFIX, SIGNATURE_HEADER, ScheduleView, WebhookSpec,
+    permission_of, signature,
+};
 pub use error::{Code, EngineError, Failure, Result, ScheduleError};
 pub use open::{OpenError, Storage};
 

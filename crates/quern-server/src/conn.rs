@@ -191,3 +191,16 @@ mod tests {
         }
     }
 }
+
+/// The address a request came from, for the log of refused requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl<L> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, WireListener<L>>> for Peer
+where
+    L: Listener<Addr = std::net::SocketAddr>,
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, WireListener<L>>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}

@@ -40,6 +40,21 @@ pub enum ServeError {
         /// Why.
         message: String,
     },
+    /// The bootstrap token file cannot be read or used.
+    #[error("bootstrap token file {path}: {message}")]
+    Bootstrap {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// Listening beyond loopback without tokens, not asked for.
+    #[error(
+        "refusing to listen on {0} without tokens: anyone who reaches it could do everything, \
+         run commands on shell workers included. Start with `--auth required` (make the first token \
+         with `quern token create admin --role admin --data DIR`), or with `--insecure` to accept that"
+    )]
+    Insecure(std::net::SocketAddr),
     /// Socket trouble.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -55,9 +70,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     config.validate()?;
+    let local = listener.local_addr()?;
+    let open_to_all = !local.ip().is_loopback() && !config.auth.required;
+    if open_to_all && !config.server.insecure {
+        return Err(ServeError::Insecure(local));
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (engine, storage) = Engine::open(&config, clock, stop_rx).await?;
+    if let Some(path) = &config.auth.bootstrap_token_file {
+        let fail = |message: String| ServeError::Bootstrap { path: path.display().to_string(), message };
+        let secret = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        engine.bootstrap_token(&secret).await.map_err(|e| fail(e.to_string()))?;
+    }
+    if open_to_all {
+        let warning =
+            format!("listening on {local} without tokens (--insecure): anyone who reaches it may do everything");
+        tracing::warn!("{warning}");
+        engine.warn(warning);
+    }
     if let Some(path) = &config.server.schedules {
         let fail = |message: String| ServeError::Schedules { path: path.display().to_string(), message };
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
@@ -79,7 +110,7 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     }));
-    let result = axum::serve(listener, app)
+    let result = axum::serve(listener, app.into_make_service_with_connect_info::<conn::Peer>())
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down");

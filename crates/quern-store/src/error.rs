@@ -36,6 +36,9 @@ pub enum StoreError {
         /// The task that holds the key.
         existing: Uuid,
     },
+    /// A token already has this name (tokens keep their names for ever).
+    #[error("a token named {0:?} exists (revoked tokens keep their names)")]
+    TokenExists(String),
     /// No schedule has this name.
     #[error("no schedule named {0:?}")]
     ScheduleNotFound(String),

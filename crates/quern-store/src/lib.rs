@@ -53,5 +53,6 @@ pub use types::leases::{
 };
 pub use types::schedules::{DueSchedules, Fire, FireOutcome, ScheduleRecord, ScheduleWrite};
 pub use types::tasks::{ListQuery, QueueInfo, Submitted, TaskPage, TickOutcome};
+pub use types::tokens::TokenRecord;
 pub use types::workers::{TaskTypeRecord, WorkerRecord};
 pub use types::workflows::{Approval, NewWorkflow, WorkflowPage, WorkflowQuery, WorkflowRecord};

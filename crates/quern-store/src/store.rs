@@ -10,6 +10,7 @@ use crate::types::events::{Delivery, EventPage, EventQuery, GroupState, WebhookR
 use crate::types::leases::{CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams};
 use crate::types::schedules::{DueSchedules, Fire, FireOutcome, ScheduleRecord, ScheduleWrite};
 use crate::types::tasks::{ListQuery, QueueInfo, Submitted, TaskPage, TickOutcome};
+use crate::types::tokens::TokenRecord;
 use crate::types::workers::{TaskTypeRecord, WorkerRecord};
 use crate::types::workflows::{Approval, NewWorkflow, WorkflowPage, WorkflowQuery, WorkflowRecord};
 use async_trait::async_trait;
@@ -124,6 +125,14 @@ pub trait Store: Send + Sync + 'static {
     async fn put_workers(&self, workers: Vec<WorkerRecord>) -> Result<()>;
     /// The workers any node heard from at or after `since`.
     async fn workers(&self, since: Millis) -> Result<Vec<WorkerRecord>>;
+    /// Every token, revoked ones too, by name.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Stores a new token; a name already used (even by a revoked token) is
+    /// [`StoreError::TokenExists`](crate::StoreError::TokenExists).
+    async fn create_token(&self, token: TokenRecord) -> Result<()>;
+    /// Revokes a token at `at`; answers it as it is now, or `None` when no
+    /// token has the name. Revoking twice keeps the first time.
+    async fn revoke_token(&self, name: String, at: Millis) -> Result<Option<TokenRecord>>;
     /// Claims or renews role `role` (a service that must run on one node at
     /// a time, such as webhook delivery) for `node` until `now + ttl_ms`;
     /// answers whether `node` holds it. Another node gets it only once its

@@ -245,13 +245,14 @@ async fn queue_counts_survive_folds_on_two_nodes_and_a_migration_from_before_the
     stores[0].submit((0..5).map(|_| spec()).collect()).await.unwrap();
     let expected = std::collections::BTreeMap::from([("queued", 25), ("succeeded", 10)]);
     assert_eq!(default_counts(&stores[0]).await, expected, "totals and new deltas");
-    // A schema from before the counts: migration 6 counts what is there.
+    // A schema from before the counts (at version 5): migration 6 counts
+    // what is there.
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     client
         .batch_execute(&format!(
-            "DROP TABLE {schema}.queue_counts, {schema}.queue_count_deltas; \
-             DELETE FROM {schema}.quern_migrations WHERE version = 6"
+            "DROP TABLE {schema}.queue_counts, {schema}.queue_count_deltas, {schema}.tokens; \
+             DELETE FROM {schema}.quern_migrations WHERE version >= 6"
         ))
         .await
         .unwrap();

@@ -12,6 +12,7 @@
 //! - [`worker`]: the worker protocol (register, lease, heartbeat, complete)
 //!   and the registry's views.
 //! - [`ops`]: health, readiness, queues, and the error body.
+//! - [`tokens`]: API tokens.
 //!
 //! With the `openapi` feature every type also describes its JSON Schema,
 //! from which the server builds `/openapi.json`.
@@ -20,6 +21,7 @@ pub mod events;
 pub mod ops;
 pub mod schedules;
 pub mod tasks;
+pub mod tokens;
 pub mod webhooks;
 pub mod worker;
 pub mod workflows;

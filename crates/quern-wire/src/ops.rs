@@ -21,6 +21,10 @@ pub struct Health {
     pub queues: Vec<QueueView>,
     /// Workers heard from within the last minute.
     pub workers: LiveWorkers,
+    /// What an operator should know of how the server runs (listening
+    /// beyond loopback without tokens).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// The store, as health shows it.

@@ -35,6 +35,7 @@ mod schedule_cmd;
 mod server_cmd;
 mod service;
 mod task_cmd;
+mod token_cmd;
 mod watch;
 mod worker_cmd;
 mod workflow_cmd;
@@ -111,6 +112,8 @@ enum ClientCommand {
     Schedule(schedule_cmd::ScheduleArgs),
     /// Publish events, or follow the event log.
     Events(events_cmd::EventsArgs),
+    /// Make, list or revoke API tokens (over HTTP, or offline with --data/--database).
+    Token(token_cmd::TokenArgs),
 }
 
 /// How a client command ended, as the process's exit code.
@@ -177,6 +180,7 @@ fn run_client(global: GlobalArgs, command: ClientCommand) -> Exit {
             ClientCommand::Approve(args) => workflow_cmd::approve(&client, output, args).await,
             ClientCommand::Schedule(args) => schedule_cmd::run(&client, output, args).await,
             ClientCommand::Events(args) => events_cmd::run(&client, output, args).await,
+            ClientCommand::Token(args) => token_cmd::run(&client, output, args).await,
         }
     });
     done.unwrap_or_else(|e| {

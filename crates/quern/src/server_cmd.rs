@@ -35,6 +35,19 @@ pub(crate) struct ServerArgs {
     /// created or updated; others are left alone.
     #[arg(long, env = "QUERN_SCHEDULES")]
     schedules: Option<PathBuf>,
+    /// Tokens: `required` (every request needs a valid token) or `optional`
+    /// (a request without one may do everything; only on loopback)
+    /// [default: optional].
+    #[arg(long, env = "QUERN_AUTH", value_parser = ["required", "optional"])]
+    auth: Option<String>,
+    /// Listen beyond loopback without requiring tokens: anyone who reaches
+    /// the port may do everything. Warned about at start and in /v1/health.
+    #[arg(long, env = "QUERN_INSECURE")]
+    insecure: bool,
+    /// A file holding an admin token's secret (`qrn_…`): made as the token
+    /// `bootstrap` at start when no token has it.
+    #[arg(long, env = "QUERN_BOOTSTRAP_TOKEN_FILE", value_name = "FILE")]
+    bootstrap_token_file: Option<PathBuf>,
     /// YAML configuration file.
     #[arg(long, env = "QUERN_CONFIG")]
     config: Option<PathBuf>,
@@ -74,6 +87,15 @@ impl ServerArgs {
         }
         if let Some(n) = self.max_body_bytes {
             config.server.max_body_bytes = n;
+        }
+        if let Some(auth) = &self.auth {
+            config.auth.required = auth == "required";
+        }
+        if self.insecure {
+            config.server.insecure = true;
+        }
+        if let Some(path) = &self.bootstrap_token_file {
+            config.auth.bootstrap_token_file = Some(path.clone());
         }
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)

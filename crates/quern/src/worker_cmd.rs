@@ -15,9 +15,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The user a worker run as root runs tasks as, unless `--run-as` says.
+const DEFAULT_RUN_AS: &str = "nobody";
+
 /// Flags of `quern worker`.
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
+    /// Run the built-in `shell` task: whatever command a submitter with the
+    /// `shell` permission sends. Required: without it the worker does not start.
+    #[arg(long, env = "QUERN_WORKER_SHELL")]
+    shell: bool,
     /// The queues to take tasks from (comma-separated).
     #[arg(long, value_name = "Q,...", value_delimiter = ',', default_value = "default", env = "QUERN_WORKER_QUEUES")]
     queues: Vec<String>,
@@ -63,7 +70,8 @@ pub(crate) struct WorkerArgs {
     /// no longer makes a task cheaper to start.
     #[arg(long, env = "QUERN_WORKER_FAST_SPAWN")]
     fast_spawn: bool,
-    /// Run tasks as this user (the worker must run as root).
+    /// Run tasks as this user (the worker must run as root) [default, when
+    /// the worker runs as root: nobody; `--run-as root` keeps root].
     #[arg(long, value_name = "USER", env = "QUERN_WORKER_RUN_AS")]
     run_as: Option<String>,
     /// Where per-task temporary directories are made [default: the system's
@@ -87,8 +95,11 @@ impl WorkerArgs {
         for prefix in &self.allow_cwd {
             policy = policy.allow_cwd(prefix)?;
         }
-        if let Some(user) = &self.run_as {
-            policy = policy.run_as(user)?;
+        // A worker run as root runs tasks as nobody unless told otherwise.
+        let root = nix::unistd::geteuid().is_root();
+        let user = self.run_as.clone().or_else(|| root.then(|| DEFAULT_RUN_AS.to_owned()));
+        if let Some(user) = user.filter(|u| !(root && u == "root")) {
+            policy = policy.run_as(&user)?;
         }
         if let Some(root) = &self.work_root {
             policy = policy.work_root(root.clone());
@@ -97,6 +108,11 @@ impl WorkerArgs {
     }
 
     fn check(&self) -> Result<(), String> {
+        if !self.shell {
+            return Err("the built-in `shell` task runs whatever command a submitter sends: start the worker \
+                        with --shell to accept that (see docs/security.md and docs/shell.md)"
+                .to_owned());
+        }
         if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.lease) {
             return Err("--lease must be between 1s and 10 minutes".to_owned());
         }
@@ -123,6 +139,12 @@ pub(crate) fn run(server: String, token: Option<String>, args: WorkerArgs) -> Ex
             return ExitCode::from(2);
         }
     };
+    // Tasks of the worker's own user cannot read its memory or its
+    // environment (`/proc/<worker>/environ`, with the token in it).
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("quern worker: cannot close /proc/self to tasks: {e}");
+        return ExitCode::from(2);
+    }
     let Some(runtime) = crate::service::start("quern worker") else {
         return ExitCode::from(2);
     };
@@ -199,6 +221,9 @@ mod tests {
         let dir = std::env::temp_dir();
         let dir = dir.to_str().expect("utf-8 temp dir");
         let args = parse(&[
+            "--shell",
+            "--run-as",
+            "root",
             "--queues",
             "a,b",
             "--concurrency",
@@ -227,10 +252,11 @@ mod tests {
 
     #[test]
     fn bad_flags_are_refused() {
+        assert!(parse(&["--queues", "a"]).expect("parses").check().is_err(), "no --shell, no worker");
         assert!(parse(&["--lease", "soon"]).is_err());
         assert!(parse(&["--max-cpu-s", "-1"]).is_err());
-        assert!(parse(&["--lease", "500ms"]).expect("parses").check().is_err());
-        assert!(parse(&["--concurrency", "0"]).expect("parses").check().is_err());
+        assert!(parse(&["--shell", "--lease", "500ms"]).expect("parses").check().is_err());
+        assert!(parse(&["--shell", "--concurrency", "0"]).expect("parses").check().is_err());
         assert!(parse(&["--allow-cwd", "/no/such/dir/quern"]).expect("parses").policy().is_err());
         assert!(parse(&["--run-as", "no-such-user-quern"]).expect("parses").policy().is_err());
     }

@@ -42,15 +42,19 @@ impl WorkerProc {
         // A short shutdown grace unless the test sets one, so that a test
         // ending with a task still running does not wait for it long.
         let grace: &[&str] = if extra.contains(&"--grace") { &[] } else { &["--grace", "5s"] };
+        // The tests run as root: tasks do too unless a test says otherwise
+        // (a worker run as root runs them as `nobody` by default).
+        let user: &[&str] = if extra.contains(&"--run-as") { &[] } else { &["--run-as", "root"] };
         // Task directories go beside the log, so that those of a killed
         // worker are removed with the test's directory.
         let work = dir.path().join("work");
         std::fs::create_dir(&work).expect("create the work root");
         let child = Command::new(env!("CARGO_BIN_EXE_quern"))
-            .args(["worker", "--server", &server.url, "--id", id])
+            .args(["worker", "--shell", "--server", &server.url, "--id", id])
             .arg("--work-root")
             .arg(&work)
             .args(grace)
+            .args(user)
             .args(extra)
             .env("QUERN_LOG", "info,quern_worker=debug")
             .envs(env.iter().copied())

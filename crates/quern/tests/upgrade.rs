@@ -6,6 +6,7 @@
 
 mod support;
 
+use quern_store::sqlite::SCHEMA_VERSION;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -101,7 +102,7 @@ async fn a_data_directory_from_before_schema_versions_opens_with_everything() {
     let mut server = server;
     server.terminate();
     assert!(server.wait_for_exit(LIMIT).is_some_and(|s| s.success()), "a graceful stop");
-    assert_eq!(user_version(dir.path()), 1, "the file now says which schema it has");
+    assert_eq!(i64::from(user_version(dir.path())), SCHEMA_VERSION, "the file now says which schema it has");
 }
 
 #[tokio::test]
@@ -109,7 +110,8 @@ async fn a_data_directory_from_a_newer_quern_is_refused() {
     let dir = fixture_copy();
     let path = dir.path().join("quern.db");
     let mut bytes = std::fs::read(&path).expect("read");
-    bytes[USER_VERSION_AT..USER_VERSION_AT + 4].copy_from_slice(&2u32.to_be_bytes());
+    let newer = u32::try_from(SCHEMA_VERSION + 1).expect("a small version");
+    bytes[USER_VERSION_AT..USER_VERSION_AT + 4].copy_from_slice(&newer.to_be_bytes());
     std::fs::write(&path, &bytes).expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_quern"))
         .args(["server", "--listen", "127.0.0.1:0", "--data"])
@@ -118,6 +120,10 @@ async fn a_data_directory_from_a_newer_quern_is_refused() {
         .expect("run quern server");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("version 2") && stderr.contains("(1)"), "{stderr}");
-    assert_eq!(std::fs::read(&path).expect("read").get(USER_VERSION_AT + 3), Some(&2), "the file is left as it was");
+    assert!(
+        stderr.contains(&format!("version {newer}")) && stderr.contains(&format!("({SCHEMA_VERSION})")),
+        "{stderr}"
+    );
+    let left = std::fs::read(&path).expect("read");
+    assert_eq!(left.get(USER_VERSION_AT + 3), newer.to_be_bytes().get(3), "the file is left as it was");
 }

@@ -11,10 +11,45 @@ use quern_core::{Event, EventSpec};
 use quern_store::{EventPage, EventQuery, StoreError};
 use std::time::Duration;
 
+/// The event types the engine publishes (and no one else may).
+const ENGINE_TYPES: [&str; 3] = ["task.", "workflow.", "schedule."];
+/// The source of the engine's own events.
+const ENGINE_SOURCE: &str = "quern";
+
+/// Whether a caller confined to some queues may see `event`: a task's
+/// event when its queue is in scope, no workflow or schedule event, every
+/// event published by clients.
+pub(super) fn visible_event(caller: &Caller, event: &Event) -> bool {
+    if caller.scope().is_none() || event.source != ENGINE_SOURCE {
+        return true;
+    }
+    if !event.kind.starts_with("task.") {
+        return false;
+    }
+    #[derive(serde::Deserialize)]
+    struct Queue<'a> {
+        #[serde(borrow)]
+        queue: &'a str,
+    }
+    serde_json::from_str::<Queue<'_>>(event.payload.get()).is_ok_and(|q| caller.covers(q.queue))
+}
+
 impl Engine {
     /// Appends events, all or none; answers them with their offsets.
     pub async fn publish(&self, caller: &Caller, specs: Vec<EventSpec>) -> Result<Vec<Event>> {
         self.admit(caller, "publish")?;
+        if !caller.is_server() {
+            for spec in &specs {
+                if ENGINE_TYPES.iter().any(|p| spec.kind.starts_with(p)) {
+                    let message = format!("types starting {} are the engine's own", ENGINE_TYPES.join(", "));
+                    return Err(EngineError::Reserved { field: "type", message });
+                }
+                if spec.source == ENGINE_SOURCE {
+                    let message = format!("the source {ENGINE_SOURCE:?} is the engine's own");
+                    return Err(EngineError::Reserved { field: "source", message });
+                }
+            }
+        }
         let events = specs
             .into_iter()
             .enumerate()
@@ -38,7 +73,10 @@ impl Engine {
             let appended = self.store.signals().events.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            let page = self.store.read_events(query.clone()).await?;
+            let mut page = self.store.read_events(query.clone()).await?;
+            if caller.scope().is_some() {
+                page.events.retain(|e| visible_event(caller, e));
+            }
             if !page.events.is_empty() || tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
                 return Ok(page);
             }

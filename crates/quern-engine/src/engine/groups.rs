@@ -67,6 +67,12 @@ impl Engine {
         wait: Option<Duration>,
     ) -> Result<EventPage> {
         self.admit(caller, "read_group")?;
+        if let Some(scope) = caller.scope() {
+            return Err(EngineError::Forbidden(format!(
+                "{caller} is confined to the queues {}: consumer groups are read by tokens of every queue",
+                scope.join(", ")
+            )));
+        }
         let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
         loop {
             // Armed before the read, so a publish in between still wakes it.

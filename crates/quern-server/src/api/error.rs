@@ -79,6 +79,17 @@ pub enum ApiError {
         /// Which task holds the key.
         details: Value,
     },
+    /// No valid token.
+    Unauthorized(String),
+    /// The token does not allow it.
+    Forbidden(String),
+    /// A name only the engine writes.
+    Reserved {
+        /// What is reserved.
+        message: String,
+        /// The field.
+        details: Value,
+    },
     /// The server is stopping.
     ShuttingDown,
     /// The store cannot be reached, or a background loop is down.
@@ -118,6 +129,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::InvalidTransition(_) => (StatusCode::CONFLICT, "invalid_transition"),
             ApiError::IdempotencyConflict { .. } => (StatusCode::CONFLICT, "idempotency_conflict"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Reserved { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "reserved_name"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::NotReady(..) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -133,10 +147,13 @@ impl ApiError {
             | ApiError::InvalidWorkflow { message, details }
             | ApiError::InvalidSchedule { message, details }
             | ApiError::TooDeep { message, details }
+            | ApiError::Reserved { message, details }
             | ApiError::OffsetExpired { message, details } => (message, details),
             ApiError::PayloadTooLarge(m)
             | ApiError::NotFound(m)
             | ApiError::InvalidTransition(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
             | ApiError::Conflict(m) => (m, json!({})),
             ApiError::NotReady(m, details) => (m, details),
             ApiError::MethodNotAllowed => ("this route does not take that method".into(), json!({})),
@@ -153,11 +170,15 @@ impl IntoResponse for ApiError {
         // cannot carry another request: say so, and keep-alive clients
         // open a new one instead of failing on a closed socket.
         let close = matches!(self, ApiError::PayloadTooLarge(_));
+        let challenge = matches!(self, ApiError::Unauthorized(_));
         let (message, details) = self.message_and_details();
         let mut response =
             (status, Json(json!({"error": {"code": code, "message": message, "details": details}}))).into_response();
         if close {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if challenge {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -186,6 +207,9 @@ impl From<Failure> for ApiError {
             Code::InvalidTransition => ApiError::InvalidTransition(message),
             Code::IdempotencyConflict => ApiError::IdempotencyConflict { message, details },
             Code::ShuttingDown => ApiError::ShuttingDown,
+            Code::Unauthorized => ApiError::Unauthorized(message),
+            Code::Forbidden => ApiError::Forbidden(message),
+            Code::ReservedName => ApiError::Reserved { message, details },
             Code::Internal => ApiError::Internal,
         }
     }
@@ -213,6 +237,9 @@ mod tests {
             | ApiError::MethodNotAllowed
             | ApiError::InvalidTransition(_)
             | ApiError::IdempotencyConflict { .. }
+            | ApiError::Unauthorized(_)
+            | ApiError::Forbidden(_)
+            | ApiError::Reserved { .. }
             | ApiError::ShuttingDown
             | ApiError::NotReady(..)
             | ApiError::Internal => (),
@@ -232,6 +259,9 @@ mod tests {
             ApiError::MethodNotAllowed,
             ApiError::InvalidTransition(m()),
             ApiError::IdempotencyConflict { message: m(), details: d() },
+            ApiError::Unauthorized(m()),
+            ApiError::Forbidden(m()),
+            ApiError::Reserved { message: m(), details: d() },
             ApiError::ShuttingDown,
             ApiError::NotReady(m(), d()),
             ApiError::Internal,

@@ -9,22 +9,24 @@ mod openapi;
 mod ops;
 mod schedules;
 mod tasks;
+mod tokens;
 mod webhooks;
 mod workers;
 mod workflows;
 
 pub use error::ApiError;
 
+use crate::conn::Peer;
 use axum::Router;
+use axum::extract::{ConnectInfo, MatchedPath};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::HeaderValue;
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use openapi::ApiDoc;
 use quern_engine::{Caller, Engine};
-use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -33,15 +35,40 @@ use utoipa_axum::routes;
 /// The application state every handler sees.
 pub type AppState = Arc<Engine>;
 
-/// The caller of a request, as the engine will judge it: anonymous until
-/// requests carry tokens (issue 21).
+/// The caller of a request, named by its bearer token: the engine
+/// authenticates it (401 when it cannot) and later admits each operation.
 pub(crate) struct By(pub(crate) Caller);
 
-impl<S: Send + Sync> FromRequestParts<S> for By {
-    type Rejection = Infallible;
+impl FromRequestParts<AppState> for By {
+    type Rejection = ApiError;
 
-    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(By(Caller::Anonymous))
+    async fn from_request_parts(parts: &mut Parts, engine: &AppState) -> Result<Self, Self::Rejection> {
+        let bearer =
+            match parts.headers.get(AUTHORIZATION) {
+                None => None,
+                Some(value) => {
+                    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+                    Some(token.ok_or_else(|| {
+                        ApiError::Unauthorized("the Authorization header must be `Bearer qrn_…`".into())
+                    })?)
+                }
+            };
+        match engine.authenticate(bearer).await {
+            Ok(caller) => {
+                // Admitted before the body is read: a token without the
+                // permission learns nothing from the request's parsing.
+                let path = parts.extensions.get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or_default();
+                if let Some(op) = route_operations().get(&(parts.method.as_str().to_owned(), path.to_owned())) {
+                    engine.admit(&caller, op)?;
+                }
+                Ok(By(caller))
+            }
+            Err(e) => {
+                let peer = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| c.0.0.to_string()).unwrap_or_default();
+                tracing::warn!(%peer, path = %parts.uri.path(), error = %e, "refused: no valid token");
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -87,6 +114,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::queues))
         .routes(routes!(ops::pause))
         .routes(routes!(ops::resume))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
 }
 
 /// The API's description, OpenAPI 3.1, as `/openapi.json` serves it and
@@ -95,6 +124,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = routes().split_for_parts();
     openapi::finish(&mut doc);
     doc
+}
+
+/// The engine operation of each route, made once from the description.
+fn route_operations() -> &'static std::collections::HashMap<(String, String), &'static str> {
+    static OPS: OnceLock<std::collections::HashMap<(String, String), &'static str>> = OnceLock::new();
+    OPS.get_or_init(|| openapi::engine_operations(&openapi()))
 }
 
 /// The description as pretty JSON text, made once.

@@ -4,6 +4,7 @@ use super::error::ApiError;
 use super::{AppState, By};
 use axum::Json;
 use axum::extract::{Path, State};
+use quern_engine::Caller;
 use quern_engine::types::QueueInfo;
 use quern_wire::ops::{Alive, ErrorBody, Health, LiveWorkers, QueuePaused, QueueView, Ready, StoreHealth};
 use serde_json::json;
@@ -20,8 +21,11 @@ pub(super) async fn healthz() -> Json<Alive> {
     (status = 200, description = "Success", body = Ready),
     (status = 503, description = "`not_ready`: the store cannot be reached or a loop is down", body = ErrorBody),
 ))]
-pub(super) async fn readyz(State(engine): State<AppState>, By(caller): By) -> Result<Json<Ready>, ApiError> {
-    engine.ready(&caller).await.map_err(|e| ApiError::NotReady(format!("store not reachable: {e}"), json!({})))?;
+pub(super) async fn readyz(State(engine): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    engine
+        .ready(&Caller::Server)
+        .await
+        .map_err(|e| ApiError::NotReady(format!("store not reachable: {e}"), json!({})))?;
     let loops = json!(engine.loops().states());
     let down = engine.loops().down();
     if !down.is_empty() {
@@ -50,6 +54,7 @@ pub(super) async fn health(State(engine): State<AppState>, By(caller): By) -> Re
         store: StoreHealth { backend: engine.backend().into(), ok: store_ok },
         queues: queues.iter().map(queue_view).collect(),
         workers: LiveWorkers { live: engine.live_workers().await },
+        warnings: engine.warnings(),
     }))
 }
 

@@ -25,7 +25,7 @@ pub(crate) struct Server {
     pub(crate) url: String,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Server {
@@ -36,7 +36,12 @@ impl Server {
 
     /// A server on a fresh data directory with this YAML configuration.
     pub(crate) fn start_with_config(yaml: &str) -> Server {
-        let dir = tempfile::tempdir().expect("create a temporary directory");
+        Server::start_in(tempfile::tempdir().expect("create a temporary directory"), yaml)
+    }
+
+    /// A server on `dir` (its data directory is `dir/data`) with this YAML
+    /// configuration.
+    pub(crate) fn start_in(dir: TempDir, yaml: &str) -> Server {
         let mut config: Config =
             if yaml.trim().is_empty() { Config::default() } else { serde_saphyr::from_str(yaml).expect("a config") };
         config.storage.data = dir.path().join("data");
@@ -60,7 +65,12 @@ impl Server {
                 }
             });
         });
-        Server { url, stop: Some(stop), thread: Some(thread), _dir: dir }
+        Server { url, stop: Some(stop), thread: Some(thread), dir }
+    }
+
+    /// The server's data directory.
+    pub(crate) fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
     }
 
     /// A client of this server's API.

@@ -22,6 +22,7 @@ mod rows;
 mod schedules;
 pub mod schema;
 mod tasks;
+mod tokens;
 mod webhooks;
 mod workflows;
 
@@ -32,7 +33,7 @@ use crate::{
     Approval, CompleteAnswer, CompleteParams, Delivery, DueSchedules, EventPage, EventQuery, Fire, FireOutcome,
     GroupState, HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result,
     ScheduleRecord, ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TaskTypeRecord, TickOutcome,
-    WebhookRecord, WorkerRecord, WorkflowPage, WorkflowQuery, WorkflowRecord,
+    TokenRecord, WebhookRecord, WorkerRecord, WorkflowPage, WorkflowQuery, WorkflowRecord,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -649,6 +650,18 @@ impl Store for PgStore {
         now: Millis,
     ) -> Result<bool> {
         self.write(|tx| Box::pin(events::put_group_state(tx, group.clone(), version, state.clone(), now))).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.read(|tx| Box::pin(tokens::list(tx))).await
+    }
+
+    async fn create_token(&self, token: TokenRecord) -> Result<()> {
+        self.write(|tx| Box::pin(tokens::create(tx, token.clone()))).await
+    }
+
+    async fn revoke_token(&self, name: String, at: Millis) -> Result<Option<TokenRecord>> {
+        self.write(|tx| Box::pin(tokens::revoke(tx, name.clone(), at))).await
     }
 
     async fn webhooks(&self) -> Result<Vec<WebhookRecord>> {

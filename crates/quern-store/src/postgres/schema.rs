@@ -229,6 +229,20 @@ CREATE TABLE queue_count_deltas (
 );
 INSERT INTO queue_counts (queue, status, n) SELECT queue, status, count(*) FROM tasks GROUP BY queue, status;
 "#,
+    // API tokens (only the hash of each secret).
+    r#"
+CREATE TABLE tokens (
+    name       text PRIMARY KEY,
+    hash       text NOT NULL UNIQUE,
+    role       text NOT NULL,
+    queues     text NOT NULL,
+    approve    boolean NOT NULL,
+    shell      boolean NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint,
+    revoked_at bigint
+);
+"#,
 ];
 
 /// The schema version this build knows.

@@ -14,10 +14,11 @@ mod readers;
 mod reads;
 mod rows;
 mod schema;
+mod tokens;
 mod webhooks;
 mod writer;
 
-pub use schema::Durability;
+pub use schema::{Durability, VERSION as SCHEMA_VERSION};
 
 use crate::error::backend;
 use crate::stored::end_page;
@@ -27,7 +28,7 @@ use crate::{
     ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowPage, WorkflowQuery,
     WorkflowRecord,
 };
-use crate::{Delivery, GroupState, TaskTypeRecord, WebhookRecord, WorkerRecord};
+use crate::{Delivery, GroupState, TaskTypeRecord, TokenRecord, WebhookRecord, WorkerRecord};
 use async_trait::async_trait;
 use quern_core::{Event, Millis, NewEvent, NewTask, Status, Task};
 use rows::{TASK_COLUMNS, task_from_row};
@@ -84,6 +85,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", opts.dir.display())))?;
         let path = opts.dir.join(DB_FILE);
         let conn = Connection::open(&path).map_err(backend)?;
+        private(&opts.dir)?;
         schema::configure(&conn, opts.durability).map_err(backend)?;
         schema::configure_writer(&conn).map_err(backend)?;
         let applied = schema::migrate(&conn)?;
@@ -177,6 +179,24 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Makes the data directory 0700 and the database's files 0600: task
+/// inputs, results and webhook secrets are for the server's user alone.
+fn private(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| StoreError::Backend(format!("cannot make {} private: {e}", path.display())))
+    };
+    set(dir, 0o700)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = dir.join(format!("{DB_FILE}{suffix}"));
+        if file.exists() {
+            set(&file, 0o600)?;
+        }
+    }
+    Ok(())
+}
+
 /// The longest the write-ahead log may grow (in 4 KiB frames: 256 MiB) before
 /// the checkpointer truncates it.
 const MAX_WAL_FRAMES: i64 = 65_536;
@@ -186,7 +206,8 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 
 /// Checkpoints the WAL from its own thread and connection, so that the
 /// writer never stops to copy pages (its own automatic checkpoints are off).
-/// Passive checkpoints never block the writer or the readers.
+/// Passive checkpoints never block the writer or the readers; the last one,
+/// when the store closes, empties the log.
 fn spawn_checkpointer(
     path: &std::path::Path,
     durability: Durability,
@@ -212,6 +233,12 @@ fn spawn_checkpointer(
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                 }
+            }
+            // Stopped after the writer: move the whole log into the
+            // database, so that a cleanly stopped data directory is its one
+            // file (to copy, or to read the schema version from).
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "the last WAL checkpoint failed");
             }
         })
         .map_err(backend)?;
@@ -476,6 +503,18 @@ impl Store for SqliteStore {
             .map_err(backend)
         })
         .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.read(tokens::list).await
+    }
+
+    async fn create_token(&self, token: TokenRecord) -> Result<()> {
+        self.write(move |_, conn| tokens::create(conn, &token)).await
+    }
+
+    async fn revoke_token(&self, name: String, at: Millis) -> Result<Option<TokenRecord>> {
+        self.write(move |_, conn| tokens::revoke(conn, &name, at)).await
     }
 
     async fn webhooks(&self) -> Result<Vec<WebhookRecord>> {

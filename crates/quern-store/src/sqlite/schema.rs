@@ -184,12 +184,27 @@ CREATE TABLE IF NOT EXISTS queues (
 ) WITHOUT ROWID;
 ";
 
+/// Version 2: API tokens (only the hash of each secret).
+const SCHEMA_V2: &str = "
+CREATE TABLE tokens (
+    name       TEXT PRIMARY KEY,
+    hash       TEXT NOT NULL UNIQUE,
+    role       TEXT NOT NULL,
+    queues     TEXT NOT NULL,
+    approve    INTEGER NOT NULL,
+    shell      INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER
+) WITHOUT ROWID;
+";
+
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 /// The schema version this build knows.
 #[allow(clippy::cast_possible_wrap)] // a handful of migrations
-pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Runs the migrations the file lacks; answers the versions applied.
 pub(crate) fn migrate(conn: &Connection) -> Result<Vec<i64>> {

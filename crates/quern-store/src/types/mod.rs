@@ -8,5 +8,6 @@ pub(crate) mod events;
 pub(crate) mod leases;
 pub(crate) mod schedules;
 pub(crate) mod tasks;
+pub(crate) mod tokens;
 pub(crate) mod workers;
 pub(crate) mod workflows;

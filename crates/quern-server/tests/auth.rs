@@ -1,0 +1,277 @@
+//! Tokens, roles and scopes against the door: every described operation ×
+//! every role, generated from the description's own table of permissions;
+//! each way around the rules a hostile client tried, replayed; and a data
+//! directory no other user can read.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use support::{Server, bounded, eventually};
+
+const LIMIT: Duration = Duration::from_secs(90);
+/// The admin secret the server is started with (its bootstrap file).
+const ADMIN: &str = "qrn_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A server that requires tokens, with [`ADMIN`] as its first admin token.
+fn secured() -> Server {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("admin.token");
+    std::fs::write(&file, format!("{ADMIN}\n")).expect("write the bootstrap file");
+    let yaml = format!("auth:\n  required: true\n  bootstrap_token_file: {}\n", file.display());
+    Server::start_in(dir, &yaml)
+}
+
+struct Http {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Http {
+    fn new(server: &Server) -> Http {
+        quern_client::install_tls_provider();
+        let client = reqwest::Client::builder().no_proxy().build().expect("a client");
+        Http { client, base: server.url.clone() }
+    }
+
+    /// Sends `method path` with `body` as `token`; answers the status, the
+    /// `WWW-Authenticate` header and the JSON body (null for another body).
+    async fn send(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, bool, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let answer = req.send().await.expect("an answer");
+        let status = answer.status().as_u16();
+        let challenge = answer.headers().get("www-authenticate").is_some_and(|v| v == "Bearer");
+        if answer.headers().get("content-type").is_some_and(|v| v.to_str().unwrap_or("").contains("event-stream")) {
+            return (status, challenge, Value::Null);
+        }
+        (status, challenge, answer.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn make_token(&self, body: Value) -> String {
+        let (status, _, answer) = self.send(Some(ADMIN), "POST", "/v1/tokens", Some(body)).await;
+        assert_eq!(status, 201, "{answer}");
+        answer["token"].as_str().expect("a secret").to_owned()
+    }
+}
+
+/// Whether a role holds a permission, as docs/security.md's matrix says.
+fn grants(role: &str, permission: &str) -> bool {
+    match role {
+        "admin" => true,
+        "producer" => matches!(permission, "read" | "submit"),
+        "worker" => matches!(permission, "read" | "work"),
+        "viewer" => permission == "read",
+        other => panic!("no role {other}"),
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_every_role_as_the_matrix_says() {
+    let server = secured();
+    let http = Http::new(&server);
+    let doc: Value = serde_json::from_str(include_str!("../../../docs/openapi.json")).expect("JSON");
+    bounded(LIMIT, async {
+        let mut tokens = BTreeMap::new();
+        for role in ["viewer", "producer", "worker", "admin"] {
+            tokens.insert(role, http.make_token(json!({"name": format!("t-{role}"), "role": role})).await);
+        }
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            let concrete = path.replace("{id}", "00000000-0000-7000-8000-000000000000").replace("{name}", "nope");
+            for method in ["get", "put", "post", "delete"] {
+                let Some(op) = item.get(method) else { continue };
+                let id = op["operationId"].as_str().unwrap_or_default();
+                let scopes = &op["security"];
+                let body = (method == "post" || method == "put").then(|| json!({}));
+                let verb = method.to_uppercase();
+                let Some(permission) = scopes[0]["bearer"][0].as_str() else {
+                    assert_eq!(scopes, &json!([]), "{id}: public or with one permission");
+                    let (status, _, answer) = http.send(None, &verb, &concrete, body.clone()).await;
+                    assert!(status < 400, "{id} is public: {status} {answer}");
+                    continue;
+                };
+                let (status, challenge, answer) = http.send(None, &verb, &concrete, body.clone()).await;
+                assert_eq!((status, challenge), (401, true), "{id} without a token: {answer}");
+                assert_eq!(answer["error"]["code"], "unauthorized", "{id}");
+                let (status, _, _) = http.send(Some("qrn_made_up"), &verb, &concrete, body.clone()).await;
+                assert_eq!(status, 401, "{id} with a made-up token");
+                for (role, token) in &tokens {
+                    let (status, _, answer) = http.send(Some(token), &verb, &concrete, body.clone()).await;
+                    if grants(role, permission) {
+                        assert!(status != 401 && status != 403, "{id} as {role} ({permission}): {status} {answer}");
+                    } else {
+                        assert_eq!(status, 403, "{id} as {role} needs {permission}: {answer}");
+                        assert_eq!(answer["error"]["code"], "forbidden", "{id} as {role}");
+                        let message = answer["error"]["message"].as_str().unwrap_or_default();
+                        assert!(message.contains(permission), "{id} as {role}: {message}");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 150, "{checked} route × role cases");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_confined_to_queues_sees_and_touches_nothing_else() {
+    let server = secured();
+    let http = Http::new(&server);
+    bounded(LIMIT, async {
+        let billing = http.make_token(json!({"name": "billing", "role": "producer", "queues": ["billing.*"]})).await;
+        let b = Some(billing.as_str());
+        let (status, _, hr) =
+            http.send(Some(ADMIN), "POST", "/v1/tasks", Some(json!({"name": "pay", "queue": "hr"}))).await;
+        assert_eq!(status, 201);
+        let hr_id = hr["id"].as_str().expect("an id").to_owned();
+
+        let (status, _, answer) = http.send(b, "POST", "/v1/tasks", Some(json!({"name": "x", "queue": "hr"}))).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("forbidden")), "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap_or("").contains("billing.*"), "{answer}");
+        let batch = json!({"tasks": [{"name": "x", "queue": "billing.eu"}, {"name": "y", "queue": "hr"}]});
+        assert_eq!(http.send(b, "POST", "/v1/tasks/batch", Some(batch)).await.0, 403, "a batch is all or none");
+        let (status, _, own) =
+            http.send(b, "POST", "/v1/tasks", Some(json!({"name": "invoice", "queue": "billing.eu"}))).await;
+        assert_eq!(status, 201, "{own}");
+
+        for (method, path) in [
+            ("GET", format!("/v1/tasks/{hr_id}")),
+            ("GET", format!("/v1/tasks/{hr_id}/history")),
+            ("POST", format!("/v1/tasks/{hr_id}/cancel")),
+            ("POST", format!("/v1/tasks/{hr_id}/retry")),
+        ] {
+            let (status, _, answer) = http.send(b, method, &path, None).await;
+            assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")), "{method} {path}");
+        }
+        assert_eq!(http.send(Some(ADMIN), "GET", &format!("/v1/tasks/{hr_id}"), None).await.2["status"], "queued");
+
+        assert_eq!(http.send(b, "GET", "/v1/tasks", None).await.0, 403, "a listing names a queue of the scope");
+        assert_eq!(http.send(b, "GET", "/v1/tasks?queue=hr", None).await.0, 403);
+        let (status, _, page) = http.send(b, "GET", "/v1/tasks?queue=billing.eu", None).await;
+        assert_eq!((status, page["tasks"].as_array().map(Vec::len)), (200, Some(1)));
+        let (_, _, queues) = http.send(b, "GET", "/v1/queues", None).await;
+        let names: Vec<&str> = queues.as_array().into_iter().flatten().filter_map(|q| q["name"].as_str()).collect();
+        assert_eq!(names, ["billing.eu"]);
+
+        let (_, _, events) = http.send(b, "GET", "/v1/events?after=0", None).await;
+        let queues: Vec<&str> =
+            events["events"].as_array().into_iter().flatten().filter_map(|e| e["payload"]["queue"].as_str()).collect();
+        assert_eq!(queues, ["billing.eu"], "only the scope's task events: {events}");
+        assert_eq!(http.send(b, "GET", "/v1/events?after=0&group=g", None).await.0, 403);
+
+        let worker = http.make_token(json!({"name": "w-billing", "role": "worker", "queues": ["billing.*"]})).await;
+        let lease = json!({"worker": "w", "queues": ["hr"], "max": 10});
+        assert_eq!(http.send(Some(&worker), "POST", "/v1/lease", Some(lease)).await.0, 403);
+        let lease = json!({"worker": "w", "queues": ["billing.eu"], "max": 10});
+        let (status, _, leased) = http.send(Some(&worker), "POST", "/v1/lease", Some(lease)).await;
+        assert_eq!((status, leased["tasks"].as_array().map(Vec::len)), (200, Some(1)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_engines_own_names_and_the_shell_task_are_guarded() {
+    let server = secured();
+    let http = Http::new(&server);
+    bounded(LIMIT, async {
+        let producer = http.make_token(json!({"name": "p", "role": "producer"})).await;
+        let p = Some(producer.as_str());
+        for (what, event, field) in [
+            ("a task event", json!({"type": "task.succeeded", "source": "me"}), "type"),
+            ("a workflow event", json!({"type": "workflow.failed", "source": "me"}), "type"),
+            ("the engine as source", json!({"type": "payment.done", "source": "quern"}), "source"),
+        ] {
+            let (status, _, answer) = http.send(p, "POST", "/v1/events", Some(event)).await;
+            assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("reserved_name")), "{what}: {answer}");
+            assert_eq!(answer["error"]["details"]["field"], field, "{what}");
+        }
+        let batch = json!({"events": [{"type": "ok", "source": "me"}, {"type": "schedule.fired", "source": "me"}]});
+        assert_eq!(http.send(p, "POST", "/v1/events", Some(batch)).await.0, 422);
+        let squat = json!({"name": "report", "idempotency_key": "schedule:daily@2026-12-08T00:00:00Z"});
+        let (status, _, answer) = http.send(p, "POST", "/v1/tasks", Some(squat)).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("reserved_name")), "{answer}");
+
+        let shell = json!({"name": "shell", "input": {"command": ["cat", "/etc/shadow"]}});
+        let (status, _, answer) = http.send(p, "POST", "/v1/tasks", Some(shell.clone())).await;
+        assert_eq!(status, 403, "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap_or("").contains("shell"), "{answer}");
+        let trusted = http.make_token(json!({"name": "ops", "role": "producer", "shell": true})).await;
+        assert_eq!(http.send(Some(&trusted), "POST", "/v1/tasks", Some(shell)).await.0, 201);
+
+        let viewer = http.make_token(json!({"name": "v", "role": "viewer"})).await;
+        let id = http.send(p, "POST", "/v1/tasks", Some(json!({"name": "a"}))).await.2["id"].clone();
+        let approve = json!({"approved": true});
+        let path = format!("/v1/tasks/{}/approve", id.as_str().unwrap_or(""));
+        assert_eq!(http.send(Some(&viewer), "POST", &path, Some(approve.clone())).await.0, 403);
+        let approver = http.make_token(json!({"name": "boss", "role": "viewer", "approve": true})).await;
+        let (status, _, answer) = http.send(Some(&approver), "POST", &path, Some(approve)).await;
+        assert_eq!(status, 409, "allowed, and refused only because the task is no approval: {answer}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revoked_and_expired_tokens_are_refused_and_no_secret_reaches_disk() {
+    let server = secured();
+    let http = Http::new(&server);
+    bounded(LIMIT, async {
+        let secret = http.make_token(json!({"name": "short", "role": "viewer"})).await;
+        assert_eq!(http.send(Some(&secret), "GET", "/v1/queues", None).await.0, 200);
+        let (status, _, revoked) = http.send(Some(ADMIN), "DELETE", "/v1/tokens/short", None).await;
+        assert_eq!(status, 200);
+        assert!(revoked["revoked_at"].is_string(), "{revoked}");
+        assert_eq!(http.send(Some(&secret), "GET", "/v1/queues", None).await.0, 401);
+        let (status, _, again) =
+            http.send(Some(ADMIN), "POST", "/v1/tokens", Some(json!({"name": "short", "role": "viewer"}))).await;
+        assert_eq!((status, again["error"]["code"].as_str()), (409, Some("conflict")), "names are for ever");
+
+        let brief = http.make_token(json!({"name": "brief", "role": "viewer", "expires_in_ms": 300})).await;
+        eventually("the token expires", Duration::from_secs(10), async || {
+            (http.send(Some(&brief), "GET", "/v1/queues", None).await.0 == 401).then_some(())
+        })
+        .await;
+
+        let (_, _, listed) = http.send(Some(ADMIN), "GET", "/v1/tokens", None).await;
+        assert!(!listed.to_string().contains("qrn_"), "a listing shows no secret: {listed}");
+        let names: Vec<&str> =
+            listed["tokens"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
+        assert_eq!(names, ["bootstrap", "brief", "short"]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        assert_eq!(mode(&server.data_dir()), 0o700, "the data directory is the server user's alone");
+        for entry in std::fs::read_dir(server.data_dir()).expect("the data directory") {
+            let path = entry.expect("an entry").path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+        for secret in [ADMIN, secret.as_str(), brief.as_str()] {
+            for entry in std::fs::read_dir(server.data_dir()).expect("the data directory") {
+                let path = entry.expect("an entry").path();
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                let hex = &secret[4..];
+                assert!(!bytes.windows(hex.len()).any(|w| w == hex.as_bytes()), "{} holds a secret", path.display());
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn beyond_loopback_a_server_without_tokens_does_not_start_unless_told() {
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("bind");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut config = quern_server::Config::default();
+    config.storage.data = dir.path().join("data");
+    let refused = quern_server::serve(config, listener, async {}).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("--auth required") && message.contains("--insecure"), "{message}");
+    assert!(!dir.path().join("data").exists(), "nothing was opened");
+}
