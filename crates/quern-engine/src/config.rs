@@ -23,6 +23,17 @@ pub struct Config {
     pub events: EventsConfig,
     /// Who may call.
     pub auth: AuthConfig,
+    /// Where webhooks may deliver.
+    pub webhooks: WebhooksConfig,
+}
+
+/// Where webhooks may deliver.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Let webhooks reach loopback, private, link-local and other internal
+    /// addresses (a receiver on the same host or network).
+    pub allow_private: bool,
 }
 
 /// Who may call: tokens, and when they are required.

@@ -104,6 +104,8 @@ pub struct Engine {
     loops: Arc<supervise::Loops>,
     /// Every request needs a valid token.
     auth_required: bool,
+    /// Webhooks may reach internal addresses.
+    webhooks_allow_private: bool,
     /// The tokens this node knows.
     tokens: tokens::Tokens,
     /// What an operator should know of how this server runs (listening
@@ -159,6 +161,7 @@ impl Engine {
             workers_read: Refresh::new(WORKERS_SYNC),
             loops: Arc::default(),
             auth_required: config.auth.required,
+            webhooks_allow_private: config.webhooks.allow_private,
             tokens: tokens::Tokens::default(),
             warnings: std::sync::Mutex::default(),
         }

@@ -79,6 +79,10 @@ pub enum EngineError {
     /// The token does not allow the operation (its role or its queues).
     #[error("{0}")]
     Forbidden(String),
+    /// A webhook target it may not reach (an internal address, credentials
+    /// in the URL).
+    #[error("url: {0}")]
+    Target(String),
     /// A name only the engine writes (`task.*` events, `schedule:` keys).
     #[error("{field}: {message}")]
     Reserved {
@@ -129,6 +133,8 @@ pub enum Code {
     Forbidden,
     /// A name only the engine writes.
     ReservedName,
+    /// A webhook target that may not be reached.
+    InvalidWebhook,
     /// Something broke on our side.
     Internal,
 }
@@ -151,12 +157,13 @@ impl Code {
             Code::Unauthorized => "unauthorized",
             Code::Forbidden => "forbidden",
             Code::ReservedName => "reserved_name",
+            Code::InvalidWebhook => "invalid_webhook",
             Code::Internal => "internal",
         }
     }
 
     /// Every code, for the doors' tests.
-    pub const ALL: [Code; 15] = [
+    pub const ALL: [Code; 16] = [
         Code::InvalidRequest,
         Code::InvalidInput,
         Code::InvalidWorkflow,
@@ -171,6 +178,7 @@ impl Code {
         Code::Unauthorized,
         Code::Forbidden,
         Code::ReservedName,
+        Code::InvalidWebhook,
         Code::Internal,
     ];
 }
@@ -261,6 +269,11 @@ impl From<EngineError> for Failure {
             }
             EngineError::Contended(message) => Failure::new(Code::Conflict, message),
             EngineError::NotFound(message) => Failure::new(Code::NotFound, message),
+            EngineError::Target(message) => Failure {
+                code: Code::InvalidWebhook,
+                message: format!("url: {message}"),
+                details: json!({"field": "url"}),
+            },
             EngineError::Unauthorized(message) => Failure::new(Code::Unauthorized, message),
             EngineError::Forbidden(message) => Failure::new(Code::Forbidden, message),
             EngineError::Reserved { field, message } => Failure {

@@ -48,6 +48,10 @@ pub(crate) struct ServerArgs {
     /// `bootstrap` at start when no token has it.
     #[arg(long, env = "QUERN_BOOTSTRAP_TOKEN_FILE", value_name = "FILE")]
     bootstrap_token_file: Option<PathBuf>,
+    /// Let webhooks reach loopback, private and link-local addresses (a
+    /// receiver on this host or network).
+    #[arg(long, env = "QUERN_WEBHOOKS_ALLOW_PRIVATE")]
+    webhooks_allow_private: bool,
     /// YAML configuration file.
     #[arg(long, env = "QUERN_CONFIG")]
     config: Option<PathBuf>,
@@ -93,6 +97,9 @@ impl ServerArgs {
         }
         if self.insecure {
             config.server.insecure = true;
+        }
+        if self.webhooks_allow_private {
+            config.webhooks.allow_private = true;
         }
         if let Some(path) = &self.bootstrap_token_file {
             config.auth.bootstrap_token_file = Some(path.clone());

@@ -30,7 +30,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Api, PgSchema, Server, bounded, free_port, history_problem, id_of};
+use support::{Api, PgSchema, Server, bounded, eventually, free_port, history_problem, id_of};
 
 /// Server processes on the one database.
 const NODES: usize = 3;
@@ -714,4 +714,41 @@ fn quern_migrate_applies_once_and_refuses_what_it_cannot_reach() {
     assert_eq!(unreachable.status.code(), Some(2), "{unreachable:?}");
     let bad_name = migrate(&schema.url, "Not-A-Schema");
     assert_eq!(bad_name.status.code(), Some(2), "{bad_name:?}");
+}
+
+#[tokio::test]
+async fn a_token_revoked_through_one_node_is_refused_by_every_node_within_two_seconds() {
+    let Some(schema) = PgSchema::fresh("a_token_revoked_through_one_node_is_refused_by_every_node") else { return };
+    bounded(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("admin.token");
+        let admin = format!("qrn_{}", "a".repeat(64));
+        std::fs::write(&file, &admin).expect("write the bootstrap file");
+        let file = file.to_str().expect("a UTF-8 path").to_owned();
+        let mut args: Vec<&str> = schema.server_args().to_vec();
+        args.extend(["--auth", "required", "--bootstrap-token-file", &file]);
+        let (a, b) = (Server::start_with(&args), Server::start_with(&args));
+        let (admin_a, admin_b) = (a.api().with_token(&admin), b.api().with_token(&admin));
+        let made = admin_a.post("/v1/tokens", &json!({"name": "mn-viewer", "role": "viewer"})).await;
+        assert_eq!(made.status, 201, "{made:?}");
+        let secret = made.body["token"].as_str().expect("a secret").to_owned();
+        let viewer_b = b.api().with_token(&secret);
+        let made_at = Instant::now();
+        let seen = eventually("node B takes the new token", Duration::from_secs(5), async || {
+            (viewer_b.get("/v1/queues").await.status == 200).then(|| made_at.elapsed())
+        })
+        .await;
+        assert!(seen < Duration::from_secs(2), "a new token held on node B after {seen:?}");
+        let revoked = admin_b.send(reqwest::Method::DELETE, "/v1/tokens/mn-viewer", None).await;
+        assert_eq!(revoked.status, 200, "{revoked:?}");
+        let revoked_at = Instant::now();
+        let viewer_a = a.api().with_token(&secret);
+        let refused = eventually("node A refuses the revoked token", Duration::from_secs(5), async || {
+            (viewer_a.get("/v1/queues").await.status == 401).then(|| revoked_at.elapsed())
+        })
+        .await;
+        assert!(refused < Duration::from_secs(2), "node A took the revoked token for {refused:?}");
+        assert_eq!(viewer_b.get("/v1/queues").await.status, 401, "and the node that revoked it at once");
+    })
+    .await;
 }

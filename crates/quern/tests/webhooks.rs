@@ -97,7 +97,7 @@ async fn put(api: &Api, name: &str, body: &Value) -> support::Reply {
 #[tokio::test]
 async fn deliveries_are_signed_in_order_and_retried_on_500() {
     bounded(Duration::from_secs(60), async {
-        let server = Server::start();
+        let server = Server::start_with(&["--webhooks-allow-private"]);
         let api = server.api();
         let rx = receiver(&[500, 500]).await;
         let hook = json!({"url": rx.url, "filters": {"types": ["order.*"]}, "secret": "s3cret", "max_attempts": 5});
@@ -147,7 +147,7 @@ async fn deliveries_are_signed_in_order_and_retried_on_500() {
 #[tokio::test]
 async fn a_new_webhook_starts_where_after_says_or_at_the_head() {
     bounded(Duration::from_secs(60), async {
-        let server = Server::start();
+        let server = Server::start_with(&["--webhooks-allow-private"]);
         let api = server.api();
         for n in 0..3 {
             api.post("/v1/events", &json!({"type": "old.event", "source": "s", "payload": {"n": n}})).await;
@@ -173,7 +173,7 @@ async fn a_new_webhook_starts_where_after_says_or_at_the_head() {
 #[tokio::test]
 async fn a_webhook_that_keeps_failing_is_paused_until_resumed() {
     bounded(Duration::from_secs(60), async {
-        let server = Server::start();
+        let server = Server::start_with(&["--webhooks-allow-private"]);
         let api = server.api();
         let rx = receiver(&[500; 50]).await;
         put(&api, "flaky", &json!({"url": rx.url, "max_attempts": 2})).await;
@@ -213,7 +213,7 @@ async fn idle_cpu(server: &Server, window: Duration) -> Duration {
 #[tokio::test]
 async fn a_paused_webhook_leaves_the_server_idle() {
     bounded(Duration::from_secs(60), async {
-        let server = Server::start();
+        let server = Server::start_with(&["--webhooks-allow-private"]);
         let api = server.api();
         // A port nobody listens on: every delivery fails at once.
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -242,7 +242,7 @@ async fn a_paused_webhook_leaves_the_server_idle() {
 #[tokio::test]
 async fn bad_webhooks_are_refused() {
     bounded(Duration::from_secs(60), async {
-        let server = Server::start();
+        let server = Server::start_with(&["--webhooks-allow-private"]);
         let api = server.api();
         for (body, field) in [
             (json!({"url": "ftp://example.com/hook"}), "url"),
@@ -274,7 +274,7 @@ async fn bad_webhooks_are_refused() {
 #[tokio::test]
 async fn an_https_webhook_speaks_tls() {
     bounded(Duration::from_secs(60), async {
-        let server = Server::start();
+        let server = Server::start_with(&["--webhooks-allow-private"]);
         let api = server.api();
         // A plain-HTTP receiver behind an https:// URL: the TLS handshake
         // fails, and the attempt says so.

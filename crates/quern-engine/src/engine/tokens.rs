@@ -16,8 +16,9 @@ use quern_wire::tokens::{CreateToken, TokenCreated, TokenView};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the tokens read from the store are taken as current.
 pub(crate) const TOKENS_FRESH_FOR: Duration = Duration::from_secs(1);
@@ -30,6 +31,10 @@ const MAX_EXPIRY_MS: u64 = 10 * 366 * 24 * 3_600_000;
 pub(crate) struct Tokens {
     by_hash: RwLock<HashMap<String, Known>>,
     read: Refresh,
+    /// When they were last read, in milliseconds since `epoch`: a request
+    /// looks here, not at `read`'s lock, to know whether to read again.
+    read_at_ms: AtomicU64,
+    epoch: Instant,
 }
 
 #[derive(Clone)]
@@ -40,16 +45,32 @@ struct Known {
 
 impl Default for Tokens {
     fn default() -> Self {
-        Self { by_hash: RwLock::default(), read: Refresh::new(TOKENS_FRESH_FOR) }
+        Self {
+            by_hash: RwLock::default(),
+            read: Refresh::new(TOKENS_FRESH_FOR),
+            read_at_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
     }
 }
 
 impl Tokens {
+    fn since_epoch_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Read longer ago than [`TOKENS_FRESH_FOR`] (or never).
+    fn stale(&self) -> bool {
+        let at = self.read_at_ms.load(Ordering::Relaxed);
+        at == 0 || self.since_epoch_ms().saturating_sub(at) >= TOKENS_FRESH_FOR.as_millis() as u64
+    }
+
     fn adopt(&self, records: Vec<TokenRecord>) {
         let map = records.into_iter().map(|r| (r.hash.clone(), known(&r))).collect();
         if let Ok(mut by_hash) = self.by_hash.write() {
             *by_hash = map;
         }
+        self.read_at_ms.store(self.since_epoch_ms().max(1), Ordering::Relaxed);
     }
 
     fn insert(&self, record: &TokenRecord) {
@@ -127,8 +148,15 @@ impl Engine {
             return Err(refused());
         }
         let hash = hash(secret);
-        if self.tokens.get(&hash).is_none() {
-            self.read_tokens().await?;
+        // Revocations through other nodes arrive with the next read; while
+        // the store cannot be read, the tokens known go on working.
+        if self.tokens.stale()
+            && let Err(e) = self.read_tokens().await
+        {
+            if self.tokens.get(&hash).is_none() {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "tokens not read again; using those known");
         }
         let known = self.tokens.get(&hash).ok_or_else(refused)?;
         if known.revoked || known.principal.expires_at.is_some_and(|at| at <= self.now()) {

@@ -17,6 +17,8 @@ use quern_store::{Delivery, EventQuery, StoreError, WebhookRecord};
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Events one round of a webhook delivers at most.
@@ -73,6 +75,90 @@ impl Backoffs {
     }
 }
 
+/// Whether a webhook may not reach `ip` unless `webhooks.allow_private`:
+/// loopback, private, link-local, shared (CGNAT), unspecified, multicast,
+/// broadcast and documentation ranges, and IPv4 inside IPv6.
+fn internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let [first, second, ..] = a.octets();
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || a.is_documentation()
+                || a.is_multicast()
+                || first == 0
+                || (first == 100 && (second & 0xc0) == 64)
+        }
+        IpAddr::V6(a) => {
+            let first = a.segments()[0];
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || a.to_ipv4_mapped().is_some_and(|v4| internal(IpAddr::V4(v4)))
+                || a.to_ipv4().is_some_and(|v4| internal(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// The IP a URL's host is, when it is written as one (the URL parser has
+/// already turned `2130706433` or `0x7f.1` into `127.0.0.1`).
+fn host_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    let host = url.host_str()?;
+    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+/// Refuses a URL whose host is, or resolves to, an internal address.
+async fn reachable(url: &reqwest::Url) -> Result<()> {
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<IpAddr> = match (host_ip(url), url.host_str()) {
+        (Some(ip), _) => vec![ip],
+        (None, Some(name)) => tokio::net::lookup_host((name, port))
+            .await
+            .map_err(|e| EngineError::Target(format!("cannot resolve {name}: {e}")))?
+            .map(|a| a.ip())
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    match addrs.iter().find(|ip| internal(**ip)) {
+        Some(ip) => Err(EngineError::Target(format!(
+            "{} is {ip}, an internal address: webhooks reach public addresses unless webhooks.allow_private is set",
+            url.host_str().unwrap_or_default()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A delivery refused before any connection: a URL whose host is an
+/// internal IP written out (names go through [`PublicOnly`]).
+fn literal_target(url: &str, allow_private: bool) -> Option<String> {
+    let ip = host_ip(&reqwest::Url::parse(url).ok()?)?;
+    (!allow_private && internal(ip)).then(|| format!("refused: {ip} is an internal address"))
+}
+
+/// Resolves a receiver's name to its public addresses only.
+struct PublicOnly {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            let public: Vec<SocketAddr> = addrs.filter(|a| allow_private || !internal(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!("refused: {} resolves to internal addresses only", name.as_str()).into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 impl Engine {
     /// Creates or replaces webhook `name`. A replaced webhook keeps its
     /// cursor and gets a fresh start (not paused, no failures).
@@ -87,6 +173,12 @@ impl Engine {
             reqwest::Url::parse(&spec.url).map_err(|e| invalid("url", format!("{:?} is not a URL: {e}", spec.url)))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(invalid("url", format!("{:?} is not an http:// or https:// URL", spec.url)));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(EngineError::Target("no credentials in the URL: sign deliveries with `secret`".into()));
+        }
+        if !self.webhooks_allow_private {
+            reachable(&url).await?;
         }
         if !(1..=100).contains(&spec.max_attempts) {
             return Err(invalid("max_attempts", "must be 1 to 100"));
@@ -169,7 +261,16 @@ impl Engine {
         // TLS is rustls with *ring*, checking receivers against the system's
         // roots; installing the provider twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).no_proxy().build() {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .no_proxy()
+            // A receiver cannot send the body on to another address.
+            .redirect(reqwest::redirect::Policy::none())
+            // Names are resolved again at every delivery, and an internal
+            // address is never connected to (DNS can change after a PUT).
+            .dns_resolver(Arc::new(PublicOnly { allow_private: self.webhooks_allow_private }))
+            .build();
+        let http = match http {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "webhooks: cannot build the HTTP client; no webhook will be delivered");
@@ -283,12 +384,15 @@ impl Engine {
             req = req.header(SIGNATURE_HEADER, signature(secret, &body));
         }
         let started = Instant::now();
-        let answer = req.body(body).send().await;
+        let answer = match literal_target(&w.url, self.webhooks_allow_private) {
+            Some(refusal) => Err(refusal),
+            None => req.body(body).send().await.map_err(|err| format!("no answer: {err}")),
+        };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (status, error) = match answer {
             Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
             Ok(r) => (Some(r.status().as_u16()), Some(format!("the receiver answered {}", r.status()))),
-            Err(err) => (None, Some(format!("no answer: {err}"))),
+            Err(err) => (None, Some(err)),
         };
         let now = self.now();
         let ok = error.is_none();

@@ -83,6 +83,13 @@ pub enum ApiError {
     Unauthorized(String),
     /// The token does not allow it.
     Forbidden(String),
+    /// A webhook target that may not be reached.
+    InvalidWebhook {
+        /// Why.
+        message: String,
+        /// The field.
+        details: Value,
+    },
     /// A name only the engine writes.
     Reserved {
         /// What is reserved.
@@ -132,6 +139,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Reserved { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "reserved_name"),
+            ApiError::InvalidWebhook { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::NotReady(..) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -148,6 +156,7 @@ impl ApiError {
             | ApiError::InvalidSchedule { message, details }
             | ApiError::TooDeep { message, details }
             | ApiError::Reserved { message, details }
+            | ApiError::InvalidWebhook { message, details }
             | ApiError::OffsetExpired { message, details } => (message, details),
             ApiError::PayloadTooLarge(m)
             | ApiError::NotFound(m)
@@ -210,6 +219,7 @@ impl From<Failure> for ApiError {
             Code::Unauthorized => ApiError::Unauthorized(message),
             Code::Forbidden => ApiError::Forbidden(message),
             Code::ReservedName => ApiError::Reserved { message, details },
+            Code::InvalidWebhook => ApiError::InvalidWebhook { message, details },
             Code::Internal => ApiError::Internal,
         }
     }
@@ -240,6 +250,7 @@ mod tests {
             | ApiError::Unauthorized(_)
             | ApiError::Forbidden(_)
             | ApiError::Reserved { .. }
+            | ApiError::InvalidWebhook { .. }
             | ApiError::ShuttingDown
             | ApiError::NotReady(..)
             | ApiError::Internal => (),
@@ -262,6 +273,7 @@ mod tests {
             ApiError::Unauthorized(m()),
             ApiError::Forbidden(m()),
             ApiError::Reserved { message: m(), details: d() },
+            ApiError::InvalidWebhook { message: m(), details: d() },
             ApiError::ShuttingDown,
             ApiError::NotReady(m(), d()),
             ApiError::Internal,

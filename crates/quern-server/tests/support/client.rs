@@ -37,9 +37,24 @@ pub(crate) struct Api {
 
 impl Api {
     pub(crate) fn new(base: &str) -> Api {
+        Api::build(base, None)
+    }
+
+    /// The same server, every request carrying `token` as a bearer token.
+    pub(crate) fn with_token(&self, token: &str) -> Api {
+        Api::build(&self.base, Some(token))
+    }
+
+    fn build(base: &str, token: Option<&str>) -> Api {
         quern_client::install_tls_provider();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value");
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .no_proxy()
+            .default_headers(headers)
             // Above the longest long-poll the contract allows (60 s).
             .timeout(Duration::from_secs(75))
             .build()
