@@ -32,6 +32,7 @@
 pub mod error;
 
 pub use error::{Error, Result};
+pub use quern_wire::audit::{AuditList, AuditView};
 pub use quern_wire::events::{AckRequest, Acked, EventBatch, EventList, Published};
 pub use quern_wire::ops::Health;
 pub use quern_wire::schedules::{ApplyReport, ScheduleView, Schedules};
@@ -424,6 +425,23 @@ impl Client {
     /// Revokes a token (`DELETE /v1/tokens/{name}`, admins).
     pub async fn revoke_token(&self, name: &str) -> Result<TokenView> {
         self.call(self.request(Method::DELETE, &format!("/v1/tokens/{}", path_segment(name)))).await
+    }
+
+    /// Audit entries, newest first (`GET /v1/audit`, admins): of `actor`, of
+    /// actions starting with `action`, before `before`.
+    pub async fn audit(
+        &self,
+        actor: Option<&str>,
+        action: Option<&str>,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<AuditList> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        q.extend(actor.map(|a| ("actor", a.to_owned())));
+        q.extend(action.map(|a| ("action", a.to_owned())));
+        q.extend(before.map(|b| ("before", b.to_string())));
+        q.extend(limit.map(|l| ("limit", l.to_string())));
+        self.call(self.request(Method::GET, "/v1/audit").query(&q)).await
     }
 
     /// The server's health report (`GET /v1/health`): version, uptime, store,

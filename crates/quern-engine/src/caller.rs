@@ -70,6 +70,16 @@ impl Caller {
         }
     }
 
+    /// Who, as the audit log names it: the token's name, `anonymous` or
+    /// `server`.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Anonymous => "anonymous".into(),
+            Caller::Server => "server".into(),
+            Caller::Token(t) => t.name.clone(),
+        }
+    }
+
     /// The engine's own writes come from [`Caller::Server`] only.
     pub fn is_server(&self) -> bool {
         matches!(self, Caller::Server)

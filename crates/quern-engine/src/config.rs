@@ -143,11 +143,17 @@ pub struct RetentionConfig {
     pub ttl: Duration,
     /// How often the sweeper looks.
     pub sweep_interval: Duration,
+    /// Audit entries older than this are deleted.
+    pub audit_ttl: Duration,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        Self { ttl: Duration(7 * 24 * 3_600_000), sweep_interval: Duration(60_000) }
+        Self {
+            ttl: Duration(7 * 24 * 3_600_000),
+            sweep_interval: Duration(60_000),
+            audit_ttl: Duration(90 * 24 * 3_600_000),
+        }
     }
 }
 

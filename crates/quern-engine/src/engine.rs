@@ -7,6 +7,7 @@
 //! Invariant: nothing reaches the store that [`quern_core`] has not
 //! validated, and no time is read except through the engine's [`Clock`].
 
+mod audit;
 mod events;
 mod groups;
 mod schedules;
@@ -85,6 +86,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     defaults: ExecutionDefaults,
     retention_ttl_ms: u64,
+    audit_ttl_ms: u64,
     sweep_interval: Duration,
     events_ttl_ms: u64,
     events_max: u64,
@@ -148,6 +150,7 @@ impl Engine {
             clock,
             defaults: config.execution.clone(),
             retention_ttl_ms: config.retention.ttl.0,
+            audit_ttl_ms: config.retention.audit_ttl.0,
             sweep_interval: Duration::from_millis(config.retention.sweep_interval.0),
             events_ttl_ms: config.events.ttl.0,
             events_max: config.events.max_events,
@@ -421,7 +424,10 @@ impl Engine {
     pub async fn cancel_workflow(&self, caller: &Caller, id: Uuid) -> Result<usize> {
         self.admit(caller, "cancel_workflow")?;
         self.visible_workflow(caller, id).await?;
-        Ok(self.store.cancel_workflow(id, self.now()).await?)
+        let cancelled = self.store.cancel_workflow(id, self.now()).await?;
+        self.record(caller, "workflow.cancel", &id.to_string(), Some(serde_json::json!({"cancelled": cancelled})))
+            .await;
+        Ok(cancelled)
     }
 
     /// Decides an `approval` task.
@@ -434,7 +440,10 @@ impl Engine {
                 check_text(field, text, max)?;
             }
         }
-        Ok(self.store.approve(id, approval, self.now()).await?)
+        let decision = serde_json::json!({"approved": approval.approved, "by": approval.by});
+        let task = self.store.approve(id, approval, self.now()).await?;
+        self.record(caller, "task.approve", &id.to_string(), Some(decision)).await;
+        Ok(task)
     }
 
     /// A page of tasks.
@@ -462,14 +471,18 @@ impl Engine {
     pub async fn cancel(&self, caller: &Caller, id: Uuid) -> Result<Task> {
         self.admit(caller, "cancel")?;
         self.visible(caller, id).await?;
-        Ok(self.store.cancel(id, self.now()).await?)
+        let task = self.store.cancel(id, self.now()).await?;
+        self.record(caller, "task.cancel", &id.to_string(), None).await;
+        Ok(task)
     }
 
     /// Gives a task a new attempt.
     pub async fn retry(&self, caller: &Caller, id: Uuid) -> Result<Task> {
         self.admit(caller, "retry")?;
         self.visible(caller, id).await?;
-        Ok(self.store.retry(id, self.now()).await?)
+        let task = self.store.retry(id, self.now()).await?;
+        self.record(caller, "task.retry", &id.to_string(), None).await;
+        Ok(task)
     }
 
     /// Records a worker and the task types it serves.
@@ -674,7 +687,9 @@ impl Engine {
     pub async fn set_paused(&self, caller: &Caller, queue: &str, paused: bool) -> Result<()> {
         self.admit(caller, "set_paused")?;
         quern_core::spec::check_queue_name(queue).map_err(|error| EngineError::Invalid { error, index: None })?;
-        Ok(self.store.set_paused(queue, paused).await?)
+        self.store.set_paused(queue, paused).await?;
+        self.record(caller, if paused { "queue.pause" } else { "queue.resume" }, queue, None).await;
+        Ok(())
     }
 
     /// Is the store reachable?
@@ -738,6 +753,12 @@ impl Engine {
                 Ok(n) => tracing::debug!(deleted = n, "event retention sweep"),
                 Err(StoreError::Closed) => return,
                 Err(e) => tracing::error!(error = %e, "event retention sweep failed"),
+            }
+            match self.purge_audit().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "audit retention sweep"),
+                Err(StoreError::Closed) => return,
+                Err(e) => tracing::error!(error = %e, "audit retention sweep failed"),
             }
             tokio::select! {
                 () = tokio::time::sleep(self.sweep_interval) => {}

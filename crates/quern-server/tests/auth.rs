@@ -275,3 +275,62 @@ async fn beyond_loopback_a_server_without_tokens_does_not_start_unless_told() {
     assert!(message.contains("--auth required") && message.contains("--insecure"), "{message}");
     assert!(!dir.path().join("data").exists(), "nothing was opened");
 }
+
+#[tokio::test]
+async fn every_admin_action_leaves_one_audit_entry_naming_its_actor() {
+    let server = secured();
+    let http = Http::new(&server);
+    bounded(LIMIT, async {
+        let ops = http.make_token(json!({"name": "ops", "role": "admin"})).await;
+        let o = Some(ops.as_str());
+        let producer = http.make_token(json!({"name": "p", "role": "producer"})).await;
+        let id = http.send(Some(&producer), "POST", "/v1/tasks", Some(json!({"name": "a"}))).await.2["id"].clone();
+        let id = id.as_str().expect("an id").to_owned();
+        assert_eq!(http.send(o, "POST", "/v1/queues/default/pause", None).await.0, 200);
+        assert_eq!(http.send(o, "POST", "/v1/queues/default/resume", None).await.0, 200);
+        assert_eq!(http.send(Some(&producer), "POST", &format!("/v1/tasks/{id}/cancel"), None).await.0, 200);
+        assert_eq!(http.send(Some(&producer), "POST", &format!("/v1/tasks/{id}/retry"), None).await.0, 200);
+        let schedule = json!({"every": "1h", "task": {"name": "tick"}});
+        assert_eq!(http.send(o, "PUT", "/v1/schedules/hourly", Some(schedule)).await.0, 201);
+        assert_eq!(http.send(o, "POST", "/v1/schedules/hourly/disable", None).await.0, 200);
+        assert_eq!(http.send(o, "DELETE", "/v1/schedules/hourly", None).await.0, 200);
+        assert_eq!(http.send(o, "DELETE", "/v1/tokens/p", None).await.0, 200);
+        assert_eq!(http.send(o, "GET", "/v1/tasks?queue=default", None).await.0, 200, "reads leave no entry");
+
+        let (status, _, log) = http.send(o, "GET", "/v1/audit?limit=100", None).await;
+        assert_eq!(status, 200, "{log}");
+        let entries: Vec<(String, String, String)> = log["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let field = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+                (field("actor"), field("action"), field("target"))
+            })
+            .rev()
+            .collect();
+        let want: Vec<(String, String, String)> = [
+            ("bootstrap", "token.create", "ops"),
+            ("bootstrap", "token.create", "p"),
+            ("ops", "queue.pause", "default"),
+            ("ops", "queue.resume", "default"),
+            ("p", "task.cancel", id.as_str()),
+            ("p", "task.retry", id.as_str()),
+            ("ops", "schedule.put", "hourly"),
+            ("ops", "schedule.disable", "hourly"),
+            ("ops", "schedule.delete", "hourly"),
+            ("ops", "token.revoke", "p"),
+        ]
+        .into_iter()
+        .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+        .collect();
+        assert_eq!(entries, want);
+        let (_, _, only) = http.send(o, "GET", "/v1/audit?actor=p&action=task.", None).await;
+        assert_eq!(only["entries"].as_array().map(Vec::len), Some(2), "{only}");
+        let (_, _, page) = http.send(o, "GET", "/v1/audit?limit=3", None).await;
+        let before = page["next_before"].as_u64().expect("a next page");
+        let (_, _, next) = http.send(o, "GET", &format!("/v1/audit?limit=3&before={before}"), None).await;
+        assert_eq!(next["entries"][0]["action"], "schedule.put", "{next}");
+    })
+    .await;
+}

@@ -47,6 +47,7 @@ pub use error::{Result, StoreError};
 pub use quern_core::HistoryEntry;
 pub use signals::Signals;
 pub use store::Store;
+pub use types::audit::{AuditEntry, AuditQuery, AuditRecord};
 pub use types::events::{Delivery, EventPage, EventQuery, GroupState, WebhookRecord};
 pub use types::leases::{
     CompleteAnswer, CompleteParams, Completion, HeartbeatAnswer, HeartbeatLease, HeartbeatParams, LeaseParams,

@@ -6,6 +6,7 @@
 
 use crate::error::Result;
 use crate::signals::Signals;
+use crate::types::audit::{AuditEntry, AuditQuery, AuditRecord};
 use crate::types::events::{Delivery, EventPage, EventQuery, GroupState, WebhookRecord};
 use crate::types::leases::{CompleteAnswer, CompleteParams, HeartbeatAnswer, HeartbeatParams, LeaseParams};
 use crate::types::schedules::{DueSchedules, Fire, FireOutcome, ScheduleRecord, ScheduleWrite};
@@ -125,6 +126,12 @@ pub trait Store: Send + Sync + 'static {
     async fn put_workers(&self, workers: Vec<WorkerRecord>) -> Result<()>;
     /// The workers any node heard from at or after `since`.
     async fn workers(&self, since: Millis) -> Result<Vec<WorkerRecord>>;
+    /// Appends an entry to the audit log.
+    async fn audit(&self, entry: AuditEntry) -> Result<()>;
+    /// Audit entries, newest first.
+    async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>>;
+    /// Deletes audit entries older than `before`; answers how many went.
+    async fn purge_audit(&self, before: Millis) -> Result<u64>;
     /// Every token, revoked ones too, by name.
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// Stores a new token; a name already used (even by a revoked token) is

@@ -251,7 +251,7 @@ async fn queue_counts_survive_folds_on_two_nodes_and_a_migration_from_before_the
     tokio::spawn(connection);
     client
         .batch_execute(&format!(
-            "DROP TABLE {schema}.queue_counts, {schema}.queue_count_deltas, {schema}.tokens; \
+            "DROP TABLE {schema}.queue_counts, {schema}.queue_count_deltas, {schema}.tokens, {schema}.audit; \
              DELETE FROM {schema}.quern_migrations WHERE version >= 6"
         ))
         .await

@@ -12,11 +12,12 @@
 //! - [`worker`]: the worker protocol (register, lease, heartbeat, complete)
 //!   and the registry's views.
 //! - [`ops`]: health, readiness, queues, and the error body.
-//! - [`tokens`]: API tokens.
+//! - [`tokens`]: API tokens; [`audit`]: the audit log.
 //!
 //! With the `openapi` feature every type also describes its JSON Schema,
 //! from which the server builds `/openapi.json`.
 
+pub mod audit;
 pub mod events;
 pub mod ops;
 pub mod schedules;

@@ -26,6 +26,7 @@
 //! transport errors, which print `error: <code>: <message>` on stderr.
 
 mod allocator;
+mod audit_cmd;
 mod events_cmd;
 mod flags;
 mod queue_cmd;
@@ -114,6 +115,8 @@ enum ClientCommand {
     Events(events_cmd::EventsArgs),
     /// Make, list or revoke API tokens (over HTTP, or offline with --data/--database).
     Token(token_cmd::TokenArgs),
+    /// Who changed what: tokens, queues, schedules, webhooks, cancels, retries, approvals.
+    Audit(audit_cmd::AuditArgs),
 }
 
 /// How a client command ended, as the process's exit code.
@@ -181,6 +184,7 @@ fn run_client(global: GlobalArgs, command: ClientCommand) -> Exit {
             ClientCommand::Schedule(args) => schedule_cmd::run(&client, output, args).await,
             ClientCommand::Events(args) => events_cmd::run(&client, output, args).await,
             ClientCommand::Token(args) => token_cmd::run(&client, output, args).await,
+            ClientCommand::Audit(args) => audit_cmd::run(&client, output, args).await,
         }
     });
     done.unwrap_or_else(|e| {

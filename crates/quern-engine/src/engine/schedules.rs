@@ -278,7 +278,15 @@ impl Engine {
                 }
             })
             .await?;
-        Ok((self.schedule(caller, name).await?, outcome))
+        let view = self.schedule(caller, name).await?;
+        self.record(
+            caller,
+            "schedule.put",
+            name,
+            Some(serde_json::json!({"outcome": format!("{outcome:?}").to_lowercase()})),
+        )
+        .await;
+        Ok((view, outcome))
     }
 
     /// Every schedule, by name. A stored schedule that no longer reads (one
@@ -316,6 +324,7 @@ impl Engine {
             Ok((Some(ScheduleWrite::Delete { name: name.to_owned(), expected: r.version }), ()))
         })
         .await?;
+        self.record(caller, "schedule.delete", name, None).await;
         Ok(view)
     }
 
@@ -330,6 +339,7 @@ impl Engine {
             Ok((plan_put(Some(r), &s, now), ()))
         })
         .await?;
+        self.record(caller, if enabled { "schedule.enable" } else { "schedule.disable" }, name, None).await;
         self.schedule(caller, name).await
     }
 
@@ -346,7 +356,10 @@ impl Engine {
             .map_err(|e| invalid(e, None))?;
         let fire = Fire { name: name.to_owned(), advance: None, skip_if_running: false, task };
         match self.store.fire_schedules(vec![fire], now).await?.pop() {
-            Some(FireOutcome::Fired(task)) => Ok(*task),
+            Some(FireOutcome::Fired(task)) => {
+                self.record(caller, "schedule.trigger", name, Some(serde_json::json!({"task": task.id}))).await;
+                Ok(*task)
+            }
             _ => Err(StoreError::ScheduleNotFound(name.to_owned()).into()),
         }
     }
@@ -408,7 +421,13 @@ impl Engine {
                 return Ok(report);
             }
             match self.store.write_schedules(writes).await {
-                Ok(()) => return Ok(report),
+                Ok(()) => {
+                    let changed = serde_json::json!({
+                        "created": report.created, "updated": report.updated, "deleted": report.deleted
+                    });
+                    self.record(caller, "schedules.apply", "", Some(changed)).await;
+                    return Ok(report);
+                }
                 Err(StoreError::ScheduleConflict(_)) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -178,7 +178,10 @@ impl Engine {
     /// Makes a token; the answer holds its secret, shown this once.
     pub async fn create_token(&self, caller: &Caller, req: CreateToken) -> Result<TokenCreated> {
         self.admit(caller, "create_token")?;
-        self.make_token(req).await
+        let created = self.make_token(req).await?;
+        let detail = serde_json::json!({"role": created.view.role, "queues": created.view.queues});
+        self.record(caller, "token.create", &created.view.name, Some(detail)).await;
+        Ok(created)
     }
 
     async fn make_token(&self, req: CreateToken) -> Result<TokenCreated> {
@@ -218,6 +221,7 @@ impl Engine {
         let record = self.store.revoke_token(name.to_owned(), self.now()).await?;
         let record = record.ok_or_else(|| EngineError::NotFound(format!("no token named {name:?}")))?;
         self.tokens.insert(&record);
+        self.record(caller, "token.revoke", name, None).await;
         Ok(view(record))
     }
 

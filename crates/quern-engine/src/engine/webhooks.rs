@@ -206,6 +206,7 @@ impl Engine {
         };
         self.store.put_webhook(record.clone()).await?;
         self.store.signals().events.notify_waiters();
+        self.record(caller, "webhook.put", name, Some(serde_json::json!({"url": record.url}))).await;
         Ok((record, created))
     }
 
@@ -231,6 +232,7 @@ impl Engine {
         self.admit(caller, "delete_webhook")?;
         let w = self.webhook(caller, name).await?;
         self.store.delete_webhook(name.to_owned()).await?;
+        self.record(caller, "webhook.delete", name, None).await;
         Ok(w)
     }
 
@@ -245,6 +247,7 @@ impl Engine {
         if let Ok(mut b) = self.backoffs.0.lock() {
             b.remove(name);
         }
+        self.record(caller, "webhook.resume", name, None).await;
         self.store.signals().events.notify_waiters();
         Ok(w)
     }

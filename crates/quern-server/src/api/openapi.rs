@@ -62,18 +62,19 @@ pub(super) const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("tokens_create", Some("create_token")),
     ("tokens_list", Some("tokens")),
     ("tokens_revoke", Some("revoke_token")),
+    ("audit_list", Some("audit")),
 ];
 
-/// The engine operation each route runs, by method and path (as routed,
-/// `/v1/tasks/{id}`): what the door admits a caller to before it reads the
-/// request's body.
-pub(super) fn engine_operations(doc: &Doc) -> HashMap<(String, String), &'static str> {
-    let mut out = HashMap::new();
+/// The engine operation each route runs, by path (as routed,
+/// `/v1/tasks/{id}`) and then method: what the door admits a caller to
+/// before it reads the request's body.
+pub(super) fn engine_operations(doc: &Doc) -> HashMap<String, Vec<(&'static str, &'static str)>> {
+    let mut out: HashMap<String, Vec<(&'static str, &'static str)>> = HashMap::new();
     for (path, item) in &doc.paths.paths {
         for (method, op) in [("GET", &item.get), ("PUT", &item.put), ("POST", &item.post), ("DELETE", &item.delete)] {
             let Some(id) = op.as_ref().and_then(|op| op.operation_id.as_deref()) else { continue };
             if let Some((_, Some(engine_op))) = OPERATIONS.iter().find(|(o, _)| *o == id) {
-                out.insert((method.to_owned(), path.clone()), *engine_op);
+                out.entry(path.clone()).or_default().push((method, *engine_op));
             }
         }
     }
@@ -109,6 +110,7 @@ fn security(id: &str) -> Vec<SecurityRequirement> {
         (name = "webhooks", description = "Events pushed to a URL"),
         (name = "workers", description = "The worker protocol and the registry"),
         (name = "tokens", description = "API tokens (admins)"),
+        (name = "audit", description = "Who changed what (admins)"),
         (name = "ops", description = "Health, readiness, queues, this description"),
     ),
 )]
@@ -211,7 +213,7 @@ mod tests {
                 operations.insert(format!("{method} {path}"));
             }
         }
-        assert_eq!(operations.len(), 47, "{operations:#?}");
+        assert_eq!(operations.len(), 48, "{operations:#?}");
         let named: BTreeSet<String> = super::OPERATIONS.iter().map(|(id, _)| (*id).to_owned()).collect();
         let ids: BTreeSet<String> = doc
             .paths

@@ -14,6 +14,7 @@
 //! and indexes, not a writer's memory; the event log takes its offsets from
 //! one locked row just before commit, so offsets become visible in order.
 
+mod audit;
 mod dependents;
 mod events;
 mod listen;
@@ -30,10 +31,10 @@ use crate::error::backend;
 use crate::segment::SegmentBuilder;
 use crate::stored::json;
 use crate::{
-    Approval, CompleteAnswer, CompleteParams, Delivery, DueSchedules, EventPage, EventQuery, Fire, FireOutcome,
-    GroupState, HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery, NewWorkflow, QueueInfo, Result,
-    ScheduleRecord, ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TaskTypeRecord, TickOutcome,
-    TokenRecord, WebhookRecord, WorkerRecord, WorkflowPage, WorkflowQuery, WorkflowRecord,
+    Approval, AuditEntry, AuditQuery, AuditRecord, CompleteAnswer, CompleteParams, Delivery, DueSchedules, EventPage,
+    EventQuery, Fire, FireOutcome, GroupState, HeartbeatAnswer, HeartbeatParams, HistoryEntry, LeaseParams, ListQuery,
+    NewWorkflow, QueueInfo, Result, ScheduleRecord, ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage,
+    TaskTypeRecord, TickOutcome, TokenRecord, WebhookRecord, WorkerRecord, WorkflowPage, WorkflowQuery, WorkflowRecord,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -650,6 +651,18 @@ impl Store for PgStore {
         now: Millis,
     ) -> Result<bool> {
         self.write(|tx| Box::pin(events::put_group_state(tx, group.clone(), version, state.clone(), now))).await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<()> {
+        self.write(|tx| Box::pin(audit::append(tx, entry.clone()))).await
+    }
+
+    async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>> {
+        self.read(|tx| Box::pin(audit::read(tx, query.clone()))).await
+    }
+
+    async fn purge_audit(&self, before: Millis) -> Result<u64> {
+        self.write(|tx| Box::pin(audit::purge(tx, before))).await
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {

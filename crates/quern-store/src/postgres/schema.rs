@@ -243,6 +243,18 @@ CREATE TABLE tokens (
     revoked_at bigint
 );
 "#,
+    // The audit log.
+    r#"
+CREATE TABLE audit (
+    seq    bigserial PRIMARY KEY,
+    at     bigint NOT NULL,
+    actor  text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    detail text
+);
+CREATE INDEX audit_by_at ON audit (at);
+"#,
 ];
 
 /// The schema version this build knows.

@@ -10,6 +10,7 @@
 //! (`writer/leases.rs`) when a read could otherwise miss one. See
 //! `writer.rs` for the invariant between memory and file.
 
+mod audit;
 mod readers;
 mod reads;
 mod rows;
@@ -28,7 +29,9 @@ use crate::{
     ScheduleWrite, Signals, Store, StoreError, Submitted, TaskPage, TickOutcome, WorkflowPage, WorkflowQuery,
     WorkflowRecord,
 };
-use crate::{Delivery, GroupState, TaskTypeRecord, TokenRecord, WebhookRecord, WorkerRecord};
+use crate::{
+    AuditEntry, AuditQuery, AuditRecord, Delivery, GroupState, TaskTypeRecord, TokenRecord, WebhookRecord, WorkerRecord,
+};
 use async_trait::async_trait;
 use quern_core::{Event, Millis, NewEvent, NewTask, Status, Task};
 use rows::{TASK_COLUMNS, task_from_row};
@@ -503,6 +506,18 @@ impl Store for SqliteStore {
             .map_err(backend)
         })
         .await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<()> {
+        self.write(move |_, conn| audit::append(conn, &entry)).await
+    }
+
+    async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>> {
+        self.read(move |conn| audit::read(conn, &query)).await
+    }
+
+    async fn purge_audit(&self, before: Millis) -> Result<u64> {
+        self.write(move |_, conn| audit::purge(conn, before)).await
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {

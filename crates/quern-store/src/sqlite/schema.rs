@@ -199,8 +199,21 @@ CREATE TABLE tokens (
 ) WITHOUT ROWID;
 ";
 
+/// Version 3: the audit log.
+const SCHEMA_V3: &str = "
+CREATE TABLE audit (
+    seq    INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX audit_by_at ON audit (at);
+";
+
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// The schema version this build knows.
 #[allow(clippy::cast_possible_wrap)] // a handful of migrations

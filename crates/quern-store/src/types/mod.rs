@@ -4,6 +4,7 @@
 //! Invariant: these are plain values that both backends take and answer
 //! alike; nothing here reads or writes storage.
 
+pub(crate) mod audit;
 pub(crate) mod events;
 pub(crate) mod leases;
 pub(crate) mod schedules;

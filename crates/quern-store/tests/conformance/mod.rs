@@ -8,13 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, unreachable_pub)]
 
+use quern_core::auth::Role;
 use quern_core::{Condition, Dependency, EventFilter, NewEvent, OutcomeCondition};
 use quern_core::{ErrorKind, ExecutionDefaults, Millis, Outcome, Status, TaskError, TaskSpec};
 use quern_store::{
     Approval, CompleteParams, Completion, EventPage, EventQuery, Fire, FireOutcome, GroupState, HeartbeatLease,
     HeartbeatParams, LeaseParams, ListQuery, NewWorkflow, ScheduleRecord, ScheduleWrite, Store, StoreError,
-    TaskTypeRecord, WorkerRecord, WorkflowQuery,
+    TaskTypeRecord, TokenRecord, WorkerRecord, WorkflowQuery,
 };
+use quern_store::{AuditEntry, AuditQuery};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -109,6 +111,9 @@ macro_rules! suite {
         ]);
         $crate::conformance::suite!(@area groups, $make, [
             group_state_is_replaced_by_version,
+        ]);
+        $crate::conformance::suite!(@area security, $make, [
+            tokens_keep_their_names_for_ever_and_revoke_once, the_audit_log_appends_filters_pages_and_purges,
         ]);
         $crate::conformance::suite!(@area nodes, $make, [
             a_role_has_one_leader_until_its_term_runs_out, task_types_keep_their_latest_declaration,
@@ -1043,6 +1048,65 @@ pub async fn task_types_keep_their_latest_declaration(f: &mut impl Factory) {
     assert_eq!(got, [t("email", Some(r#"{"type":"string"}"#), T0 + 10), t("free", None, T0)], "the latest wins");
     drop(s);
     assert_eq!(f.reopen(T0 + 20).task_types().await.unwrap().len(), 2, "they survive a restart");
+}
+
+pub async fn tokens_keep_their_names_for_ever_and_revoke_once(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let t = |name: &str, hash: &str| TokenRecord {
+        name: name.into(),
+        hash: hash.into(),
+        role: Role::Producer,
+        queues: vec!["billing.*".into()],
+        approve: true,
+        shell: false,
+        created_at: T0,
+        expires_at: Some(T0 + 1_000),
+        revoked_at: None,
+    };
+    s.create_token(t("a", "h1")).await.unwrap();
+    assert_eq!(s.create_token(t("a", "h2")).await, Err(StoreError::TokenExists("a".into())));
+    assert_eq!(s.tokens().await.unwrap(), [t("a", "h1")]);
+    let revoked = s.revoke_token("a".into(), T0 + 5).await.unwrap();
+    assert_eq!(revoked.map(|r| r.revoked_at), Some(Some(T0 + 5)));
+    let again = s.revoke_token("a".into(), T0 + 9).await.unwrap();
+    assert_eq!(again.map(|r| r.revoked_at), Some(Some(T0 + 5)), "the first revocation stands");
+    assert_eq!(s.revoke_token("none".into(), T0).await.unwrap(), None);
+    assert!(s.create_token(t("a", "h3")).await.is_err(), "a revoked token keeps its name");
+    drop(s);
+    let kept = f.reopen(T0 + 20).tokens().await.unwrap();
+    assert_eq!(kept, [TokenRecord { revoked_at: Some(T0 + 5), ..t("a", "h1") }], "they survive a restart");
+}
+
+pub async fn the_audit_log_appends_filters_pages_and_purges(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let e = |at: Millis, actor: &str, action: &str| AuditEntry {
+        at,
+        actor: actor.into(),
+        action: action.into(),
+        target: "t".into(),
+        detail: Some(r#"{"k":1}"#.into()),
+    };
+    for (i, (actor, action)) in
+        [("root", "token.create"), ("ops", "queue.pause"), ("root", "token.revoke"), ("ops", "task_x.y")]
+            .into_iter()
+            .enumerate()
+    {
+        s.audit(e(T0 + i as Millis, actor, action)).await.unwrap();
+    }
+    let all = s.audit_log(AuditQuery { limit: 10, ..AuditQuery::default() }).await.unwrap();
+    let actions: Vec<&str> = all.iter().map(|r| r.entry.action.as_str()).collect();
+    assert_eq!(actions, ["task_x.y", "token.revoke", "queue.pause", "token.create"], "newest first");
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq));
+    let tokens = s.audit_log(AuditQuery { action: Some("token.".into()), limit: 10, ..AuditQuery::default() });
+    assert_eq!(tokens.await.unwrap().len(), 2);
+    let literal = s.audit_log(AuditQuery { action: Some("task_".into()), limit: 10, ..AuditQuery::default() });
+    assert_eq!(literal.await.unwrap().len(), 1, "`_` is matched as itself");
+    let ops = s.audit_log(AuditQuery { actor: Some("ops".into()), limit: 1, ..AuditQuery::default() }).await.unwrap();
+    assert_eq!(ops.len(), 1);
+    let next = AuditQuery { actor: Some("ops".into()), before: Some(ops[0].seq), limit: 10, action: None };
+    assert_eq!(s.audit_log(next).await.unwrap()[0].entry.action, "queue.pause", "the next page");
+    assert_eq!(s.purge_audit(T0 + 2).await.unwrap(), 2);
+    assert_eq!(s.audit_log(AuditQuery { limit: 10, ..AuditQuery::default() }).await.unwrap().len(), 2);
 }
 
 pub async fn workers_keep_their_latest_record(f: &mut impl Factory) {
