@@ -39,6 +39,10 @@ pub struct Principal {
     pub shell: bool,
     /// When it stops working, if ever.
     pub expires_at: Option<Millis>,
+    /// The most requests a second it may send, if limited.
+    pub rate_per_s: Option<u32>,
+    /// The largest request body it may send, if limited.
+    pub max_body_bytes: Option<u64>,
 }
 
 impl Caller {
@@ -77,6 +81,14 @@ impl Caller {
             Caller::Anonymous => "anonymous".into(),
             Caller::Server => "server".into(),
             Caller::Token(t) => t.name.clone(),
+        }
+    }
+
+    /// The largest body the caller may send, when its token says.
+    pub fn max_body_bytes(&self) -> Option<u64> {
+        match self {
+            Caller::Token(t) => t.max_body_bytes,
+            Caller::Anonymous | Caller::Server => None,
         }
     }
 

@@ -79,6 +79,14 @@ pub enum EngineError {
     /// The token does not allow the operation (its role or its queues).
     #[error("{0}")]
     Forbidden(String),
+    /// The token sent more requests than its rate allows.
+    #[error("{message}")]
+    RateLimited {
+        /// Which limit.
+        message: String,
+        /// When one more request is allowed.
+        retry_after_ms: u64,
+    },
     /// A webhook target it may not reach (an internal address, credentials
     /// in the URL).
     #[error("url: {0}")]
@@ -131,6 +139,8 @@ pub enum Code {
     Unauthorized,
     /// The token does not allow it.
     Forbidden,
+    /// Over the token's request rate.
+    RateLimited,
     /// A name only the engine writes.
     ReservedName,
     /// A webhook target that may not be reached.
@@ -156,6 +166,7 @@ impl Code {
             Code::ShuttingDown => "shutting_down",
             Code::Unauthorized => "unauthorized",
             Code::Forbidden => "forbidden",
+            Code::RateLimited => "rate_limited",
             Code::ReservedName => "reserved_name",
             Code::InvalidWebhook => "invalid_webhook",
             Code::Internal => "internal",
@@ -163,7 +174,7 @@ impl Code {
     }
 
     /// Every code, for the doors' tests.
-    pub const ALL: [Code; 16] = [
+    pub const ALL: [Code; 17] = [
         Code::InvalidRequest,
         Code::InvalidInput,
         Code::InvalidWorkflow,
@@ -177,6 +188,7 @@ impl Code {
         Code::ShuttingDown,
         Code::Unauthorized,
         Code::Forbidden,
+        Code::RateLimited,
         Code::ReservedName,
         Code::InvalidWebhook,
         Code::Internal,
@@ -276,6 +288,11 @@ impl From<EngineError> for Failure {
             },
             EngineError::Unauthorized(message) => Failure::new(Code::Unauthorized, message),
             EngineError::Forbidden(message) => Failure::new(Code::Forbidden, message),
+            EngineError::RateLimited { message, retry_after_ms } => Failure {
+                code: Code::RateLimited,
+                message: format!("{message}; try again in {retry_after_ms} ms"),
+                details: json!({"retry_after_ms": retry_after_ms}),
+            },
             EngineError::Reserved { field, message } => Failure {
                 code: Code::ReservedName,
                 message: format!("{field}: {message}"),

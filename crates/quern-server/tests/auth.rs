@@ -334,3 +334,52 @@ async fn every_admin_action_leaves_one_audit_entry_naming_its_actor() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_token_over_its_rate_or_body_limit_is_told_so() {
+    let server = secured();
+    let http = Http::new(&server);
+    bounded(LIMIT, async {
+        let slow = http.make_token(json!({"name": "slow", "role": "viewer", "rate_per_s": 2})).await;
+        let mut statuses = Vec::new();
+        let mut refusal = None;
+        for _ in 0..10 {
+            let answer = http.client.get(format!("{}/v1/queues", http.base)).bearer_auth(&slow).send().await;
+            let answer = answer.expect("an answer");
+            statuses.push(answer.status().as_u16());
+            if answer.status() == 429 && refusal.is_none() {
+                let retry_after =
+                    answer.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                let body: Value = answer.json().await.unwrap_or(Value::Null);
+                refusal = Some((retry_after, body));
+            }
+        }
+        assert_eq!(&statuses[..2], [200, 200], "the first two of a second go through: {statuses:?}");
+        let (retry_after, body) = refusal.expect("a refusal within ten quick requests");
+        assert_eq!(retry_after, Some(1), "Retry-After in whole seconds");
+        assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+        assert!(body["error"]["details"]["retry_after_ms"].as_u64().is_some_and(|ms| ms <= 500), "{body}");
+        eventually("the bucket refills", Duration::from_secs(5), async || {
+            (http.send(Some(&slow), "GET", "/v1/queues", None).await.0 == 200).then_some(())
+        })
+        .await;
+        let other = http.make_token(json!({"name": "other", "role": "viewer"})).await;
+        assert_eq!(http.send(Some(&other), "GET", "/v1/queues", None).await.0, 200, "other tokens are not slowed");
+
+        let small = http.make_token(json!({"name": "small", "role": "producer", "max_body_bytes": 1024})).await;
+        let big = json!({"name": "big", "input": {"pad": "x".repeat(2_000)}});
+        let (status, _, answer) = http.send(Some(&small), "POST", "/v1/tasks", Some(big.clone())).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (413, Some("payload_too_large")), "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap_or("").contains("token"), "{answer}");
+        assert_eq!(http.send(Some(&small), "POST", "/v1/tasks", Some(json!({"name": "ok"}))).await.0, 201);
+        assert_eq!(
+            http.send(Some(ADMIN), "POST", "/v1/tasks", Some(big)).await.0,
+            201,
+            "the server's own limit is higher"
+        );
+        let (_, _, listed) = http.send(Some(ADMIN), "GET", "/v1/tokens", None).await;
+        let slow_view = listed["tokens"].as_array().into_iter().flatten().find(|t| t["name"] == "slow").cloned();
+        assert_eq!(slow_view.map(|t| t["rate_per_s"].clone()), Some(json!(2)));
+    })
+    .await;
+}

@@ -25,6 +25,14 @@ pub struct CreateToken {
     /// It stops working this long after it is made; never when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_ms: Option<u64>,
+    /// The most requests a second it may send (over it: 429); unlimited
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<u32>,
+    /// The largest request body it may send, in bytes (over it: 413); the
+    /// server's limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
 }
 
 /// A token as the API shows it: never its secret.
@@ -53,6 +61,10 @@ pub struct TokenView {
     #[serde(with = "rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub revoked_at: Option<Millis>,
+    /// The most requests a second it may send, if limited.
+    pub rate_per_s: Option<u32>,
+    /// The largest request body it may send, if limited.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// The answer to making a token: the secret, shown this once.

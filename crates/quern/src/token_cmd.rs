@@ -48,6 +48,12 @@ enum TokenCommand {
         /// It may also submit `shell` tasks.
         #[arg(long)]
         shell: bool,
+        /// The most requests a second it may send (over it: 429).
+        #[arg(long, value_name = "N")]
+        rate: Option<u32>,
+        /// The largest request body it may send, in bytes (over it: 413).
+        #[arg(long, value_name = "BYTES")]
+        max_body: Option<u64>,
     },
     /// List the tokens (never their secrets).
     List,
@@ -63,7 +69,7 @@ pub(crate) async fn run(client: &Client, output: Output, args: TokenArgs) -> Res
     let offline = args.data.is_some() || args.database.is_some();
     let store = if offline { Some(open(&args).await?) } else { None };
     let outcome = match (args.command, &store) {
-        (TokenCommand::Create { name, role, queues, expires, approve, shell }, store) => {
+        (TokenCommand::Create { name, role, queues, expires, approve, shell, rate, max_body }, store) => {
             let role: Role = role.parse().map_err(|e: quern_core::ValidationError| usage(e.to_string()))?;
             let expires_in_ms = match expires {
                 Some(text) => Some(
@@ -72,7 +78,16 @@ pub(crate) async fn run(client: &Client, output: Output, args: TokenArgs) -> Res
                 ),
                 None => None,
             };
-            let request = CreateToken { name, role, queues, approve, shell, expires_in_ms };
+            let request = CreateToken {
+                name,
+                role,
+                queues,
+                approve,
+                shell,
+                expires_in_ms,
+                rate_per_s: rate,
+                max_body_bytes: max_body,
+            };
             let created = match store {
                 Some((engine, _)) => engine.create_token(&Caller::Server, request).await.map_err(engine_error)?,
                 None => client.create_token(&request).await?,

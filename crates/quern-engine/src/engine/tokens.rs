@@ -10,6 +10,7 @@ use super::Refresh;
 use crate::caller::{Caller, Principal};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
+use quern_core::Millis;
 use quern_core::auth::{Role, TOKEN_PREFIX, check_token_name, check_token_queues};
 use quern_store::TokenRecord;
 use quern_wire::tokens::{CreateToken, TokenCreated, TokenView};
@@ -17,7 +18,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// How long the tokens read from the store are taken as current.
@@ -30,6 +31,8 @@ const MAX_EXPIRY_MS: u64 = 10 * 366 * 24 * 3_600_000;
 /// The tokens this node knows, by the hash of their secret.
 pub(crate) struct Tokens {
     by_hash: RwLock<HashMap<String, Known>>,
+    /// The request budget of each rate-limited token, by name (per node).
+    buckets: Mutex<HashMap<String, Bucket>>,
     read: Refresh,
     /// When they were last read, in milliseconds since `epoch`: a request
     /// looks here, not at `read`'s lock, to know whether to read again.
@@ -47,6 +50,7 @@ impl Default for Tokens {
     fn default() -> Self {
         Self {
             by_hash: RwLock::default(),
+            buckets: Mutex::default(),
             read: Refresh::new(TOKENS_FRESH_FOR),
             read_at_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -92,6 +96,8 @@ fn known(r: &TokenRecord) -> Known {
         approve: r.approve,
         shell: r.shell,
         expires_at: r.expires_at,
+        rate_per_s: r.rate_per_s,
+        max_body_bytes: r.max_body_bytes,
     };
     Known { principal: Arc::new(principal), revoked: r.revoked_at.is_some() }
 }
@@ -127,6 +133,35 @@ fn view(r: TokenRecord) -> TokenView {
         created_at: r.created_at,
         expires_at: r.expires_at,
         revoked_at: r.revoked_at,
+        rate_per_s: r.rate_per_s,
+        max_body_bytes: r.max_body_bytes,
+    }
+}
+
+/// A token bucket: up to `rate` requests at once, refilled at `rate` a
+/// second.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Requests it may send now, in thousandths.
+    milli: u64,
+    /// When it was last refilled.
+    at: Millis,
+}
+
+impl Bucket {
+    /// Takes one request at `now` from a bucket of `rate` a second; the
+    /// milliseconds until one is there when it is empty.
+    fn take(&mut self, rate: u32, now: Millis) -> std::result::Result<(), u64> {
+        let full = u64::from(rate) * 1_000;
+        let elapsed = u64::try_from(now.saturating_sub(self.at)).unwrap_or(0);
+        self.milli = full.min(self.milli.saturating_add(elapsed.saturating_mul(u64::from(rate))));
+        self.at = now;
+        if self.milli >= 1_000 {
+            self.milli -= 1_000;
+            return Ok(());
+        }
+        let missing = 1_000 - self.milli;
+        Err(missing.div_ceil(u64::from(rate.max(1))).max(1))
     }
 }
 
@@ -162,7 +197,22 @@ impl Engine {
         if known.revoked || known.principal.expires_at.is_some_and(|at| at <= self.now()) {
             return Err(refused());
         }
+        if let Some(rate) = known.principal.rate_per_s {
+            self.spend(&known.principal.name, rate)?;
+        }
         Ok(Caller::Token(known.principal))
+    }
+
+    /// Counts one request of a rate-limited token; refuses it when its
+    /// bucket is empty, saying when to come back.
+    fn spend(&self, name: &str, rate: u32) -> Result<()> {
+        let now = self.now();
+        let Ok(mut buckets) = self.tokens.buckets.lock() else { return Ok(()) };
+        let bucket = buckets.entry(name.to_owned()).or_insert(Bucket { milli: u64::from(rate) * 1_000, at: now });
+        bucket.take(rate, now).map_err(|retry_after_ms| EngineError::RateLimited {
+            message: format!("token {name} may send {rate} requests a second"),
+            retry_after_ms,
+        })
     }
 
     /// Adopts the tokens stored (made or revoked through any node), at most
@@ -187,6 +237,12 @@ impl Engine {
     async fn make_token(&self, req: CreateToken) -> Result<TokenCreated> {
         check_token_name(&req.name)?;
         check_token_queues(&req.queues)?;
+        if req.rate_per_s == Some(0) {
+            return Err(EngineError::Field { field: "rate_per_s", message: "must be at least 1".into() });
+        }
+        if req.max_body_bytes.is_some_and(|n| n < 1_024) {
+            return Err(EngineError::Field { field: "max_body_bytes", message: "must be at least 1024".into() });
+        }
         if req.expires_in_ms.is_some_and(|ms| ms == 0 || ms > MAX_EXPIRY_MS) {
             let message = format!("must be 1 to {MAX_EXPIRY_MS} ms (ten years)");
             return Err(EngineError::Field { field: "expires_in_ms", message });
@@ -203,6 +259,8 @@ impl Engine {
             created_at: now,
             expires_at: req.expires_in_ms.map(|ms| now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))),
             revoked_at: None,
+            rate_per_s: req.rate_per_s,
+            max_body_bytes: req.max_body_bytes,
         };
         self.store.create_token(record.clone()).await?;
         self.tokens.insert(&record);
@@ -250,6 +308,8 @@ impl Engine {
             created_at: self.now(),
             expires_at: None,
             revoked_at: None,
+            rate_per_s: None,
+            max_body_bytes: None,
         };
         self.store.create_token(record.clone()).await?;
         self.tokens.insert(&record);
@@ -260,6 +320,17 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_lets_rate_through_a_second_and_says_when_to_come_back() {
+        let mut b = Bucket { milli: 2_000, at: 0 };
+        assert_eq!((b.take(2, 0), b.take(2, 0)), (Ok(()), Ok(())));
+        assert_eq!(b.take(2, 0), Err(500), "one more in half a second");
+        assert_eq!(b.take(2, 499), Err(1));
+        assert_eq!(b.take(2, 500), Ok(()));
+        assert_eq!(b.take(2, 10_000), Ok(()), "a long pause refills it, no further than full");
+        assert_eq!((b.take(2, 10_000), b.take(2, 10_000)), (Ok(()), Err(500)));
+    }
 
     #[test]
     fn secrets_are_prefixed_256_bit_and_stored_as_hashes() {

@@ -26,17 +26,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 /// themselves.
 pub(super) struct RawBody(pub(super) Bytes);
 
+/// The largest body the request's token may send, set by the caller's
+/// extractor (which runs first) when the token has such a limit.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TokenBodyLimit(pub(super) u64);
+
+impl TokenBodyLimit {
+    /// The answer to a body over the token's limit.
+    pub(super) fn refusal(self) -> ApiError {
+        ApiError::PayloadTooLarge(format!("the request body is over this token's limit of {} bytes", self.0))
+    }
+}
+
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
+        let limit = req.extensions().get::<TokenBodyLimit>().copied();
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge("the request body is over the server's limit (server.max_body_bytes)".into())
             } else {
                 ApiError::invalid(e.body_text())
             }
-        })
+        })?;
+        match limit {
+            Some(limit) if bytes.len() as u64 > limit.0 => Err(limit.refusal()),
+            _ => Ok(RawBody(bytes)),
+        }
     }
 }
 

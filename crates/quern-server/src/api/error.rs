@@ -83,6 +83,13 @@ pub enum ApiError {
     Unauthorized(String),
     /// The token does not allow it.
     Forbidden(String),
+    /// Over the token's request rate.
+    RateLimited {
+        /// Which limit, and when to come back.
+        message: String,
+        /// `retry_after_ms`.
+        details: Value,
+    },
     /// A webhook target that may not be reached.
     InvalidWebhook {
         /// Why.
@@ -138,6 +145,7 @@ impl ApiError {
             ApiError::IdempotencyConflict { .. } => (StatusCode::CONFLICT, "idempotency_conflict"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Reserved { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "reserved_name"),
             ApiError::InvalidWebhook { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
@@ -157,6 +165,7 @@ impl ApiError {
             | ApiError::TooDeep { message, details }
             | ApiError::Reserved { message, details }
             | ApiError::InvalidWebhook { message, details }
+            | ApiError::RateLimited { message, details }
             | ApiError::OffsetExpired { message, details } => (message, details),
             ApiError::PayloadTooLarge(m)
             | ApiError::NotFound(m)
@@ -180,6 +189,12 @@ impl IntoResponse for ApiError {
         // open a new one instead of failing on a closed socket.
         let close = matches!(self, ApiError::PayloadTooLarge(_));
         let challenge = matches!(self, ApiError::Unauthorized(_));
+        let retry_after = match &self {
+            ApiError::RateLimited { details, .. } => {
+                details["retry_after_ms"].as_u64().map(|ms| ms.div_ceil(1_000).max(1))
+            }
+            _ => None,
+        };
         let (message, details) = self.message_and_details();
         let mut response =
             (status, Json(json!({"error": {"code": code, "message": message, "details": details}}))).into_response();
@@ -188,6 +203,9 @@ impl IntoResponse for ApiError {
         }
         if challenge {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -218,6 +236,7 @@ impl From<Failure> for ApiError {
             Code::ShuttingDown => ApiError::ShuttingDown,
             Code::Unauthorized => ApiError::Unauthorized(message),
             Code::Forbidden => ApiError::Forbidden(message),
+            Code::RateLimited => ApiError::RateLimited { message, details },
             Code::ReservedName => ApiError::Reserved { message, details },
             Code::InvalidWebhook => ApiError::InvalidWebhook { message, details },
             Code::Internal => ApiError::Internal,
@@ -249,6 +268,7 @@ mod tests {
             | ApiError::IdempotencyConflict { .. }
             | ApiError::Unauthorized(_)
             | ApiError::Forbidden(_)
+            | ApiError::RateLimited { .. }
             | ApiError::Reserved { .. }
             | ApiError::InvalidWebhook { .. }
             | ApiError::ShuttingDown
@@ -272,6 +292,7 @@ mod tests {
             ApiError::IdempotencyConflict { message: m(), details: d() },
             ApiError::Unauthorized(m()),
             ApiError::Forbidden(m()),
+            ApiError::RateLimited { message: m(), details: d() },
             ApiError::Reserved { message: m(), details: d() },
             ApiError::InvalidWebhook { message: m(), details: d() },
             ApiError::ShuttingDown,

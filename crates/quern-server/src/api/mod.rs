@@ -64,6 +64,14 @@ impl FromRequestParts<AppState> for By {
                 if let Some((_, op)) = ops.into_iter().find(|(m, _)| *m == method) {
                     engine.admit(&caller, op)?;
                 }
+                if let Some(max) = caller.max_body_bytes() {
+                    let limit = body::TokenBodyLimit(max);
+                    let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                    if declared.is_some_and(|n| n > max) {
+                        return Err(limit.refusal());
+                    }
+                    parts.extensions.insert(limit);
+                }
                 Ok(By(caller))
             }
             Err(e) => {

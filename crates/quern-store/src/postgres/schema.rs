@@ -255,6 +255,11 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_by_at ON audit (at);
 "#,
+    // Per-token limits.
+    r#"
+ALTER TABLE tokens ADD COLUMN rate_per_s integer;
+ALTER TABLE tokens ADD COLUMN max_body_bytes bigint;
+"#,
 ];
 
 /// The schema version this build knows.

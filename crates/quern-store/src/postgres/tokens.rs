@@ -9,7 +9,8 @@ use crate::error::backend;
 use crate::{Result, StoreError, TokenRecord};
 use quern_core::auth::Role;
 
-const COLUMNS: &str = "name, hash, role, queues, approve, shell, created_at, expires_at, revoked_at";
+const COLUMNS: &str =
+    "name, hash, role, queues, approve, shell, created_at, expires_at, revoked_at, rate_per_s, max_body_bytes";
 
 fn record(r: &tokio_postgres::Row) -> TokenRecord {
     TokenRecord {
@@ -23,6 +24,8 @@ fn record(r: &tokio_postgres::Row) -> TokenRecord {
         created_at: r.get(6),
         expires_at: r.get(7),
         revoked_at: r.get(8),
+        rate_per_s: r.get::<_, Option<i32>>(9).map(i32::unsigned_abs),
+        max_body_bytes: r.get::<_, Option<i64>>(10).map(i64::unsigned_abs),
     }
 }
 
@@ -36,7 +39,7 @@ pub(super) async fn create(tx: &mut Tx, t: TokenRecord) -> Result<()> {
     let inserted = tx
         .execute(
             &format!(
-                "INSERT INTO tokens ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                "INSERT INTO tokens ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (name) DO NOTHING"
             ),
             &[
@@ -49,6 +52,8 @@ pub(super) async fn create(tx: &mut Tx, t: TokenRecord) -> Result<()> {
                 &t.created_at,
                 &t.expires_at,
                 &t.revoked_at,
+                &t.rate_per_s.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+                &t.max_body_bytes.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
             ],
         )
         .await?;

@@ -212,8 +212,14 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_at ON audit (at);
 ";
 
+/// Version 4: per-token limits.
+const SCHEMA_V4: &str = "
+ALTER TABLE tokens ADD COLUMN rate_per_s INTEGER;
+ALTER TABLE tokens ADD COLUMN max_body_bytes INTEGER;
+";
+
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /// The schema version this build knows.
 #[allow(clippy::cast_possible_wrap)] // a handful of migrations

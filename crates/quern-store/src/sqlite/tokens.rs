@@ -8,7 +8,8 @@ use crate::{Result, StoreError, TokenRecord};
 use quern_core::auth::Role;
 use rusqlite::{Connection, OptionalExtension, params};
 
-const COLUMNS: &str = "name, hash, role, queues, approve, shell, created_at, expires_at, revoked_at";
+const COLUMNS: &str =
+    "name, hash, role, queues, approve, shell, created_at, expires_at, revoked_at, rate_per_s, max_body_bytes";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     let role: String = r.get(2)?;
@@ -24,6 +25,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
         created_at: r.get(6)?,
         expires_at: r.get(7)?,
         revoked_at: r.get(8)?,
+        rate_per_s: r.get(9)?,
+        max_body_bytes: r.get::<_, Option<i64>>(10)?.map(i64::unsigned_abs),
     })
 }
 
@@ -37,7 +40,8 @@ pub(super) fn create(conn: &Connection, t: &TokenRecord) -> Result<()> {
     let queues = serde_json::to_string(&t.queues).map_err(backend)?;
     let inserted = conn
         .prepare_cached(&format!(
-            "INSERT INTO tokens ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (name) DO NOTHING"
+            "INSERT INTO tokens ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (name) DO NOTHING"
         ))
         .and_then(|mut s| {
             s.execute(params![
@@ -49,7 +53,9 @@ pub(super) fn create(conn: &Connection, t: &TokenRecord) -> Result<()> {
                 t.shell,
                 t.created_at,
                 t.expires_at,
-                t.revoked_at
+                t.revoked_at,
+                t.rate_per_s,
+                t.max_body_bytes.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
             ])
         })
         .map_err(backend)?;

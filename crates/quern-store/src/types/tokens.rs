@@ -28,4 +28,8 @@ pub struct TokenRecord {
     pub expires_at: Option<Millis>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<Millis>,
+    /// The most requests a second it may send, if limited.
+    pub rate_per_s: Option<u32>,
+    /// The largest request body it may send, in bytes, if limited.
+    pub max_body_bytes: Option<u64>,
 }

@@ -1062,6 +1062,8 @@ pub async fn tokens_keep_their_names_for_ever_and_revoke_once(f: &mut impl Facto
         created_at: T0,
         expires_at: Some(T0 + 1_000),
         revoked_at: None,
+        rate_per_s: Some(50),
+        max_body_bytes: Some(4_096),
     };
     s.create_token(t("a", "h1")).await.unwrap();
     assert_eq!(s.create_token(t("a", "h2")).await, Err(StoreError::TokenExists("a".into())));
