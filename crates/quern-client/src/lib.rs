@@ -178,6 +178,19 @@ impl Client {
         Self { base, token, http, timeout: DEFAULT_TIMEOUT }
     }
 
+    /// The same client, trusting the CA certificates in `pem` (a private CA
+    /// or a self-signed server certificate) besides the system's roots.
+    pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<Self> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| Error::Transport(format!("the CA file holds no usable PEM certificate: {e}")))?;
+        let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+        self.http = builder.build().map_err(|e| Error::Transport(format!("cannot build the HTTP client: {e}")))?;
+        Ok(self)
+    }
+
     /// The same client with `timeout` for ordinary requests instead of
     /// [`DEFAULT_TIMEOUT`].
     #[must_use]

@@ -81,11 +81,30 @@ pub struct ServerConfig {
     /// the port may do everything. The server warns at start and in
     /// `/v1/health`.
     pub insecure: bool,
+    /// Serve HTTPS with this certificate (reloaded on SIGHUP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The certificate the server serves HTTPS with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:7311".to_owned(), max_body_bytes: 1 << 20, schedules: None, insecure: false }
+        Self {
+            listen: "127.0.0.1:7311".to_owned(),
+            max_body_bytes: 1 << 20,
+            schedules: None,
+            insecure: false,
+            tls: None,
+        }
     }
 }
 

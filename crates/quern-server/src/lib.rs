@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod conn;
+pub mod tls;
 
 pub use quern_engine::Config;
 
@@ -55,6 +56,9 @@ pub enum ServeError {
          with `quern token create admin --role admin --data DIR`), or with `--insecure` to accept that"
     )]
     Insecure(std::net::SocketAddr),
+    /// The TLS certificate or key cannot be used.
+    #[error("{0}")]
+    Tls(String),
     /// Socket trouble.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -75,6 +79,10 @@ pub async fn serve(
     if open_to_all && !config.server.insecure {
         return Err(ServeError::Insecure(local));
     }
+    let certificates = match &config.server.tls {
+        Some(tls) => Some(tls::Certificates::load(&tls.cert, &tls.key).map_err(ServeError::Tls)?),
+        None => None,
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (engine, storage) = Engine::open(&config, clock, stop_rx).await?;
@@ -103,25 +111,46 @@ pub async fn serve(
     }
     let loops = engine.spawn_loops();
     let app = api::router(engine, config.server.max_body_bytes);
-    // Small answers (a lease, an SSE event) go out at once, not held back
-    // by Nagle's algorithm waiting for the client's delayed ACK.
-    let listener = conn::WireListener(listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    let stopping = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    };
+    let result = match certificates {
+        Some(certificates) => {
+            tls::reload_on_sighup(certificates.clone());
+            run(tls::TlsListener::new(listener, certificates)?, app, stopping).await
         }
-    }));
-    let result = axum::serve(listener, app.into_make_service_with_connect_info::<conn::Peer>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            let _ = stop_tx.send(true);
-        })
-        .await;
+        None => {
+            // Small answers (a lease, an SSE event) go out at once, not held
+            // back by Nagle's algorithm waiting for the client's delayed ACK.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
+            run(listener, app, stopping).await
+        }
+    };
     for handle in loops {
         let _ = handle.await;
     }
     storage.close();
     result.map_err(ServeError::Io)
+}
+
+/// Serves `app` on `listener` until `stopping` completes, then drains.
+async fn run<L>(
+    listener: L,
+    app: axum::Router,
+    stopping: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
+    axum::serve(conn::WireListener(listener), app.into_make_service_with_connect_info::<conn::Peer>())
+        .with_graceful_shutdown(stopping)
+        .await
 }
 
 #[cfg(test)]

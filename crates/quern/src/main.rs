@@ -67,9 +67,32 @@ struct GlobalArgs {
     /// A bearer token for the server.
     #[arg(long, global = true, value_name = "TOKEN", env = "QUERN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Trust the CA certificates in this PEM file too (a server with a
+    /// private or self-signed certificate).
+    #[arg(long, global = true, value_name = "FILE", env = "QUERN_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// How to print answers.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
+}
+
+impl GlobalArgs {
+    /// A client of the server these options name.
+    fn client(&self) -> Result<Client, quern_client::Error> {
+        let token = self.token.clone().filter(|t| !t.is_empty());
+        let client = Client::new(self.server.clone(), token);
+        match &self.ca_file {
+            None => Ok(client),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| quern_client::Error::Api {
+                    status: 0,
+                    code: "usage".into(),
+                    message: format!("--ca-file {}: {e}", path.display()),
+                })?;
+                client.with_ca_pem(&pem)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,10 +170,13 @@ fn main() -> ExitCode {
         Command::Server(args) => server_cmd::run(args),
         Command::Migrate(args) => server_cmd::migrate(args),
         // So does the worker, which runs many tasks at once.
-        Command::Worker(args) => {
-            let token = cli.global.token.filter(|t| !t.is_empty());
-            worker_cmd::run(cli.global.server, token, args)
-        }
+        Command::Worker(args) => match cli.global.client() {
+            Ok(client) => worker_cmd::run(client, args),
+            Err(e) => {
+                eprintln!("quern worker: {}", e.message());
+                ExitCode::from(2)
+            }
+        },
         Command::Client(command) => run_client(cli.global, command).into(),
     }
 }
@@ -165,8 +191,13 @@ fn run_client(global: GlobalArgs, command: ClientCommand) -> Exit {
             return Exit::Error;
         }
     };
-    let token = global.token.filter(|t| !t.is_empty());
-    let client = Client::new(global.server, token);
+    let client = match global.client() {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {}: {}", e.code(), e.message());
+            return Exit::Error;
+        }
+    };
     let output = global.output;
     let done = runtime.block_on(async {
         match command {

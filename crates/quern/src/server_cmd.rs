@@ -48,6 +48,12 @@ pub(crate) struct ServerArgs {
     /// `bootstrap` at start when no token has it.
     #[arg(long, env = "QUERN_BOOTSTRAP_TOKEN_FILE", value_name = "FILE")]
     bootstrap_token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM; reloaded on SIGHUP).
+    #[arg(long, env = "QUERN_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "QUERN_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Let webhooks reach loopback, private and link-local addresses (a
     /// receiver on this host or network).
     #[arg(long, env = "QUERN_WEBHOOKS_ALLOW_PRIVATE")]
@@ -98,6 +104,9 @@ impl ServerArgs {
         if self.insecure {
             config.server.insecure = true;
         }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.server.tls = Some(quern_engine::config::TlsConfig { cert: cert.clone(), key: key.clone() });
+        }
         if self.webhooks_allow_private {
             config.webhooks.allow_private = true;
         }
@@ -143,7 +152,8 @@ pub(crate) fn run(args: ServerArgs) -> ExitCode {
             Some(_) => tracing::info!(%addr, schema = %config.storage.schema, "quern server starting on PostgreSQL"),
             None => tracing::info!(%addr, data = %config.storage.data.display(), "quern server starting"),
         }
-        println!("listening on http://{addr}");
+        let scheme = if config.server.tls.is_some() { "https" } else { "http" };
+        println!("listening on {scheme}://{addr}");
         match quern_server::serve(config, listener, crate::service::shutdown()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

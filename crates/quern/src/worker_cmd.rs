@@ -127,7 +127,7 @@ impl WorkerArgs {
 }
 
 /// Runs the worker until SIGINT or SIGTERM; exit code 2 when it cannot start.
-pub(crate) fn run(server: String, token: Option<String>, args: WorkerArgs) -> ExitCode {
+pub(crate) fn run(client: Client, args: WorkerArgs) -> ExitCode {
     if let Err(e) = args.check() {
         eprintln!("quern worker: {e}");
         return ExitCode::from(2);
@@ -149,14 +149,14 @@ pub(crate) fn run(server: String, token: Option<String>, args: WorkerArgs) -> Ex
         return ExitCode::from(2);
     };
     tracing::info!(
-        server = %server,
+        server = %client.base_url(),
         max = ?policy.max(),
         run_as = policy.user().map(|u| u.name.as_str()),
         kill_grace = ?policy.grace(),
         "shell sandbox"
     );
     let shell = ShellExecutor::new(policy);
-    let mut builder = Worker::builder(Client::new(server, token))
+    let mut builder = Worker::builder(client)
         .queues(args.queues)
         .concurrency(args.concurrency)
         .lease_ms(flags::millis(args.lease))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any, Dict, List
 
 import httpx
@@ -213,3 +214,66 @@ def test_a_value_too_deep_is_refused_and_listing_goes_on(server_url: str) -> Non
             return [t.id for t in (await aq.list_tasks(queue="deepc")).tasks]
 
     assert asyncio.run(listed()) == [plain.id]
+
+
+def test_https_with_a_private_certificate(tmp_path: Path) -> None:
+    """A server with a self-signed certificate: trusted through ``ca_file``
+    (or ``$QUERN_CA_FILE``), refused without it."""
+    import ssl
+    import subprocess
+
+    from conftest import _binary
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    proc = subprocess.Popen(
+        [
+            _binary(),
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            str(tmp_path / "data"),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().removeprefix("listening on ")
+        assert url.startswith("https://"), url
+        with quern.Quern(url, ca_file=str(cert)) as q:
+            assert q.submit("tls.ping").status == "queued"
+        with quern.Quern(url) as untrusting:
+            with pytest.raises(quern.QuernError) as refused:
+                untrusting.submit("tls.ping")
+            assert isinstance(refused.value.__cause__, ssl.SSLError) or refused.value.code == "transport"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

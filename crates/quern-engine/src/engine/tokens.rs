@@ -311,7 +311,19 @@ impl Engine {
             rate_per_s: None,
             max_body_bytes: None,
         };
-        self.store.create_token(record.clone()).await?;
+        match self.store.create_token(record.clone()).await {
+            Ok(()) => {}
+            // Another node starting from the same file made it first.
+            Err(quern_store::StoreError::TokenExists(_))
+                if self.store.tokens().await?.iter().any(|t| t.hash == record.hash) => {}
+            Err(quern_store::StoreError::TokenExists(_)) => {
+                return Err(EngineError::Field {
+                    field: "bootstrap_token_file",
+                    message: format!("a token named {BOOTSTRAP_NAME:?} exists with another secret"),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.tokens.insert(&record);
         Ok(())
     }

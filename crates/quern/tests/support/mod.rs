@@ -207,7 +207,10 @@ impl Server {
         self.child = Some(child);
         match rx.recv_timeout(START_LIMIT) {
             Ok(url) => {
-                assert!(url.starts_with("http://127.0.0.1:"), "unexpected listen line: {url}");
+                assert!(
+                    url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
+                    "unexpected listen line: {url}"
+                );
                 self.url = url;
             }
             Err(_) => {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import ssl
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar, Union
@@ -42,6 +43,14 @@ def _headers(token: Optional[str]) -> Dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
 
 
+def _ssl_context(ca_file: Optional[str]) -> Optional[ssl.SSLContext]:
+    """The TLS context that trusts ``ca_file`` (default ``$QUERN_CA_FILE``):
+    a server with a private or self-signed certificate. ``None``: the
+    system's roots."""
+    ca_file = ca_file or os.environ.get("QUERN_CA_FILE") or None
+    return ssl.create_default_context(cafile=ca_file) if ca_file else None
+
+
 def _transport(e: Exception) -> QuernError:
     return TransportError(0, "transport", str(e) or type(e).__name__)
 
@@ -56,7 +65,7 @@ class _Connections:
     HTTP client's machinery does, which is what lets one thread send
     thousands of submits a second."""
 
-    def __init__(self, url: str, headers: Dict[str, str]) -> None:
+    def __init__(self, url: str, headers: Dict[str, str], context: Optional[ssl.SSLContext] = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -65,13 +74,16 @@ class _Connections:
         self.port = parts.port or (443 if self.https else 80)
         self.prefix = parts.path.rstrip("/")
         self.headers = headers
+        self.context = context
         self.local = threading.local()
 
     def _conn(self, timeout: float) -> http.client.HTTPConnection:
         conn: Optional[http.client.HTTPConnection] = getattr(self.local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-            conn = cls(self.host, self.port, timeout=timeout)
+            if self.https:
+                conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.context)
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
             self.local.conn = conn
         return conn
 
@@ -125,16 +137,23 @@ def _decode(call: c.Call[T], status: int, data: bytes) -> T:
 
 class Quern:
     """A client of the Quern server at ``url`` (default ``$QUERN_URL`` or
-    http://127.0.0.1:7311). Safe to share between threads (each thread keeps
-    its own connection)."""
+    http://127.0.0.1:7311), sending ``token`` (default ``$QUERN_TOKEN``) and,
+    over https, trusting the CA in ``ca_file`` (default ``$QUERN_CA_FILE``)
+    or else the system's roots. Safe to share between threads (each thread
+    keeps its own connection)."""
 
     def __init__(
-        self, url: Optional[str] = None, token: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT
+        self,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        ca_file: Optional[str] = None,
     ) -> None:
         self.url = (url or os.environ.get("QUERN_URL") or DEFAULT_URL).rstrip("/")
         self.timeout = timeout
         self.headers = _headers(token)
-        self._http = _Connections(self.url, self.headers)
+        self.ssl_context = _ssl_context(ca_file)
+        self._http = _Connections(self.url, self.headers, self.ssl_context)
 
     def close(self) -> None:
         self._http.close()
@@ -297,11 +316,18 @@ class AsyncQuern:
     """The asyncio twin of ``Quern``: the same methods, awaited."""
 
     def __init__(
-        self, url: Optional[str] = None, token: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT
+        self,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        ca_file: Optional[str] = None,
     ) -> None:
         self.url = (url or os.environ.get("QUERN_URL") or DEFAULT_URL).rstrip("/")
         self.timeout = timeout
-        self._http = httpx.AsyncClient(base_url=self.url, headers=_headers(token), timeout=timeout)
+        context = _ssl_context(ca_file)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=_headers(token), timeout=timeout, verify=context if context else True
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -125,8 +125,12 @@ class Worker:
         self.lease_ms = int(lease_s * 1000)
         self.grace_s = grace_s
         self.id = worker_id or f"py-{socket.gethostname()}-{os.getpid()}"
+        context = app.client.ssl_context
         self.http = httpx.Client(
-            base_url=app.client.url, timeout=httpx.Timeout(30.0, read=90.0), headers=dict(app.client._http.headers)
+            base_url=app.client.url,
+            timeout=httpx.Timeout(30.0, read=90.0),
+            headers=dict(app.client._http.headers),
+            verify=context if context else True,
         )
         self.running: Dict[str, TaskContext] = {}
         self.lock = threading.Lock()
