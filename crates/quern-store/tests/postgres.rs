@@ -262,3 +262,67 @@ async fn queue_counts_survive_folds_on_two_nodes_and_a_migration_from_before_the
     drop(reopened);
     drop_schemas(&url, &[schema]).await;
 }
+
+/// Whether the connections named `app` are encrypted, by the database's own
+/// account (`pg_stat_ssl`).
+async fn encrypted(url: &str, app: &str) -> Vec<bool> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_postgresql_as_the_url_asks() {
+    let Some(url) = database_url() else { return };
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    if ssl != "on" {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: this PostgreSQL does not serve TLS (ssl = {ssl})");
+        return;
+    }
+    let cert_file: String = client.query_one("SHOW ssl_cert_file", &[]).await.unwrap().get(0);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let schema = format!("quern_tls_{}", std::process::id());
+    let open = |query: String| {
+        let opts = PgOptions { schema: schema.clone(), ..PgOptions::new(format!("{url}{sep}{query}")) };
+        async move { PgStore::open(&opts, 0).await }
+    };
+
+    let plain = open("application_name=quern-tls-plain".into()).await.unwrap();
+    plain.ready().await.unwrap();
+    assert_eq!(encrypted(&url, "quern-tls-plain").await.first(), Some(&false), "plain unless asked");
+    let required = open("application_name=quern-tls-require&sslmode=require".into()).await.unwrap();
+    required.ready().await.unwrap();
+    let seen = encrypted(&url, "quern-tls-require").await;
+    assert!(!seen.is_empty() && seen.iter().all(|s| *s), "sslmode=require encrypts every connection: {seen:?}");
+
+    if std::fs::metadata(&cert_file).is_ok() {
+        // The server's own certificate (self-signed) as the root: the chain
+        // checks out, whatever name it was issued for.
+        let verified = open(format!("application_name=quern-tls-ca&sslmode=verify-ca&sslrootcert={cert_file}")).await;
+        assert!(verified.is_ok(), "verify-ca with the server's CA: {:?}", verified.err());
+    }
+    // A CA that signed nothing of the server's: refused, in both modes.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other, params.self_signed(&key).unwrap().pem()).unwrap();
+    for mode in ["verify-ca", "verify-full"] {
+        let refused = open(format!("sslmode={mode}&sslrootcert={}", other.display())).await;
+        assert!(refused.is_err(), "{mode} with a CA that did not sign the server's certificate");
+    }
+    assert!(open("sslmode=sometimes".into()).await.is_err());
+    drop((plain, required));
+    drop_schemas(&url, &[schema]).await;
+}

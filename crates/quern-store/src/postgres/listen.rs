@@ -11,7 +11,8 @@ use crate::{Result, Signals, StoreError};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 /// How long to wait before connecting again after the connection was lost.
@@ -21,17 +22,18 @@ const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 /// listening in a task of its own until aborted.
 pub(super) async fn spawn(
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     channel: String,
     signals: Arc<Signals>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let first = listen_once(&config, &channel, &signals).await?;
+    let first = listen_once(&config, &tls, &channel, &signals).await?;
     Ok(tokio::spawn(async move {
         first.await;
         loop {
             tracing::warn!("the LISTEN connection to PostgreSQL was lost; connecting again");
             raise_all(&signals);
             tokio::time::sleep(RECONNECT_AFTER).await;
-            match listen_once(&config, &channel, &signals).await {
+            match listen_once(&config, &tls, &channel, &signals).await {
                 Ok(running) => running.await,
                 Err(e) => tracing::warn!(error = %e, "cannot listen to PostgreSQL"),
             }
@@ -50,11 +52,12 @@ fn raise_all(signals: &Signals) {
 /// until the connection ends.
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
     channel: &str,
     signals: &Arc<Signals>,
 ) -> Result<impl std::future::Future<Output = ()> + use<>> {
     let (client, mut connection) =
-        config.connect(NoTls).await.map_err(|e| StoreError::Backend(format!("cannot connect to listen: {e}")))?;
+        config.connect(tls.clone()).await.map_err(|e| StoreError::Backend(format!("cannot connect to listen: {e}")))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -23,6 +23,7 @@ mod rows;
 mod schedules;
 pub mod schema;
 mod tasks;
+mod tls;
 mod tokens;
 mod webhooks;
 mod workflows;
@@ -43,7 +44,8 @@ use quern_core::{Event, Millis, NewEvent, NewTask, Task};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 /// How to open a [`PgStore`].
@@ -134,20 +136,22 @@ impl Vacuum {
     }
 }
 
-fn parse_config(opts: &PgOptions) -> Result<tokio_postgres::Config> {
+fn parse_config(opts: &PgOptions) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
     if !schema::valid_schema(&opts.schema) {
         return Err(StoreError::Backend(format!(
             "schema {:?}: use lowercase letters, digits and _ (at most 63)",
             opts.schema
         )));
     }
+    let (url, ssl_mode, tls) = tls::connector(&opts.url)?;
     let mut config: tokio_postgres::Config =
-        opts.url.parse().map_err(|e| StoreError::Backend(format!("database URL: {e}")))?;
+        url.parse().map_err(|e| StoreError::Backend(format!("database URL: {e}")))?;
+    config.ssl_mode(ssl_mode);
     config.options(format!("-c search_path={} -c plan_cache_mode=force_generic_plan", opts.schema));
     if config.get_application_name().is_none() {
         config.application_name("quern");
     }
-    Ok(config)
+    Ok((config, tls))
 }
 
 impl PgStore {
@@ -156,9 +160,12 @@ impl PgStore {
     /// server while this node was down), and starts listening for the other
     /// nodes' notifications.
     pub async fn open(opts: &PgOptions, now: Millis) -> Result<Self> {
-        let config = parse_config(opts)?;
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let (config, tls) = parse_config(opts)?;
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager).max_size(opts.pool_size.max(2)).build().map_err(backend)?;
         let mut client = pool.get().await.map_err(|e| StoreError::Backend(format!("cannot connect: {e}")))?;
         schema::migrate(&mut client, &opts.schema, now).await?;
@@ -173,7 +180,7 @@ impl PgStore {
         drop(client);
         let signals = Arc::new(Signals::default());
         let channel = format!("quern:{}", opts.schema);
-        let listener = listen::spawn(config, channel.clone(), signals.clone()).await?;
+        let listener = listen::spawn(config, tls, channel.clone(), signals.clone()).await?;
         Ok(Self {
             pool,
             signals,
@@ -186,8 +193,8 @@ impl PgStore {
 
     /// Runs the migrations alone; answers the versions applied.
     pub async fn migrate(opts: &PgOptions, now: Millis) -> Result<Vec<i64>> {
-        let config = parse_config(opts)?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig::default());
+        let (config, tls) = parse_config(opts)?;
+        let manager = Manager::from_config(config, tls, ManagerConfig::default());
         let pool = Pool::builder(manager).max_size(1).build().map_err(backend)?;
         let mut client = pool.get().await.map_err(|e| StoreError::Backend(format!("cannot connect: {e}")))?;
         schema::migrate(&mut client, &opts.schema, now).await
