@@ -489,6 +489,9 @@ impl Engine {
     pub async fn register(&self, caller: &Caller, req: RegisterRequest) -> Result<Registered> {
         self.admit(caller, "register")?;
         check_worker_name(&req.worker)?;
+        for queue in &req.queues {
+            Self::may_write(caller, queue)?;
+        }
         let records = self.registry.register(&req.worker, req.queues, req.task_types, self.now())?;
         if !records.is_empty() {
             self.store.put_task_types(records).await?;

@@ -103,6 +103,27 @@ impl Registry {
             })
             .collect();
         let Ok(mut inner) = self.inner.lock() else { return Ok(records) };
+        // A schema another live worker serves is not swapped from under it.
+        for (i, (t, _)) in compiled.iter().enumerate() {
+            let Some(current) = inner.types.get(&t.name) else { continue };
+            if current.input_schema == t.input_schema {
+                continue;
+            }
+            let live = inner
+                .workers
+                .iter()
+                .find(|(id, w)| id.as_str() != worker && now - w.last_seen < LIVE_MS && w.task_types.contains(&t.name));
+            if let Some((other, _)) = live {
+                return Err(RegisterError {
+                    field: format!("task_types[{i}].input_schema"),
+                    message: format!(
+                        "differs from the schema live worker {other} declared for {}: declare the same one, \
+                         or stop that worker first",
+                        t.name
+                    ),
+                });
+            }
+        }
         let names: Vec<String> = compiled.iter().map(|(t, _)| t.name.clone()).collect();
         for (t, validator) in compiled {
             let entry = inner.types.entry(t.name).or_insert_with(|| TypeEntry {
@@ -305,6 +326,20 @@ mod tests {
         assert!(r.check_input("email", "{}").is_err());
         assert!(r.check_input("free", "[1,2]").is_ok());
         assert!(r.check_input("unknown", "1").is_ok());
+    }
+
+    #[test]
+    fn a_live_workers_schema_is_not_swapped_from_under_it() {
+        let r = Registry::default();
+        let schema = |t: &str| Some(json!({"type": "object", "properties": {"to": {"type": t}}}));
+        r.register("w1", vec![], vec![decl("email", schema("string"))], 0).expect("the first declaration");
+        let swapped = r.register("w2", vec![], vec![decl("email", schema("number"))], 1_000);
+        assert!(swapped.is_err_and(|e| e.message.contains("w1")), "another live worker's schema stays");
+        assert!(r.check_input("email", r#"{"to":"a@b"}"#).is_ok());
+        r.register("w2", vec![], vec![decl("email", schema("string"))], 1_000).expect("the same schema is fine");
+        r.register("w1", vec![], vec![decl("email", schema("number"))], 2_000).err();
+        r.register("w3", vec![], vec![decl("email", schema("number"))], LIVE_MS + 10_000)
+            .expect("once no worker serving it is live, a new schema is taken");
     }
 
     #[test]

@@ -383,3 +383,27 @@ async fn a_token_over_its_rate_or_body_limit_is_told_so() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_live_workers_task_type_cannot_be_swapped_by_another() {
+    let server = secured();
+    let http = Http::new(&server);
+    bounded(LIMIT, async {
+        let worker = http.make_token(json!({"name": "w", "role": "worker"})).await;
+        let w = Some(worker.as_str());
+        let schema = |t: &str| json!({"type": "object", "properties": {"to": {"type": t}}, "required": ["to"]});
+        let first = json!({"worker": "mailer", "task_types": [{"name": "email", "input_schema": schema("string")}]});
+        assert_eq!(http.send(w, "POST", "/v1/workers/register", Some(first)).await.0, 200);
+        let swap = json!({"worker": "intruder", "task_types": [{"name": "email", "input_schema": schema("number")}]});
+        let (status, _, answer) = http.send(w, "POST", "/v1/workers/register", Some(swap)).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap_or("").contains("mailer"), "{answer}");
+        let good = json!({"name": "email", "input": {"to": "a@b.c"}});
+        assert_eq!(http.send(Some(ADMIN), "POST", "/v1/tasks", Some(good)).await.0, 201, "submits go on");
+
+        let confined = http.make_token(json!({"name": "wb", "role": "worker", "queues": ["billing.*"]})).await;
+        let outside = json!({"worker": "wb", "queues": ["hr"], "task_types": []});
+        assert_eq!(http.send(Some(&confined), "POST", "/v1/workers/register", Some(outside)).await.0, 403);
+    })
+    .await;
+}

@@ -278,6 +278,10 @@ impl ShellExecutor {
                 (temp.path().to_owned(), Some(temp))
             }
         };
+        let path = input.env.get("PATH").map_or(sandbox::TASK_PATH, String::as_str);
+        if let Some(problem) = policy.program_problem(&argv[0], path, &dir) {
+            return Err(TaskFailure::rejected(problem));
+        }
         let launch = sandbox::Launch {
             argv: &argv,
             env: &input.env,

@@ -45,6 +45,10 @@ pub(crate) struct WorkerArgs {
     /// The time between SIGTERM and SIGKILL of a stopped task's processes.
     #[arg(long, value_name = "DURATION", value_parser = flags::duration, default_value = "2s", env = "QUERN_WORKER_KILL_GRACE")]
     kill_grace: Duration,
+    /// Let tasks run only this program (a path; repeat for more; a `script`
+    /// needs /bin/sh allowed). Without it, tasks may run any program.
+    #[arg(long = "allow-program", value_name = "PATH", env = "QUERN_WORKER_ALLOW_PROGRAM", value_delimiter = ',')]
+    allow_program: Vec<PathBuf>,
     /// Let tasks set a `cwd` under this directory; repeat for more (the
     /// environment variable takes a comma-separated list).
     #[arg(long = "allow-cwd", value_name = "PREFIX", env = "QUERN_WORKER_ALLOW_CWD", value_delimiter = ',')]
@@ -94,6 +98,9 @@ impl WorkerArgs {
             SandboxPolicy::default().max_limits(max).kill_grace(self.kill_grace).die_with_worker(!self.fast_spawn);
         for prefix in &self.allow_cwd {
             policy = policy.allow_cwd(prefix)?;
+        }
+        for program in &self.allow_program {
+            policy = policy.allow_program(program)?;
         }
         // A worker run as root runs tasks as nobody unless told otherwise.
         let root = nix::unistd::geteuid().is_root();

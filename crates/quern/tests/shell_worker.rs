@@ -385,6 +385,46 @@ async fn a_task_cannot_read_the_workers_environment() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cannot_read_the_workers_environment_through_proc() {
+    let server = Server::start();
+    let env = [("QUERN_SECRET_TEST", "xyz-proc")];
+    let _worker = WorkerProc::start_with_env(&server, "shell-proc", &["--run-as", "nobody"], &env);
+    bounded(LIMIT, async {
+        let api = server.api();
+        // Every environment a task can read, the worker's (its parent) first:
+        // how many hold the secret's name.
+        let script = "cat /proc/$PPID/environ /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c '^QUERN_SECRET_'";
+        let id = submit_shell(&api, json!({"script": script}), json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        let stdout = task["result"]["stdout"].as_str().or(task["error"]["details"]["stdout"].as_str());
+        assert_eq!(stdout, Some("0\n"), "a task read the worker's environment: {task}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_allowed_programs_runs_those_only() {
+    let server = Server::start();
+    let _worker = WorkerProc::start(&server, "shell-allow", &["--allow-program", "/bin/echo"]);
+    bounded(LIMIT, async {
+        let api = server.api();
+        let id = submit_shell(&api, json!({"command": ["echo", "allowed"]}), json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(
+            (task["status"].as_str(), task["result"]["stdout"].as_str()),
+            (Some("succeeded"), Some("allowed\n"))
+        );
+        for input in [json!({"command": ["cat", "/etc/passwd"]}), json!({"script": "echo sneaky"})] {
+            let id = submit_shell(&api, input.clone(), json!({})).await;
+            let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+            assert_eq!(task["status"], "failed", "{input}: {task}");
+            assert!(message(&task).contains("not one this worker allows"), "{input}: {task}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_tasks_finish_and_leaves_the_rest_to_another_worker() {
     let server = Server::start();
     let mut first = WorkerProc::start(&server, "shell-term-a", &["--concurrency", "2", "--grace", "30s"]);

@@ -125,6 +125,8 @@ pub struct RunAs {
 #[derive(Debug, Clone)]
 pub struct SandboxPolicy {
     allowed_cwd: Vec<PathBuf>,
+    /// The programs tasks may run (resolved); none: any.
+    allowed_programs: Vec<PathBuf>,
     max: Limits,
     run_as: Option<RunAs>,
     kill_grace: Duration,
@@ -141,6 +143,7 @@ impl Default for SandboxPolicy {
     fn default() -> Self {
         Self {
             allowed_cwd: Vec::new(),
+            allowed_programs: Vec::new(),
             max: Limits::default(),
             run_as: None,
             kill_grace: DEFAULT_KILL_GRACE,
@@ -163,6 +166,21 @@ impl SandboxPolicy {
             return Err(WorkerError::Sandbox(format!("allowed cwd prefix {} is not a directory", prefix.display())));
         }
         self.allowed_cwd.push(resolved);
+        Ok(self)
+    }
+
+    /// Lets tasks run only the programs allowed so (each an existing file;
+    /// symbolic links resolved once, here). A `script` runs `/bin/sh`, which
+    /// must then be allowed too. Without any, tasks may run any program.
+    pub fn allow_program(mut self, program: impl AsRef<Path>) -> Result<Self, WorkerError> {
+        let program = program.as_ref();
+        let resolved = program
+            .canonicalize()
+            .map_err(|e| WorkerError::Sandbox(format!("allowed program {}: {e}", program.display())))?;
+        if !resolved.is_file() {
+            return Err(WorkerError::Sandbox(format!("allowed program {} is not a file", program.display())));
+        }
+        self.allowed_programs.push(resolved);
         Ok(self)
     }
 
@@ -240,6 +258,23 @@ impl SandboxPolicy {
 
     pub(crate) fn tail_bytes(&self) -> usize {
         self.tail_bytes
+    }
+
+    /// Why a task may not run `program` (looked up in `path` as the task
+    /// would, relative to `dir` when it is), if it may not.
+    pub(crate) fn program_problem(&self, program: &str, path: &str, dir: &Path) -> Option<String> {
+        if self.allowed_programs.is_empty() {
+            return None;
+        }
+        let found = super::sandbox::find_program(program, path).map(|p| dir.join(p));
+        let resolved = found.and_then(|p| p.canonicalize().ok());
+        match resolved {
+            Some(p) if self.allowed_programs.contains(&p) => None,
+            _ => {
+                let allowed: Vec<String> = self.allowed_programs.iter().map(|p| p.display().to_string()).collect();
+                Some(format!("program {program} is not one this worker allows ({})", allowed.join(", ")))
+            }
+        }
     }
 
     /// The directory a task asked for, resolved, when it lies under an

@@ -325,7 +325,7 @@ fn start(child: &Child, stdio: [&OwnedFd; 3]) -> std::io::Result<(Pid, Option<As
 
 /// `program` as a path: as given when it holds a `/`, else the first
 /// executable file of that name in the absolute directories of `path`.
-fn find_program(program: &str, path: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(program: &str, path: &str) -> Option<PathBuf> {
     if program.contains('/') {
         return Some(PathBuf::from(program));
     }
