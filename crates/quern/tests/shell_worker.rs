@@ -388,6 +388,8 @@ async fn a_task_cannot_read_the_workers_environment() {
 async fn a_task_cannot_read_the_workers_environment_through_proc() {
     let server = Server::start();
     let env = [("QUERN_SECRET_TEST", "xyz-proc")];
+    // Tasks as nobody: what a worker started as root does by default (the
+    // other tests here keep root, for their own checks).
     let _worker = WorkerProc::start_with_env(&server, "shell-proc", &["--run-as", "nobody"], &env);
     bounded(LIMIT, async {
         let api = server.api();
@@ -398,6 +400,11 @@ async fn a_task_cannot_read_the_workers_environment_through_proc() {
         let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
         let stdout = task["result"]["stdout"].as_str().or(task["error"]["details"]["stdout"].as_str());
         assert_eq!(stdout, Some("0\n"), "a task read the worker's environment: {task}");
+        // The probe in the issue: a task printing the system's password hashes.
+        let id = submit_shell(&api, json!({"command": ["cat", "/etc/shadow"]}), json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "failed", "a task of a root-started worker read /etc/shadow: {task}");
+        assert!(task["error"]["details"]["stderr"].as_str().is_some_and(|e| e.contains("Permission denied")), "{task}");
     })
     .await;
 }
