@@ -16,7 +16,6 @@ use quern_store::TokenRecord;
 use quern_wire::tokens::{CreateToken, TokenCreated, TokenView};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -102,12 +101,19 @@ fn known(r: &TokenRecord) -> Known {
     Known { principal: Arc::new(principal), revoked: r.revoked_at.is_some() }
 }
 
-/// The lowercase hex SHA-256 of a secret: what the store keeps.
+/// The lowercase hex SHA-256 of a secret: what the store keeps. Made on
+/// every authenticated request, so without `fmt`.
 fn hash(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        let _ = write!(out, "{b:02x}");
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// `bytes` in lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     out
 }
@@ -116,11 +122,7 @@ fn hash(secret: &str) -> String {
 fn new_secret() -> Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| EngineError::Store(quern_store::StoreError::Backend(e.to_string())))?;
-    let mut out = String::from(TOKEN_PREFIX);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    Ok(out)
+    Ok(format!("{TOKEN_PREFIX}{}", hex(&bytes)))
 }
 
 fn view(r: TokenRecord) -> TokenView {
@@ -353,5 +355,6 @@ mod tests {
         let h = hash(&a);
         assert_eq!(h.len(), 64);
         assert!(!h.contains(&a[4..]));
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
     }
 }
