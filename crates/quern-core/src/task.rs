@@ -262,6 +262,10 @@ pub struct HistoryEntry {
     pub actor: String,
     /// Why, for a person.
     pub note: Option<String>,
+    /// Who made a client's move (a cancel, a retry, an approval): the
+    /// request's token, or for an approval without one the approver named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// What a worker reports at the end of an attempt. Each maps to exactly one

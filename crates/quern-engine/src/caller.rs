@@ -92,6 +92,15 @@ impl Caller {
         }
     }
 
+    /// The token's name, when the caller has one: who made a move, in a
+    /// task's history.
+    pub fn token_name(&self) -> Option<String> {
+        match self {
+            Caller::Token(t) => Some(t.name.clone()),
+            Caller::Anonymous | Caller::Server => None,
+        }
+    }
+
     /// The engine's own writes come from [`Caller::Server`] only.
     pub fn is_server(&self) -> bool {
         matches!(self, Caller::Server)

@@ -424,14 +424,14 @@ impl Engine {
     pub async fn cancel_workflow(&self, caller: &Caller, id: Uuid) -> Result<usize> {
         self.admit(caller, "cancel_workflow")?;
         self.visible_workflow(caller, id).await?;
-        let cancelled = self.store.cancel_workflow(id, self.now()).await?;
+        let cancelled = self.store.cancel_workflow(id, self.now(), caller.token_name()).await?;
         self.record(caller, "workflow.cancel", &id.to_string(), Some(serde_json::json!({"cancelled": cancelled})))
             .await;
         Ok(cancelled)
     }
 
     /// Decides an `approval` task.
-    pub async fn approve(&self, caller: &Caller, id: Uuid, approval: Approval) -> Result<Task> {
+    pub async fn approve(&self, caller: &Caller, id: Uuid, mut approval: Approval) -> Result<Task> {
         self.admit(caller, "approve")?;
         self.visible(caller, id).await?;
         let texts = [("by", &approval.by, MAX_APPROVER_LEN), ("comment", &approval.comment, MAX_COMMENT_LEN)];
@@ -439,6 +439,10 @@ impl Engine {
             if let Some(text) = text {
                 check_text(field, text, max)?;
             }
+        }
+        // A token decides as itself, whatever name the request gives.
+        if let Some(name) = caller.token_name() {
+            approval.by = Some(name);
         }
         let decision = serde_json::json!({"approved": approval.approved, "by": approval.by});
         let task = self.store.approve(id, approval, self.now()).await?;
@@ -471,7 +475,7 @@ impl Engine {
     pub async fn cancel(&self, caller: &Caller, id: Uuid) -> Result<Task> {
         self.admit(caller, "cancel")?;
         self.visible(caller, id).await?;
-        let task = self.store.cancel(id, self.now()).await?;
+        let task = self.store.cancel(id, self.now(), caller.token_name()).await?;
         self.record(caller, "task.cancel", &id.to_string(), None).await;
         Ok(task)
     }
@@ -480,7 +484,7 @@ impl Engine {
     pub async fn retry(&self, caller: &Caller, id: Uuid) -> Result<Task> {
         self.admit(caller, "retry")?;
         self.visible(caller, id).await?;
-        let task = self.store.retry(id, self.now()).await?;
+        let task = self.store.retry(id, self.now(), caller.token_name()).await?;
         self.record(caller, "task.retry", &id.to_string(), None).await;
         Ok(task)
     }

@@ -290,6 +290,9 @@ async fn every_admin_action_leaves_one_audit_entry_naming_its_actor() {
         assert_eq!(http.send(o, "POST", "/v1/queues/default/resume", None).await.0, 200);
         assert_eq!(http.send(Some(&producer), "POST", &format!("/v1/tasks/{id}/cancel"), None).await.0, 200);
         assert_eq!(http.send(Some(&producer), "POST", &format!("/v1/tasks/{id}/retry"), None).await.0, 200);
+        let (_, _, history) = http.send(o, "GET", &format!("/v1/tasks/{id}/history"), None).await;
+        let by: Vec<Option<&str>> = history.as_array().into_iter().flatten().map(|e| e["by"].as_str()).collect();
+        assert_eq!(by, [None, Some("p"), Some("p")], "the task's history names the token: {history}");
         let schedule = json!({"every": "1h", "task": {"name": "tick"}});
         assert_eq!(http.send(o, "PUT", "/v1/schedules/hourly", Some(schedule)).await.0, 201);
         assert_eq!(http.send(o, "POST", "/v1/schedules/hourly/disable", None).await.0, 200);

@@ -20,6 +20,7 @@ pub(crate) fn compact_history(task: &Task) -> Vec<HistoryEntry> {
         worker: None,
         actor: "client".to_owned(),
         note: None,
+        by: None,
     }];
     if delayed && task.status != Status::Pending {
         out.push(entry(task.run_at, Status::Pending, Status::Queued, 0, None, "server", Some("run_at reached")));
@@ -44,7 +45,16 @@ pub(crate) fn entry(
     actor: &str,
     note: Option<&str>,
 ) -> HistoryEntry {
-    HistoryEntry { at, from: Some(from), to, attempt, worker, actor: actor.to_owned(), note: note.map(str::to_owned) }
+    HistoryEntry {
+        at,
+        from: Some(from),
+        to,
+        attempt,
+        worker,
+        actor: actor.to_owned(),
+        note: note.map(str::to_owned),
+        by: None,
+    }
 }
 
 /// The first entry of a task that waits for its dependencies (off the
@@ -59,5 +69,6 @@ pub(crate) fn waiting(at: Millis) -> HistoryEntry {
         worker: None,
         actor: "client".to_owned(),
         note: Some("waiting for its dependencies".to_owned()),
+        by: None,
     }
 }

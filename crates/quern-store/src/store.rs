@@ -40,9 +40,9 @@ pub trait Store: Send + Sync + 'static {
     async fn complete(&self, params: CompleteParams) -> Result<Vec<CompleteAnswer>>;
     /// Cancels a task now (pending, queued) or asks its worker to stop
     /// (running).
-    async fn cancel(&self, id: Uuid, now: Millis) -> Result<Task>;
+    async fn cancel(&self, id: Uuid, now: Millis, by: Option<String>) -> Result<Task>;
     /// Gives a failed, timed-out or cancelled task a new attempt.
-    async fn retry(&self, id: Uuid, now: Millis) -> Result<Task>;
+    async fn retry(&self, id: Uuid, now: Millis, by: Option<String>) -> Result<Task>;
     /// Moves what is due at `now`: pending tasks whose time came, expired
     /// leases, running tasks past their timeout.
     async fn tick(&self, now: Millis) -> Result<TickOutcome>;
@@ -62,7 +62,7 @@ pub trait Store: Send + Sync + 'static {
     /// answer about a workflow of any size reads, without loading them all.
     async fn workflow_page(&self, query: WorkflowQuery) -> Result<WorkflowPage>;
     /// Cancels every unfinished task of a workflow; answers how many.
-    async fn cancel_workflow(&self, id: Uuid, now: Millis) -> Result<usize>;
+    async fn cancel_workflow(&self, id: Uuid, now: Millis, by: Option<String>) -> Result<usize>;
     /// Decides an `approval` task.
     async fn approve(&self, id: Uuid, approval: Approval, now: Millis) -> Result<Task>;
     /// Every schedule by name, or the one named.

@@ -77,12 +77,12 @@ impl Soak {
             60..=64 => self.heartbeat().await,
             65..=69 => {
                 if let Some(&id) = self.rng.pick(&self.ids) {
-                    let _ = self.store.cancel(id, self.now).await;
+                    let _ = self.store.cancel(id, self.now, None).await;
                 }
             }
             70..=72 => {
                 if let Some(&id) = self.rng.pick(&self.ids)
-                    && self.store.retry(id, self.now).await.is_ok()
+                    && self.store.retry(id, self.now, None).await.is_ok()
                 {
                     self.ended.remove(&id);
                 }

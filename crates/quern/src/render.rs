@@ -326,6 +326,7 @@ pub(crate) mod tests {
             worker: None,
             actor: "client".into(),
             note: None,
+            by: None,
         };
         let text = history_table(&[entry]);
         let row: Vec<&str> = text.lines().nth(1).unwrap_or_default().split_whitespace().collect();

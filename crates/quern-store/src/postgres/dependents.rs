@@ -198,6 +198,7 @@ pub(super) async fn time_out_approval(tx: &mut Tx, l: &Loaded, now: Millis) -> R
         worker: None,
         actor: "server".to_owned(),
         note: Some(message),
+        by: None,
     };
     finish_waiting(tx, l, e, None, Some(error), now).await?;
     Ok(true)

@@ -549,12 +549,12 @@ impl Store for PgStore {
         self.write(|tx| Box::pin(tasks::complete(tx, params.clone()))).await
     }
 
-    async fn cancel(&self, id: Uuid, now: Millis) -> Result<Task> {
-        self.write(|tx| Box::pin(tasks::cancel(tx, id, now, false))).await
+    async fn cancel(&self, id: Uuid, now: Millis, by: Option<String>) -> Result<Task> {
+        self.write(|tx| Box::pin(tasks::cancel(tx, id, now, false, by.clone()))).await
     }
 
-    async fn retry(&self, id: Uuid, now: Millis) -> Result<Task> {
-        self.write(|tx| Box::pin(tasks::retry(tx, id, now))).await
+    async fn retry(&self, id: Uuid, now: Millis, by: Option<String>) -> Result<Task> {
+        self.write(|tx| Box::pin(tasks::retry(tx, id, now, by.clone()))).await
     }
 
     async fn tick(&self, now: Millis) -> Result<TickOutcome> {
@@ -588,8 +588,8 @@ impl Store for PgStore {
         self.read(|tx| Box::pin(workflows::workflow_page(tx, query.clone()))).await
     }
 
-    async fn cancel_workflow(&self, id: Uuid, now: Millis) -> Result<usize> {
-        self.write(|tx| Box::pin(workflows::cancel_workflow(tx, id, now))).await
+    async fn cancel_workflow(&self, id: Uuid, now: Millis, by: Option<String>) -> Result<usize> {
+        self.write(|tx| Box::pin(workflows::cancel_workflow(tx, id, now, by.clone()))).await
     }
 
     async fn approve(&self, id: Uuid, approval: Approval, now: Millis) -> Result<Task> {

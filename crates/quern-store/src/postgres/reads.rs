@@ -66,7 +66,7 @@ pub(super) async fn history(tx: &mut Tx, id: Uuid) -> Result<Vec<HistoryEntry>> 
     }
     let rows = tx
         .query(
-            "SELECT at, from_status, to_status, attempt, worker, actor, note FROM history WHERE task = $1 ORDER BY seq",
+            "SELECT at, from_status, to_status, attempt, worker, actor, note, by_token FROM history WHERE task = $1 ORDER BY seq",
             &[&id],
         )
         .await?;
@@ -81,6 +81,7 @@ pub(super) async fn history(tx: &mut Tx, id: Uuid) -> Result<Vec<HistoryEntry>> 
                 worker: r.get(4),
                 actor: r.get(5),
                 note: r.get(6),
+                by: r.get(7),
             })
         })
         .collect()

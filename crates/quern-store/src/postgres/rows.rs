@@ -129,6 +129,7 @@ impl Entries {
         let (mut task, mut at, mut from, mut to) =
             (Vec::with_capacity(n), Vec::with_capacity(n), Vec::new(), Vec::new());
         let (mut attempt, mut worker, mut actor, mut note) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut by = Vec::new();
         for (id, e) in self.0 {
             task.push(id);
             at.push(e.at);
@@ -138,12 +139,13 @@ impl Entries {
             worker.push(e.worker);
             actor.push(e.actor);
             note.push(e.note);
+            by.push(e.by);
         }
         tx.execute(
-            "INSERT INTO history (task, at, from_status, to_status, attempt, worker, actor, note) \
+            "INSERT INTO history (task, at, from_status, to_status, attempt, worker, actor, note, by_token) \
              SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::int4[], $6::text[], \
-             $7::text[], $8::text[])",
-            &[&task, &at, &from, &to, &attempt, &worker, &actor, &note],
+             $7::text[], $8::text[], $9::text[])",
+            &[&task, &at, &from, &to, &attempt, &worker, &actor, &note, &by],
         )
         .await?;
         Ok(())

@@ -260,6 +260,8 @@ CREATE INDEX audit_by_at ON audit (at);
 ALTER TABLE tokens ADD COLUMN rate_per_s integer;
 ALTER TABLE tokens ADD COLUMN max_body_bytes bigint;
 "#,
+    // Who (which token) made a client's move of a task.
+    "ALTER TABLE history ADD COLUMN by_token text;",
 ];
 
 /// The schema version this build knows.

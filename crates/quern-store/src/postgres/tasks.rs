@@ -430,6 +430,7 @@ impl Ends {
                 worker: t.worker.clone(),
                 actor: actor.to_owned(),
                 note,
+                by: None,
             };
             self.entries.record(l, e);
         }
@@ -494,7 +495,7 @@ impl Ends {
 
 /// Ends task `l` (pending or queued) as `cancelled` by a client; `hold`
 /// leaves its dependents unjudged (its whole workflow is being cancelled).
-async fn cancel_waiting(tx: &mut Tx, l: &Loaded, now: Millis, hold: bool) -> Result<()> {
+async fn cancel_waiting(tx: &mut Tx, l: &Loaded, now: Millis, hold: bool, by: Option<String>) -> Result<()> {
     let t = &l.task;
     let mut entries = Entries::default();
     let e = HistoryEntry {
@@ -505,6 +506,7 @@ async fn cancel_waiting(tx: &mut Tx, l: &Loaded, now: Millis, hold: bool) -> Res
         worker: None,
         actor: "client".to_owned(),
         note: Some("cancelled by a client".to_owned()),
+        by,
     };
     entries.record(l, e);
     entries.write(tx).await?;
@@ -524,7 +526,7 @@ async fn cancel_waiting(tx: &mut Tx, l: &Loaded, now: Millis, hold: bool) -> Res
     Ok(())
 }
 
-pub(super) async fn cancel(tx: &mut Tx, id: Uuid, now: Millis, hold: bool) -> Result<Task> {
+pub(super) async fn cancel(tx: &mut Tx, id: Uuid, now: Millis, hold: bool, by: Option<String>) -> Result<Task> {
     let l = load(tx, id, true).await?;
     match l.task.status {
         Status::Running => {
@@ -533,7 +535,7 @@ pub(super) async fn cancel(tx: &mut Tx, id: Uuid, now: Millis, hold: bool) -> Re
                     .await?;
             }
         }
-        Status::Pending | Status::Queued => cancel_waiting(tx, &l, now, hold).await?,
+        Status::Pending | Status::Queued => cancel_waiting(tx, &l, now, hold, by).await?,
         status => {
             return Err(StoreError::InvalidTransition {
                 id,
@@ -545,7 +547,7 @@ pub(super) async fn cancel(tx: &mut Tx, id: Uuid, now: Millis, hold: bool) -> Re
     get(tx, id).await
 }
 
-pub(super) async fn retry(tx: &mut Tx, id: Uuid, now: Millis) -> Result<Task> {
+pub(super) async fn retry(tx: &mut Tx, id: Uuid, now: Millis, by: Option<String>) -> Result<Task> {
     let l = load(tx, id, true).await?;
     let t = &l.task;
     if !t.status.can_manual_retry() {
@@ -564,6 +566,7 @@ pub(super) async fn retry(tx: &mut Tx, id: Uuid, now: Millis) -> Result<Task> {
         worker: None,
         actor: "client".to_owned(),
         note: Some("manual retry".to_owned()),
+        by,
     };
     entries.record(&l, e);
     entries.write(tx).await?;

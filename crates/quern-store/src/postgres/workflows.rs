@@ -98,6 +98,7 @@ pub(super) async fn approve(tx: &mut Tx, id: Uuid, a: Approval, now: Millis) -> 
         worker: None,
         actor: "client".to_owned(),
         note: Some(note),
+        by: a.by.clone(),
     };
     finish_waiting(tx, &l, e, result, error, now).await?;
     get(tx, id).await
@@ -106,7 +107,7 @@ pub(super) async fn approve(tx: &mut Tx, id: Uuid, a: Approval, now: Millis) -> 
 /// Cancels every unfinished task of a workflow: queued and pending ones end
 /// `cancelled` (not `skipped`: their parents' ends are not judged), running
 /// ones are asked to stop.
-pub(super) async fn cancel_workflow(tx: &mut Tx, workflow: Uuid, now: Millis) -> Result<usize> {
+pub(super) async fn cancel_workflow(tx: &mut Tx, workflow: Uuid, now: Millis, by: Option<String>) -> Result<usize> {
     let exists = tx.query_opt("SELECT 1 FROM workflows WHERE id = $1 FOR UPDATE", &[&workflow]).await?;
     exists.ok_or(StoreError::WorkflowNotFound(workflow))?;
     let rows = tx
@@ -117,7 +118,7 @@ pub(super) async fn cancel_workflow(tx: &mut Tx, workflow: Uuid, now: Millis) ->
         .await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
     for id in &ids {
-        tasks::cancel(tx, *id, now, true).await?;
+        tasks::cancel(tx, *id, now, true, by.clone()).await?;
     }
     tx.execute("DELETE FROM edges WHERE parent = ANY($1)", &[&ids]).await?;
     Ok(ids.len())

@@ -295,12 +295,12 @@ impl Store for SqliteStore {
         self.write(move |st, conn| st.complete(conn, params)).await
     }
 
-    async fn cancel(&self, id: Uuid, now: Millis) -> Result<Task> {
-        self.write(move |st, conn| st.cancel(conn, id, now)).await
+    async fn cancel(&self, id: Uuid, now: Millis, by: Option<String>) -> Result<Task> {
+        self.write(move |st, conn| st.cancel(conn, id, now, by)).await
     }
 
-    async fn retry(&self, id: Uuid, now: Millis) -> Result<Task> {
-        self.write(move |st, conn| st.retry(conn, id, now)).await
+    async fn retry(&self, id: Uuid, now: Millis, by: Option<String>) -> Result<Task> {
+        self.write(move |st, conn| st.retry(conn, id, now, by)).await
     }
 
     async fn tick(&self, now: Millis) -> Result<TickOutcome> {
@@ -391,14 +391,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn cancel_workflow(&self, id: Uuid, now: Millis) -> Result<usize> {
+    async fn cancel_workflow(&self, id: Uuid, now: Millis, by: Option<String>) -> Result<usize> {
         self.write(move |st, conn| {
             let exists = conn
                 .query_row("SELECT 1 FROM workflows WHERE id = ?1", [id.as_bytes()], |_| Ok(()))
                 .optional()
                 .map_err(backend)?;
             exists.ok_or(StoreError::WorkflowNotFound(id))?;
-            st.cancel_workflow(conn, id, now)
+            st.cancel_workflow(conn, id, now, by)
         })
         .await
     }

@@ -81,7 +81,7 @@ pub(super) fn history(conn: &Connection, id: Uuid) -> Result<Vec<HistoryEntry>> 
         return Ok(compact_history(&task));
     }
     conn.prepare_cached(
-        "SELECT at, from_status, to_status, attempt, worker, actor, note FROM history WHERE task = ?1 ORDER BY seq",
+        "SELECT at, from_status, to_status, attempt, worker, actor, note, by_token FROM history WHERE task = ?1 ORDER BY seq",
     )
     .and_then(|mut s| s.query_map([id.as_bytes()], history_from_row)?.collect())
     .map_err(backend)

@@ -149,7 +149,7 @@ pub(crate) fn compact_at(row: &Row<'_>) -> rusqlite::Result<bool> {
     row.get(25)
 }
 
-/// Reads a history row (`at, from_status, to_status, attempt, worker, actor, note`).
+/// Reads a history row (`at, from_status, to_status, attempt, worker, actor, note, by_token`).
 pub(crate) fn history_from_row(row: &Row<'_>) -> rusqlite::Result<HistoryEntry> {
     let from: Option<String> = row.get(1)?;
     Ok(HistoryEntry {
@@ -160,6 +160,7 @@ pub(crate) fn history_from_row(row: &Row<'_>) -> rusqlite::Result<HistoryEntry> 
         worker: row.get(4)?,
         actor: row.get(5)?,
         note: row.get(6)?,
+        by: row.get(7)?,
     })
 }
 

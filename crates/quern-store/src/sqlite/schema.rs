@@ -218,8 +218,11 @@ ALTER TABLE tokens ADD COLUMN rate_per_s INTEGER;
 ALTER TABLE tokens ADD COLUMN max_body_bytes INTEGER;
 ";
 
+/// Version 5: who (which token) made a client's move of a task.
+const SCHEMA_V5: &str = "ALTER TABLE history ADD COLUMN by_token TEXT;";
+
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 /// The schema version this build knows.
 #[allow(clippy::cast_possible_wrap)] // a handful of migrations

@@ -84,7 +84,7 @@ pub async fn submit_one(s: &dyn Store, json: &str) -> Uuid {
 macro_rules! suite {
     ($make:expr) => {
         $crate::conformance::suite!(@area tasks, $make, [
-            submit_and_get_round_trip, delayed_tasks_wait_for_their_time, success_is_recorded_once_and_compactly,
+            submit_and_get_round_trip, client_moves_name_who_made_them, delayed_tasks_wait_for_their_time, success_is_recorded_once_and_compactly,
                 failures_retry_with_backoff_until_attempts_run_out, timeouts_end_attempts, cancel_covers_every_status,
                 manual_retry_starts_a_new_attempt, idempotency_keys_dedupe_and_conflict, batches_are_all_or_nothing,
                 list_filters_and_pages, purge_deletes_only_old_finished_tasks,
@@ -324,13 +324,13 @@ pub async fn cancel_covers_every_status(f: &mut impl Factory) {
     let s = f.open(T0);
     let pending = submit_one(&*s, r#"{"name":"a","delay_ms":60000}"#).await;
     let queued = submit_one(&*s, r#"{"name":"b"}"#).await;
-    assert_eq!(s.cancel(pending, T0 + 1).await.unwrap().status, Status::Cancelled);
-    assert_eq!(s.cancel(queued, T0 + 1).await.unwrap().status, Status::Cancelled);
+    assert_eq!(s.cancel(pending, T0 + 1, None).await.unwrap().status, Status::Cancelled);
+    assert_eq!(s.cancel(queued, T0 + 1, None).await.unwrap().status, Status::Cancelled);
     s.tick(T0 + 60_000).await.unwrap();
     assert!(s.lease(lease(10, 30_000, T0 + 60_000)).await.unwrap().is_empty(), "cancelled tasks never run");
     let running = submit_one(&*s, r#"{"name":"c","max_attempts":3}"#).await;
     let t = &s.lease(lease(1, 30_000, T0)).await.unwrap()[0];
-    let asked = s.cancel(running, T0 + 2).await.unwrap();
+    let asked = s.cancel(running, T0 + 2, None).await.unwrap();
     assert_eq!((asked.status, asked.cancel_requested), (Status::Running, true));
     let hb = s
         .heartbeat(HeartbeatParams {
@@ -343,8 +343,8 @@ pub async fn cancel_covers_every_status(f: &mut impl Factory) {
     assert!(hb[0].ok && hb[0].cancel);
     assert!(complete(&*s, running, &token(t), fail(true), T0 + 4).await);
     assert_eq!(s.get(running).await.unwrap().status, Status::Cancelled, "no retry after a cancel");
-    assert!(matches!(s.cancel(running, T0 + 5).await, Err(StoreError::InvalidTransition { .. })));
-    assert!(matches!(s.cancel(Uuid::now_v7(), T0 + 5).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.cancel(running, T0 + 5, None).await, Err(StoreError::InvalidTransition { .. })));
+    assert!(matches!(s.cancel(Uuid::now_v7(), T0 + 5, None).await, Err(StoreError::NotFound(_))));
     let h = s.history(queued).await.unwrap();
     assert_eq!(h.last().map(|e| (e.from, e.to)), Some((Some(Status::Queued), Status::Cancelled)));
 }
@@ -355,12 +355,12 @@ pub async fn manual_retry_starts_a_new_attempt(f: &mut impl Factory) {
     let t = &s.lease(lease(1, 30_000, T0)).await.unwrap()[0];
     assert!(complete(&*s, id, &token(t), fail(true), T0 + 1).await);
     assert_eq!(s.get(id).await.unwrap().status, Status::Failed);
-    let back = s.retry(id, T0 + 2).await.unwrap();
+    let back = s.retry(id, T0 + 2, None).await.unwrap();
     assert_eq!((back.status, back.finished_at), (Status::Queued, None));
     let t2 = &s.lease(lease(1, 30_000, T0 + 3)).await.unwrap()[0];
     assert_eq!(t2.attempt, 2);
     assert!(complete(&*s, id, &token(t2), ok("2"), T0 + 4).await);
-    assert!(matches!(s.retry(id, T0 + 5).await, Err(StoreError::InvalidTransition { .. })));
+    assert!(matches!(s.retry(id, T0 + 5, None).await, Err(StoreError::InvalidTransition { .. })));
     let to: Vec<Status> = s.history(id).await.unwrap().iter().map(|e| e.to).collect();
     use Status::*;
     assert_eq!(to, [Queued, Running, Failed, Queued, Running, Succeeded]);
@@ -679,7 +679,7 @@ pub async fn cancelling_a_workflow_cancels_what_is_unfinished(f: &mut impl Facto
     .await;
     run_one(&*s, "d", ok("1"), T0 + 1).await;
     let running = s.lease(LeaseParams { names: Some(vec!["a".into()]), ..lease(1, 30_000, T0 + 2) }).await.unwrap();
-    assert_eq!(s.cancel_workflow(wf, T0 + 3).await.unwrap(), 3);
+    assert_eq!(s.cancel_workflow(wf, T0 + 3, None).await.unwrap(), 3);
     assert!(s.get(ids["a"]).await.unwrap().cancel_requested);
     for k in ["b", "c"] {
         assert_eq!(s.get(ids[k]).await.unwrap().status, Status::Cancelled, "{k}");
@@ -690,7 +690,7 @@ pub async fn cancelling_a_workflow_cancels_what_is_unfinished(f: &mut impl Facto
     let record = s.workflow(wf).await.unwrap();
     assert_eq!(record.tasks.len(), 4);
     assert!(matches!(s.workflow(Uuid::now_v7()).await, Err(StoreError::WorkflowNotFound(_))));
-    assert!(matches!(s.cancel_workflow(Uuid::now_v7(), T0).await, Err(StoreError::WorkflowNotFound(_))));
+    assert!(matches!(s.cancel_workflow(Uuid::now_v7(), T0, None).await, Err(StoreError::WorkflowNotFound(_))));
 }
 
 pub async fn a_workflow_reads_in_pages_with_its_counts(f: &mut impl Factory) {
@@ -1050,6 +1050,19 @@ pub async fn task_types_keep_their_latest_declaration(f: &mut impl Factory) {
     assert_eq!(f.reopen(T0 + 20).task_types().await.unwrap().len(), 2, "they survive a restart");
 }
 
+pub async fn client_moves_name_who_made_them(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let id = submit_one(&*s, r#"{"name":"named"}"#).await;
+    s.cancel(id, T0 + 1, Some("ops".into())).await.unwrap();
+    s.retry(id, T0 + 2, None).await.unwrap();
+    let history = s.history(id).await.unwrap();
+    let by: Vec<Option<&str>> = history.iter().map(|e| e.by.as_deref()).collect();
+    assert_eq!(by, [None, Some("ops"), None], "{history:?}");
+    drop(s);
+    let again = f.reopen(T0 + 3).history(id).await.unwrap();
+    assert_eq!(again[1].by.as_deref(), Some("ops"), "it survives a restart");
+}
+
 pub async fn tokens_keep_their_names_for_ever_and_revoke_once(f: &mut impl Factory) {
     let s = f.open(T0);
     let t = |name: &str, hash: &str| TokenRecord {
@@ -1173,7 +1186,7 @@ pub async fn queue_counts_follow_every_move(f: &mut impl Factory) {
     submit_one(&*s, r#"{"name":"b","queue":"other"}"#).await;
     submit_one(&*s, r#"{"name":"late","delay_ms":60000}"#).await;
     let cancelled = submit_one(&*s, r#"{"name":"c","queue":"other"}"#).await;
-    s.cancel(cancelled, T0 + 1).await.unwrap();
+    s.cancel(cancelled, T0 + 1, None).await.unwrap();
     let leased = s.lease(lease(4, 30_000, T0 + 2)).await.unwrap();
     assert_eq!(leased.len(), 4);
     assert!(complete(&*s, leased[0].id, &token(&leased[0]), ok("1"), T0 + 3).await);

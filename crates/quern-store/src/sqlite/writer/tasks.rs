@@ -325,6 +325,7 @@ impl State {
                     worker: Some(lease.worker.clone()),
                     actor: actor.to_owned(),
                     note,
+                    by: None,
                 },
             )?;
         }
@@ -406,8 +407,8 @@ impl State {
 
     pub(super) fn append(&mut self, conn: &Connection, id: Uuid, e: &HistoryEntry) -> Result<()> {
         conn.prepare_cached(
-            "INSERT INTO history (task, at, from_status, to_status, attempt, worker, actor, note) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO history (task, at, from_status, to_status, attempt, worker, actor, note, by_token) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -418,7 +419,8 @@ impl State {
                 e.attempt,
                 e.worker,
                 e.actor,
-                e.note
+                e.note,
+                e.by
             ])
         })
         .map_err(backend)?;
@@ -434,7 +436,7 @@ impl State {
             .ok_or(StoreError::NotFound(id))
     }
 
-    pub(crate) fn cancel(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<Task> {
+    pub(crate) fn cancel(&mut self, conn: &Connection, id: Uuid, now: Millis, by: Option<String>) -> Result<Task> {
         let now = self.clock(now);
         let task = self.read_task(conn, id)?;
         match task.status {
@@ -467,6 +469,7 @@ impl State {
                         worker: None,
                         actor: "client".to_owned(),
                         note: Some("cancelled by a client".to_owned()),
+                        by,
                     },
                 )?;
                 let error = TaskError::new(ErrorKind::Cancelled, "cancelled by a client");
@@ -490,7 +493,7 @@ impl State {
         }
     }
 
-    pub(crate) fn retry(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<Task> {
+    pub(crate) fn retry(&mut self, conn: &Connection, id: Uuid, now: Millis, by: Option<String>) -> Result<Task> {
         let now = self.clock(now);
         let task = self.read_task(conn, id)?;
         if !task.status.can_manual_retry() {
@@ -511,6 +514,7 @@ impl State {
                 worker: None,
                 actor: "client".to_owned(),
                 note: Some("manual retry".to_owned()),
+                by,
             },
         )?;
         conn.prepare_cached(

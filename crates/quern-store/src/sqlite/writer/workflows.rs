@@ -205,6 +205,7 @@ impl State {
                 worker: None,
                 actor: "client".to_owned(),
                 note: Some(note),
+                by: by.clone(),
             },
         )?;
         conn.prepare_cached(
@@ -241,6 +242,7 @@ impl State {
                 worker: None,
                 actor: "server".to_owned(),
                 note: Some(message),
+                by: None,
             },
         )?;
         conn.prepare_cached(
@@ -259,7 +261,13 @@ impl State {
     /// Cancels every unfinished task of a workflow: queued and pending ones
     /// end `cancelled` (not `skipped`: their parents' ends are not judged),
     /// running ones are asked to stop.
-    pub(crate) fn cancel_workflow(&mut self, conn: &Connection, workflow: Uuid, now: Millis) -> Result<usize> {
+    pub(crate) fn cancel_workflow(
+        &mut self,
+        conn: &Connection,
+        workflow: Uuid,
+        now: Millis,
+        by: Option<String>,
+    ) -> Result<usize> {
         let now = self.clock(now);
         let ids: Vec<Uuid> = conn
             .prepare_cached(
@@ -270,7 +278,7 @@ impl State {
         self.holding.extend(ids.iter().copied());
         let mut outcome = Ok(());
         for id in &ids {
-            if let Err(e) = self.cancel(conn, *id, now) {
+            if let Err(e) = self.cancel(conn, *id, now, by.clone()) {
                 outcome = Err(e);
                 break;
             }
