@@ -381,14 +381,25 @@ pub fn spec_digest(
 /// A SHA-256 hash as a digest's text: `sha256:` and the hash in lowercase
 /// hex. Stores that keep the hash as bytes give it back through this.
 pub fn digest_text(hash: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digest = String::with_capacity(7 + 2 * hash.len());
     digest.push_str("sha256:");
-    for b in hash {
-        digest.push(char::from(HEX[usize::from(b >> 4)]));
-        digest.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
+    push_hex(&mut digest, hash);
     digest
+}
+
+/// `bytes` in lowercase hex, without `fmt` (it runs on request paths).
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 * bytes.len());
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
 }
 
 fn write_json_string(s: &str, out: &mut String) {

@@ -116,26 +116,51 @@ pub struct Engine {
 }
 
 /// A read of what other nodes share, done at most once per period: callers
-/// in between take what the last read brought.
+/// in between take what the last read brought. Within the period a caller
+/// looks at one atomic, not the lock (these run on every submit and every
+/// authenticated request).
 struct Refresh {
     every: Duration,
-    last: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// When the last read succeeded, in milliseconds since `epoch` (0: never).
+    read_at_ms: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
+    /// Held while reading, so that callers that come meanwhile wait for
+    /// that read rather than read too.
+    reading: tokio::sync::Mutex<()>,
 }
 
 impl Refresh {
     fn new(every: Duration) -> Self {
-        Self { every, last: tokio::sync::Mutex::new(None) }
+        Self {
+            every,
+            read_at_ms: std::sync::atomic::AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+            reading: tokio::sync::Mutex::new(()),
+        }
     }
 
-    /// Runs `read` unless a read succeeded within the period; callers that
-    /// come meanwhile wait for it rather than read too.
+    fn since_epoch_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A read succeeded within the period.
+    fn is_fresh(&self) -> bool {
+        let at = self.read_at_ms.load(std::sync::atomic::Ordering::Acquire);
+        let every = u64::try_from(self.every.as_millis()).unwrap_or(u64::MAX);
+        at != 0 && self.since_epoch_ms().saturating_sub(at) < every
+    }
+
+    /// Runs `read` unless a read succeeded within the period.
     async fn run(&self, read: impl Future<Output = Result<()>>) -> Result<()> {
-        let mut last = self.last.lock().await;
-        if last.is_some_and(|at| at.elapsed() < self.every) {
+        if self.is_fresh() {
+            return Ok(());
+        }
+        let _reading = self.reading.lock().await;
+        if self.is_fresh() {
             return Ok(());
         }
         read.await?;
-        *last = Some(std::time::Instant::now());
+        self.read_at_ms.store(self.since_epoch_ms().max(1), std::sync::atomic::Ordering::Release);
         Ok(())
     }
 }

@@ -410,3 +410,42 @@ async fn a_live_workers_task_type_cannot_be_swapped_by_another() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn bad_token_and_audit_requests_are_refused_and_change_nothing() {
+    let server = secured();
+    let http = Http::new(&server);
+    bounded(LIMIT, async {
+        let a = Some(ADMIN);
+        for (what, body, field) in [
+            ("an unknown role", json!({"name": "x", "role": "root"}), None),
+            ("a name with a space", json!({"name": "a b", "role": "viewer"}), Some("name")),
+            ("a queue glob with a slash", json!({"name": "x", "role": "viewer", "queues": ["a/b"]}), Some("queues")),
+            ("an expiry of zero", json!({"name": "x", "role": "viewer", "expires_in_ms": 0}), Some("expires_in_ms")),
+            ("a rate of zero", json!({"name": "x", "role": "viewer", "rate_per_s": 0}), Some("rate_per_s")),
+            (
+                "a body limit under 1024",
+                json!({"name": "x", "role": "viewer", "max_body_bytes": 100}),
+                Some("max_body_bytes"),
+            ),
+            ("an unknown field", json!({"name": "x", "role": "viewer", "colour": "red"}), None),
+        ] {
+            let (status, _, answer) = http.send(a, "POST", "/v1/tokens", Some(body)).await;
+            assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_request")), "{what}: {answer}");
+            if let Some(field) = field {
+                assert_eq!(answer["error"]["details"]["field"], field, "{what}: {answer}");
+            }
+        }
+        let (status, _, answer) = http.send(a, "DELETE", "/v1/tokens/nope", None).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")), "{answer}");
+        for query in ["limit=0", "limit=1001", "before=soon", "colour=red"] {
+            let (status, _, answer) = http.send(a, "GET", &format!("/v1/audit?{query}"), None).await;
+            assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_request")), "{query}: {answer}");
+        }
+        let (_, _, listed) = http.send(a, "GET", "/v1/tokens", None).await;
+        assert_eq!(listed["tokens"].as_array().map(Vec::len), Some(1), "only the bootstrap token: {listed}");
+        let (_, _, log) = http.send(a, "GET", "/v1/audit", None).await;
+        assert_eq!(log["entries"], json!([]), "refused requests leave no audit entry");
+    })
+    .await;
+}

@@ -12,13 +12,13 @@ use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use quern_core::Millis;
 use quern_core::auth::{Role, TOKEN_PREFIX, check_token_name, check_token_queues};
+use quern_core::spec::hex;
 use quern_store::TokenRecord;
 use quern_wire::tokens::{CreateToken, TokenCreated, TokenView};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the tokens read from the store are taken as current.
 pub(crate) const TOKENS_FRESH_FOR: Duration = Duration::from_secs(1);
@@ -33,10 +33,6 @@ pub(crate) struct Tokens {
     /// The request budget of each rate-limited token, by name (per node).
     buckets: Mutex<HashMap<String, Bucket>>,
     read: Refresh,
-    /// When they were last read, in milliseconds since `epoch`: a request
-    /// looks here, not at `read`'s lock, to know whether to read again.
-    read_at_ms: AtomicU64,
-    epoch: Instant,
 }
 
 #[derive(Clone)]
@@ -47,33 +43,16 @@ struct Known {
 
 impl Default for Tokens {
     fn default() -> Self {
-        Self {
-            by_hash: RwLock::default(),
-            buckets: Mutex::default(),
-            read: Refresh::new(TOKENS_FRESH_FOR),
-            read_at_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
+        Self { by_hash: RwLock::default(), buckets: Mutex::default(), read: Refresh::new(TOKENS_FRESH_FOR) }
     }
 }
 
 impl Tokens {
-    fn since_epoch_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Read longer ago than [`TOKENS_FRESH_FOR`] (or never).
-    fn stale(&self) -> bool {
-        let at = self.read_at_ms.load(Ordering::Relaxed);
-        at == 0 || self.since_epoch_ms().saturating_sub(at) >= TOKENS_FRESH_FOR.as_millis() as u64
-    }
-
     fn adopt(&self, records: Vec<TokenRecord>) {
         let map = records.into_iter().map(|r| (r.hash.clone(), known(&r))).collect();
         if let Ok(mut by_hash) = self.by_hash.write() {
             *by_hash = map;
         }
-        self.read_at_ms.store(self.since_epoch_ms().max(1), Ordering::Relaxed);
     }
 
     fn insert(&self, record: &TokenRecord) {
@@ -101,21 +80,9 @@ fn known(r: &TokenRecord) -> Known {
     Known { principal: Arc::new(principal), revoked: r.revoked_at.is_some() }
 }
 
-/// The lowercase hex SHA-256 of a secret: what the store keeps. Made on
-/// every authenticated request, so without `fmt`.
+/// The lowercase hex SHA-256 of a secret: what the store keeps.
 fn hash(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
-}
-
-/// `bytes` in lowercase hex.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 /// A fresh secret: the prefix and 256 random bits in hex.
@@ -187,7 +154,7 @@ impl Engine {
         let hash = hash(secret);
         // Revocations through other nodes arrive with the next read; while
         // the store cannot be read, the tokens known go on working.
-        if self.tokens.stale()
+        if !self.tokens.read.is_fresh()
             && let Err(e) = self.read_tokens().await
         {
             if self.tokens.get(&hash).is_none() {

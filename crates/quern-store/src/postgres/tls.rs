@@ -61,36 +61,29 @@ pub(super) fn connector(url: &str) -> Result<(String, SslMode, MakeRustlsConnect
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| bad(e.to_string()))?;
-    let algorithms = provider.signature_verification_algorithms;
-    let config = match mode {
-        Mode::Plain | Mode::Prefer | Mode::Require => {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(Unchecked(algorithms))).with_no_client_auth()
+    let chain: Option<Arc<dyn ServerCertVerifier>> = match (mode, &root) {
+        (Mode::Plain | Mode::Prefer | Mode::Require, _) => None,
+        (_, Some(path)) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(format!("sslrootcert={path}: {e}")))? {
+                roots
+                    .add(cert.map_err(|e| bad(format!("sslrootcert={path}: {e}")))?)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            let verifier =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| bad(format!("sslrootcert={path}: {e}")))?;
+            Some(verifier)
         }
-        Mode::VerifyCa | Mode::VerifyFull => {
-            let verifier: Arc<dyn ServerCertVerifier> = match &root {
-                Some(path) => {
-                    let mut roots = RootCertStore::empty();
-                    for cert in
-                        CertificateDer::pem_file_iter(path).map_err(|e| bad(format!("sslrootcert={path}: {e}")))?
-                    {
-                        roots
-                            .add(cert.map_err(|e| bad(format!("sslrootcert={path}: {e}")))?)
-                            .map_err(|e| bad(e.to_string()))?;
-                    }
-                    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                        .build()
-                        .map_err(|e| bad(format!("sslrootcert={path}: {e}")))?
-                }
-                None => Arc::new(
-                    rustls_platform_verifier::Verifier::new(provider.clone())
-                        .map_err(|e| bad(format!("the system's CA roots: {e}")))?,
-                ),
-            };
-            let verifier: Arc<dyn ServerCertVerifier> =
-                if mode == Mode::VerifyCa { Arc::new(AnyName(verifier)) } else { verifier };
-            builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
-        }
+        (_, None) => Some(Arc::new(
+            rustls_platform_verifier::Verifier::new(provider.clone())
+                .map_err(|e| bad(format!("the system's CA roots: {e}")))?,
+        )),
     };
+    let verifier =
+        Checked { chain, names: mode == Mode::VerifyFull, algorithms: provider.signature_verification_algorithms };
+    let config = builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth();
     let ssl_mode = match mode {
         Mode::Plain => SslMode::Disable,
         Mode::Prefer => SslMode::Prefer,
@@ -120,51 +113,18 @@ fn percent_decode(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `require`: the certificate is not checked (as libpq does without a root
-/// file); the handshake's signatures still are.
+/// What is checked of the server's certificate: nothing without `chain`
+/// (`require`, as libpq does without a root file), the chain (`verify-ca`),
+/// or the chain and the name (`verify-full`). The handshake's signatures are
+/// checked always.
 #[derive(Debug)]
-struct Unchecked(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
+struct Checked {
+    chain: Option<Arc<dyn ServerCertVerifier>>,
+    names: bool,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
-/// `verify-ca`: the chain is checked, not the name.
-#[derive(Debug)]
-struct AnyName(Arc<dyn ServerCertVerifier>);
-
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Checked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -173,10 +133,11 @@ impl ServerCertVerifier for AnyName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.names => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -187,7 +148,7 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -196,11 +157,11 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
