@@ -16,6 +16,7 @@
 //! - [`schedule`]: cron, interval and one-time schedules, and when each slot is due.
 //! - [`event`]: events as published and logged, and the filters subscribers read through.
 //! - [`auth`]: roles, the permissions they grant, and queue scopes.
+//! - [`integrity`]: lease signatures, which let a worker refuse a task changed on the way.
 //! - [`check`]: the limits every free-form field shares (text length, JSON depth).
 //! - [`error`]: the validation error every layer above maps to a 4xx.
 
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod check;
 pub mod error;
 pub mod event;
+pub mod integrity;
 pub mod retry;
 pub mod schedule;
 pub mod spec;
@@ -38,7 +40,7 @@ pub use schedule::{Overlap, Schedule, ScheduleSpec, Timing};
 pub use spec::{ExecutionDefaults, NewTask, TaskSpec};
 pub use status::Status;
 pub use task::{
-    Condition, Dependency, ErrorKind, HistoryEntry, Lease, Outcome, OutcomeCondition, ParentOutcome, Progress, Task,
-    TaskError,
+    Condition, Dependency, ErrorKind, HistoryEntry, Lease, LeaseSignature, Outcome, OutcomeCondition, ParentOutcome,
+    Progress, Task, TaskError,
 };
 pub use time::{Clock, ManualClock, Millis, SystemClock};

@@ -577,6 +577,21 @@ mod tests {
     }
 
     #[test]
+    fn canonical_numbers_are_pinned() {
+        // Pinned: workers in other languages write this form to check a
+        // lease's signature (the Python SDK's `_integrity.canonical`).
+        let text = r#"[1e20,1e-7,1.5e-7,0.0001,1e-5,1.25e-5,1e15,1e16,-0.0,100,1.0,18446744073709551616,-9223372036854775809]"#;
+        let value: serde_json::Value = serde_json::from_str(text).expect("json");
+        let mut out = String::new();
+        write_canonical(&value, &mut out);
+        assert_eq!(
+            out,
+            "[1e+20,1e-7,1.5e-7,0.0001,0.00001,0.0000125,1000000000000000.0,1e+16,-0.0,100,1.0,\
+             1.8446744073709552e+19,-9.223372036854776e+18]"
+        );
+    }
+
+    #[test]
     fn defaults_are_validated_too() {
         assert!(ExecutionDefaults::default().validate().is_ok());
         let bad = ExecutionDefaults { max_attempts: 0, ..ExecutionDefaults::default() };

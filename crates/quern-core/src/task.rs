@@ -147,6 +147,22 @@ pub struct Lease {
     #[serde(with = "rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub expires_at: Millis,
+    /// The server's HMAC-SHA256 of the task's id and digest, when the server
+    /// has a lease key: a worker holding the key checks it before it runs
+    /// the task (see [`crate::integrity`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<LeaseSignature>,
+}
+
+/// A lease's signature: which key made it, and the HMAC.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseSignature {
+    /// The key's id: the first 8 bytes of the SHA-256 of its secret, in hex.
+    pub key: String,
+    /// The HMAC-SHA256, in hex, of `quern-lease-v1`, a zero byte, the
+    /// task id's 16 bytes and the task's digest.
+    pub hmac: String,
 }
 
 /// A task, as every API answer shows it.

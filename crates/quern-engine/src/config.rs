@@ -84,6 +84,11 @@ pub struct ServerConfig {
     /// Serve HTTPS with this certificate (reloaded on SIGHUP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Sign every lease with the first key in this file (one secret per
+    /// line; reloaded on SIGHUP), for workers holding the same file to check
+    /// that no task was changed on the way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_key_file: Option<PathBuf>,
 }
 
 /// The certificate the server serves HTTPS with.
@@ -104,6 +109,7 @@ impl Default for ServerConfig {
             schedules: None,
             insecure: false,
             tls: None,
+            lease_key_file: None,
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::error::{EngineError, Result};
 use crate::registry::Registry;
 use crate::workflow::{self, WorkflowError, WorkflowSpec};
 use quern_core::auth::Permission;
+use quern_core::integrity::LeaseKeys;
 use quern_core::spec::{
     MAX_APPROVER_LEN, MAX_COMMENT_LEN, check_json_depth, check_lease_names, check_text, check_worker_name,
 };
@@ -113,6 +114,8 @@ pub struct Engine {
     /// What an operator should know of how this server runs (listening
     /// beyond loopback without tokens), shown by `/v1/health`.
     warnings: std::sync::Mutex<Vec<String>>,
+    /// The keys leases are signed with, when the server has a key file.
+    lease_keys: std::sync::RwLock<Option<Arc<LeaseKeys>>>,
 }
 
 /// A read of what other nodes share, done at most once per period: callers
@@ -192,6 +195,25 @@ impl Engine {
             webhooks_allow_private: config.webhooks.allow_private,
             tokens: tokens::Tokens::default(),
             warnings: std::sync::Mutex::default(),
+            lease_keys: std::sync::RwLock::default(),
+        }
+    }
+
+    /// Signs every lease from now on with the first of `keys` (none: leases
+    /// go out unsigned). Set at start and again on each reload of the file.
+    pub fn set_lease_keys(&self, keys: Option<LeaseKeys>) {
+        if let Ok(mut held) = self.lease_keys.write() {
+            *held = keys.map(Arc::new);
+        }
+    }
+
+    /// Signs each leased task's lease (see [`quern_core::integrity`]).
+    fn sign_leases(&self, tasks: &mut [Task]) {
+        let Some(keys) = self.lease_keys.read().ok().and_then(|k| k.clone()) else { return };
+        for task in tasks {
+            if let Some(lease) = task.lease.as_mut() {
+                lease.signature = Some(keys.sign(task.id, &task.digest));
+            }
         }
     }
 
@@ -636,8 +658,9 @@ impl Engine {
             tokio::pin!(ready);
             ready.as_mut().enable();
             let now = self.now();
-            let tasks = self.store.lease(LeaseParams { now, ..params.clone() }).await?;
+            let mut tasks = self.store.lease(LeaseParams { now, ..params.clone() }).await?;
             if !tasks.is_empty() || tokio::time::Instant::now() >= deadline {
+                self.sign_leases(&mut tasks);
                 self.registry.seen(&params.worker, now, i64::try_from(tasks.len()).unwrap_or(0));
                 return Ok(Leased { tasks });
             }

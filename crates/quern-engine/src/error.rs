@@ -262,6 +262,11 @@ impl From<EngineError> for Failure {
                     details,
                 }
             }
+            EngineError::Register(e) if e.conflict => Failure {
+                code: Code::Conflict,
+                message: format!("{}: {}", e.field, e.message),
+                details: json!({"field": e.field}),
+            },
             EngineError::Register(e) => Failure::invalid_field(&e.field, e.message),
             EngineError::Workflow(error) => Failure {
                 code: Code::InvalidWorkflow,

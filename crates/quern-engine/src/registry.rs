@@ -63,6 +63,9 @@ pub struct RegisterError {
     pub field: String,
     /// Why.
     pub message: String,
+    /// It clashes with what a live worker declared (409), rather than being
+    /// invalid in itself (400).
+    pub conflict: bool,
 }
 
 impl Registry {
@@ -77,17 +80,24 @@ impl Registry {
     ) -> Result<Vec<quern_store::TaskTypeRecord>, RegisterError> {
         let mut compiled = Vec::with_capacity(types.len());
         for (i, t) in types.into_iter().enumerate() {
-            quern_core::spec::check_task_name(&t.name)
-                .map_err(|e| RegisterError { field: format!("task_types[{i}].name"), message: e.message })?;
+            quern_core::spec::check_task_name(&t.name).map_err(|e| RegisterError {
+                field: format!("task_types[{i}].name"),
+                message: e.message,
+                conflict: false,
+            })?;
             if let Some(schema) = &t.input_schema {
                 let field = format!("task_types[{i}].input_schema");
-                quern_core::spec::check_json_depth(&field, &schema.to_string())
-                    .map_err(|e| RegisterError { field, message: e.message })?;
+                quern_core::spec::check_json_depth(&field, &schema.to_string()).map_err(|e| RegisterError {
+                    field,
+                    message: e.message,
+                    conflict: false,
+                })?;
             }
             let validator = match &t.input_schema {
                 Some(schema) => Some(Arc::new(jsonschema::validator_for(schema).map_err(|e| RegisterError {
                     field: format!("task_types[{i}].input_schema"),
                     message: format!("not a valid JSON Schema: {e}"),
+                    conflict: false,
                 })?)),
                 None => None,
             };
@@ -121,6 +131,7 @@ impl Registry {
                          or stop that worker first",
                         t.name
                     ),
+                    conflict: true,
                 });
             }
         }

@@ -17,6 +17,7 @@ pub mod tls;
 pub use quern_engine::Config;
 
 use axum::serve::ListenerExt;
+use quern_core::integrity::LeaseKeys;
 use quern_core::{Clock, SystemClock};
 use quern_engine::{Caller, Engine};
 use std::future::Future;
@@ -59,6 +60,14 @@ pub enum ServeError {
     /// The TLS certificate or key cannot be used.
     #[error("{0}")]
     Tls(String),
+    /// The lease key file cannot be used.
+    #[error("lease key file {path}: {error}")]
+    LeaseKeys {
+        /// The file.
+        path: String,
+        /// Why.
+        error: quern_core::integrity::KeyFileError,
+    },
     /// Socket trouble.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -83,9 +92,19 @@ pub async fn serve(
         Some(tls) => Some(tls::Certificates::load(&tls.cert, &tls.key).map_err(ServeError::Tls)?),
         None => None,
     };
+    let lease_keys = match &config.server.lease_key_file {
+        Some(path) => Some(
+            LeaseKeys::load(path).map_err(|error| ServeError::LeaseKeys { path: path.display().to_string(), error })?,
+        ),
+        None => None,
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (engine, storage) = Engine::open(&config, clock, stop_rx).await?;
+    if let Some(keys) = lease_keys {
+        tracing::info!(keys = ?keys.ids(), "leases are signed with key {}", keys.ids()[0]);
+        engine.set_lease_keys(Some(keys));
+    }
     if let Some(path) = &config.auth.bootstrap_token_file {
         let fail = |message: String| ServeError::Bootstrap { path: path.display().to_string(), message };
         let secret = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
@@ -110,6 +129,9 @@ pub async fn serve(
         );
     }
     let loops = engine.spawn_loops();
+    if certificates.is_some() || config.server.lease_key_file.is_some() {
+        reload_on_sighup(engine.clone(), certificates.clone(), config.server.lease_key_file.clone());
+    }
     let app = api::router(engine, config.server.max_body_bytes);
     let stopping = async move {
         shutdown.await;
@@ -117,10 +139,7 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     };
     let result = match certificates {
-        Some(certificates) => {
-            tls::reload_on_sighup(certificates.clone());
-            run(tls::TlsListener::new(listener, certificates)?, app, stopping).await
-        }
+        Some(certificates) => run(tls::TlsListener::new(listener, certificates)?, app, stopping).await,
         None => {
             // Small answers (a lease, an SSE event) go out at once, not held
             // back by Nagle's algorithm waiting for the client's delayed ACK.
@@ -151,6 +170,38 @@ where
     axum::serve(conn::WireListener(listener), app.into_make_service_with_connect_info::<conn::Peer>())
         .with_graceful_shutdown(stopping)
         .await
+}
+
+/// Reloads the TLS certificate and the lease keys on every SIGHUP, until the
+/// runtime ends. A file that cannot be used leaves the old one in place.
+fn reload_on_sighup(
+    engine: Arc<Engine>,
+    certificates: Option<Arc<tls::Certificates>>,
+    lease_key_file: Option<std::path::PathBuf>,
+) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: the TLS certificate and lease keys will not be reloaded");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if let Some(certificates) = &certificates {
+                match certificates.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the old one stays"),
+                }
+            }
+            if let Some(path) = &lease_key_file {
+                match LeaseKeys::load(path) {
+                    Ok(keys) => {
+                        tracing::info!(keys = ?keys.ids(), "SIGHUP: lease keys reloaded; signing with {}", keys.ids()[0]);
+                        engine.set_lease_keys(Some(keys));
+                    }
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: lease keys not reloaded; the old ones stay"),
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -132,19 +132,3 @@ impl Listener for TlsListener {
         Ok(self.local)
     }
 }
-
-/// Reloads `certificates` on every SIGHUP, until the runtime ends.
-pub fn reload_on_sighup(certificates: Arc<Certificates>) {
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP: the TLS certificate will not be reloaded");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            match certificates.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the old one stays"),
-            }
-        }
-    });
-}

@@ -388,6 +388,45 @@ async fn a_token_over_its_rate_or_body_limit_is_told_so() {
 }
 
 #[tokio::test]
+async fn an_event_aimed_at_one_target_is_read_by_that_token_alone() {
+    let server = secured();
+    let http = Http::new(&server);
+    bounded(LIMIT, async {
+        let producer = http.make_token(json!({"name": "publisher", "role": "producer"})).await;
+        let alice = http.make_token(json!({"name": "alice-bot", "role": "viewer"})).await;
+        let bob = http.make_token(json!({"name": "bob-bot", "role": "viewer"})).await;
+        let events = json!({"events": [
+            {"type": "note.private", "source": "app", "target": "alice-bot", "payload": {"secret": 1}},
+            {"type": "note.all", "source": "app"},
+        ]});
+        let (status, _, answer) = http.send(Some(&producer), "POST", "/v1/events", Some(events)).await;
+        assert_eq!(status, 201, "{answer}");
+        let types = |page: &Value| -> Vec<String> {
+            page["events"].as_array().into_iter().flatten().filter_map(|e| e["type"].as_str()).map(Into::into).collect()
+        };
+        let read = |token: String, path: &'static str| {
+            let http = &http;
+            async move { http.send(Some(&token), "GET", path, None).await }
+        };
+        let (_, _, page) = read(alice.clone(), "/v1/events?after=0&type=note.*").await;
+        assert_eq!(types(&page), ["note.private", "note.all"]);
+        let (_, _, page) = read(bob.clone(), "/v1/events?after=0&type=note.*").await;
+        assert_eq!(types(&page), ["note.all"], "another subscriber's event stays hidden");
+        let (_, _, page) = read(producer.clone(), "/v1/events?after=0&type=note.*").await;
+        assert_eq!(types(&page), ["note.all"], "publishing to a target is not reading it");
+        let (status, _, answer) = read(bob.clone(), "/v1/events?after=0&target=alice-bot").await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("forbidden")), "{answer}");
+        let (status, _, _) = read(bob.clone(), "/v1/events/stream?after=0&target=alice-bot").await;
+        assert_eq!(status, 403, "the stream is held to the same rule");
+        let (_, _, page) = read(bob, "/v1/events?after=0&type=note.*&group=bots&member=b").await;
+        assert_eq!(types(&page), ["note.all"], "nor does a consumer group hand it out");
+        let (_, _, page) = read(ADMIN.to_owned(), "/v1/events?after=0&type=note.*").await;
+        assert_eq!(types(&page), ["note.private", "note.all"], "admins read everything");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_live_workers_task_type_cannot_be_swapped_by_another() {
     let server = secured();
     let http = Http::new(&server);
@@ -399,7 +438,7 @@ async fn a_live_workers_task_type_cannot_be_swapped_by_another() {
         assert_eq!(http.send(w, "POST", "/v1/workers/register", Some(first)).await.0, 200);
         let swap = json!({"worker": "intruder", "task_types": [{"name": "email", "input_schema": schema("number")}]});
         let (status, _, answer) = http.send(w, "POST", "/v1/workers/register", Some(swap)).await;
-        assert_eq!(status, 400, "{answer}");
+        assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("conflict")), "{answer}");
         assert!(answer["error"]["message"].as_str().unwrap_or("").contains("mailer"), "{answer}");
         let good = json!({"name": "email", "input": {"to": "a@b.c"}});
         assert_eq!(http.send(Some(ADMIN), "POST", "/v1/tasks", Some(good)).await.0, 201, "submits go on");

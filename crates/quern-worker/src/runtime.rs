@@ -12,13 +12,16 @@
 //! takes them (it may then refuse them as stale, which is final); a task whose
 //! lease is lost, that is cancelled, or that passes its timeout is told to
 //! stop through its context; at shutdown, tasks still running after the grace
-//! period are handed back (`released`) so that they re-queue at once.
+//! period are handed back (`released`) so that they re-queue at once. A
+//! worker given lease keys runs no task whose lease signature fails to
+//! verify (see [`quern_core::integrity`]).
 
 use crate::context::{HandlerResult, TaskContext, TaskFailure};
 use crate::flight::{Flight, Shared};
 use quern_client::{
     Client, CompleteRequest, Completion, HeartbeatRequest, LeaseBeat, LeaseRequest, RegisterRequest, TaskTypeDecl,
 };
+use quern_core::integrity::LeaseKeys;
 use quern_core::{ErrorKind, Task};
 use serde_json::Value;
 use std::any::Any;
@@ -94,6 +97,7 @@ pub struct WorkerBuilder {
     grace: Duration,
     handlers: HashMap<String, Handler>,
     types: Vec<TaskTypeDecl>,
+    lease_keys: Option<Arc<LeaseKeys>>,
 }
 
 impl WorkerBuilder {
@@ -130,6 +134,15 @@ impl WorkerBuilder {
     #[must_use]
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// Runs only tasks whose lease is signed under one of `keys` (the
+    /// server's lease key file) and whose fields still digest to what was
+    /// signed; any other task fails as `rejected` without running.
+    #[must_use]
+    pub fn lease_keys(mut self, keys: LeaseKeys) -> Self {
+        self.lease_keys = Some(Arc::new(keys));
         self
     }
 
@@ -188,6 +201,7 @@ impl Worker {
             grace: Duration::from_secs(30),
             handlers: HashMap::new(),
             types: Vec::new(),
+            lease_keys: None,
         }
     }
 
@@ -227,7 +241,9 @@ impl Worker {
         tokio::pin!(shutdown);
         let mut registered = false;
         let mut backoff = BACKOFF_MIN;
-        tracing::info!(worker = %b.id, concurrency = b.concurrency, "worker started");
+        let keys = b.lease_keys;
+        let signed_only = keys.as_ref().map(|k| k.ids());
+        tracing::info!(worker = %b.id, concurrency = b.concurrency, lease_keys = ?signed_only, "worker started");
         loop {
             let permits = tokio::select! {
                 () = &mut shutdown => break,
@@ -247,7 +263,7 @@ impl Worker {
             match leased {
                 Ok(tasks) => {
                     backoff = BACKOFF_MIN;
-                    start_all(tasks, &handlers, &shared, &done_tx, permits);
+                    start_all(tasks, &handlers, keys.as_deref(), &shared, &done_tx, permits);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "lease failed");
@@ -319,6 +335,7 @@ fn hand_back(shared: &Shared, done: &mpsc::UnboundedSender<Completion>) {
 fn start_all(
     tasks: Vec<Task>,
     handlers: &HashMap<String, Handler>,
+    keys: Option<&LeaseKeys>,
     shared: &Arc<Shared>,
     done: &mpsc::UnboundedSender<Completion>,
     mut permits: OwnedSemaphorePermit,
@@ -327,6 +344,13 @@ fn start_all(
     for task in tasks {
         let Some(token) = task.lease.as_ref().map(|l| l.token.clone()) else { continue };
         let Some(permit) = permits.split(1) else { break };
+        if let Some(Err(e)) = keys.map(|k| k.verify(&task)) {
+            tracing::error!(task = %task.id, error = %e, "lease signature check failed; task not run");
+            let failure = TaskFailure::rejected(format!("lease signature check failed: {e}; not run"))
+                .with_details(serde_json::json!({"reason": "integrity"}));
+            let _ = done.send(completion(task.id, token, Err(failure)));
+            continue;
+        }
         let Some(handler) = handlers.get(&task.name) else {
             let failure = TaskFailure::rejected(format!("this worker has no handler for {}", task.name));
             let _ = done.send(completion(task.id, token, Err(failure)));

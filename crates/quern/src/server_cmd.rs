@@ -54,6 +54,11 @@ pub(crate) struct ServerArgs {
     /// The certificate's private key (PEM).
     #[arg(long, env = "QUERN_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Sign every lease with the first key in this file (one secret per
+    /// line, reloaded on SIGHUP); workers given the same file refuse a task
+    /// changed on the way.
+    #[arg(long, env = "QUERN_LEASE_KEY_FILE", value_name = "FILE")]
+    lease_key_file: Option<PathBuf>,
     /// Let webhooks reach loopback, private and link-local addresses (a
     /// receiver on this host or network).
     #[arg(long, env = "QUERN_WEBHOOKS_ALLOW_PRIVATE")]
@@ -106,6 +111,9 @@ impl ServerArgs {
         }
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.server.tls = Some(quern_engine::config::TlsConfig { cert: cert.clone(), key: key.clone() });
+        }
+        if let Some(path) = &self.lease_key_file {
+            config.server.lease_key_file = Some(path.clone());
         }
         if self.webhooks_allow_private {
             config.webhooks.allow_private = true;

@@ -9,6 +9,7 @@
 use crate::flags;
 use clap::Args;
 use quern_client::Client;
+use quern_core::integrity::LeaseKeys;
 use quern_worker::shell::{Limits, SandboxPolicy, ShellExecutor, shell_task_type};
 use quern_worker::{Worker, WorkerError};
 use std::path::PathBuf;
@@ -78,6 +79,10 @@ pub(crate) struct WorkerArgs {
     /// the worker runs as root: nobody; `--run-as root` keeps root].
     #[arg(long, value_name = "USER", env = "QUERN_WORKER_RUN_AS")]
     run_as: Option<String>,
+    /// Run only tasks whose lease is signed by a key in this file (the
+    /// server's `--lease-key-file`): a task changed on the way is refused.
+    #[arg(long, value_name = "FILE", env = "QUERN_LEASE_KEY_FILE")]
+    lease_key_file: Option<PathBuf>,
     /// Where per-task temporary directories are made [default: the system's
     /// temporary directory].
     #[arg(long, value_name = "DIR", env = "QUERN_WORKER_WORK_ROOT")]
@@ -146,6 +151,16 @@ pub(crate) fn run(client: Client, args: WorkerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let lease_keys = match &args.lease_key_file {
+        Some(path) => match LeaseKeys::load(path) {
+            Ok(keys) => Some(keys),
+            Err(e) => {
+                eprintln!("quern worker: lease key file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     // Tasks of the worker's own user cannot read its memory or its
     // environment (`/proc/<worker>/environ`, with the token in it).
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
@@ -170,6 +185,9 @@ pub(crate) fn run(client: Client, args: WorkerArgs) -> ExitCode {
         .grace(args.grace);
     if let Some(id) = args.id {
         builder = builder.id(id);
+    }
+    if let Some(keys) = lease_keys {
+        builder = builder.lease_keys(keys);
     }
     let runner = shell.clone();
     let worker = builder

@@ -36,6 +36,11 @@ impl WorkerProc {
 
     /// The same, with extra environment variables for the worker process.
     fn start_with_env(server: &Server, id: &str, extra: &[&str], env: &[(&str, &str)]) -> WorkerProc {
+        WorkerProc::start_at(&server.url, id, extra, env)
+    }
+
+    /// A worker of the server at `url` (a proxy in front of one).
+    fn start_at(url: &str, id: &str, extra: &[&str], env: &[(&str, &str)]) -> WorkerProc {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let log = dir.path().join("worker.log");
         let stderr = OpenOptions::new().create(true).append(true).open(&log).expect("open the worker log");
@@ -50,7 +55,7 @@ impl WorkerProc {
         let work = dir.path().join("work");
         std::fs::create_dir(&work).expect("create the work root");
         let child = Command::new(env!("CARGO_BIN_EXE_quern"))
-            .args(["worker", "--shell", "--server", &server.url, "--id", id])
+            .args(["worker", "--shell", "--server", url, "--id", id])
             .arg("--work-root")
             .arg(&work)
             .args(grace)
@@ -583,6 +588,112 @@ async fn quern_run_waits_and_prints_the_output_like_the_command() {
         let task: Value = serde_json::from_str(&stdout).expect("a task as JSON");
         assert_eq!(task["name"], "shell");
         assert_eq!(task["input"], json!({"command": ["true"]}));
+    })
+    .await;
+}
+
+/// A TCP proxy in front of `upstream` that rewrites `from` to `to` (of the
+/// same length, so no header changes) in everything the server answers: a
+/// hostile hop on the way between the server and its workers. Its address.
+async fn rewriting_proxy(upstream: String, from: &'static [u8], to: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    assert_eq!(from.len(), to.len());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+    let addr = listener.local_addr().expect("the proxy's address");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = server_read.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let chunk = &mut buf[..n];
+                    let mut i = 0;
+                    while i + from.len() <= chunk.len() {
+                        if &chunk[i..i + from.len()] == from {
+                            chunk[i..i + from.len()].copy_from_slice(to);
+                            i += from.len();
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    if client_write.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_holding_the_lease_key_refuses_a_task_rewritten_on_the_way() {
+    const OLD: &str = "old-lease-key-5f2c0e8a9b7d4c1e8f3a6b9d2c5e8f1a";
+    const NEW: &str = "new-lease-key-0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d";
+    let keys = tempfile::tempdir().expect("temp dir");
+    let server_keys = keys.path().join("server.keys");
+    let worker_keys = keys.path().join("worker.keys");
+    std::fs::write(&server_keys, format!("{OLD}\n")).expect("write the server's key file");
+    std::fs::write(&worker_keys, format!("# the lease key\n{OLD}\n")).expect("write the worker's key file");
+    let server = Server::start_with(&["--lease-key-file", server_keys.to_str().expect("UTF-8 path")]);
+    let upstream = server.url.trim_start_matches("http://").to_owned();
+    let proxy = rewriting_proxy(upstream, b"pay-alice", b"pay-mally").await;
+    let worker_flags = ["--lease-key-file", worker_keys.to_str().expect("UTF-8 path")];
+    bounded(LIMIT, async {
+        let api = server.api();
+        let worker = WorkerProc::start_at(&proxy, "integrity-keyed", &worker_flags, &[]);
+        // Signed and untouched: it runs.
+        let id = submit_shell(&api, json!({"command": ["echo", "pay-bob"]}), json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "succeeded", "{task}");
+        assert_eq!(task["result"]["stdout"], "pay-bob\n");
+
+        // Rewritten on the way: refused, not run.
+        let id = submit_shell(&api, json!({"command": ["echo", "pay-alice"]}), json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "failed", "{task}");
+        assert_eq!(task["error"]["kind"], "rejected", "{task}");
+        assert_eq!(task["error"]["details"]["reason"], "integrity", "{task}");
+        let message = task["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("changed on the way"), "{message}");
+        assert_eq!(task["input"]["command"][1], "pay-alice", "the stored input is the one submitted");
+
+        // The server's key is rotated (SIGHUP reloads the file): a worker
+        // that holds only the old key refuses what the new one signs.
+        std::fs::write(&server_keys, format!("{NEW}\n")).expect("rotate the server's key");
+        let hup = Command::new("kill").args(["-HUP", &server.pid().to_string()]).status();
+        assert!(hup.is_ok_and(|s| s.success()), "SIGHUP sent");
+        eventually("the keys are reloaded", LIMIT, async || {
+            server.log_tail().contains("lease keys reloaded").then_some(())
+        })
+        .await;
+        let id = submit_shell(&api, json!({"command": ["echo", "pay-bob"]}), json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "failed", "{task}");
+        let message = task["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("which this worker does not hold"), "{message}");
+        drop(worker);
+
+        // During the rotation the workers hold both keys: the new one verifies.
+        std::fs::write(&worker_keys, format!("{NEW}\n{OLD}\n")).expect("give the worker both keys");
+        let worker = WorkerProc::start_at(&proxy, "integrity-rotated", &worker_flags, &[]);
+        let id = submit_shell(&api, json!({"command": ["echo", "pay-bob"]}), json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "succeeded", "{task}");
+        drop(worker);
+
+        // What the key prevents: a worker without it runs the rewritten task.
+        let _keyless = WorkerProc::start_at(&proxy, "integrity-keyless", &[], &[]);
+        let id = submit_shell(&api, json!({"command": ["echo", "pay-alice"]}), json!({})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "succeeded", "{task}");
+        assert_eq!(task["result"]["stdout"], "pay-mally\n", "the proxy rewrote the input on the way");
     })
     .await;
 }

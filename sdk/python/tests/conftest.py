@@ -3,6 +3,7 @@ build's) on a free port with a fresh data directory, for each test module."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -24,11 +25,12 @@ def _binary() -> str:
     raise RuntimeError("no quern binary: build it (cargo build -p quern) or set QUERN_BIN")
 
 
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
+@contextlib.contextmanager
+def running_server(*extra: str) -> Iterator[str]:
+    """A server on a free port and a fresh data directory, with extra flags; its URL."""
     data = tempfile.mkdtemp(prefix="quern-sdk-test-")
     proc = subprocess.Popen(
-        [_binary(), "server", "--listen", "127.0.0.1:0", "--data", data],
+        [_binary(), "server", "--listen", "127.0.0.1:0", "--data", data, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -41,3 +43,9 @@ def server_url() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    with running_server() as url:
+        yield url

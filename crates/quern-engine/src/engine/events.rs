@@ -1,13 +1,16 @@
 //! The engine's event bus: publishing, reading with a long-poll, and
 //! retention of the log.
 //!
-//! Invariant: a reader parked on the log registers for the wake-up before it
-//! reads, so an event appended between its read and its wait wakes it.
+//! Invariants: a reader parked on the log registers for the wake-up before it
+//! reads, so an event appended between its read and its wait wakes it; a
+//! token (other than an admin's) never reads an event aimed at another
+//! target than its own name.
 
 use crate::caller::Caller;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
-use quern_core::{Event, EventSpec};
+use quern_core::auth::Role;
+use quern_core::{Event, EventFilter, EventSpec};
 use quern_store::{EventPage, EventQuery, StoreError};
 use std::time::Duration;
 
@@ -32,6 +35,27 @@ pub(super) fn visible_event(caller: &Caller, event: &Event) -> bool {
         queue: &'a str,
     }
     serde_json::from_str::<Queue<'_>>(event.payload.get()).is_ok_and(|q| caller.covers(q.queue))
+}
+
+/// A token other than an admin's reads the log as the subscriber its name
+/// is: broadcasts and the events aimed at it, never those aimed at another
+/// target. Its filter's target becomes its name; another target is refused.
+pub(super) fn read_as(caller: &Caller, filter: &mut EventFilter) -> Result<()> {
+    let Caller::Token(token) = caller else { return Ok(()) };
+    if token.role == Role::Admin {
+        return Ok(());
+    }
+    match &filter.target {
+        None => filter.target = Some(token.name.clone()),
+        Some(target) if *target == token.name => {}
+        Some(target) => {
+            return Err(EngineError::Forbidden(format!(
+                "{caller} reads events as the subscriber `{}`: the events aimed at `{target}` are not for it",
+                token.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Engine {
@@ -67,6 +91,7 @@ impl Engine {
         wait: Option<Duration>,
     ) -> Result<EventPage> {
         self.admit(caller, "read_events")?;
+        read_as(caller, &mut query.filter)?;
         let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
         let mut shutdown = self.shutdown.clone();
         loop {

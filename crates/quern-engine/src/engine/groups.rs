@@ -62,11 +62,12 @@ impl Engine {
     pub async fn read_group(
         &self,
         caller: &Caller,
-        query: EventQuery,
+        mut query: EventQuery,
         read: &GroupRead,
         wait: Option<Duration>,
     ) -> Result<EventPage> {
         self.admit(caller, "read_group")?;
+        super::events::read_as(caller, &mut query.filter)?;
         if let Some(scope) = caller.scope() {
             return Err(EngineError::Forbidden(format!(
                 "{caller} is confined to the queues {}: consumer groups are read by tokens of every queue",

@@ -244,7 +244,7 @@ pub(super) async fn lease(tx: &mut Tx, p: LeaseParams) -> Result<Vec<Task>> {
         }
         let expires_at = l.expires_at.unwrap_or(p.now + lease_ms);
         tx.effects.due_at(task.timeout_ms.map_or(expires_at, |t| expires_at.min(p.now.saturating_add(ms_i64(t)))));
-        task.lease = Some(Lease { token: l.token.unwrap_or_default(), expires_at });
+        task.lease = Some(Lease { token: l.token.unwrap_or_default(), expires_at, signature: None });
         if !task.depends_on.is_empty() {
             task.parents = Some(dependents::parents_of(tx, &task).await?);
         }

@@ -1,4 +1,5 @@
-"""``python -m quern worker MODULE:APP [--queues a,b] [--concurrency N] [--allow-import PREFIX,…]``."""
+"""``python -m quern worker MODULE:APP [--queues a,b] [--concurrency N] [--allow-import PREFIX,…]
+[--lease-key-file FILE]``."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--grace", type=float, default=30.0, help="seconds running tasks get to finish on SIGTERM")
     w.add_argument("--server", default=None, help="server URL (default $QUERN_URL)")
     w.add_argument("--id", default=None, help="worker id")
+    w.add_argument(
+        "--lease-key-file",
+        default=None,
+        help="run only tasks whose lease is signed by a key in this file (default $QUERN_LEASE_KEY_FILE)",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, os.getcwd())
     app = load_app(args.app)
@@ -30,9 +36,20 @@ def main(argv: list[str] | None = None) -> int:
         from ._client import Quern
 
         app.client = Quern(args.server)
-    worker = Worker(
-        app, args.queues.split(","), args.concurrency, args.allow_import.split(","), args.lease, args.grace, args.id
-    )
+    try:
+        worker = Worker(
+            app,
+            args.queues.split(","),
+            args.concurrency,
+            args.allow_import.split(","),
+            args.lease,
+            args.grace,
+            args.id,
+            args.lease_key_file,
+        )
+    except ValueError as e:
+        print(f"python -m quern worker: lease key file: {e}", file=sys.stderr)
+        return 2
     worker.run()
     return 0
 

@@ -10,7 +10,9 @@ back (they are queued again at once).
 A task the worker cannot take up fails alone, not retried: one with a field
 nested too deeply for Python to decode (kind ``rejected``), or whose
 function cannot be found or imported; the other tasks of its lease run, and
-the worker keeps running."""
+the worker keeps running. A worker given lease keys (``lease_key_file``,
+``QUERN_LEASE_KEY_FILE``) runs only tasks whose lease signature verifies;
+any other fails as ``rejected`` without running."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import httpx
 
 from ._answers import Undecodable, loads_answer
 from ._app import App, TaskFunction
+from ._integrity import LeaseKeys
 
 _log = logging.getLogger("quern.worker")
 
@@ -117,8 +120,11 @@ class Worker:
         lease_s: float = 30.0,
         grace_s: float = 30.0,
         worker_id: Optional[str] = None,
+        lease_key_file: Optional[str] = None,
     ) -> None:
         self.app = app
+        key_file = lease_key_file or os.environ.get("QUERN_LEASE_KEY_FILE")
+        self.lease_keys: Optional[LeaseKeys] = LeaseKeys.load(key_file) if key_file else None
         self.queues = list(queues)
         self.concurrency = max(1, concurrency)
         self.allow_import = [p.strip() for p in allow_import if p.strip()]
@@ -274,6 +280,14 @@ class Worker:
             error = {"kind": "rejected", "message": message, "details": {"type": "quern.Undecodable", "fields": fields}}
             self._finish(ctx, {"outcome": "failed", "error": error, "retry": False})
             return
+        if self.lease_keys is not None:
+            refused = self.lease_keys.verify(task)
+            if refused is not None:
+                _log.error("task %s: lease signature check failed: %s; not run", ctx.id, refused)
+                message = f"lease signature check failed: {refused}; not run"
+                error = {"kind": "rejected", "message": message, "details": {"reason": "integrity"}}
+                self._finish(ctx, {"outcome": "failed", "error": error, "retry": False})
+                return
         try:
             fn, retry_on, why = self.resolve(task["name"])
         except Exception as e:

@@ -219,7 +219,7 @@ impl State {
             } else {
                 leases::write_row(conn, id, &lease)?;
             }
-            task.lease = Some(Lease { token, expires_at: lease.expires_at });
+            task.lease = Some(Lease { token, expires_at: lease.expires_at, signature: None });
             if !task.depends_on.is_empty() {
                 task.parents = Some(self.parents_of(conn, &task)?);
             }
