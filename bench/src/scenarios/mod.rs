@@ -4,6 +4,7 @@
 //! Every scenario uses its own queue (`bench-<scenario>-<run tag>`), so
 //! scenarios never lease each other's tasks even on one shared server.
 
+mod cancel;
 mod depth;
 mod e2e;
 mod idle;
@@ -47,11 +48,13 @@ pub enum Scenario {
     Depth,
     /// `true` shell tasks through a real `quern worker`.
     Shell,
+    /// Cancel → the worker hears of it, and → a shell task ends cancelled.
+    Cancel,
 }
 
 impl Scenario {
     /// Every scenario, in the order a full run takes them.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Idle,
         Self::SubmitSingle,
         Self::SubmitConcurrent,
@@ -61,6 +64,7 @@ impl Scenario {
         Self::Latency,
         Self::Depth,
         Self::Shell,
+        Self::Cancel,
     ];
 
     /// Its name on the command line and in the table.
@@ -75,6 +79,7 @@ impl Scenario {
             Self::Latency => "latency",
             Self::Depth => "depth",
             Self::Shell => "shell",
+            Self::Cancel => "cancel",
         }
     }
 
@@ -97,6 +102,7 @@ impl Scenario {
             Self::Latency => latency::run(ctx).await,
             Self::Depth => depth::run(ctx).await,
             Self::Shell => shell::run(ctx).await,
+            Self::Cancel => cancel::run(ctx).await,
         }
     }
 }

@@ -44,8 +44,8 @@ pub use quern_wire::workflows::{
 };
 pub use quern_wire::{
     CompleteAnswer, CompleteRequest, Completed, Completion, HeartbeatAnswer, HeartbeatRequest, Heartbeats, LeaseBeat,
-    LeaseRequest, Leased, OutcomeKind, Refusal, RegisterRequest, Registered, TaskTypeDecl, TaskTypeView, TaskTypes,
-    WorkerView, Workers,
+    LeaseRequest, Leased, OutcomeKind, Refusal, RegisterRequest, Registered, StopNotice, StopReason, Stops,
+    StopsRequest, TaskTypeDecl, TaskTypeView, TaskTypes, WorkerView, Workers,
 };
 pub use uuid::Uuid;
 
@@ -497,6 +497,15 @@ impl Client {
     pub async fn heartbeat(&self, request: &HeartbeatRequest) -> Result<Vec<HeartbeatAnswer>> {
         let answer: Heartbeats = self.call(self.request(Method::POST, "/v1/heartbeat").json(request)).await?;
         Ok(answer.leases)
+    }
+
+    /// The running tasks a worker should stop (`POST /v1/stops`), answered
+    /// as soon as there are any or when `request.wait_ms` runs out.
+    pub async fn stops(&self, request: &StopsRequest) -> Result<Vec<StopNotice>> {
+        let wait = Duration::from_millis(request.wait_ms);
+        let req = self.request(Method::POST, "/v1/stops").json(request).timeout(self.timeout.saturating_add(wait));
+        let answer: Stops = self.call(req).await?;
+        Ok(answer.stops)
     }
 
     /// Reports finished attempts (`POST /v1/complete`). A completion under a

@@ -63,7 +63,7 @@ pub fn permission_of(op: &str) -> Permission {
         "submit" | "submit_batch" | "submit_workflow" | "cancel_workflow" | "cancel" | "retry" | "publish" => {
             Permission::Submit
         }
-        "register" | "lease" | "heartbeat" | "complete" => Permission::Work,
+        "register" | "lease" | "heartbeat" | "stops" | "complete" => Permission::Work,
         "approve" => Permission::Approve,
         _ => Permission::Admin,
     }
@@ -668,6 +668,48 @@ impl Engine {
                 () = &mut ready => {}
                 () = tokio::time::sleep_until(deadline) => {}
                 _ = shutdown.wait_for(|s| *s) => return Ok(Leased { tasks: Vec::new() }),
+            }
+        }
+    }
+
+    /// The running tasks `req.worker` should stop (cancelled, or ended by
+    /// the server), parking up to `wait_ms` while there are none: a cancel
+    /// reaches a watching worker at once rather than at its next heartbeat.
+    /// A token confined to queues hears only of its queues' tasks.
+    pub async fn stops(&self, caller: &Caller, req: wire::StopsRequest) -> Result<wire::Stops> {
+        self.admit(caller, "stops")?;
+        check_worker_name(&req.worker)?;
+        if req.wait_ms > wire::MAX_LEASE_WAIT_MS {
+            let message = format!("must be at most {}", wire::MAX_LEASE_WAIT_MS);
+            return Err(EngineError::Field { field: "wait_ms", message });
+        }
+        let signals = self.store.signals();
+        let woken = signals.watch_stops(&req.worker);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms);
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let notified = woken.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let stops: Vec<wire::StopNotice> = signals
+                .take_stops(&req.worker)
+                .into_iter()
+                .filter(|s| caller.covers(&s.queue))
+                .map(|s| wire::StopNotice {
+                    task: s.task,
+                    reason: match s.reason {
+                        quern_store::StopReason::Cancel => wire::StopReason::Cancel,
+                        quern_store::StopReason::Ended => wire::StopReason::Ended,
+                    },
+                })
+                .collect();
+            if !stops.is_empty() || tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
+                return Ok(wire::Stops { stops });
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.wait_for(|s| *s) => {}
             }
         }
     }

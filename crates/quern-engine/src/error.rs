@@ -329,7 +329,8 @@ impl From<StoreError> for Failure {
                 details: json!({"earliest": earliest}),
             },
             StoreError::InvalidCursor => Failure::invalid_field("cursor", "not a cursor this server handed out"),
-            StoreError::Backend(cause) => {
+            StoreError::Backend(_) | StoreError::Locked { .. } => {
+                let cause = e.to_string();
                 tracing::error!(%cause, "store failure");
                 Failure::new(Code::Internal, "internal error; the server log has the cause")
             }

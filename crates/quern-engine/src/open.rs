@@ -28,6 +28,16 @@ enum Opened {
 }
 
 impl Storage {
+    /// Records the address this process serves where a second server on
+    /// the same data directory will read it (nothing to record on
+    /// PostgreSQL, where many nodes share the store).
+    pub fn announce(&self, url: &str) -> Result<(), OpenError> {
+        match &self.0 {
+            Opened::Sqlite(s) => Ok(s.announce(url)?),
+            Opened::Postgres(_) => Ok(()),
+        }
+    }
+
     /// Flushes and closes the store.
     pub fn close(&self) {
         match &self.0 {

@@ -82,6 +82,19 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_announcing(config, listener, shutdown, |_| {}).await
+}
+
+/// [`serve`], calling `ready` with the URL served (`http://…` or
+/// `https://…`) once the store is open and the server is about to answer:
+/// what `quern server` prints as `listening on …`, never before a store
+/// that cannot be opened has failed the start.
+pub async fn serve_announcing(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(&str) + Send,
+) -> Result<(), ServeError> {
     config.validate()?;
     let local = listener.local_addr()?;
     let open_to_all = !local.ip().is_loopback() && !config.auth.required;
@@ -128,6 +141,11 @@ pub async fn serve(
             "schedules file applied"
         );
     }
+    let url = format!("{}://{local}", if certificates.is_some() { "https" } else { "http" });
+    if let Err(e) = storage.announce(&url) {
+        tracing::warn!(error = %e, "the data directory's lock file does not name this server's address");
+    }
+    ready(&url);
     let loops = engine.spawn_loops();
     if certificates.is_some() || config.server.lease_key_file.is_some() {
         reload_on_sighup(engine.clone(), certificates.clone(), config.server.lease_key_file.clone());

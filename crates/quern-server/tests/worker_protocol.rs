@@ -972,3 +972,53 @@ async fn timestamps_stay_causal_under_concurrent_submits_and_leases() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_watching_worker_hears_of_a_cancel_and_a_server_side_timeout_at_once() {
+    let server = Server::start();
+    let api = server.api();
+    bounded(LIMIT, async {
+        let watch = |api: &support::Api| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let asked = Instant::now();
+                let reply = api.post("/v1/stops", &json!({"worker": "w", "wait_ms": 30_000})).await;
+                (reply, asked.elapsed())
+            })
+        };
+        // Nothing to stop: the watch parks until its wait runs out.
+        let idle = api.post("/v1/stops", &json!({"worker": "w", "wait_ms": 50})).await;
+        assert_eq!((idle.status, idle.body.clone()), (200, json!({"stops": []})), "{idle:?}");
+
+        let id = id_of(&api.submit(json!({"name": "long"})).await);
+        api.lease_one("w", 60_000).await;
+        let parked = watch(&api);
+        let cancelled = api.post(&format!("/v1/tasks/{id}/cancel"), &json!({})).await;
+        assert_eq!(cancelled.status, 200, "{cancelled:?}");
+        let (reply, took) = parked.await.expect("the watch");
+        assert_eq!(reply.body, json!({"stops": [{"task": id, "reason": "cancel"}]}), "{reply:?}");
+        assert!(took < SOON, "answered at the cancel, not at the end of the wait: {took:?}");
+
+        // A cancel made while no watch is parked waits for the next one.
+        let second = id_of(&api.submit(json!({"name": "long"})).await);
+        api.lease_one("w", 60_000).await;
+        assert_eq!(api.post(&format!("/v1/tasks/{second}/cancel"), &json!({})).await.status, 200);
+        let reply = api.post("/v1/stops", &json!({"worker": "w", "wait_ms": 30_000})).await;
+        assert_eq!(reply.body["stops"][0]["task"], json!(second), "{reply:?}");
+
+        // The server's own timeout of a running attempt.
+        let slow = id_of(&api.submit(json!({"name": "slow", "timeout_ms": 300})).await);
+        api.lease_one("w", 60_000).await;
+        let (reply, _) = watch(&api).await.expect("the watch");
+        assert_eq!(reply.body, json!({"stops": [{"task": slow, "reason": "ended"}]}), "{reply:?}");
+
+        // Another worker's watch hears nothing of w's tasks.
+        let other = api.post("/v1/stops", &json!({"worker": "other", "wait_ms": 50})).await;
+        assert_eq!(other.body, json!({"stops": []}));
+        let bad = api.post("/v1/stops", &json!({"worker": "w", "wait_ms": 60_001})).await;
+        assert_eq!((bad.status, bad.body["error"]["details"]["field"].as_str()), (400, Some("wait_ms")), "{bad:?}");
+        let bad = api.post("/v1/stops", &json!({"wait_ms": 10})).await;
+        assert_eq!(bad.status, 400, "{bad:?}");
+    })
+    .await;
+}

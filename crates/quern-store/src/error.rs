@@ -60,6 +60,17 @@ pub enum StoreError {
     /// A list cursor that this store did not hand out.
     #[error("cursor is not one this server handed out")]
     InvalidCursor,
+    /// Another process holds the data directory.
+    #[error(
+        "data directory {dir} is in use by another quern process ({holder}): one server owns a data \
+         directory; stop that one, or give this one a directory of its own (--data)"
+    )]
+    Locked {
+        /// The directory.
+        dir: String,
+        /// Who holds it: its pid, and the address it serves when it said.
+        holder: String,
+    },
     /// The backend failed (disk, database); nothing was changed.
     #[error("storage failure: {0}")]
     Backend(String),

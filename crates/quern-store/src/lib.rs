@@ -45,7 +45,7 @@ mod types;
 
 pub use error::{Result, StoreError};
 pub use quern_core::HistoryEntry;
-pub use signals::Signals;
+pub use signals::{Signals, Stop, StopReason};
 pub use store::Store;
 pub use types::audit::{AuditEntry, AuditQuery, AuditRecord};
 pub use types::events::{Delivery, EventPage, EventQuery, GroupState, WebhookRecord};

@@ -1,14 +1,52 @@
 //! How a store tells the engine what changed: tasks ready, timers due
-//! sooner, schedules changed, events appended, tasks ended.
+//! sooner, schedules changed, events appended, tasks ended, running tasks
+//! to stop.
 //!
 //! Invariant: a store raises a signal only once the change it tells of is
 //! committed, and a waiter that registers before it reads a task misses no
-//! end of that task.
+//! end of that task; a stop for a worker that watches is kept until the
+//! worker takes it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
+
+/// Why a running task should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A client cancelled it (or its workflow).
+    Cancel,
+    /// The server ended the attempt: its timeout passed, or its lease ran out.
+    Ended,
+}
+
+/// One running task its worker should stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    /// The worker holding the task.
+    pub worker: String,
+    /// The task.
+    pub task: Uuid,
+    /// Its queue (a token confined to queues hears only of its own).
+    pub queue: String,
+    /// Why.
+    pub reason: StopReason,
+}
+
+/// A worker's mailbox of stops, made when it first watches.
+#[derive(Debug)]
+struct Mailbox {
+    pending: Vec<Stop>,
+    notify: Arc<Notify>,
+    watched_at: Instant,
+}
+
+/// The most stops a mailbox keeps for a worker that does not take them.
+const MAX_PENDING_STOPS: usize = 10_000;
+/// A worker that has not watched for this long loses its mailbox.
+const MAILBOX_IDLE: Duration = Duration::from_secs(600);
 
 /// How a store tells the engine what changed, without the engine polling.
 #[derive(Debug, Default)]
@@ -22,6 +60,8 @@ pub struct Signals {
     /// Events were appended: parked readers should read again.
     pub events: Notify,
     waiters: Mutex<HashMap<Uuid, Vec<oneshot::Sender<()>>>>,
+    /// Stops for the workers that watch for them, by worker id.
+    stops: Mutex<HashMap<String, Mailbox>>,
 }
 
 impl Signals {
@@ -49,6 +89,50 @@ impl Signals {
                 }
             }
         }
+    }
+
+    /// Tells the workers that watch to stop these tasks; a stop for a
+    /// worker that never watched is dropped (it hears at its heartbeat).
+    pub fn stop(&self, stops: impl IntoIterator<Item = Stop>) {
+        let Ok(mut boxes) = self.stops.lock() else { return };
+        if boxes.is_empty() {
+            return;
+        }
+        for stop in stops {
+            let Some(mailbox) = boxes.get_mut(&stop.worker) else { continue };
+            if mailbox.pending.len() >= MAX_PENDING_STOPS {
+                mailbox.pending.remove(0);
+            }
+            mailbox.pending.push(stop);
+            mailbox.notify.notify_waiters();
+        }
+    }
+
+    /// The wake-up of `worker`'s watch, made on its first call. Take its
+    /// `notified()` future before [`Signals::take_stops`], so that a stop
+    /// raised between the two is not missed.
+    pub fn watch_stops(&self, worker: &str) -> Arc<Notify> {
+        let Ok(mut boxes) = self.stops.lock() else { return Arc::new(Notify::new()) };
+        let now = Instant::now();
+        if boxes.len() > 256 {
+            boxes.retain(|_, m| now.duration_since(m.watched_at) < MAILBOX_IDLE);
+        }
+        let mailbox = boxes.entry(worker.to_owned()).or_insert_with(|| Mailbox {
+            pending: Vec::new(),
+            notify: Arc::new(Notify::new()),
+            watched_at: now,
+        });
+        mailbox.watched_at = now;
+        mailbox.notify.clone()
+    }
+
+    /// The stops waiting for `worker`, taken.
+    pub fn take_stops(&self, worker: &str) -> Vec<Stop> {
+        self.stops
+            .lock()
+            .ok()
+            .and_then(|mut b| b.get_mut(worker).map(|m| std::mem::take(&mut m.pending)))
+            .unwrap_or_default()
     }
 
     /// Drops the registrations of waiters that gave up.

@@ -40,17 +40,25 @@ impl Rng {
 
 /// Where the soak's store lives; opened again for a restart.
 enum Backend {
-    Sqlite(tempfile::TempDir),
+    /// The data directory, and the store open on it: closed before the
+    /// next opens, as a process's end releases the directory's lock.
+    Sqlite(tempfile::TempDir, std::sync::Mutex<Option<Arc<SqliteStore>>>),
     Postgres(PgOptions),
 }
 
 impl Backend {
     async fn open(&self, now: Millis) -> Arc<dyn Store> {
         match self {
-            Backend::Sqlite(dir) => Arc::new(
-                SqliteStore::open(&SqliteOptions { dir: dir.path().to_owned(), durability: Durability::Normal }, now)
-                    .unwrap(),
-            ),
+            Backend::Sqlite(dir, open) => {
+                let mut open = open.lock().unwrap();
+                if let Some(previous) = open.take() {
+                    previous.close();
+                }
+                let opts = SqliteOptions { dir: dir.path().to_owned(), durability: Durability::Normal };
+                let store = Arc::new(SqliteStore::open(&opts, now).unwrap());
+                *open = Some(store.clone());
+                store
+            }
             Backend::Postgres(opts) => Arc::new(PgStore::open(opts, now).await.unwrap()),
         }
     }
@@ -313,7 +321,7 @@ async fn soak(seed: u64, steps: usize, backend: Backend) {
 async fn random_operations_keep_every_invariant() {
     let (seeds, steps) = seeds_and_steps();
     for seed in seeds {
-        soak(seed, steps, Backend::Sqlite(tempfile::tempdir().unwrap())).await;
+        soak(seed, steps, Backend::Sqlite(tempfile::tempdir().unwrap(), std::sync::Mutex::default())).await;
     }
 }
 

@@ -29,6 +29,6 @@ pub mod workflows;
 
 pub use worker::{
     CompleteAnswer, CompleteRequest, Completed, Completion, HeartbeatAnswer, HeartbeatRequest, Heartbeats, LeaseBeat,
-    LeaseRequest, Leased, OutcomeKind, Refusal, RegisterRequest, Registered, TaskTypeDecl, TaskTypeView, TaskTypes,
-    WorkerView, Workers,
+    LeaseRequest, Leased, OutcomeKind, Refusal, RegisterRequest, Registered, StopNotice, StopReason, Stops,
+    StopsRequest, TaskTypeDecl, TaskTypeView, TaskTypes, WorkerView, Workers,
 };

@@ -128,6 +128,49 @@ pub struct Heartbeats {
     pub leases: Vec<HeartbeatAnswer>,
 }
 
+/// A worker's watch for the running tasks it should stop (`POST /v1/stops`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopsRequest {
+    /// The worker's id, as its leases name it.
+    pub worker: String,
+    /// How long the server may hold the request while there is nothing to
+    /// stop (0 to 60000 ms; 0 when absent).
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// Why a running task should stop.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// A client cancelled it (or its workflow): stop and complete it.
+    Cancel,
+    /// The server ended the attempt (its timeout passed, or its lease ran
+    /// out): stop; the task is no longer the worker's to complete.
+    Ended,
+}
+
+/// One running task to stop.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopNotice {
+    /// The task.
+    pub task: Uuid,
+    /// Why.
+    pub reason: StopReason,
+}
+
+/// The answer to a watch: the tasks to stop, none when the wait ran out.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stops {
+    /// The tasks, in the order the server heard of them.
+    pub stops: Vec<StopNotice>,
+}
+
 /// A worker's report of finished attempts (`POST /v1/complete`).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,7 +19,8 @@
 use crate::context::{HandlerResult, TaskContext, TaskFailure};
 use crate::flight::{Flight, Shared};
 use quern_client::{
-    Client, CompleteRequest, Completion, HeartbeatRequest, LeaseBeat, LeaseRequest, RegisterRequest, TaskTypeDecl,
+    Client, CompleteRequest, Completion, HeartbeatRequest, LeaseBeat, LeaseRequest, RegisterRequest, StopsRequest,
+    TaskTypeDecl,
 };
 use quern_core::integrity::LeaseKeys;
 use quern_core::{ErrorKind, Task};
@@ -50,6 +51,8 @@ const LEASE_LINGER: Duration = Duration::from_millis(3);
 const MAX_COMPLETES_IN_FLIGHT: usize = 2;
 /// The fewest results worth a second completion request while one is out.
 const SECOND_COMPLETE_AT: usize = 200;
+/// How long a watch for tasks to stop parks on the server.
+const STOPS_WAIT_MS: u64 = 25_000;
 /// How long a lease request parks on the server.
 const LEASE_WAIT_MS: u64 = 30_000;
 /// Reconnect backoff bounds.
@@ -224,6 +227,7 @@ impl Worker {
         let completer = tokio::spawn(deliver(b.client.clone(), b.id.clone(), done_rx));
         let beats =
             tokio::spawn(heartbeat(b.client.clone(), b.id.clone(), b.lease_ms, shared.clone(), stop_rx.clone()));
+        let watcher = tokio::spawn(watch_stops(b.client.clone(), b.id.clone(), shared.clone(), stop_rx.clone()));
         let handlers = b.handlers;
         let sem = Arc::new(Semaphore::new(b.concurrency));
         let register = RegisterRequest { worker: b.id.clone(), queues: b.queues.clone(), task_types: b.types };
@@ -285,6 +289,7 @@ impl Worker {
         let _ = stop_tx.send(true);
         drop(done_tx);
         let _ = beats.await;
+        let _ = watcher.await;
         let _ = completer.await;
         tracing::info!("worker stopped");
         Ok(())
@@ -494,6 +499,47 @@ async fn send_completions(client: Client, request: CompleteRequest) {
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "completion not delivered; retrying");
                 tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Holds a watch for the tasks to stop (`POST /v1/stops`) open all the
+/// time, so that a cancel, or an attempt the server ended, reaches its task
+/// at once; heartbeats still say so too, for a server without the route.
+async fn watch_stops(client: Client, worker: String, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let request = StopsRequest { worker, wait_ms: STOPS_WAIT_MS };
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let answer = tokio::select! {
+            r = client.stops(&request) => r,
+            () = stopped(&mut stop) => return,
+        };
+        match answer {
+            Ok(stops) => {
+                backoff = BACKOFF_MIN;
+                if stops.is_empty() {
+                    continue;
+                }
+                let Ok(flights) = shared.flights.lock().map(|f| f.clone()) else { return };
+                for notice in stops {
+                    for flight in flights.iter().filter(|f| f.task.id == notice.task && !f.is_finished()) {
+                        tracing::info!(task = %notice.task, reason = ?notice.reason, "telling a task to stop");
+                        flight.cancel();
+                    }
+                }
+            }
+            Err(e) if e.status() == Some(404) => {
+                tracing::info!("the server does not push stops; cancels arrive with heartbeats");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, retry_in = ?backoff, "watching for stops failed");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stopped(&mut stop) => return,
+                }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }

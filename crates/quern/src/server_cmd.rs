@@ -160,9 +160,8 @@ pub(crate) fn run(args: ServerArgs) -> ExitCode {
             Some(_) => tracing::info!(%addr, schema = %config.storage.schema, "quern server starting on PostgreSQL"),
             None => tracing::info!(%addr, data = %config.storage.data.display(), "quern server starting"),
         }
-        let scheme = if config.server.tls.is_some() { "https" } else { "http" };
-        println!("listening on {scheme}://{addr}");
-        match quern_server::serve(config, listener, crate::service::shutdown()).await {
+        let ready = |url: &str| println!("listening on {url}");
+        match quern_server::serve_announcing(config, listener, crate::service::shutdown(), ready).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("quern server: {e}");

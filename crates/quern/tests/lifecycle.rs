@@ -422,3 +422,56 @@ async fn concurrent_submits_with_one_idempotency_key_make_one_task() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn one_server_owns_a_data_directory() {
+    let first = Server::start();
+    let data = first.data_dir().to_str().expect("UTF-8 path").to_owned();
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_quern"))
+        .args(["server", "--listen", "127.0.0.1:0", "--data", &data])
+        .output()
+        .expect("run a second server");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "the second server does not start: {stderr}");
+    assert!(String::from_utf8_lossy(&second.stdout).is_empty(), "it never said it listens");
+    assert!(stderr.contains(&format!("pid {}", first.pid())), "names the holder's pid: {stderr}");
+    assert!(stderr.contains(&format!("serving {}", first.url)), "and its address: {stderr}");
+
+    // An offline command on the directory is refused the same way.
+    let offline = std::process::Command::new(env!("CARGO_BIN_EXE_quern"))
+        .args(["token", "create", "ops", "--role", "admin", "--data", &data])
+        .output()
+        .expect("run the offline command");
+    assert!(!offline.status.success());
+    assert!(String::from_utf8_lossy(&offline.stderr).contains("in use by another quern process"));
+
+    // The first goes on serving.
+    bounded(LIMIT, async {
+        let api = first.api();
+        let id = id_of(&api.submit(json!({"name": "still.mine"})).await);
+        assert_eq!(api.get(&format!("/v1/tasks/{id}")).await.status, 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_killed_server_leaves_its_data_directory_free() {
+    let mut server = Server::start();
+    server.kill9();
+    server.restart();
+    bounded(LIMIT, async {
+        assert_eq!(server.api().get("/v1/health").await.status, 200);
+    })
+    .await;
+}
+
+#[test]
+fn a_store_that_cannot_be_opened_fails_the_start_before_listening() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quern"))
+        .args(["server", "--listen", "127.0.0.1:0", "--database", "postgres://nobody@127.0.0.1:1/none"])
+        .output()
+        .expect("run the server");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "no `listening on` line");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open the store"));
+}

@@ -583,6 +583,34 @@ async fn a_parked_request_wakes_on_a_change_through_another_node() {
     .await;
 }
 
+/// A cancel made through one node reaches the worker watching for stops
+/// through another at once (NOTIFY carries it), long before a heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_through_one_node_reaches_a_worker_watching_another() {
+    let Some(schema) = PgSchema::fresh("a_cancel_through_one_node_reaches_a_worker_watching_another") else { return };
+    bounded(Duration::from_secs(60), async {
+        let args = schema.server_args();
+        let (a, b) = (Server::start_with(&args), Server::start_with(&args));
+        let (api_a, api_b) = (a.api(), b.api());
+        let idle = api_b.post("/v1/stops", &json!({"worker": "mn-stops", "wait_ms": 10})).await;
+        assert_eq!(idle.body, json!({"stops": []}), "{idle:?}");
+        let id = id_of(&api_a.submit(json!({"name": "mn.stop", "queue": "stops"})).await);
+        let tasks = api_b.lease_from("mn-stops", &["stops"], 1, 5_000, 60_000).await;
+        assert_eq!(tasks.len(), 1);
+        let watching =
+            tokio::spawn(
+                async move { api_b.post("/v1/stops", &json!({"worker": "mn-stops", "wait_ms": 20_000})).await },
+            );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let asked = Instant::now();
+        assert_eq!(api_a.post(&format!("/v1/tasks/{id}/cancel"), &json!({})).await.status, 200);
+        let heard = watching.await.expect("the watch");
+        assert_eq!(heard.body, json!({"stops": [{"task": id, "reason": "cancel"}]}), "{heard:?}");
+        assert!(asked.elapsed() < Duration::from_secs(2), "heard {:?} after the cancel", asked.elapsed());
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_schema_declared_through_one_node_is_enforced_by_the_others() {
     let Some(schema) = PgSchema::fresh("a_schema_declared_through_one_node_is_enforced_by_the_others") else { return };

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -95,6 +96,27 @@ def test_progress_and_cancellation(app: quern.App, worker: object) -> None:
     assert app.client.wait(a.id, timeout=20).status == "cancelled"
 
 
+def test_a_cancel_reaches_a_running_task_at_once(server_url: str, app: quern.App) -> None:
+    """With 30-second leases heartbeats come every 10 s: a cancel seen within
+    a few seconds came through the worker's watch for stops."""
+    proc = start_worker(server_url, "--queues", "prompt", "--lease", "30")
+    try:
+        for name, kwargs in (("t.progress", {"steps": 500}), ("t.async_sleep", {"seconds": 60})):
+            task = app.client.submit(name, {"args": [], "kwargs": kwargs}, queue="prompt")
+            deadline = time.monotonic() + 20
+            while app.client.get(task.id).status != "running" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.3)
+            asked = time.monotonic()
+            app.client.cancel(task.id)
+            assert app.client.wait(task.id, timeout=20).status == "cancelled"
+            took = time.monotonic() - asked
+            assert took < 3, f"{name}: the cancel took {took:.1f} s to end the task"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def test_chain_group_chord_and_pipeline_helpers(app: quern.App, worker: object) -> None:
     import tasks_app
 
@@ -163,3 +185,72 @@ def test_input_too_deep_is_refused_and_the_worker_keeps_running(server_url: str,
         proc.terminate()
         _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 0, stderr
+
+
+def test_an_idle_worker_says_what_it_serves_and_stops_within_a_second(server_url: str, app: quern.App) -> None:
+    proc = start_worker(server_url, "--queues", "idle-stop")
+    try:
+        deadline = time.monotonic() + 20
+        while not any(
+            w["id"].startswith("py-") and "idle-stop" in w.get("queues", []) for w in app.client.list_workers()
+        ):
+            assert time.monotonic() < deadline, "the worker registered"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        asked = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        took = time.monotonic() - asked
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.stderr is not None
+    log = proc.stderr.read()
+    assert "queues idle-stop" in log and "t.add" in log, log
+    assert "stopped" in log, log
+    assert took < 1.5, f"an idle worker took {took:.1f} s to stop"
+
+
+def test_a_worker_declares_its_types_again_after_the_server_restarts(tmp_path: Path) -> None:
+    from conftest import _binary
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    data = str(tmp_path / "data")
+
+    def serve() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [_binary(), "server", "--listen", f"127.0.0.1:{port}", "--data", data],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert proc.stdout is not None and proc.stdout.readline().startswith("listening on ")
+        return proc
+
+    def serving() -> int:
+        types = httpx.get(f"{url}/v1/task-types").json()["task_types"]
+        return sum(t.get("workers", 0) for t in types if t["name"] == "t.add")
+
+    server = serve()
+    worker = start_worker(url)
+    try:
+        deadline = time.monotonic() + 20
+        while serving() == 0:
+            assert time.monotonic() < deadline, "declared at start"
+            time.sleep(0.05)
+        server.kill()
+        server.wait()
+        time.sleep(1.0)
+        server = serve()
+        deadline = time.monotonic() + 20
+        while serving() == 0:
+            assert time.monotonic() < deadline, "declared again after the restart"
+            time.sleep(0.1)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
+        server.terminate()
+        server.wait(timeout=10)

@@ -118,6 +118,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(workers::lease))
         .routes(routes!(workers::heartbeat))
+        .routes(routes!(workers::stops))
         .routes(routes!(workers::complete))
         .routes(routes!(workers::register))
         .routes(routes!(workers::list))

@@ -55,6 +55,7 @@ pub(super) const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("webhooks_deliveries", Some("deliveries")),
     ("workers_lease", Some("lease")),
     ("workers_heartbeat", Some("heartbeat")),
+    ("workers_stops", Some("stops")),
     ("workers_complete", Some("complete")),
     ("workers_register", Some("register")),
     ("workers_list", Some("workers")),
@@ -213,7 +214,7 @@ mod tests {
                 operations.insert(format!("{method} {path}"));
             }
         }
-        assert_eq!(operations.len(), 48, "{operations:#?}");
+        assert_eq!(operations.len(), 49, "{operations:#?}");
         let named: BTreeSet<String> = super::OPERATIONS.iter().map(|(id, _)| (*id).to_owned()).collect();
         let ids: BTreeSet<String> = doc
             .paths

@@ -1,4 +1,5 @@
-//! The worker protocol: register, lease (long-poll), heartbeat, complete;
+//! The worker protocol: register, lease (long-poll), heartbeat, stops
+//! (long-poll), complete;
 //! and the registry's views. The requests and answers are the wire types
 //! the Rust client uses too; the engine holds their limits.
 
@@ -11,8 +12,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use quern_wire::{
-    CompleteRequest, Completed, HeartbeatRequest, Heartbeats, LeaseRequest, Leased, RegisterRequest, Registered,
-    TaskTypes, Workers,
+    CompleteRequest, Completed, HeartbeatRequest, Heartbeats, LeaseRequest, Leased, RegisterRequest, Registered, Stops,
+    StopsRequest, TaskTypes, Workers,
 };
 
 /// Leases ready tasks for a worker, parking up to `wait_ms` while there are
@@ -40,6 +41,18 @@ pub(super) async fn heartbeat(
     Body(req): Body<HeartbeatRequest>,
 ) -> Result<Json<Heartbeats>, ApiError> {
     Ok(Json(engine.heartbeat(&caller, req).await?))
+}
+
+/// Answers the running tasks the worker should stop — cancelled, or ended
+/// by the server — as soon as there are any, parking up to `wait_ms`.
+#[utoipa::path(post, path = "/v1/stops", tag = "workers", request_body = StopsRequest,
+    responses((status = 200, description = "Success", body = Stops)))]
+pub(super) async fn stops(
+    State(engine): State<AppState>,
+    By(caller): By,
+    Body(req): Body<StopsRequest>,
+) -> Result<Json<Stops>, ApiError> {
+    Ok(Json(engine.stops(&caller, req).await?))
 }
 
 /// Records finished attempts. An outcome under a stale token answers

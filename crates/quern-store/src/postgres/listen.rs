@@ -7,7 +7,7 @@
 //! since notifications sent meanwhile are gone; a waiter then reads again
 //! and finds what changed.
 
-use crate::{Result, Signals, StoreError};
+use crate::{Result, Signals, Stop, StopReason, StoreError};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,10 +89,35 @@ async fn listen_once(
     })
 }
 
+/// One stop as a notification line: the task id (32 hex digits), `c`
+/// (cancel) or `e` (ended by the server), the queue, a tab, the worker.
+pub(super) fn stop_line(stop: &Stop) -> String {
+    let reason = match stop.reason {
+        StopReason::Cancel => 'c',
+        StopReason::Ended => 'e',
+    };
+    format!("{}{reason}{}\t{}", stop.task.simple(), stop.queue, stop.worker)
+}
+
+fn stop_of(line: &str) -> Option<Stop> {
+    let task = Uuid::try_parse(line.get(..32)?).ok()?;
+    let reason = match line.get(32..33)? {
+        "c" => StopReason::Cancel,
+        "e" => StopReason::Ended,
+        _ => return None,
+    };
+    let (queue, worker) = line.get(33..)?.split_once('\t')?;
+    Some(Stop { worker: worker.to_owned(), task, queue: queue.to_owned(), reason })
+}
+
 /// Raises the signals a notification names.
 fn heard(signals: &Signals, payload: &str) {
     if let Some(ids) = payload.strip_prefix('x') {
         signals.ended(ids.split(',').filter_map(|s| Uuid::try_parse(s).ok()));
+        return;
+    }
+    if let Some(lines) = payload.strip_prefix('k') {
+        signals.stop(lines.split('\n').filter_map(stop_of));
         return;
     }
     for flag in payload.chars() {

@@ -320,6 +320,9 @@ pub(crate) struct Effects {
     pub(crate) events: bool,
     /// Tasks that ended.
     pub(crate) ended: Vec<Uuid>,
+    /// Running tasks their workers should stop: told to every node (this
+    /// one included) through `NOTIFY` alone, so that each is told once.
+    pub(crate) stops: Vec<crate::Stop>,
     /// The earliest timer the transaction set.
     pub(crate) due: Option<Millis>,
 }
@@ -485,6 +488,18 @@ impl Tx {
         }
         if !ended.is_empty() {
             notes.push(ended);
+        }
+        let mut stops = String::new();
+        for stop in &effects.stops {
+            let line = listen::stop_line(stop);
+            if stops.len() + line.len() + 1 > MAX_NOTIFY {
+                notes.push(std::mem::take(&mut stops));
+            }
+            stops.push(if stops.is_empty() { 'k' } else { '\n' });
+            stops.push_str(&line);
+        }
+        if !stops.is_empty() {
+            notes.push(stops);
         }
         if !notes.is_empty() {
             self.execute("SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n", &[&channel, &notes]).await?;

@@ -534,6 +534,14 @@ pub(super) async fn cancel(tx: &mut Tx, id: Uuid, now: Millis, hold: bool, by: O
                 tx.execute("UPDATE tasks SET cancel_requested = true, updated_at = $2 WHERE id = $1", &[&id, &now])
                     .await?;
             }
+            if let Some(worker) = &l.task.worker {
+                tx.effects.stops.push(crate::Stop {
+                    worker: worker.clone(),
+                    task: id,
+                    queue: l.task.queue.clone(),
+                    reason: crate::StopReason::Cancel,
+                });
+            }
         }
         Status::Pending | Status::Queued => cancel_waiting(tx, &l, now, hold, by).await?,
         status => {
@@ -637,6 +645,14 @@ pub(super) async fn tick(tx: &mut Tx, now: Millis) -> Result<TickOutcome> {
             outcome.expired += 1;
             AttemptEnd::Lost
         };
+        if let Some(worker) = &l.task.worker {
+            tx.effects.stops.push(crate::Stop {
+                worker: worker.clone(),
+                task: l.task.id,
+                queue: l.task.queue.clone(),
+                reason: crate::StopReason::Ended,
+            });
+        }
         ends.end(tx, &l, end, now, "server")?;
     }
     ends.write(tx, now).await?;

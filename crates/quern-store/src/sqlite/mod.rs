@@ -11,6 +11,7 @@
 //! `writer.rs` for the invariant between memory and file.
 
 mod audit;
+mod lock;
 mod readers;
 mod reads;
 mod rows;
@@ -19,6 +20,7 @@ mod tokens;
 mod webhooks;
 mod writer;
 
+pub use lock::LOCK_FILE;
 pub use schema::{Durability, VERSION as SCHEMA_VERSION};
 
 use crate::error::backend;
@@ -77,6 +79,8 @@ pub struct SqliteStore {
     /// Consumer groups' delivery state and its version; their cursors are
     /// in the file.
     groups: Mutex<std::collections::HashMap<String, (u64, GroupState)>>,
+    /// The data directory's lock, held until [`SqliteStore::close`].
+    lock: Mutex<Option<lock::DirLock>>,
 }
 
 impl SqliteStore {
@@ -86,6 +90,7 @@ impl SqliteStore {
     pub fn open(opts: &SqliteOptions, now: Millis) -> Result<Self> {
         std::fs::create_dir_all(&opts.dir)
             .map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", opts.dir.display())))?;
+        let dir_lock = lock::DirLock::take(&opts.dir)?;
         let path = opts.dir.join(DB_FILE);
         let conn = Connection::open(&path).map_err(backend)?;
         private(&opts.dir)?;
@@ -123,6 +128,7 @@ impl SqliteStore {
             leaders: Mutex::default(),
             workers: Mutex::default(),
             groups: Mutex::default(),
+            lock: Mutex::new(Some(dir_lock)),
         })
     }
 
@@ -142,6 +148,18 @@ impl SqliteStore {
             let _ = h.join();
         }
         self.readers.close();
+        if let Ok(mut held) = self.lock.lock() {
+            held.take();
+        }
+    }
+
+    /// Writes into the data directory's lock file the address this process
+    /// serves, so that a second server refused the directory can name it.
+    pub fn announce(&self, url: &str) -> Result<()> {
+        match self.lock.lock().ok().as_ref().and_then(|l| l.as_ref()) {
+            Some(held) => held.announce(url),
+            None => Err(StoreError::Closed),
+        }
     }
 
     async fn write<R, F>(&self, f: F) -> Result<R>

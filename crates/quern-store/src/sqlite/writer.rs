@@ -83,6 +83,8 @@ struct Effects {
     timers: bool,
     schedules: bool,
     ended: Vec<Uuid>,
+    /// Running tasks their workers should stop.
+    stops: Vec<crate::Stop>,
 }
 
 pub(crate) struct State {
@@ -244,6 +246,7 @@ pub(crate) fn run_writer(
         }
         let effects = std::mem::take(&mut st.effects);
         signals.ended(effects.ended);
+        signals.stop(effects.stops);
         if effects.ready {
             signals.ready.notify_waiters();
         }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         help="run only tasks whose lease is signed by a key in this file (default $QUERN_LEASE_KEY_FILE)",
     )
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("QUERN_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     sys.path.insert(0, os.getcwd())
     app = load_app(args.app)
     if args.server:

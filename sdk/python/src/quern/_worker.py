@@ -146,6 +146,7 @@ class Worker:
         self.pool = cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="quern-task")
         self.loop = asyncio.new_event_loop()
         self.free = threading.Semaphore(self.concurrency)
+        self.unreachable = False
 
     # -- resolving a task's function ------------------------------------------
     def resolve(self, name: str) -> Tuple[Optional[Callable[..., Any]], Tuple[type, ...], str]:
@@ -172,14 +173,24 @@ class Worker:
             try:
                 r = self.http.post(path, json=body)
                 if r.status_code < 500:
+                    if self.unreachable:
+                        self.unreachable = False
+                        _log.warning("the server at %s answers again", self.http.base_url)
+                        if path != "/v1/workers/register":
+                            # It may have restarted without this worker's types.
+                            self.register()
                     return loads_answer(r.content)
-            except httpx.HTTPError:
-                pass
+                why = f"HTTP {r.status_code}"
+            except httpx.HTTPError as e:
+                why = str(e) or type(e).__name__
             except ValueError as e:
                 # Not JSON at all: asking again would not mend it (and would
                 # lease other tasks); what this answer leased expires.
                 _log.error("POST %s: the server's answer is not JSON (%s); ignored", path, e)
                 return None
+            if not self.unreachable:
+                self.unreachable = True
+                _log.warning("POST %s to %s failed (%s); retrying", path, self.http.base_url, why)
             time.sleep(min(5.0, 0.1 * 2**attempt))
         return None
 
@@ -221,6 +232,38 @@ class Worker:
                         ctx = self.running.get(a["task"])
                     if ctx is not None:
                         ctx._cancel()
+
+    def _watch_stops(self) -> None:
+        """Holds ``POST /v1/stops`` open so that a cancel (or an attempt the
+        server ended) reaches its task at once, not at the next heartbeat."""
+        http = httpx.Client(
+            base_url=self.http.base_url,
+            timeout=httpx.Timeout(30.0, read=60.0),
+            headers=dict(self.http.headers),
+            verify=self.app.client.ssl_context or True,
+        )
+        backoff = 0.1
+        while not self.stopping.is_set() or self.running:
+            try:
+                r = http.post("/v1/stops", json={"worker": self.id, "wait_ms": 25000})
+            except httpx.HTTPError:
+                time.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
+                continue
+            if r.status_code == 404:
+                _log.info("the server does not push stops; cancels arrive with heartbeats")
+                return
+            if r.status_code != 200:
+                time.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
+                continue
+            backoff = 0.1
+            for stop in loads_answer(r.content).get("stops", []):
+                with self.lock:
+                    ctx = self.running.get(stop.get("task"))
+                if ctx is not None:
+                    _log.info("task %s: told to stop (%s)", ctx.id, stop.get("reason"))
+                    ctx._cancel()
 
     def _finish(self, ctx: TaskContext, outcome: Dict[str, Any]) -> None:
         with self.lock:
@@ -322,18 +365,33 @@ class Worker:
 
     def stop(self, *_: Any) -> None:
         self.stopping.set()
+        self.beat.set()
 
     def run(self) -> None:
         """Runs until ``stop()`` (SIGTERM/SIGINT in the main thread)."""
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
+        serving = ", ".join(sorted(self.app.tasks)) or "none"
+        imports = f"; import paths under {', '.join(self.allow_import)}" if self.allow_import else ""
+        signed = f"; only leases signed with {', '.join(self.lease_keys.ids)}" if self.lease_keys else ""
+        _log.info(
+            "worker %s on %s: queues %s, concurrency %d, tasks %s%s%s",
+            self.id,
+            self.http.base_url,
+            ",".join(self.queues),
+            self.concurrency,
+            serving,
+            imports,
+            signed,
+        )
         self.register()
         threading.Thread(target=self.loop.run_forever, name="quern-async", daemon=True).start()
         completer = threading.Thread(target=self._completer, name="quern-complete", daemon=True)
         completer.start()
         beats = threading.Thread(target=self._heartbeats, name="quern-heartbeat", daemon=True)
         beats.start()
+        threading.Thread(target=self._watch_stops, name="quern-stops", daemon=True).start()
         names = None if self.allow_import else sorted(self.app.tasks)
         while not self.stopping.is_set():
             # Wait for one free slot, then take every other one free now.
@@ -348,7 +406,8 @@ class Worker:
                 "worker": self.id,
                 "queues": self.queues,
                 "max": free,
-                "wait_ms": 2000,
+                # Short enough that an idle worker stops within a second.
+                "wait_ms": 800,
                 "lease_ms": self.lease_ms,
             }
             if names is not None:
@@ -361,10 +420,12 @@ class Worker:
                 self.free.release()
             for t in tasks:
                 self._start(t)
+        _log.info("worker %s stopping: %d task(s) running, grace %.0f s", self.id, len(self.running), self.grace_s)
         self._shutdown()
         beats.join(timeout=5)
         self.done.put(None)
         completer.join(timeout=30)
+        _log.info("worker %s stopped", self.id)
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + self.grace_s

@@ -441,6 +441,14 @@ impl State {
         let task = self.read_task(conn, id)?;
         match task.status {
             Status::Running => {
+                if let Some(worker) = &task.worker {
+                    self.effects.stops.push(crate::Stop {
+                        worker: worker.clone(),
+                        task: id,
+                        queue: task.queue.clone(),
+                        reason: crate::StopReason::Cancel,
+                    });
+                }
                 if !task.cancel_requested {
                     conn.prepare_cached("UPDATE tasks SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1")
                         .and_then(|mut s| s.execute(params![id.as_bytes(), now]))
@@ -588,6 +596,12 @@ impl State {
                 outcome.expired += 1;
                 AttemptEnd::Lost
             };
+            self.effects.stops.push(crate::Stop {
+                worker: lease.worker.clone(),
+                task: id,
+                queue: lease.queue.clone(),
+                reason: crate::StopReason::Ended,
+            });
             self.end_attempt(conn, id, lease, end, now, "server")?;
         }
         while let Some(&(due, id)) = self.approval_deadlines.first() {
