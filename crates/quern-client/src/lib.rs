@@ -174,7 +174,9 @@ impl Client {
             // Building only fails for TLS or resolver set-up, which this
             // TLS-less client does not do; the default client is equivalent.
             .unwrap_or_default();
-        let base = base_url.into().trim_end_matches('/').to_owned();
+        let base = base_url.into().trim().trim_end_matches('/').to_owned();
+        // `127.0.0.1:7311` is taken as `http://127.0.0.1:7311`.
+        let base = if base.contains("://") { base } else { format!("http://{base}") };
         Self { base, token, http, timeout: DEFAULT_TIMEOUT }
     }
 

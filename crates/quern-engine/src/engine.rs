@@ -39,7 +39,6 @@ use quern_wire::{
     CompleteRequest, Completed, HeartbeatRequest, Heartbeats, LeaseRequest, Leased, Refusal, RegisterRequest,
     Registered, TaskTypeView, WorkerView,
 };
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -404,7 +403,11 @@ impl Engine {
     }
 
     /// Submits a workflow: every task, or none.
-    pub async fn submit_workflow(&self, caller: &Caller, spec: WorkflowSpec) -> Result<(Uuid, BTreeMap<String, Uuid>)> {
+    pub async fn submit_workflow(
+        &self,
+        caller: &Caller,
+        spec: WorkflowSpec,
+    ) -> Result<(Uuid, indexmap::IndexMap<String, Uuid>)> {
         self.admit(caller, "submit_workflow")?;
         self.read_task_types().await?;
         let now = self.now();
@@ -752,7 +755,16 @@ impl Engine {
         }
         check_worker_name(&req.worker)?;
         let mut results = Vec::with_capacity(req.results.len());
-        for (i, item) in req.results.into_iter().enumerate() {
+        let mut last_progress = Vec::new();
+        for (i, mut item) in req.results.into_iter().enumerate() {
+            if let Some(progress) = item.progress.take() {
+                progress.validate(&format!("results[{i}].progress"))?;
+                last_progress.push(HeartbeatLease {
+                    task: item.task,
+                    token: item.token.clone(),
+                    progress: Some(progress),
+                });
+            }
             let (task, token, outcome) = item.into_outcome();
             match &outcome {
                 Outcome::Succeeded { result } => check_json_depth(&format!("results[{i}].result"), result.get())?,
@@ -762,6 +774,12 @@ impl Engine {
             results.push(Completion { task, token, outcome });
         }
         let worker = req.worker;
+        if !last_progress.is_empty() {
+            // Progress no heartbeat carried yet goes in first, under the
+            // same tokens (a stale one records nothing).
+            let beat = HeartbeatParams { worker: worker.clone(), leases: last_progress, now: self.now() };
+            self.store.heartbeat(beat).await?;
+        }
         let answers = self.store.complete(CompleteParams { worker: worker.clone(), results, now: self.now() }).await?;
         let done = answers.iter().filter(|a| a.ok).count();
         self.registry.seen(&worker, self.now(), -i64::try_from(done).unwrap_or(0));

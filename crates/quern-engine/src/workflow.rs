@@ -2,11 +2,12 @@
 //! the status a workflow's tasks add up to, and its graph rendered as JSON,
 //! Graphviz dot or Mermaid.
 
+use indexmap::IndexMap;
 use quern_core::workflow::{Node, check_graph, compile_expr};
 use quern_core::{Condition, Dependency, ExecutionDefaults, Millis, NewTask, Status, Task, TaskSpec, ValidationError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 pub use quern_wire::workflows::DependsOn;
@@ -53,7 +54,7 @@ pub fn build(
     workflow: Uuid,
     defaults: &ExecutionDefaults,
     now: Millis,
-) -> Result<(Vec<NewTask>, BTreeMap<String, Uuid>), WorkflowError> {
+) -> Result<(Vec<NewTask>, IndexMap<String, Uuid>), WorkflowError> {
     if spec.name.is_empty() || spec.name.len() > 200 {
         return Err(WorkflowError::Graph(ValidationError::new("name", "must be 1 to 200 bytes")));
     }

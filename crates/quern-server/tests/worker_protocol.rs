@@ -1022,3 +1022,31 @@ async fn a_watching_worker_hears_of_a_cancel_and_a_server_side_timeout_at_once()
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_completion_keeps_the_progress_no_heartbeat_carried() {
+    let server = Server::start();
+    let api = server.api();
+    bounded(LIMIT, async {
+        let id = id_of(&api.submit(json!({"name": "report"})).await);
+        let leased = api.lease_one("w", 60_000).await;
+        let token = token_of(&leased);
+        api.heartbeat("w", &id, &token, Some(json!({"percent": 75.0, "message": "three quarters"}))).await;
+        let last = json!({"worker": "w", "results": [{"task": id, "token": token, "outcome": "succeeded",
+            "result": 1, "progress": {"percent": 100.0, "message": "done"}}]});
+        let answer = api.post("/v1/complete", &last).await;
+        assert_eq!(answer.body["results"][0]["ok"], true, "{answer:?}");
+        let task = api.task(&id).await;
+        assert_eq!((task["status"].as_str(), task["progress"]["percent"].as_f64()), (Some("succeeded"), Some(100.0)));
+        assert_eq!(task["progress"]["message"], "done");
+
+        let id = id_of(&api.submit(json!({"name": "report"})).await);
+        let token = token_of(&api.lease_one("w", 60_000).await);
+        let bad = json!({"worker": "w", "results": [{"task": id, "token": token, "outcome": "succeeded",
+            "progress": {"percent": 101.0}}]});
+        let answer = api.post("/v1/complete", &bad).await;
+        assert_eq!(answer.status, 400, "{answer:?}");
+        assert_eq!(api.status_of(&id).await, "running", "a refused completion changes nothing");
+    })
+    .await;
+}

@@ -209,6 +209,11 @@ pub struct Completion {
     /// `true` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<bool>,
+    /// The task's last progress, when the worker reported some that no
+    /// heartbeat carried yet: recorded before the outcome, so the task
+    /// shows the progress it ended with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
 }
 
 /// How an attempt ended.
@@ -229,7 +234,15 @@ impl Completion {
     /// The attempt of `task` under lease `token` succeeded with `result`.
     pub fn succeeded(task: Uuid, token: impl Into<String>, result: &serde_json::Value) -> Self {
         let result = serde_json::value::to_raw_value(result).ok();
-        Self { task, token: token.into(), outcome: OutcomeKind::Succeeded, result, error: None, retry: None }
+        Self {
+            task,
+            token: token.into(),
+            outcome: OutcomeKind::Succeeded,
+            result,
+            error: None,
+            retry: None,
+            progress: None,
+        }
     }
 
     /// The attempt of `task` under lease `token` failed with `error`; `retry`
@@ -242,12 +255,28 @@ impl Completion {
             result: None,
             error: Some(error),
             retry: Some(retry),
+            progress: None,
         }
     }
 
     /// The worker gives `task` back unfinished.
     pub fn released(task: Uuid, token: impl Into<String>) -> Self {
-        Self { task, token: token.into(), outcome: OutcomeKind::Released, result: None, error: None, retry: None }
+        Self {
+            task,
+            token: token.into(),
+            outcome: OutcomeKind::Released,
+            result: None,
+            error: None,
+            retry: None,
+            progress: None,
+        }
+    }
+
+    /// The same, carrying the task's last progress.
+    #[must_use]
+    pub fn with_progress(mut self, progress: Option<Progress>) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// The outcome, with the contract's defaults filled in.
@@ -271,8 +300,8 @@ impl Completion {
 impl PartialEq for Completion {
     fn eq(&self, other: &Self) -> bool {
         let raw = |r: &Option<Box<RawValue>>| r.as_ref().map(|r| r.get().to_owned());
-        (self.task, &self.token, self.outcome, raw(&self.result), &self.error, self.retry)
-            == (other.task, &other.token, other.outcome, raw(&other.result), &other.error, other.retry)
+        (self.task, &self.token, self.outcome, raw(&self.result), &self.error, self.retry, &self.progress)
+            == (other.task, &other.token, other.outcome, raw(&other.result), &other.error, other.retry, &other.progress)
     }
 }
 

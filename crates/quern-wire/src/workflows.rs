@@ -3,6 +3,7 @@
 //! server with its own parser, so that each error names the task at fault;
 //! [`WorkflowRequest`] is the same shape for clients to write.
 
+use indexmap::IndexMap;
 use quern_core::time::{Millis, rfc3339};
 use quern_core::workflow::default_condition;
 use quern_core::{Condition, Task, TaskSpec};
@@ -80,8 +81,9 @@ pub struct WorkflowSubmitted {
     pub id: Uuid,
     /// Its name.
     pub name: String,
-    /// Each task's id, by key.
-    pub tasks: BTreeMap<String, Uuid>,
+    /// Each task's id, by key, in the order the request declared them.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, Uuid>))]
+    pub tasks: IndexMap<String, Uuid>,
 }
 
 /// `GET /v1/workflows/{id}`: a workflow's status, counts over every task,

@@ -380,7 +380,8 @@ async fn run_one(
 ) {
     let outcome = run_handler(&flight, running).await;
     if flight.finish() {
-        let _ = done.send(completion(flight.task.id, flight.token.clone(), outcome));
+        let last = completion(flight.task.id, flight.token.clone(), outcome).with_progress(flight.take_progress());
+        let _ = done.send(last);
     }
     drop(permit);
 }

@@ -24,9 +24,17 @@ pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
 }
 
 /// A JSON document, kept as the text given (key order and number spelling
-/// untouched).
+/// untouched): the value itself, `@FILE` for a file's contents, or `-` for
+/// standard input's.
 pub(crate) fn json(s: &str) -> Result<Box<RawValue>, String> {
-    RawValue::from_string(s.trim().to_owned()).map_err(|e| format!("not valid JSON: {e}"))
+    let text = if s == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read standard input: {e}"))?
+    } else if let Some(path) = s.strip_prefix('@') {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?
+    } else {
+        s.to_owned()
+    };
+    RawValue::from_string(text.trim().to_owned()).map_err(|e| format!("not valid JSON: {e}"))
 }
 
 /// An RFC 3339 time such as `2026-01-31T09:00:00Z`, passed on as given.
@@ -69,6 +77,13 @@ mod tests {
         assert_eq!(json("42").map(|v| v.get().to_owned()), Ok("42".into()));
         assert!(json("{oops}").is_err());
         assert!(json("").is_err());
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("input.json");
+        std::fs::write(&file, "{\"to\": \"a@b.c\"}\n").expect("write");
+        let from_file = json(&format!("@{}", file.display())).map(|v| v.get().to_owned());
+        assert_eq!(from_file, Ok(r#"{"to": "a@b.c"}"#.into()));
+        let missing = json(&format!("@{}", dir.path().join("none.json").display()));
+        assert!(missing.is_err_and(|e| e.starts_with("cannot read")));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! - [`run_cmd`]: `quern run`, which submits a `shell` task.
 //! - [`task_cmd`]: `submit`, `status`, `wait`, `cancel`, `retry`, `history`,
 //!   `list`.
-//! - [`queue_cmd`]: `queues [pause|resume NAME]`.
+//! - [`queue_cmd`]: `queues [pause|resume NAME]`, `workers`, `task-types`.
 //! - [`workflow_cmd`]: `workflow submit|status|graph|cancel` and `approve`.
 //! - [`events_cmd`]: `events publish|tail`.
 //! - [`schedule_cmd`]: `schedule list|get|enable|disable|trigger|delete|runs|apply`.
@@ -128,6 +128,10 @@ enum ClientCommand {
     List(task_cmd::ListArgs),
     /// List queues with their task counts, or pause or resume one.
     Queues(queue_cmd::QueuesArgs),
+    /// List the workers the server heard from, live ones first.
+    Workers,
+    /// List the task types live workers serve, with their schemas.
+    TaskTypes,
     /// Submit, watch, draw or cancel a workflow.
     Workflow(workflow_cmd::WorkflowArgs),
     /// Approve (or `--reject`) an `approval` task of a workflow.
@@ -151,6 +155,8 @@ pub(crate) enum Exit {
     Unsuccessful,
     /// 2: a usage, server or transport error.
     Error,
+    /// `quern run --wait`: the exit code the task's command ended with.
+    Code(u8),
 }
 
 impl From<Exit> for ExitCode {
@@ -159,6 +165,7 @@ impl From<Exit> for ExitCode {
             Exit::Success => ExitCode::SUCCESS,
             Exit::Unsuccessful => ExitCode::from(1),
             Exit::Error => ExitCode::from(2),
+            Exit::Code(code) => ExitCode::from(code),
         }
     }
 }
@@ -194,7 +201,7 @@ fn run_client(global: GlobalArgs, command: ClientCommand) -> Exit {
     let client = match global.client() {
         Ok(client) => client,
         Err(e) => {
-            eprintln!("error: {}: {}", e.code(), e.message());
+            report(&e, &global.server);
             return Exit::Error;
         }
     };
@@ -210,6 +217,8 @@ fn run_client(global: GlobalArgs, command: ClientCommand) -> Exit {
             ClientCommand::History(args) => task_cmd::history(&client, output, args).await,
             ClientCommand::List(args) => task_cmd::list(&client, output, args).await,
             ClientCommand::Queues(args) => queue_cmd::run(&client, output, args).await,
+            ClientCommand::Workers => queue_cmd::workers(&client, output).await,
+            ClientCommand::TaskTypes => queue_cmd::task_types(&client, output).await,
             ClientCommand::Workflow(args) => workflow_cmd::run(&client, output, args).await,
             ClientCommand::Approve(args) => workflow_cmd::approve(&client, output, args).await,
             ClientCommand::Schedule(args) => schedule_cmd::run(&client, output, args).await,
@@ -219,9 +228,21 @@ fn run_client(global: GlobalArgs, command: ClientCommand) -> Exit {
         }
     });
     done.unwrap_or_else(|e| {
-        eprintln!("error: {}: {}", e.code(), e.message());
+        report(&e, client.base_url());
         Exit::Error
     })
+}
+
+/// Prints a failed command's error on stderr; one the server never answered
+/// says where the CLI looked and how to point it elsewhere.
+fn report(e: &quern_client::Error, server: &str) {
+    match e {
+        quern_client::Error::Transport(why) => eprintln!(
+            "error: cannot reach the Quern server at {server}: {why}\n\
+             hint: is `quern server` running there? Point the CLI at a server with --server URL or QUERN_URL"
+        ),
+        e => eprintln!("error: {}: {}", e.code(), e.message()),
+    }
 }
 
 /// Prints `text` and a newline on stdout. A closed stdout (`quern list |
@@ -261,6 +282,8 @@ mod tests {
             &["quern", "queues"],
             &["quern", "queues", "pause", "emails"],
             &["quern", "queues", "resume", "emails"],
+            &["quern", "workers"],
+            &["quern", "task-types", "--output", "json"],
             &["quern", "server"],
             &["quern", "worker", "--queues", "a,b", "--concurrency", "2"],
             &["quern", "run", "--wait", "--", "echo", "hi"],

@@ -1,5 +1,6 @@
 //! The queue commands: `queues` lists them, `queues pause|resume NAME` stops
-//! and restarts the handing out of their tasks.
+//! and restarts the handing out of their tasks; and who serves them:
+//! `workers` and `task-types`.
 
 use crate::render::{self, Output};
 use crate::{Exit, emit};
@@ -27,6 +28,26 @@ enum QueueAction {
         /// The queue.
         name: String,
     },
+}
+
+/// `quern workers`: the workers the server heard from, live ones first.
+pub(crate) async fn workers(client: &Client, output: Output) -> Result<Exit> {
+    let workers = client.workers().await?;
+    emit(&match output {
+        Output::Json => render::json(&workers)?,
+        Output::Table => render::worker_table(&workers),
+    });
+    Ok(Exit::Success)
+}
+
+/// `quern task-types`: the task types live workers serve.
+pub(crate) async fn task_types(client: &Client, output: Output) -> Result<Exit> {
+    let types = client.task_types().await?;
+    emit(&match output {
+        Output::Json => render::json(&types)?,
+        Output::Table => render::task_type_table(&types),
+    });
+    Ok(Exit::Success)
 }
 
 /// `quern queues [pause|resume NAME]`.

@@ -7,7 +7,7 @@
 
 use clap::ValueEnum;
 use comfy_table::{Table, presets};
-use quern_client::{Error, QueueInfo, Result};
+use quern_client::{Error, QueueInfo, Result, TaskTypeView, WorkerView};
 use quern_core::time::format_rfc3339;
 use quern_core::{HistoryEntry, Status, Task};
 use serde::Serialize;
@@ -136,6 +136,38 @@ pub(crate) fn queue_table(queues: &[QueueInfo]) -> String {
         let mut row = vec![q.name.clone(), if q.paused { "yes" } else { "no" }.to_owned()];
         row.extend(Status::ALL.iter().map(|s| q.counts.get(s.as_str()).copied().unwrap_or(0).to_string()));
         table.add_row(row);
+    }
+    table.trim_fmt()
+}
+
+/// Workers as a table: id, live or not, queues, task types, tasks in
+/// flight, last seen.
+pub(crate) fn worker_table(workers: &[WorkerView]) -> String {
+    let mut table = table(&["id", "live", "queues", "task types", "in flight", "last seen"]);
+    for w in workers {
+        table.add_row(vec![
+            w.id.clone(),
+            if w.live { "yes" } else { "no" }.to_owned(),
+            w.queues.join(","),
+            w.task_types.join(","),
+            w.in_flight.to_string(),
+            format_rfc3339(w.last_seen),
+        ]);
+    }
+    table.trim_fmt()
+}
+
+/// Task types as a table: name, live workers serving it, whether it has an
+/// input schema, its description.
+pub(crate) fn task_type_table(types: &[TaskTypeView]) -> String {
+    let mut table = table(&["name", "workers", "schema", "description"]);
+    for t in types {
+        table.add_row(vec![
+            t.name.clone(),
+            t.workers.to_string(),
+            if t.input_schema.is_some() { "yes" } else { "no" }.to_owned(),
+            t.description.clone().unwrap_or_default(),
+        ]);
     }
     table.trim_fmt()
 }

@@ -2,8 +2,10 @@
 //! `--script`) and, with `--wait`, waits for it and prints its output.
 //!
 //! With `--wait`, the task's stdout tail goes to stdout and its stderr tail
-//! to stderr, as if the command had run here; the exit code is 0 when the
-//! task succeeded and 1 otherwise (`--output json` prints the task instead).
+//! to stderr, as if the command had run here; the exit code is the
+//! command's own (0 when the task succeeded), and 1 when the task ended
+//! without one (timed out, cancelled, lost) or the wait gave up (`--output
+//! json` prints the task instead).
 
 use crate::flags;
 use crate::render::{self, Output};
@@ -150,7 +152,20 @@ pub(crate) async fn run(client: &Client, output: Output, args: RunArgs) -> Resul
         eprintln!("quern: gave up waiting: task {} is still {}", task.id, task.status);
         return Ok(Exit::Unsuccessful);
     }
-    Ok(if task.status == Status::Succeeded { Exit::Success } else { Exit::Unsuccessful })
+    Ok(exit_of(&task))
+}
+
+/// The command's exit code when the task ran it to the end; 1 when it did
+/// not end with one.
+fn exit_of(task: &Task) -> Exit {
+    if task.status == Status::Succeeded {
+        return Exit::Success;
+    }
+    let code = task.error.as_ref().and_then(|e| e.details.as_ref()).and_then(|d| d["exit_code"].as_u64());
+    match code.and_then(|c| u8::try_from(c).ok()) {
+        Some(code) if code > 0 => Exit::Code(code),
+        _ => Exit::Unsuccessful,
+    }
 }
 
 /// Prints the output tails of an ended task, and what went wrong if it

@@ -7,6 +7,8 @@ pub(crate) fn start(command: &str) -> Option<tokio::runtime::Runtime> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("QUERN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, not in a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     crate::allocator::release_in_background();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -17,7 +17,7 @@ use std::time::Duration;
 pub(crate) struct SubmitArgs {
     /// The task type, which selects the handler (e.g. `email.send`).
     name: String,
-    /// The task's input, as JSON.
+    /// The task's input, as JSON: the value, `@FILE`, or `-` for standard input.
     #[arg(long, value_name = "JSON", value_parser = flags::json)]
     input: Option<Box<RawValue>>,
     /// The queue (default: the server's, usually `default`).

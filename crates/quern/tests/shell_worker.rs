@@ -580,9 +580,30 @@ async fn quern_run_waits_and_prints_the_output_like_the_command() {
         assert_eq!((code, stdout.trim()), (Some(0), "3"));
 
         let (code, stdout, stderr) = quern(args(&["--wait", "--script", "echo out; echo bad >&2; exit 4"])).await;
-        assert_eq!(code, Some(1));
+        assert_eq!(code, Some(4), "the command's own exit code");
         assert_eq!(stdout, "out\n");
         assert!(stderr.contains("bad\n") && stderr.contains("failed: exit code 4: bad"), "{stderr}");
+
+        // A server given without a scheme is taken as http; the input of a
+        // submit may come from a file or from standard input.
+        let bare = url.trim_start_matches("http://").to_owned();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("input.json");
+        std::fs::write(&file, r#"{"command": ["echo", "from a file"]}"#).expect("write the input");
+        let from_file = format!("@{}", file.display());
+        let submit = ["submit", "shell", "--server", bare.as_str(), "--input", from_file.as_str(), "--wait"];
+        let (code, _, stderr) = quern(submit.iter().map(|s| (*s).to_owned()).collect()).await;
+        assert_eq!(code, Some(0), "{stderr}");
+        let (code, stdout, _) = quern(["workers", "--server", &url].map(str::to_owned).to_vec()).await;
+        assert!(code == Some(0) && stdout.contains("shell-cli"), "{stdout}");
+        let (code, stdout, _) = quern(["task-types", "--server", &url].map(str::to_owned).to_vec()).await;
+        assert!(code == Some(0) && stdout.contains("shell"), "{stdout}");
+
+        // A server that is not there: the error says where the CLI looked.
+        let (code, _, stderr) = quern(["list", "--server", "127.0.0.1:9"].map(str::to_owned).to_vec()).await;
+        assert_eq!(code, Some(2));
+        assert!(stderr.contains("cannot reach the Quern server at http://127.0.0.1:9"), "{stderr}");
+        assert!(stderr.contains("QUERN_URL"), "{stderr}");
 
         // Without --wait, the submitted task is printed.
         let (code, stdout, _) = quern(args(&["--output", "json", "--", "true"])).await;

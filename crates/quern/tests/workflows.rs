@@ -300,8 +300,23 @@ async fn chain_group_and_chord_shorthands() {
             .post("/v1/workflows", &json!({"name": "c", "chain": [{"name": "a"}, {"name": "b", "key": "second"}, {"name": "c"}]}))
             .await;
         assert_eq!(chain.status, 201, "{}", chain.body);
-        let keys: Vec<&str> = chain.body["tasks"].as_object().expect("tasks").keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = chain.body["tasks"].as_object().expect("tasks").keys().map(String::as_str).collect();
+        keys.sort_unstable();
         assert_eq!(keys, ["second", "step-1", "step-3"]);
+        // The answer lists the tasks in the order declared, as its text shows.
+        let steps: Vec<Value> = (0..12).map(|i| json!({"name": "n", "input": i})).collect();
+        let text = reqwest::Client::new()
+            .post(format!("{}/v1/workflows", server.url))
+            .json(&json!({"name": "twelve", "chain": steps}))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("a workflow")
+            .text()
+            .await
+            .expect("its answer");
+        let at = |key: &str| text.find(&format!("\"{key}\"")).unwrap_or(usize::MAX);
+        assert!((1..12).all(|i| at(&format!("step-{i}")) < at(&format!("step-{}", i + 1))), "{text}");
         let graph = api.get(&format!("/v1/workflows/{}/graph", chain.body["id"].as_str().unwrap_or(""))).await.body;
         assert_eq!(
             graph["edges"],

@@ -50,6 +50,21 @@ def flaky(marker: str) -> str:
     return marker
 
 
+@app.task(name="t.total")
+def total(values: list[int]) -> int:
+    """Adds up a list (a chord's callback)."""
+    return sum(values)
+
+
+@app.task(name="t.report")
+def report() -> str:
+    """Reports 50, 75 and 100 % at once, then ends."""
+    ctx = quern.current_task()
+    for percent in (50, 75, 100):
+        ctx.progress(percent, f"{percent} %")
+    return "reported"
+
+
 @app.task(name="t.echo")
 def echo(value: Any) -> Any:
     """Answers its argument."""

@@ -50,7 +50,11 @@ def test_submit_get_wait_and_list(server_url: str) -> None:
     assert [h["to"] for h in q.history(task.id)][-1] == "succeeded"
     delayed = q.submit("later", delay=60)
     assert delayed.status == "pending"
-    assert q.wait(delayed.id, timeout=0.3).status == "pending", "a wait that runs out answers the task as it stands"
+    with pytest.raises(quern.TimeoutWaiting) as ran_out:
+        q.wait(delayed.id, timeout=0.3)
+    assert isinstance(ran_out.value, TimeoutError), "a TimeoutError, as the standard library's waits raise"
+    assert ran_out.value.task is not None and ran_out.value.task.status == "pending", "it holds the task as it stands"
+    assert delayed.id in [t.id for t in q.list_tasks(status="pending").tasks], "one status as a string"
     assert q.cancel(delayed.id).status == "cancelled"
     assert q.retry(delayed.id).status == "queued"
     batch = q.submit_batch([quern.task_spec("b", i, queue="batchq") for i in range(3)])

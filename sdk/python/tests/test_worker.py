@@ -117,13 +117,29 @@ def test_a_cancel_reaches_a_running_task_at_once(server_url: str, app: quern.App
         proc.wait(timeout=20)
 
 
+def test_a_task_ends_showing_the_last_progress_it_reported(app: quern.App, worker: object) -> None:
+    import tasks_app
+
+    r = tasks_app.report.delay()
+    assert r.get(timeout=20) == "reported"
+    progress = app.client.get(r.id).progress
+    assert progress is not None and progress.percent == 100, progress
+
+
 def test_chain_group_chord_and_pipeline_helpers(app: quern.App, worker: object) -> None:
     import tasks_app
 
-    assert quern.chain(tasks_app.add.s(1, 2), tasks_app.add.s(3, 4)).apply_async(app).get(timeout=30) == [3, 7]
-    assert quern.group(tasks_app.add.s(1, 1), tasks_app.add.s(2, 2)).apply_async(app).get(timeout=30) == [2, 4]
-    chord = quern.chord(quern.group(tasks_app.add.s(1, 1), tasks_app.add.s(2, 2)), tasks_app.add.s(10, 10))
-    assert chord.apply_async(app).get(timeout=30) == [2, 4, 20]
+    # Celery's semantics: each step takes the previous result first; get() answers the last.
+    add = tasks_app.add
+    assert quern.chain(add.s(1, 2), add.s(3), add.s(4)).apply_async(app).get(timeout=30) == 10
+    assert quern.chain(add.s(1, 2), add.si(5, 5)).apply_async(app).get(timeout=30) == 10, "si() ignores the parent"
+    steps = [add.s(0, 1)] + [add.s(1) for _ in range(11)]
+    chained = quern.chain(*steps).apply_async(app)
+    assert chained.get(timeout=30) == 12
+    assert [r.get(timeout=5) for r in chained.results] == list(range(1, 13)), "results in declaration order"
+    assert quern.group(add.s(1, 1), add.s(2, 2)).apply_async(app).get(timeout=30) == [2, 4]
+    chord = quern.chord(quern.group(add.s(1, 1), add.s(2, 2), add.s(3, 3)), tasks_app.total.s())
+    assert chord.apply_async(app).get(timeout=30) == 12, "the callback takes the group's results"
     ids = app.submit_workflow([tasks_app.add.s(5, 5), tasks_app.add.s(6, 6)], sequential=False)
     status = app.wait_for_workflow(ids, timeout=30)
     assert (status["total"], status["completed"], status["status"]) == (2, 2, "succeeded")
@@ -140,11 +156,21 @@ def test_import_path_tasks_allowed_and_refused(app: quern.App, worker: object) -
 
 
 def test_task_types_are_registered_with_docstrings_and_schemas(app: quern.App, worker: object) -> None:
+    import tasks_app
+
     types = {t["name"]: t for t in app.client.list_task_types()}
     assert types["t.add"]["description"] == "Adds two numbers."
     with pytest.raises(quern.Unprocessable) as bad:
         app.client.submit("t.add", {"args": [], "kwargs": {"x": "one", "y": 2}})
     assert bad.value.code == "invalid_input"
+    for refused in ({"kwargs": {"x": "one", "y": 2}}, {"args": ["a", "b"]}, {"args": [1], "kwargs": {"y": "b"}}):
+        with pytest.raises(quern.Unprocessable):
+            app.client.submit("t.add", refused)
+    with pytest.raises(quern.Unprocessable):
+        tasks_app.add.delay("a", "b")
+    assert app.client.submit("t.add", {"args": [1, 2]}, queue="unserved").status == "queued"
+    chain_step = {"parent": "prepend", "args": [2]}
+    assert app.client.submit("t.add", chain_step, queue="unserved").status == "queued", "the parent's result goes first"
     assert any(w["id"].startswith("py-") for w in app.client.list_workers())
 
 

@@ -8,7 +8,7 @@ the typed objects they answer with, and the errors they raise.
 """
 
 from ._answers import Undecodable
-from ._app import App, AsyncResult, Signature, TaskFailed, TimeoutWaiting, WorkflowResult, chain, chord, group
+from ._app import App, AsyncResult, Signature, TaskFailed, WorkflowResult, chain, chord, group
 from ._calls import task_spec
 from ._client import AsyncQuern, Quern
 from ._errors import (
@@ -18,6 +18,7 @@ from ._errors import (
     NotFound,
     PayloadTooLarge,
     QuernError,
+    TimeoutWaiting,
     TransportError,
     Unavailable,
     UndecodableValue,

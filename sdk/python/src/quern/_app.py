@@ -49,10 +49,6 @@ class TaskFailed(QuernError):
         self.task = task
 
 
-class TimeoutWaiting(QuernError):
-    """``get(timeout=)`` ran out before the task ended."""
-
-
 def encode_args(args: Sequence[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
     return {"args": list(args), "kwargs": dict(kwargs)}
 
@@ -110,8 +106,6 @@ class AsyncResult:
         """Waits (the server's long-poll) and answers the result; raises
         ``TaskFailed`` if it did not succeed (unless ``propagate=False``)."""
         self._task = self._client.wait(self.id, timeout)
-        if not self._task.done:
-            raise TimeoutWaiting(0, "timeout", f"task {self.id} is still {self._task.status} after {timeout} s")
         if self._task.status != "succeeded" and propagate:
             raise TaskFailed(self._task)
         return _decoded_result(self._task)
@@ -132,18 +126,28 @@ class Signature:
     args: Tuple[Any, ...] = ()
     kwargs: Dict[str, Any] = field(default_factory=dict)
     options: Dict[str, Any] = field(default_factory=dict)
+    #: ``add.si(...)``: in a chain or as a chord's callback it does not take
+    #: its parent's result as its first argument.
+    immutable: bool = False
 
-    def spec(self) -> Dict[str, Any]:
-        return task_spec(self.name, encode_args(self.args, self.kwargs), **self.options)
+    def spec(self, takes_parent: bool = False) -> Dict[str, Any]:
+        """The task's submission; ``takes_parent``: its parents' results go
+        first in its arguments when it runs (Celery's chain semantics)."""
+        body = encode_args(self.args, self.kwargs)
+        if takes_parent and not self.immutable:
+            body["parent"] = "prepend"
+        return task_spec(self.name, body, **self.options)
 
 
 class WorkflowResult:
     """A submitted chain, group or chord: one server-side workflow."""
 
-    def __init__(self, workflow_id: str, task_ids: Dict[str, str], client: Quern) -> None:
+    def __init__(self, workflow_id: str, task_ids: Dict[str, str], client: Quern, kind: str = "group") -> None:
         self.id = workflow_id
         self.task_ids = task_ids
         self._client = client
+        #: ``chain``, ``group`` or ``chord``: what ``get()`` answers.
+        self.kind = kind
 
     @property
     def results(self) -> List[AsyncResult]:
@@ -152,17 +156,19 @@ class WorkflowResult:
     def status(self) -> Workflow:
         return self._client.workflow(self.id)
 
-    def get(self, timeout: Optional[float] = None, propagate: bool = True) -> List[Any]:
-        """Waits for the whole workflow; answers each task's result in order."""
+    def get(self, timeout: Optional[float] = None, propagate: bool = True) -> Any:
+        """Waits for the whole workflow. As Celery does, a chain answers its
+        last task's result, a chord its callback's, a group every task's
+        result in order."""
         wf = self._client.wait_workflow(self.id, timeout)
-        if not wf.done:
-            raise TimeoutWaiting(0, "timeout", f"workflow {self.id} is still running after {timeout} s")
         by_id = {t.id: t for t in wf.tasks}
         tasks = [by_id[i] for i in self.task_ids.values()]
         if propagate:
             for t in tasks:
                 if t.status != "succeeded":
                     raise TaskFailed(t)
+        if self.kind in ("chain", "chord") and tasks:
+            return _decoded_result(tasks[-1])
         return [_decoded_result(t) for t in tasks]
 
 
@@ -174,14 +180,16 @@ def _decoded_result(task: Task) -> Any:
     return task.result
 
 
-def _bodies(sigs: Sequence[Signature]) -> List[Dict[str, Any]]:
-    return [s.spec() for s in sigs]
+def _bodies(sigs: Sequence[Signature], chained: bool = False) -> List[Dict[str, Any]]:
+    """The tasks' submissions; ``chained``: each after the first takes its
+    parent's result as its first argument."""
+    return [s.spec(takes_parent=chained and i > 0) for i, s in enumerate(sigs)]
 
 
-def _send(app: Optional[App], body: Dict[str, Any]) -> WorkflowResult:
+def _send(app: Optional[App], body: Dict[str, Any], kind: str) -> WorkflowResult:
     client = (app or _default_app()).client
     answer = client.submit_workflow(body)
-    return WorkflowResult(answer["id"], answer["tasks"], client)
+    return WorkflowResult(answer["id"], answer["tasks"], client, kind)
 
 
 class _Shorthand:
@@ -195,13 +203,15 @@ class _Shorthand:
         self.name = name or self.kind
 
     def apply_async(self, app: Optional[App] = None) -> WorkflowResult:
-        return _send(app, {"name": self.name, self.kind: _bodies(self.tasks)})
+        body = {"name": self.name, self.kind: _bodies(self.tasks, chained=self.kind == "chain")}
+        return _send(app, body, self.kind)
 
     delay = apply_async
 
 
 class chain(_Shorthand):
-    """Each task after the previous one succeeded."""
+    """Each task after the previous one succeeded, with the previous one's
+    result as its first argument (unless made with ``.si()``)."""
 
     kind = "chain"
 
@@ -214,13 +224,19 @@ class group(_Shorthand):
 
 @dataclass
 class chord:
-    """A group, then ``callback`` once all of it succeeded."""
+    """A group, then ``callback`` once all of it succeeded, with the list of
+    the group's results as its first argument (unless made with ``.si()``)."""
 
     header: group
     callback: Signature
 
     def apply_async(self, app: Optional[App] = None) -> WorkflowResult:
-        return _send(app, {"name": self.header.name, "group": _bodies(self.header.tasks), "then": self.callback.spec()})
+        body = {
+            "name": self.header.name,
+            "group": _bodies(self.header.tasks),
+            "then": self.callback.spec(takes_parent=True),
+        }
+        return _send(app, body, "chord")
 
     delay = apply_async
 
@@ -240,7 +256,12 @@ class TaskFunction(Generic[R]):
         return self.fn(*args, **kwargs)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature: in a chain it takes the previous task's result first."""
         return Signature(self.name, args, kwargs, dict(self.options))
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: it runs with these arguments alone."""
+        return Signature(self.name, args, kwargs, dict(self.options), immutable=True)
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         return self.apply_async(args, kwargs)

@@ -114,7 +114,7 @@ def get(task_id: str, wait: Optional[float] = None) -> Call[Task]:
 
 
 def list_tasks(
-    status: Optional[Sequence[str]] = None,
+    status: Union[str, Sequence[str], None] = None,
     queue: Optional[str] = None,
     name: Optional[str] = None,
     workflow: Optional[str] = None,
@@ -124,7 +124,7 @@ def list_tasks(
 ) -> Call[TaskPage]:
     params: Dict[str, str] = {}
     if status:
-        params["status"] = ",".join(status)
+        params["status"] = status if isinstance(status, str) else ",".join(status)
     for key, value in (("queue", queue), ("name", name), ("workflow", workflow), ("cursor", cursor)):
         if value is not None:
             params[key] = value

@@ -20,7 +20,7 @@ import httpx
 
 from . import _calls as c
 from ._answers import loads_answer
-from ._errors import QuernError, TransportError, from_answer
+from ._errors import QuernError, TimeoutWaiting, TransportError, from_answer
 from ._models import ApplyReport, Event, EventPage, Queue, Schedule, Task, TaskPage, Workflow
 
 T = TypeVar("T")
@@ -53,6 +53,17 @@ def _ssl_context(ca_file: Optional[str]) -> Optional[ssl.SSLContext]:
 
 def _transport(e: Exception) -> QuernError:
     return TransportError(0, "transport", str(e) or type(e).__name__)
+
+
+def _timed_out(got: Any, timeout: Optional[float]) -> TimeoutWaiting:
+    """The error of a wait that ran out, holding what the last look saw."""
+    if isinstance(got, Task):
+        error = TimeoutWaiting(0, "timeout", f"task {got.id} is still {got.status} after {timeout} s")
+        error.task = got
+    else:
+        error = TimeoutWaiting(0, "timeout", f"workflow {got.id} is still {got.status} after {timeout} s")
+        error.workflow = got
+    return error
 
 
 def _remaining(deadline: Optional[float]) -> float:
@@ -181,13 +192,15 @@ class Quern:
         return self._run(c.get(task_id))
 
     def _until_done(self, call: Callable[[float], c.Call[E]], timeout: Optional[float]) -> E:
-        """What ``call`` answers once it has ended, or as it stands when
-        ``timeout`` seconds passed; each look long-polls for the time left."""
+        """What ``call`` answers once it has ended; ``TimeoutWaiting`` when
+        ``timeout`` seconds passed first. Each look long-polls for the time left."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             got = self._run(call(_remaining(deadline)))
-            if got.done or _remaining(deadline) <= 0:
+            if got.done:
                 return got
+            if _remaining(deadline) <= 0:
+                raise _timed_out(got, timeout)
 
     def wait(self, task_id: str, timeout: Optional[float] = None) -> Task:
         """The task once it ended, or as it stands when ``timeout`` seconds passed."""
@@ -208,8 +221,10 @@ class Quern:
             if now != seen:
                 seen = now
                 callback(task)
-            if task.done or _remaining(deadline) <= 0:
+            if task.done:
                 return task
+            if _remaining(deadline) <= 0:
+                raise _timed_out(task, timeout)
             task = self._run(c.get(task_id, min(poll, _remaining(deadline))))
 
     def list_tasks(self, **filters: Any) -> TaskPage:
@@ -362,13 +377,15 @@ class AsyncQuern:
         return await self._run(c.get(task_id))
 
     async def _until_done(self, call: Callable[[float], c.Call[E]], timeout: Optional[float]) -> E:
-        """What ``call`` answers once it has ended, or as it stands when
-        ``timeout`` seconds passed; each look long-polls for the time left."""
+        """What ``call`` answers once it has ended; ``TimeoutWaiting`` when
+        ``timeout`` seconds passed first. Each look long-polls for the time left."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             got = await self._run(call(_remaining(deadline)))
-            if got.done or _remaining(deadline) <= 0:
+            if got.done:
                 return got
+            if _remaining(deadline) <= 0:
+                raise _timed_out(got, timeout)
 
     async def wait(self, task_id: str, timeout: Optional[float] = None) -> Task:
         return await self._until_done(lambda wait: c.get(task_id, wait), timeout)
@@ -404,8 +421,10 @@ class AsyncQuern:
             if now != seen:
                 seen = now
                 callback(task)
-            if task.done or _remaining(deadline) <= 0:
+            if task.done:
                 return task
+            if _remaining(deadline) <= 0:
+                raise _timed_out(task, timeout)
             task = await self._run(c.get(task_id, min(poll, _remaining(deadline))))
 
     async def wait_workflow(self, workflow_id: str, timeout: Optional[float] = None) -> Workflow:

@@ -17,6 +17,14 @@ class QuernError(Exception):
         self.details: Dict[str, Any] = details or {}
 
 
+class TimeoutWaiting(QuernError, TimeoutError):
+    """A wait ran out before the task (or workflow) ended. ``task`` (or
+    ``workflow``) is what the last look saw. Also a ``TimeoutError``."""
+
+    task: Any = None
+    workflow: Any = None
+
+
 class TransportError(QuernError):
     """The server could not be reached, or the connection broke."""
 

@@ -85,11 +85,21 @@ class Cancelled(Exception):
     """Raise (or let a sync task end) after ``current_task().cancelled``."""
 
 
-def decode_input(value: Any) -> Tuple[List[Any], Dict[str, Any]]:
-    """``{"args", "kwargs"}`` as the SDK sends them; a bare object is keyword
-    arguments (schedules files), a list positional ones, anything else one."""
-    if isinstance(value, dict) and value and set(value) <= {"args", "kwargs"}:
-        return list(value.get("args") or []), dict(value.get("kwargs") or {})
+def decode_input(value: Any, parents: Optional[Dict[str, Any]] = None) -> Tuple[List[Any], Dict[str, Any]]:
+    """``{"args", "kwargs"}`` as the SDK sends them — with ``"parent":
+    "prepend"`` (a chain's step, a chord's callback) the parents' results go
+    first: one parent's result, or the list of several's in the order they
+    were submitted; a bare object is keyword arguments (schedules files), a
+    list positional ones, anything else one."""
+    if isinstance(value, dict) and value and set(value) <= {"args", "kwargs", "parent"}:
+        args = list(value.get("args") or [])
+        if value.get("parent") == "prepend":
+            results = [p.get("result") for p in sorted((parents or {}).values(), key=lambda p: str(p.get("task")))]
+            if len(results) == 1:
+                args.insert(0, results[0])
+            elif results:
+                args.insert(0, results)
+        return args, dict(value.get("kwargs") or {})
     if isinstance(value, dict):
         return [], dict(value)
     if isinstance(value, list):
@@ -269,11 +279,13 @@ class Worker:
         with self.lock:
             if self.running.pop(ctx.id, None) is None:
                 return  # already handed back or timed out
-        self.done.put({"task": ctx.id, "token": ctx.token, **outcome})
+        # The last progress goes with the outcome: a heartbeat may not have carried it.
+        last = {"progress": ctx._progress} if ctx._progress else {}
+        self.done.put({"task": ctx.id, "token": ctx.token, **outcome, **last})
         self.free.release()
 
     def _run_sync(self, ctx: TaskContext, fn: Callable[..., Any], retry_on: Tuple[type, ...]) -> None:
-        args, kwargs = decode_input(ctx.input)
+        args, kwargs = decode_input(ctx.input, ctx.parents)
         token = _current.set(ctx)
         try:
             result = fn(*args, **kwargs)
@@ -290,7 +302,7 @@ class Worker:
             _current.reset(token)
 
     async def _run_async(self, ctx: TaskContext, fn: Callable[..., Any], retry_on: Tuple[type, ...]) -> None:
-        args, kwargs = decode_input(ctx.input)
+        args, kwargs = decode_input(ctx.input, ctx.parents)
         _current.set(ctx)
         timeout = ctx.timeout_ms / 1000 if ctx.timeout_ms else None
         try:
@@ -361,7 +373,10 @@ class Worker:
 
     def register(self) -> None:
         types = [t.type_declaration() for t in self.app.tasks.values()]
-        self._post("/v1/workers/register", {"worker": self.id, "queues": self.queues, "task_types": types})
+        answer = self._post("/v1/workers/register", {"worker": self.id, "queues": self.queues, "task_types": types})
+        refused = answer.get("error") if isinstance(answer, dict) else None
+        if isinstance(refused, dict):
+            _log.error("the server refused this worker's task types: %s", refused.get("message"))
 
     def stop(self, *_: Any) -> None:
         self.stopping.set()
