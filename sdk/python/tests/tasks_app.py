@@ -65,6 +65,18 @@ def report() -> str:
     return "reported"
 
 
+@app.on_event("note.*")
+def seen(event: quern.Event) -> None:
+    """Answers each `note.*` event with a `seen.*` one."""
+    if event.payload == "fail once" and event.offset not in FAILED_ONCE:
+        FAILED_ONCE.add(event.offset)
+        raise RuntimeError("not this time")
+    app.client.publish("seen." + event.type.split(".", 1)[1], event.payload, source="tasks_app")
+
+
+FAILED_ONCE: set[int] = set()
+
+
 @app.task(name="t.echo")
 def echo(value: Any) -> Any:
     """Answers its argument."""

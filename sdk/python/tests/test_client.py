@@ -281,3 +281,51 @@ def test_https_with_a_private_certificate(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_subscribe_and_stream_follow_the_event_log(server_url: str) -> None:
+    q = Quern(server_url)
+    head = q.publish("sub.first", 1).offset
+    q.publish("sub.second", 2)
+    q.publish("other.x", 3)
+    got = []
+    for event in q.subscribe(type="sub.*", after=head - 1, wait=1.0):
+        got.append((event.type, event.payload))
+        if len(got) == 2:
+            break
+    assert got == [("sub.first", 1), ("sub.second", 2)]
+
+    async def streamed() -> list[tuple[str, object]]:
+        async with AsyncQuern(server_url) as aq:
+            seen: list[tuple[str, object]] = []
+            stream = aq.stream(type="live.*", after=head)
+            async for event in stream:
+                seen.append((event.type, event.payload))
+                if len(seen) == 2:
+                    break
+            return seen
+
+    q.publish("live.a", "x")
+    q.publish("live.b", "y")
+    assert asyncio.run(streamed()) == [("live.a", "x"), ("live.b", "y")]
+    assert Quern(server_url.removeprefix("http://")).health()["status"] in ("ok", "degraded"), "host:port means http"
+
+
+def test_a_consumer_group_acks_after_the_handler_returns(server_url: str) -> None:
+    q = Quern(server_url)
+    stop = threading.Event()
+    handled: list[object] = []
+
+    def handler(event: quern.Event) -> None:
+        if event.payload == "boom" and "boom" not in handled:
+            handled.append("boom")
+            raise RuntimeError("first time")
+        handled.append(event.payload)
+        if len(handled) >= 3:
+            stop.set()
+
+    head = q.publish("grp.start", None).offset
+    q.publish("grp.x", "ok")
+    q.publish("grp.x", "boom")
+    q.consume("py-grp", handler, type="grp.x", visibility=0.5, stop=stop, after=head)
+    assert handled == ["ok", "boom", "boom"], "the failed one came back and was handled again"

@@ -126,6 +126,18 @@ def test_a_task_ends_showing_the_last_progress_it_reported(app: quern.App, worke
     assert progress is not None and progress.percent == 100, progress
 
 
+def test_an_event_handler_runs_in_the_worker_and_a_failure_comes_back(app: quern.App, worker: object) -> None:
+    head = app.client.publish("warmup", None).offset
+    app.client.publish("note.hello", "hi")
+    app.client.publish("note.flaky", "fail once")
+    seen = {}
+    for event in app.client.subscribe(type="seen.*", after=head, wait=5.0):
+        seen[event.type] = event.payload
+        if len(seen) == 2:
+            break
+    assert seen == {"seen.hello": "hi", "seen.flaky": "fail once"}
+
+
 def test_chain_group_chord_and_pipeline_helpers(app: quern.App, worker: object) -> None:
     import tasks_app
 
@@ -150,6 +162,8 @@ def test_import_path_tasks_allowed_and_refused(app: quern.App, worker: object) -
     assert app.client.wait(ok.id, timeout=20).result == "HI"
     kw = app.client.submit("tasks_app:plain", {"word": "kw"})
     assert app.client.wait(kw.id, timeout=20).result == "KW", "a bare object is keyword arguments"
+    dotted = app.client.submit("tasks_app.plain", {"args": ["dots"], "kwargs": {}})
+    assert app.client.wait(dotted.id, timeout=20).result == "DOTS", "a Celery-style dotted name"
     refused = app.client.submit("os:getcwd")
     t = app.client.wait(refused.id, timeout=20)
     assert t.status == "failed" and t.error is not None and "allow-import" in t.error.message

@@ -17,7 +17,7 @@ from ._answers import Undecodable
 from ._calls import task_spec
 from ._client import Quern
 from ._errors import QuernError, UndecodableValue
-from ._models import Task, Workflow
+from ._models import Event, Task, Workflow
 from ._schema import schema_of
 
 R = TypeVar("R")
@@ -306,6 +306,11 @@ def _default_app() -> App:
     return _apps[-1]
 
 
+def _group_name(text: str) -> str:
+    """``text`` with what a consumer group's name may not hold replaced by ``-``."""
+    return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_.:-") else "-" for ch in text)[:200]
+
+
 class App:
     """A set of tasks and the server they go to, Celery-style."""
 
@@ -313,7 +318,25 @@ class App:
         self.client = Quern(url, token)
         self.queue = queue
         self.tasks: Dict[str, TaskFunction[Any]] = {}
+        #: Event handlers: (type glob, consumer group, handler).
+        self.event_handlers: List[Tuple[str, str, Callable[[Event], Any]]] = []
         _apps.append(self)
+
+    def on_event(
+        self, type: str, group: Optional[str] = None
+    ) -> Callable[[Callable[[Event], Any]], Callable[[Event], Any]]:
+        """Registers a handler of the events whose type matches ``type`` (a
+        glob such as ``email.*``), run by ``python -m quern worker``: each
+        event goes to one worker process of the consumer ``group`` (default:
+        named after the handler) and is acknowledged once the handler
+        returned; one whose handler raised comes back 30 s later."""
+
+        def register(fn: Callable[[Event], Any]) -> Callable[[Event], Any]:
+            name = group or _group_name(f"on-event:{fn.__module__}.{fn.__qualname__}")
+            self.event_handlers.append((type, name, fn))
+            return fn
+
+        return register
 
     @overload
     def task(self, fn: Callable[..., R]) -> TaskFunction[R]: ...

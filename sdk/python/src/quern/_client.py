@@ -7,20 +7,36 @@ subclass carrying the server's error code."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import logging
 import os
 import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 
 from . import _calls as c
 from ._answers import loads_answer
-from ._errors import QuernError, TimeoutWaiting, TransportError, from_answer
+from ._errors import QuernError, TimeoutWaiting, TransportError, Unavailable, from_answer
 from ._models import ApplyReport, Event, EventPage, Queue, Schedule, Task, TaskPage, Workflow
 
 T = TypeVar("T")
@@ -36,6 +52,17 @@ E = TypeVar("E", bound=_Ending)
 DEFAULT_URL = "http://127.0.0.1:7311"
 #: Seconds an ordinary request may take; long-polls get their wait on top.
 DEFAULT_TIMEOUT = 30.0
+
+
+_log = logging.getLogger("quern")
+#: How long a subscription waits before asking a server it could not reach again.
+_BACKOFF_MIN, _BACKOFF_MAX = 0.1, 5.0
+
+
+def _with_scheme(url: str) -> str:
+    """``host:port`` means ``http://host:port``; no trailing slash."""
+    url = url.strip().rstrip("/")
+    return url if "://" in url else f"http://{url}"
 
 
 def _headers(token: Optional[str]) -> Dict[str, str]:
@@ -160,7 +187,7 @@ class Quern:
         timeout: float = DEFAULT_TIMEOUT,
         ca_file: Optional[str] = None,
     ) -> None:
-        self.url = (url or os.environ.get("QUERN_URL") or DEFAULT_URL).rstrip("/")
+        self.url = _with_scheme(url or os.environ.get("QUERN_URL") or DEFAULT_URL)
         self.timeout = timeout
         self.headers = _headers(token)
         self.ssl_context = _ssl_context(ca_file)
@@ -307,6 +334,78 @@ class Quern:
     def ack(self, group: str, offsets: Sequence[int], member: Optional[str] = None) -> Dict[str, Any]:
         return self._run(c.ack(group, offsets, member))
 
+    def subscribe(
+        self,
+        type: Optional[str] = None,
+        source: Optional[str] = None,
+        target: Optional[str] = None,
+        after: Union[int, str, None] = "latest",
+        wait: float = 30.0,
+    ) -> Iterator[Event]:
+        """Every event that matches, from ``after`` on (by default those
+        published from now on), as they are published: each look long-polls
+        for ``wait`` seconds. A server that cannot be reached is asked again
+        (backing off to 5 s) from where the iterator was: nothing is missed
+        while the events are kept."""
+        cursor = after
+        backoff = _BACKOFF_MIN
+        while True:
+            try:
+                page = self.events(cursor, type=type, source=source, target=target, wait=wait)
+            except (TransportError, Unavailable):
+                time.sleep(backoff)
+                backoff = min(_BACKOFF_MAX, backoff * 2)
+                continue
+            backoff = _BACKOFF_MIN
+            yield from page.events
+            cursor = page.next_after
+
+    def consume(
+        self,
+        group: str,
+        handler: Callable[[Event], Any],
+        member: Optional[str] = None,
+        type: Optional[str] = None,
+        source: Optional[str] = None,
+        target: Optional[str] = None,
+        visibility: float = 30.0,
+        stop: Optional[threading.Event] = None,
+        after: Union[int, str, None] = "latest",
+    ) -> None:
+        """Reads ``group`` as ``member`` (a consumer group: each event goes to
+        one member) and calls ``handler`` with each event, acknowledging it
+        once the handler returned. An event whose handler raised is not
+        acknowledged: it is handed out again after ``visibility`` seconds.
+        A new group starts at ``after`` (by default with the events
+        published from now on); an existing one goes on where it was. Runs
+        until ``stop`` is set."""
+        member = member or f"py-{os.getpid()}"
+        while stop is None or not stop.is_set():
+            try:
+                page = self.events(
+                    after,
+                    type=type,
+                    source=source,
+                    target=target,
+                    wait=5.0,
+                    group=group,
+                    member=member,
+                    visibility=visibility,
+                )
+            except (TransportError, Unavailable):
+                time.sleep(_BACKOFF_MAX)
+                continue
+            done = []
+            for event in page.events:
+                try:
+                    handler(event)
+                except Exception:
+                    _log.exception("event %d: the handler raised; it will be handed out again", event.offset)
+                    continue
+                done.append(event.offset)
+            if done:
+                self.ack(group, done, member)
+
     # -- queues, workers, health --------------------------------------------
     def queues(self) -> List[Queue]:
         return self._run(c.queues())
@@ -337,7 +436,7 @@ class AsyncQuern:
         timeout: float = DEFAULT_TIMEOUT,
         ca_file: Optional[str] = None,
     ) -> None:
-        self.url = (url or os.environ.get("QUERN_URL") or DEFAULT_URL).rstrip("/")
+        self.url = _with_scheme(url or os.environ.get("QUERN_URL") or DEFAULT_URL)
         self.timeout = timeout
         context = _ssl_context(ca_file)
         self._http = httpx.AsyncClient(
@@ -464,6 +563,44 @@ class AsyncQuern:
 
     async def publish_batch(self, events: Sequence[Mapping[str, Any]]) -> List[Event]:
         return await self._run(c.publish_batch(events))
+
+    async def stream(
+        self,
+        type: Optional[str] = None,
+        source: Optional[str] = None,
+        target: Optional[str] = None,
+        after: Union[int, str, None] = "latest",
+    ) -> AsyncIterator[Event]:
+        """Every event that matches, from ``after`` on (by default those
+        published from now on), over the server-sent event stream
+        (``GET /v1/events/stream``). A broken connection is opened again
+        with ``Last-Event-ID``, so nothing is missed or repeated."""
+        params = {k: v for k, v in (("type", type), ("source", source), ("target", target)) if v is not None}
+        if after is not None:
+            params["after"] = str(after)
+        last: Optional[int] = None
+        backoff = _BACKOFF_MIN
+        while True:
+            headers = {"last-event-id": str(last)} if last is not None else {}
+            try:
+                async with self._http.stream(
+                    "GET", "/v1/events/stream", params=params, headers=headers, timeout=httpx.Timeout(30.0, read=None)
+                ) as r:
+                    if r.status_code >= 300:
+                        raise from_answer(r.status_code, loads_answer(await r.aread()))
+                    backoff = _BACKOFF_MIN
+                    data: List[str] = []
+                    async for line in r.aiter_lines():
+                        if line.startswith("data:"):
+                            data.append(line[5:].lstrip())
+                        elif line == "" and data:
+                            event = Event.from_json(json.loads("\n".join(data)))
+                            data = []
+                            last = event.offset
+                            yield event
+            except (httpx.HTTPError, Unavailable):
+                await asyncio.sleep(backoff)
+                backoff = min(_BACKOFF_MAX, backoff * 2)
 
     async def ack(self, group: str, offsets: Sequence[int], member: Optional[str] = None) -> Dict[str, Any]:
         return await self._run(c.ack(group, offsets, member))

@@ -166,7 +166,11 @@ class Worker:
             return t.fn, t.retry_on, ""
         module, sep, attr = name.partition(":")
         if not sep:
-            return None, (), f"no task {name!r} in this worker's app"
+            # A Celery-style dotted name (`my_project.tasks.long_computation`)
+            # is `my_project.tasks:long_computation`, under the same allowlist.
+            module, sep, attr = name.rpartition(".")
+            if not sep or not self.allow_import:
+                return None, (), f"no task {name!r} in this worker's app"
         if not any(module == p or module.startswith(p + ".") for p in self.allow_import):
             return None, (), f"import path {name!r} is not under an --allow-import prefix"
         try:
@@ -407,6 +411,14 @@ class Worker:
         beats = threading.Thread(target=self._heartbeats, name="quern-heartbeat", daemon=True)
         beats.start()
         threading.Thread(target=self._watch_stops, name="quern-stops", daemon=True).start()
+        for pattern, group, handler in self.app.event_handlers:
+            _log.info("events %s → %s (consumer group %s)", pattern, getattr(handler, "__qualname__", handler), group)
+            threading.Thread(
+                target=self.app.client.consume,
+                kwargs={"group": group, "handler": handler, "member": self.id, "type": pattern, "stop": self.stopping},
+                name=f"quern-events-{group}",
+                daemon=True,
+            ).start()
         names = None if self.allow_import else sorted(self.app.tasks)
         while not self.stopping.is_set():
             # Wait for one free slot, then take every other one free now.
