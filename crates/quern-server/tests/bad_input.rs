@@ -671,3 +671,35 @@ async fn requests_hyper_cannot_parse_get_our_error_body() {
     }
     assert_eq!(server.api().get("/healthz").await.status, 200);
 }
+
+#[tokio::test]
+async fn a_query_parameter_no_route_takes_is_refused_on_every_route() {
+    let server = Server::start();
+    let api = server.api();
+    let doc: Value = serde_json::from_str(include_str!("../../../docs/openapi.json")).expect("JSON");
+    bounded(LIMIT, async {
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            let concrete = path.replace("{id}", "00000000-0000-7000-8000-000000000000").replace("{name}", "nope");
+            for method in ["get", "put", "post", "delete"] {
+                let Some(op) = item.get(method) else { continue };
+                let takes: Vec<&str> = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["in"] == "query")
+                    .filter_map(|p| p["name"].as_str())
+                    .collect();
+                let verb = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
+                let body = (method == "post" || method == "put").then_some(&b"{}"[..]);
+                let reply = api.send(verb, &format!("{concrete}?colour=red"), body).await;
+                let what = format!("{} {path}?colour=red (takes {takes:?})", method.to_uppercase());
+                assert_error(&what, &reply, 400, "invalid_request", Some("colour"));
+                checked += 1;
+            }
+        }
+        assert!(checked > 45, "{checked} routes");
+        assert_nothing_stored(&api, 0, "unknown query parameters").await;
+    })
+    .await;
+}

@@ -158,10 +158,35 @@ async fn openapi_json() -> Response {
     ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], openapi_text()).into_response()
 }
 
+/// The routes (`METHOD /path` as routed) that take no query parameters,
+/// made once from the description.
+fn routes_without_query() -> &'static std::collections::HashSet<String> {
+    static PLAIN: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
+    PLAIN.get_or_init(|| openapi::routes_without_query(&openapi()))
+}
+
+/// Answers 400 to a query string on a route that takes none (the routes
+/// that take some check theirs by name): a misspelt parameter is never
+/// silently ignored.
+async fn refuse_unexpected_query(req: Request, next: Next) -> Response {
+    if req.uri().query().is_some_and(|q| !q.is_empty()) {
+        let path = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or_default();
+        let key = format!("{} {path}", req.method());
+        if routes_without_query().contains(&key) {
+            let name = req.uri().query().and_then(|q| q.split('&').next()).unwrap_or_default();
+            let name = name.split('=').next().unwrap_or_default().to_owned();
+            return ApiError::invalid_field(&name, format!("unknown query parameter: {key} takes none"))
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// Every route of the API, with the body limit applied.
 pub fn router(engine: Arc<Engine>, max_body_bytes: usize) -> Router {
     let (router, _) = routes().split_for_parts();
     router
+        .route_layer(middleware::from_fn(refuse_unexpected_query))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))

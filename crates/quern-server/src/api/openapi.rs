@@ -66,6 +66,25 @@ pub(super) const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("audit_list", Some("audit")),
 ];
 
+/// The routes (`METHOD /path`, as routed) whose description declares no
+/// query parameter.
+pub(super) fn routes_without_query(doc: &Doc) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    for (path, item) in &doc.paths.paths {
+        for (method, op) in [("GET", &item.get), ("PUT", &item.put), ("POST", &item.post), ("DELETE", &item.delete)] {
+            let Some(op) = op else { continue };
+            let takes_query = op.parameters.iter().flatten().any(|p| match p {
+                utoipa::openapi::RefOr::T(p) => matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query),
+                utoipa::openapi::RefOr::Ref(_) => true,
+            });
+            if !takes_query {
+                out.insert(format!("{method} {path}"));
+            }
+        }
+    }
+    out
+}
+
 /// The engine operation each route runs, by path (as routed,
 /// `/v1/tasks/{id}`) and then method: what the door admits a caller to
 /// before it reads the request's body.

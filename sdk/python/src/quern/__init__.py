@@ -24,6 +24,7 @@ from ._errors import (
     UndecodableValue,
     Unprocessable,
 )
+from ._local import local
 from ._models import ApplyReport, Event, EventPage, Progress, Queue, Schedule, Task, TaskError, TaskPage, Workflow
 from ._worker import Cancelled, TaskContext, Worker, current_task
 
@@ -64,5 +65,6 @@ __all__ = [
     "chord",
     "current_task",
     "group",
+    "local",
     "task_spec",
 ]

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple
 
 from ._answers import Undecodable
 from ._calls import task_spec
-from ._client import Quern
+from ._client import AsyncQuern, Quern
 from ._errors import QuernError, UndecodableValue
 from ._models import Event, Task, Workflow
 from ._schema import schema_of
@@ -316,6 +316,8 @@ class App:
 
     def __init__(self, url: Optional[str] = None, token: Optional[str] = None, queue: Optional[str] = None) -> None:
         self.client = Quern(url, token)
+        #: An ``AsyncQuern`` of the same server, when ``quern.local()`` made one.
+        self.aio: Optional[AsyncQuern] = None
         self.queue = queue
         self.tasks: Dict[str, TaskFunction[Any]] = {}
         #: Event handlers: (type glob, consumer group, handler).
