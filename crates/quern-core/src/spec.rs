@@ -243,6 +243,26 @@ pub fn check_task_name(name: &str) -> ValidationResult<()> {
     check_identifier("name", name, MAX_NAME_LEN)
 }
 
+/// Checks a name a lease asks for: a task name, or a prefix of one followed
+/// by `*` (`email.*`, `reports:*`, `*`).
+fn check_lease_name(name: &str) -> ValidationResult<()> {
+    match name.strip_suffix('*') {
+        Some("") => Ok(()),
+        Some(prefix) => check_task_name(prefix),
+        None => check_task_name(name),
+    }
+}
+
+/// Whether the task `name` is one a lease's `pattern` asks for: the same
+/// name, or, for a pattern ending in `*`, any name starting with what
+/// comes before it.
+pub fn lease_name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
 /// Checks a queue name by the rules a submission's `queue` obeys.
 pub fn check_queue_name(queue: &str) -> ValidationResult<()> {
     check_identifier("queue", queue, MAX_QUEUE_LEN)
@@ -292,7 +312,7 @@ pub fn check_worker_name(worker: &str) -> ValidationResult<()> {
 pub fn check_lease_names(queues: &[String], names: Option<&[String]>) -> ValidationResult<()> {
     type Check = fn(&str) -> ValidationResult<()>;
     let lists: [(&str, &[String], Check); 2] =
-        [("queues", queues, check_queue_name), ("names", names.unwrap_or_default(), check_task_name)];
+        [("queues", queues, check_queue_name), ("names", names.unwrap_or_default(), check_lease_name)];
     for (field, list, check) in lists {
         if list.len() > MAX_LEASE_NAMES {
             return Err(ValidationError::new(field, format!("at most {MAX_LEASE_NAMES}")));

@@ -52,8 +52,13 @@ async fn a_data_directory_from_before_schema_versions_opens_with_everything() {
             ("timed_out", 1),
             ("skipped", 1),
         ] {
-            assert_eq!(tasks(&api, &format!("status={status}")).await.len(), n, "{status}");
+            // fx-daily fires at 09:00 Berlin: once that hour has passed since the
+            // fixture was made, the server queues its missed run, fx.report.
+            let listed = tasks(&api, &format!("status={status}")).await;
+            let fixture_made = listed.iter().filter(|t| t["name"] != "fx.report").count();
+            assert_eq!(fixture_made, n, "{status}");
         }
+        assert!(tasks(&api, "name=fx.report").await.len() <= 1, "at most one missed run is caught up");
         let queued = tasks(&api, "name=fx.queued").await;
         assert_eq!(
             (queued[0]["input"]["n"].as_i64(), queued[0]["metadata"]["fixture"].as_str()),

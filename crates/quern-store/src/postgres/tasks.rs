@@ -221,7 +221,8 @@ pub(super) async fn lease(tx: &mut Tx, p: LeaseParams) -> Result<Vec<Task>> {
         // twice.
         "WITH picked AS (SELECT c.ctid AS tid FROM unnest($1::text[]) AS q(name) CROSS JOIN LATERAL \
          (SELECT r.ctid, r.id, r.priority, r.run_at FROM tasks r WHERE r.status = 'queued' \
-         AND r.name <> 'approval' AND r.queue = q.name AND ($2::text[] IS NULL OR r.name = ANY($2)) \
+         AND r.name <> 'approval' AND r.queue = q.name \
+         AND ($2::text[] IS NULL OR r.name = ANY($2) OR r.name LIKE ANY($7::text[])) \
          ORDER BY r.priority DESC, r.run_at, r.id LIMIT $3 FOR UPDATE SKIP LOCKED) c \
          WHERE q.name <> ALL(ARRAY(SELECT name FROM queues WHERE paused)) \
          ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3) \
@@ -231,7 +232,15 @@ pub(super) async fn lease(tx: &mut Tx, p: LeaseParams) -> Result<Vec<Task>> {
          cancel_requested = false WHERE t.ctid = ANY(ARRAY(SELECT tid FROM picked)) AND t.status = 'queued' \
          RETURNING {COLS}"
     );
-    let rows = tx.query(&sql, &[&p.queues, &p.names, &max, &p.now, &p.worker, &lease_ms]).await?;
+    // A name ending in `*` is a prefix: a LIKE pattern, its own `_` (a
+    // wildcard to LIKE) escaped.
+    let (prefixes, exact): (Vec<&String>, Vec<&String>) = p.names.iter().flatten().partition(|n| n.ends_with('*'));
+    let names: Option<Vec<&String>> = p.names.as_ref().map(|_| exact);
+    let like: Vec<String> = prefixes
+        .iter()
+        .map(|n| format!("{}%", n.trim_end_matches('*').replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")))
+        .collect();
+    let rows = tx.query(&sql, &[&p.queues, &names, &max, &p.now, &p.worker, &lease_ms, &like]).await?;
     let mut leased = rows.iter().map(Loaded::from_row).collect::<Result<Vec<_>>>()?;
     leased.sort_by_key(|l| (std::cmp::Reverse(l.task.priority), l.task.run_at, l.task.id));
     let mut entries = Entries::default();

@@ -444,6 +444,19 @@ pub async fn lease_name_filter(f: &mut impl Factory) {
     let b = submit_one(&*s, r#"{"name":"b"}"#).await;
     let got = s.lease(LeaseParams { names: Some(vec!["b".into()]), ..lease(5, 30_000, T0) }).await.unwrap();
     assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), [b]);
+
+    // A name ending in `*` asks for every name it begins; `_` is no wildcard.
+    let send = submit_one(&*s, r#"{"name":"email.send"}"#).await;
+    submit_one(&*s, r#"{"name":"sms.send"}"#).await;
+    let job = submit_one(&*s, r#"{"name":"jobs_app:run"}"#).await;
+    submit_one(&*s, r#"{"name":"jobsXapp:run"}"#).await;
+    let names = Some(vec!["email.*".into(), "jobs_app:*".into(), "none".into()]);
+    let mut got: Vec<Uuid> =
+        s.lease(LeaseParams { names, ..lease(10, 30_000, T0) }).await.unwrap().iter().map(|t| t.id).collect();
+    got.sort();
+    let mut want = vec![send, job];
+    want.sort();
+    assert_eq!(got, want);
 }
 
 pub async fn purge_deletes_only_old_finished_tasks(f: &mut impl Factory) {

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("QUERN_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per request (every lease, heartbeat and watch) is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     sys.path.insert(0, os.getcwd())
     app = load_app(args.app)
     if args.server:

@@ -419,7 +419,9 @@ class Worker:
                 name=f"quern-events-{group}",
                 daemon=True,
             ).start()
-        names = None if self.allow_import else sorted(self.app.tasks)
+        # Only what this worker can run: its app's tasks, and the import
+        # paths under its prefixes (`pkg:func`, `pkg.mod:func`, `pkg.func`).
+        names = sorted(self.app.tasks) + [f"{p}{sep}*" for p in self.allow_import for sep in (":", ".")]
         while not self.stopping.is_set():
             # Wait for one free slot, then take every other one free now.
             free = 0
@@ -437,8 +439,7 @@ class Worker:
                 "wait_ms": 800,
                 "lease_ms": self.lease_ms,
             }
-            if names is not None:
-                body["names"] = names
+            body["names"] = names
             answer = None if self.stopping.is_set() else self._post("/v1/lease", body)
             tasks = answer.get("tasks") if isinstance(answer, dict) else None
             if not isinstance(tasks, list):

@@ -132,7 +132,7 @@ impl State {
                 continue;
             }
             for (name, set) in names.iter_mut() {
-                if p.names.as_ref().is_none_or(|ns| ns.iter().any(|n| n == name)) {
+                if p.names.as_ref().is_none_or(|ns| ns.iter().any(|n| quern_core::spec::lease_name_matches(n, name))) {
                     sets.push(set);
                 }
             }
