@@ -231,6 +231,7 @@ mod tests {
             cancel_requested: false,
             lease: Some(Lease { token: "t".into(), expires_at: 0, signature: Some(signature) }),
             parents: None,
+            notice: None,
         }
     }
 

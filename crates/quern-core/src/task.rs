@@ -241,6 +241,10 @@ pub struct Task {
     /// In answers to a lease request, the outcome of each parent, by key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parents: Option<BTreeMap<String, ParentOutcome>>,
+    /// Why a queued task is not running, when the server can tell: no
+    /// live worker takes its name from its queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 /// A parent's outcome, as a leased child sees it.

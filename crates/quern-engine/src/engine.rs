@@ -29,7 +29,7 @@ use quern_core::integrity::LeaseKeys;
 use quern_core::spec::{
     MAX_APPROVER_LEN, MAX_COMMENT_LEN, check_json_depth, check_lease_names, check_text, check_worker_name,
 };
-use quern_core::{Clock, ExecutionDefaults, HistoryEntry, Millis, Outcome, Task, TaskSpec};
+use quern_core::{Clock, ExecutionDefaults, HistoryEntry, Millis, Outcome, Status, Task, TaskSpec};
 use quern_store::{
     Approval, CompleteParams, Completion, HeartbeatLease, HeartbeatParams, LeaseParams, ListQuery, NewWorkflow,
     QueueInfo, Store, StoreError, Submitted, TaskPage, WorkflowPage, WorkflowQuery, WorkflowRecord,
@@ -384,7 +384,7 @@ impl Engine {
         self.admit(caller, "get")?;
         self.visible(caller, id).await?;
         let Some(wait) = wait.filter(|w| !w.is_zero()) else {
-            return Ok(self.store.get(id).await?);
+            return Ok(self.explain(self.store.get(id).await?).await);
         };
         let ended = self.store.signals().wait_for_end(id);
         let task = self.store.get(id).await?;
@@ -399,7 +399,22 @@ impl Engine {
             _ = shutdown.wait_for(|s| *s) => {}
         }
         self.store.signals().forget_closed(id);
-        Ok(self.store.get(id).await?)
+        Ok(self.explain(self.store.get(id).await?).await)
+    }
+
+    /// Adds the notice that no live worker (of any node) serves a queued
+    /// task, so that a waiting client can say why nothing happens.
+    async fn explain(&self, mut task: Task) -> Task {
+        if task.status != Status::Queued {
+            return task;
+        }
+        if let Err(e) = self.read_workers().await {
+            tracing::debug!(error = %e, "workers of other nodes not read");
+        }
+        if !self.registry.serves(&task.queue, &task.name, self.now()) {
+            task.notice = Some(format!("no live worker serves `{}` on queue `{}`", task.name, task.queue));
+        }
+        task
     }
 
     /// Submits a workflow: every task, or none.
@@ -651,6 +666,7 @@ impl Engine {
             lease_ms: req.lease_ms,
             now: 0,
         };
+        self.registry.leasing(&params.worker, &params.queues, params.names.as_deref(), self.now());
         let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms);
         let mut shutdown = self.shutdown.clone();
         loop {

@@ -15,6 +15,7 @@
 //! wins, so a worker that moves between nodes is listed once.
 
 use quern_core::Millis;
+use quern_core::spec::lease_name_matches;
 pub use quern_wire::{TaskTypeDecl, TaskTypeView, WorkerView};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +30,8 @@ pub const FORGET_MS: Millis = 3_600_000;
 struct WorkerEntry {
     queues: Vec<String>,
     task_types: Vec<String>,
+    /// The names its last lease asked for; `None`: every name.
+    leases: Option<Vec<String>>,
     last_seen: Millis,
     in_flight: u64,
     /// Heard from here since the store was last told.
@@ -193,6 +196,34 @@ impl Registry {
         w.changed = true;
     }
 
+    /// Records a lease call of `worker`: it is live, and takes `names` (all
+    /// names when `None`) from `queues`.
+    pub fn leasing(&self, worker: &str, queues: &[String], names: Option<&[String]>, now: Millis) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        let w = match inner.workers.get_mut(worker) {
+            Some(w) => w,
+            None => inner.workers.entry(worker.to_owned()).or_default(),
+        };
+        if w.queues != queues {
+            w.queues = queues.to_vec();
+        }
+        if w.leases.as_deref() != names {
+            w.leases = names.map(<[String]>::to_vec);
+        }
+        w.last_seen = now;
+        w.changed = true;
+    }
+
+    /// Whether a live worker takes tasks named `name` from `queue`.
+    pub fn serves(&self, queue: &str, name: &str, now: Millis) -> bool {
+        let Ok(inner) = self.inner.lock() else { return true };
+        inner.workers.values().any(|w| {
+            now - w.last_seen < LIVE_MS
+                && w.queues.iter().any(|q| q == queue)
+                && w.leases.as_ref().is_none_or(|names| names.iter().any(|p| lease_name_matches(p, name)))
+        })
+    }
+
     /// The workers heard from here since the last call, for the store.
     pub fn take_changed(&self) -> Vec<quern_store::WorkerRecord> {
         let Ok(mut inner) = self.inner.lock() else { return Vec::new() };
@@ -206,6 +237,7 @@ impl Registry {
                     id: id.clone(),
                     queues: w.queues.clone(),
                     task_types: w.task_types.clone(),
+                    leases: w.leases.clone(),
                     in_flight: w.in_flight,
                     last_seen: w.last_seen,
                 }
@@ -223,6 +255,7 @@ impl Registry {
                 *w = WorkerEntry {
                     queues: r.queues,
                     task_types: r.task_types,
+                    leases: r.leases,
                     last_seen: r.last_seen,
                     in_flight: r.in_flight,
                     changed: false,
@@ -277,6 +310,7 @@ impl Registry {
                 id: id.clone(),
                 queues: w.queues.clone(),
                 task_types: w.task_types.clone(),
+                leases: w.leases.clone(),
                 in_flight: w.in_flight,
                 last_seen: w.last_seen,
                 live: now - w.last_seen < LIVE_MS,
@@ -373,5 +407,26 @@ mod tests {
         assert_eq!((w[0].id.as_str(), w[0].in_flight, w[0].live), ("w1", 3, true));
         r.set_in_flight("w1", 70_000, 1);
         assert_eq!(r.workers(70_000)[0].in_flight, 1);
+    }
+
+    #[test]
+    fn a_task_is_served_by_a_live_worker_on_its_queue_that_leases_its_name() {
+        let r = Registry::default();
+        assert!(!r.serves("default", "thumbnail", 0), "no worker at all");
+        r.leasing("py", &["default".into()], Some(&["reports.*".into(), "add".into()]), 0);
+        assert!(r.serves("default", "reports.monthly", 1));
+        assert!(r.serves("default", "add", 1));
+        assert!(!r.serves("default", "thumbnail", 1), "a name it does not lease");
+        assert!(!r.serves("media", "add", 1), "a queue it does not take from");
+        r.leasing("sh", &["default".into(), "media".into()], None, 10);
+        assert!(r.serves("media", "thumbnail", 20), "a worker that takes every name");
+        assert!(!r.serves("media", "thumbnail", 10 + LIVE_MS), "not once it has gone quiet");
+        let shared = r.take_changed();
+        let other = Registry::default();
+        other.adopt_workers(shared);
+        assert!(
+            other.serves("default", "reports.x", 20) && !other.serves("elsewhere", "reports.x", 20),
+            "as another node sees it"
+        );
     }
 }

@@ -82,6 +82,17 @@ pub enum StoreError {
 /// A store operation's result.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+pub(crate) fn backend(e: impl std::error::Error) -> StoreError {
+    // The whole chain: PostgreSQL's client says only `db error` and keeps
+    // the server's message in its source.
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = inner.source();
+    }
+    StoreError::Backend(message)
 }

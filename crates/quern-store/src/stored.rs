@@ -81,5 +81,6 @@ pub(crate) fn new_task_view(t: NewTask) -> Result<Task> {
         key: t.key,
         lease: None,
         parents: None,
+        notice: None,
     })
 }

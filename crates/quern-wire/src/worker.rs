@@ -400,6 +400,10 @@ pub struct WorkerView {
     pub queues: Vec<String>,
     /// The task types it declared.
     pub task_types: Vec<String>,
+    /// The names (or `prefix.*` patterns) it leases; absent when it takes
+    /// every name on its queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leases: Option<Vec<String>>,
     /// Tasks it holds now, as of its last call.
     pub in_flight: u64,
     /// When it was last heard from.

@@ -44,6 +44,9 @@ pub(crate) fn task_block(task: &Task) -> String {
         ("attempt", format!("{} of {}", task.attempt, task.max_attempts)),
         ("priority", task.priority.to_string()),
     ];
+    if let Some(notice) = &task.notice {
+        rows.push(("notice", notice.clone()));
+    }
     if let Some(progress) = &task.progress {
         rows.push(("progress", progress_text(progress.percent, progress.message.as_deref())));
     }

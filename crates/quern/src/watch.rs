@@ -48,6 +48,9 @@ pub(crate) async fn wait_for(
         Some(task) => task,
         None => client.get(id, None).await?,
     };
+    // The first poll is short, so that a task no live worker serves is
+    // named at once rather than after a whole long poll.
+    let mut first = true;
     loop {
         view.show(&task);
         if task.status.is_terminal() {
@@ -59,7 +62,7 @@ pub(crate) async fn wait_for(
             view.finish();
             return Ok(Waited::GaveUp(task));
         }
-        let poll = poll_length(view.is_bar(), remaining);
+        let poll = poll_length(view.is_bar() || std::mem::take(&mut first), remaining);
         let started = Instant::now();
         task = client.get(id, Some(poll)).await?;
         let spent = started.elapsed();
@@ -69,9 +72,9 @@ pub(crate) async fn wait_for(
     }
 }
 
-/// How long the next poll may be held by the server.
-fn poll_length(bar: bool, remaining: Option<Duration>) -> Duration {
-    let wanted = if bar { BAR_POLL } else { LONG_POLL };
+/// How long the next poll may be held by the server: a second when `short`.
+fn poll_length(short: bool, remaining: Option<Duration>) -> Duration {
+    let wanted = if short { BAR_POLL } else { LONG_POLL };
     remaining.map_or(wanted, |r| r.min(wanted))
 }
 
@@ -132,6 +135,9 @@ impl View {
 
 /// The bar's message: the status, then the worker's own words.
 fn bar_message(task: &Task) -> String {
+    if let Some(notice) = &task.notice {
+        return format!("{}: {notice}", task.status);
+    }
     match task.progress.as_ref().and_then(|p| p.message.as_deref()) {
         Some(message) if !message.is_empty() => format!("{}: {message}", task.status),
         _ => task.status.to_string(),
@@ -144,7 +150,10 @@ fn status_line(task: &Task) -> String {
         Some(p) if !task.status.is_terminal() => {
             format!("{} {} {}", task.id, task.status, progress_text(p.percent, p.message.as_deref()))
         }
-        _ => format!("{} {}", task.id, task.status),
+        _ => match &task.notice {
+            Some(notice) => format!("{} {}: {notice}", task.id, task.status),
+            None => format!("{} {}", task.id, task.status),
+        },
     }
 }
 

@@ -599,6 +599,21 @@ async fn quern_run_waits_and_prints_the_output_like_the_command() {
         let (code, stdout, _) = quern(["task-types", "--server", &url].map(str::to_owned).to_vec()).await;
         assert!(code == Some(0) && stdout.contains("shell"), "{stdout}");
 
+        // A task no live worker serves says so: to a waiting CLI, in its
+        // status, and in the API's answer. Once a worker serves it, it runs.
+        let submit = ["submit", "thumbnail", "--server", &url, "--wait", "--wait-timeout", "3s", "--output", "json"];
+        let (code, stdout, stderr) = quern(submit.map(str::to_owned).to_vec()).await;
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("no live worker serves `thumbnail` on queue `default`"), "{stderr}");
+        let waited: Value = serde_json::from_str(&stdout).expect("the task as JSON");
+        let id = waited["id"].as_str().unwrap_or_default().to_owned();
+        let (_, stdout, _) = quern(["status", &id, "--server", &url].map(str::to_owned).to_vec()).await;
+        assert!(stdout.contains("notice") && stdout.contains("no live worker serves `thumbnail`"), "{stdout}");
+        let api = server.api();
+        let shell = id_of(&api.submit(json!({"name": "shell", "input": {"command": ["true"]}})).await);
+        let shell = api.get(&format!("/v1/tasks/{shell}")).await;
+        assert!(shell.body.get("notice").is_none(), "a task a live worker serves: {}", shell.body);
+
         // A server that is not there: the error says where the CLI looked.
         let (code, _, stderr) = quern(["list", "--server", "127.0.0.1:9"].map(str::to_owned).to_vec()).await;
         assert_eq!(code, Some(2));

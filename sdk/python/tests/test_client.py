@@ -5,6 +5,7 @@ whose values are nested too deeply to decode."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ def run_one(url: str, result: Any = None, fail: bool = False, queue: str = "defa
         return dict(t)
 
 
-def test_submit_get_wait_and_list(server_url: str) -> None:
+def test_submit_get_wait_and_list(server_url: str, caplog: pytest.LogCaptureFixture) -> None:
     q = Quern(server_url)
     task = q.submit(
         "report.build", {"month": "2026-11"}, priority=5, metadata={"team": "finance"}, max_attempts=3, timeout=60
@@ -57,6 +58,13 @@ def test_submit_get_wait_and_list(server_url: str) -> None:
     assert delayed.id in [t.id for t in q.list_tasks(status="pending").tasks], "one status as a string"
     assert q.cancel(delayed.id).status == "cancelled"
     assert q.retry(delayed.id).status == "queued"
+    # A task no live worker serves: the wait says so, in its error and its log.
+    unserved = q.submit("thumbnail", queue="nobody-here")
+    with caplog.at_level(logging.WARNING, logger="quern"), pytest.raises(quern.TimeoutWaiting) as ran_out:
+        q.wait(unserved.id, timeout=1.5)
+    assert "no live worker serves `thumbnail` on queue `nobody-here`" in str(ran_out.value)
+    assert ran_out.value.task is not None and ran_out.value.task.notice is not None
+    assert [r.getMessage() for r in caplog.records].count(f"task {unserved.id}: {ran_out.value.task.notice}") == 1
     batch = q.submit_batch([quern.task_spec("b", i, queue="batchq") for i in range(3)])
     assert [t.input for t in batch] == [0, 1, 2]
 

@@ -765,19 +765,20 @@ impl Store for PgStore {
         let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
         let queues: Vec<String> = workers.iter().map(|w| json(&w.queues)).collect();
         let types: Vec<String> = workers.iter().map(|w| json(&w.task_types)).collect();
+        let leases: Vec<Option<String>> = workers.iter().map(|w| w.leases.as_ref().map(json)).collect();
         let in_flight: Vec<i64> = workers.iter().map(|w| i64::try_from(w.in_flight).unwrap_or(i64::MAX)).collect();
         let seen: Vec<i64> = workers.iter().map(|w| w.last_seen).collect();
         self.write(|tx| {
-            let (ids, queues, types, in_flight, seen) =
-                (ids.clone(), queues.clone(), types.clone(), in_flight.clone(), seen.clone());
+            let (ids, queues, types, leases, in_flight, seen) =
+                (ids.clone(), queues.clone(), types.clone(), leases.clone(), in_flight.clone(), seen.clone());
             Box::pin(async move {
                 tx.execute(
-                    "INSERT INTO workers (id, queues, task_types, in_flight, last_seen) \
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[]) \
+                    "INSERT INTO workers (id, queues, task_types, leases, in_flight, last_seen) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[]) \
                      ON CONFLICT (id) DO UPDATE SET queues = excluded.queues, task_types = excluded.task_types, \
-                     in_flight = excluded.in_flight, last_seen = excluded.last_seen \
+                     leases = excluded.leases, in_flight = excluded.in_flight, last_seen = excluded.last_seen \
                      WHERE excluded.last_seen >= workers.last_seen",
-                    &[&ids, &queues, &types, &in_flight, &seen],
+                    &[&ids, &queues, &types, &leases, &in_flight, &seen],
                 )
                 .await
                 .map(|_| ())
@@ -791,7 +792,7 @@ impl Store for PgStore {
             Box::pin(async move {
                 let rows = tx
                     .query(
-                        "SELECT id, queues, task_types, in_flight, last_seen FROM workers WHERE last_seen >= $1",
+                        "SELECT id, queues, task_types, in_flight, last_seen, leases FROM workers WHERE last_seen >= $1",
                         &[&since],
                     )
                     .await?;
@@ -801,6 +802,11 @@ impl Store for PgStore {
                             id: r.get(0),
                             queues: serde_json::from_str(r.get(1)).map_err(backend)?,
                             task_types: serde_json::from_str(r.get(2)).map_err(backend)?,
+                            leases: r
+                                .get::<_, Option<&str>>(5)
+                                .map(serde_json::from_str)
+                                .transpose()
+                                .map_err(backend)?,
                             in_flight: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
                             last_seen: r.get(4),
                         })

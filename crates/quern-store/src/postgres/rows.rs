@@ -81,6 +81,7 @@ impl Loaded {
             key: r.get(26),
             lease: None,
             parents: None,
+            notice: None,
         };
         Ok(Self { task, compact: r.get(25), token: r.get(27), expires_at: r.get(28), lease_ms: r.get(29) })
     }

@@ -262,6 +262,9 @@ ALTER TABLE tokens ADD COLUMN max_body_bytes bigint;
 "#,
     // Who (which token) made a client's move of a task.
     "ALTER TABLE history ADD COLUMN by_token text;",
+    // The names a worker leases (a JSON array; NULL: every name), so that
+    // every node can tell when no live worker serves a task.
+    "ALTER TABLE workers ADD COLUMN leases text;",
 ];
 
 /// The schema version this build knows.

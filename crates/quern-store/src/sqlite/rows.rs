@@ -141,6 +141,7 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         key: row.get(26)?,
         lease: None,
         parents: None,
+        notice: None,
     })
 }
 

@@ -31,6 +31,9 @@ pub struct WorkerRecord {
     pub queues: Vec<String>,
     /// The task types it declared.
     pub task_types: Vec<String>,
+    /// The names (or `prefix.*` patterns) its last lease asked for; `None`
+    /// when it takes every name on its queues.
+    pub leases: Option<Vec<String>>,
     /// Tasks it held, as of its last call.
     pub in_flight: u64,
     /// When it was last heard from.

@@ -1143,6 +1143,7 @@ pub async fn workers_keep_their_latest_record(f: &mut impl Factory) {
         id: id.into(),
         queues: vec!["default".into()],
         task_types: vec![format!("{id}.job")],
+        leases: (id == "a").then(|| vec![format!("{id}.*")]),
         in_flight,
         last_seen: at,
     };

@@ -85,7 +85,8 @@ def _transport(e: Exception) -> QuernError:
 def _timed_out(got: Any, timeout: Optional[float]) -> TimeoutWaiting:
     """The error of a wait that ran out, holding what the last look saw."""
     if isinstance(got, Task):
-        error = TimeoutWaiting(0, "timeout", f"task {got.id} is still {got.status} after {timeout} s")
+        why = f": {got.notice}" if got.notice else ""
+        error = TimeoutWaiting(0, "timeout", f"task {got.id} is still {got.status} after {timeout} s{why}")
         error.task = got
     else:
         error = TimeoutWaiting(0, "timeout", f"workflow {got.id} is still {got.status} after {timeout} s")
@@ -95,6 +96,20 @@ def _timed_out(got: Any, timeout: Optional[float]) -> TimeoutWaiting:
 
 def _remaining(deadline: Optional[float]) -> float:
     return c.MAX_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+# The first look of a wait is this short, so that a task no live worker
+# serves is named at once rather than after a whole long poll.
+_FIRST_LOOK_S = 1.0
+
+
+def _told(got: Any, told: bool) -> bool:
+    """Logs, once per wait, why a waited-on task is not running."""
+    notice = getattr(got, "notice", None)
+    if notice and not told:
+        _log.warning("task %s: %s", got.id, notice)
+        return True
+    return told
 
 
 class _Connections:
@@ -222,10 +237,13 @@ class Quern:
         """What ``call`` answers once it has ended; ``TimeoutWaiting`` when
         ``timeout`` seconds passed first. Each look long-polls for the time left."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        look, told = _FIRST_LOOK_S, False
         while True:
-            got = self._run(call(_remaining(deadline)))
+            got = self._run(call(min(look, _remaining(deadline))))
+            look = c.MAX_WAIT_S
             if got.done:
                 return got
+            told = _told(got, told)
             if _remaining(deadline) <= 0:
                 raise _timed_out(got, timeout)
 
@@ -479,10 +497,13 @@ class AsyncQuern:
         """What ``call`` answers once it has ended; ``TimeoutWaiting`` when
         ``timeout`` seconds passed first. Each look long-polls for the time left."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        look, told = _FIRST_LOOK_S, False
         while True:
-            got = await self._run(call(_remaining(deadline)))
+            got = await self._run(call(min(look, _remaining(deadline))))
+            look = c.MAX_WAIT_S
             if got.done:
                 return got
+            told = _told(got, told)
             if _remaining(deadline) <= 0:
                 raise _timed_out(got, timeout)
 

@@ -3,7 +3,8 @@ inside one script, for asyncio users who want durable tasks, progress and
 cancel without starting anything else.
 
 The server is the ``quern`` binary (``binary=``, else ``$QUERN_BIN``, else
-the one on ``PATH``) on a free loopback port with a temporary data directory
+the one the ``quern`` wheel installed beside this interpreter, else the one
+on ``PATH``) on a free loopback port with a temporary data directory
 (removed at the end) unless ``data`` names one to keep; the worker runs in a
 thread of this process. Leaving the block stops the worker (running tasks
 get ``grace`` seconds), then the server."""
@@ -15,8 +16,10 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sysconfig
 import tempfile
 import threading
+from pathlib import Path
 from typing import AsyncIterator, Optional
 
 from ._app import App
@@ -24,10 +27,18 @@ from ._client import AsyncQuern, Quern
 from ._worker import Worker
 
 
+def _bundled() -> Optional[str]:
+    """The binary the `quern` wheel installed beside this interpreter's scripts."""
+    candidate = Path(sysconfig.get_path("scripts")) / "quern"
+    return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
+
+
 def _binary(binary: Optional[str]) -> str:
-    found = binary or os.environ.get("QUERN_BIN") or shutil.which("quern")
+    found = binary or os.environ.get("QUERN_BIN") or _bundled() or shutil.which("quern")
     if not found:
-        raise FileNotFoundError("no quern binary: pass binary=, set QUERN_BIN, or put `quern` on PATH")
+        raise FileNotFoundError(
+            "no quern binary: pip install the quern wheel, pass binary=, set QUERN_BIN, or put `quern` on PATH"
+        )
     return found
 
 

@@ -47,6 +47,9 @@ class Task:
     workflow: Optional[str] = None
     idempotency_key: Optional[str] = None
     digest: Optional[str] = None
+    notice: Optional[str] = None
+    """Why a queued task is not running, when the server can tell (no live
+    worker serves its name on its queue)."""
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -79,6 +82,7 @@ class Task:
             workflow=d.get("workflow"),
             idempotency_key=d.get("idempotency_key"),
             digest=d.get("digest"),
+            notice=d.get("notice"),
             raw=d,
         )
 
