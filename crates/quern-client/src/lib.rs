@@ -45,7 +45,7 @@ pub use quern_wire::workflows::{
 pub use quern_wire::{
     CompleteAnswer, CompleteRequest, Completed, Completion, HeartbeatAnswer, HeartbeatRequest, Heartbeats, LeaseBeat,
     LeaseRequest, Leased, OutcomeKind, Refusal, RegisterRequest, Registered, StopNotice, StopReason, Stops,
-    StopsRequest, TaskTypeDecl, TaskTypeView, TaskTypes, WorkerView, Workers,
+    StopsRequest, TaskDefaults, TaskTypeDecl, TaskTypeView, TaskTypes, WorkerView, Workers,
 };
 pub use uuid::Uuid;
 

@@ -40,7 +40,7 @@ pub use schedule::{Overlap, Schedule, ScheduleSpec, Timing};
 pub use spec::{ExecutionDefaults, NewTask, TaskSpec};
 pub use status::Status;
 pub use task::{
-    Condition, Dependency, ErrorKind, HistoryEntry, Lease, LeaseSignature, Outcome, OutcomeCondition, ParentOutcome,
-    Progress, Task, TaskError,
+    Condition, Dependency, ErrorKind, HistoryEntry, Lease, LeaseSignature, Metadata, Outcome, OutcomeCondition,
+    ParentOutcome, Progress, Task, TaskError,
 };
 pub use time::{Clock, ManualClock, Millis, SystemClock};

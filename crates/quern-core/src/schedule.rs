@@ -196,8 +196,8 @@ impl Schedule {
     /// the slot in its metadata and an idempotency key of schedule + slot.
     pub fn task_for(&self, key: String, slot: Millis) -> TaskSpec {
         let mut task = self.task.clone();
-        task.metadata.insert("schedule".into(), self.name.clone());
-        task.metadata.insert("schedule.slot".into(), crate::time::format_rfc3339(slot));
+        task.metadata.insert("schedule".into(), self.name.clone().into());
+        task.metadata.insert("schedule.slot".into(), crate::time::format_rfc3339(slot).into());
         task.idempotency_key = Some(key);
         task
     }

@@ -91,9 +91,10 @@ pub struct TaskSpec {
     /// Higher runs first.
     #[serde(default)]
     pub priority: i32,
-    /// Free-form labels.
+    /// Labels: strings, numbers or booleans.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: crate::task::Metadata,
     /// Run no sooner than this many milliseconds from now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
@@ -215,7 +216,7 @@ pub struct NewTask {
     /// Higher runs first.
     pub priority: i32,
     /// Labels.
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: crate::task::Metadata,
     /// Attempts it may have.
     pub max_attempts: u32,
     /// The longest one attempt may run.
@@ -282,7 +283,7 @@ pub(crate) fn check_identifier(field: &str, value: &str, max: usize) -> Validati
     }
 }
 
-fn check_metadata(metadata: &BTreeMap<String, String>) -> ValidationResult<()> {
+fn check_metadata(metadata: &crate::task::Metadata) -> ValidationResult<()> {
     if metadata.len() > MAX_METADATA_ENTRIES {
         return Err(ValidationError::new("metadata", format!("at most {MAX_METADATA_ENTRIES} entries")));
     }
@@ -293,9 +294,33 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> ValidationResult<()> {
                 format!("keys must be 1 to {MAX_METADATA_KEY_LEN} bytes without control characters (got {k:?})"),
             ));
         }
-        check_text(&format!("metadata.{k}"), v, MAX_METADATA_VALUE_LEN)?;
+        let field = format!("metadata.{k}");
+        match v {
+            serde_json::Value::String(text) => check_text(&field, text, MAX_METADATA_VALUE_LEN)?,
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {}
+            _ => return Err(ValidationError::new(field, "must be a string, a number or a boolean")),
+        }
     }
     Ok(())
+}
+
+/// A metadata value as a filter or a command-line `key=value` writes it:
+/// `true` and `false` are booleans, a JSON number is a number, a JSON string
+/// in quotes (`"5"`) is that string, and anything else is the text itself.
+pub fn metadata_value(text: &str) -> serde_json::Value {
+    match text {
+        "true" => return serde_json::Value::Bool(true),
+        "false" => return serde_json::Value::Bool(false),
+        _ => {}
+    }
+    let json = text.starts_with('"') || text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
+    if json
+        && text.trim() == text
+        && let Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::String(_))) = serde_json::from_str(text)
+    {
+        return v;
+    }
+    serde_json::Value::String(text.to_owned())
 }
 
 /// Checks a worker's name: 1 to [`MAX_WORKER_LEN`] bytes without NUL.
@@ -351,7 +376,7 @@ pub fn spec_digest(
     queue: &str,
     input: &str,
     priority: i32,
-    metadata: &BTreeMap<String, String>,
+    metadata: &crate::task::Metadata,
     max_attempts: u32,
     timeout_ms: Option<u64>,
     retry: &RetryPolicy,
@@ -372,7 +397,7 @@ pub fn spec_digest(
         }
         write_json_string(k, &mut out);
         out.push(':');
-        write_json_string(v, &mut out);
+        write_canonical(v, &mut out);
     }
     out.push_str("},\"name\":");
     write_json_string(name, &mut out);
@@ -567,13 +592,39 @@ mod tests {
     }
 
     #[test]
+    fn metadata_values_are_typed_and_digest_by_type() {
+        use serde_json::json;
+        for (text, value) in [
+            ("prod", json!("prod")),
+            ("5", json!(5)),
+            ("-2.5", json!(-2.5)),
+            ("true", json!(true)),
+            ("false", json!(false)),
+            ("\"5\"", json!("5")),
+            ("007", json!("007")),
+            ("5 ", json!("5 ")),
+            ("1e3", json!(1000.0)),
+            ("\"unclosed", json!("\"unclosed")),
+        ] {
+            assert_eq!(metadata_value(text), value, "{text}");
+        }
+        let typed = TaskSpec { metadata: [("n".to_owned(), json!(5))].into(), ..TaskSpec::named("a") };
+        let text = TaskSpec { metadata: [("n".to_owned(), json!("5"))].into(), ..TaskSpec::named("a") };
+        let digest = |s: TaskSpec| s.validate(&ExecutionDefaults::default(), Uuid::now_v7(), NOW).map(|t| t.digest);
+        assert_ne!(digest(typed).ok(), digest(text).ok(), "5 and \"5\" are different specs");
+    }
+
+    #[test]
     fn metadata_is_bounded() {
-        let many: BTreeMap<String, String> = (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
+        let many: crate::task::Metadata = (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
         let mut s = TaskSpec::named("a");
         s.metadata = many;
         assert!(s.validate(&ExecutionDefaults::default(), Uuid::now_v7(), NOW).is_err());
         let long = format!(r#"{{"name":"a","metadata":{{"k":"{}"}}}}"#, "v".repeat(1025));
         assert_eq!(field_of(&long), "metadata.k");
+        assert_eq!(field_of(r#"{"name":"a","metadata":{"k":null}}"#), "metadata.k", "null");
+        assert_eq!(field_of(r#"{"name":"a","metadata":{"k":[1]}}"#), "metadata.k", "an array");
+        assert_eq!(field_of(r#"{"name":"a","metadata":{"k":{"a":1}}}"#), "metadata.k", "an object");
     }
 
     #[test]

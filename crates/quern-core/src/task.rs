@@ -165,6 +165,10 @@ pub struct LeaseSignature {
     pub hmac: String,
 }
 
+/// A task's labels: each value a string, a number or a boolean (checked at
+/// submit), compared by type in listings' filters.
+pub type Metadata = BTreeMap<String, serde_json::Value>;
+
 /// A task, as every API answer shows it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,8 +186,9 @@ pub struct Task {
     pub status: Status,
     /// Higher runs first.
     pub priority: i32,
-    /// Free-form labels, filterable in listings.
-    pub metadata: BTreeMap<String, String>,
+    /// Labels (strings, numbers or booleans), filterable in listings.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: Metadata,
     /// How many attempts have started.
     pub attempt: u32,
     /// How many attempts it may have in all.

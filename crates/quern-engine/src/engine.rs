@@ -340,7 +340,8 @@ impl Engine {
         self.now() - self.started_at
     }
 
-    fn validate(&self, spec: TaskSpec, now: Millis, index: Option<usize>) -> Result<quern_core::NewTask> {
+    fn validate(&self, mut spec: TaskSpec, now: Millis, index: Option<usize>) -> Result<quern_core::NewTask> {
+        self.registry.with_defaults(&mut spec);
         let task = spec
             .validate(&self.defaults, Uuid::now_v7(), now)
             .map_err(|error| EngineError::Invalid { error, index })?;
@@ -428,6 +429,10 @@ impl Engine {
         let now = self.now();
         let id = Uuid::now_v7();
         let name = spec.name.clone();
+        let mut spec = spec;
+        for task in &mut spec.tasks {
+            self.registry.with_defaults(&mut task.spec);
+        }
         let (tasks, by_key) = workflow::build(spec, id, &self.defaults, now).map_err(|e| match e {
             WorkflowError::Task { index, error } => EngineError::Invalid { error, index: Some(index) },
             WorkflowError::Graph(error) => EngineError::Workflow(error),

@@ -14,9 +14,9 @@
 //! heard ([`Registry::adopt_workers`]); the most recent word of a worker
 //! wins, so a worker that moves between nodes is listed once.
 
-use quern_core::Millis;
 use quern_core::spec::lease_name_matches;
-pub use quern_wire::{TaskTypeDecl, TaskTypeView, WorkerView};
+use quern_core::{Millis, TaskSpec};
+pub use quern_wire::{TaskDefaults, TaskTypeDecl, TaskTypeView, WorkerView};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,7 @@ struct TypeEntry {
     description: Option<String>,
     input_schema: Option<Value>,
     validator: Option<Arc<jsonschema::Validator>>,
+    defaults: Option<TaskDefaults>,
     /// When this declaration was made (here or through another node).
     declared_at: Millis,
 }
@@ -88,6 +89,13 @@ impl Registry {
                 message: e.message,
                 conflict: false,
             })?;
+            if let Some(defaults) = &t.defaults {
+                check_defaults(defaults).map_err(|e| RegisterError {
+                    field: format!("task_types[{i}].defaults.{}", e.field),
+                    message: e.message,
+                    conflict: false,
+                })?;
+            }
             if let Some(schema) = &t.input_schema {
                 let field = format!("task_types[{i}].input_schema");
                 quern_core::spec::check_json_depth(&field, &schema.to_string()).map_err(|e| RegisterError {
@@ -112,6 +120,7 @@ impl Registry {
                 name: t.name.clone(),
                 description: t.description.clone(),
                 input_schema: t.input_schema.as_ref().map(Value::to_string),
+                defaults: t.defaults.as_ref().and_then(|d| serde_json::to_string(d).ok()),
                 declared_at: now,
             })
             .collect();
@@ -144,11 +153,13 @@ impl Registry {
                 description: None,
                 input_schema: None,
                 validator: None,
+                defaults: None,
                 declared_at: now,
             });
             entry.description = t.description;
             entry.input_schema = t.input_schema;
             entry.validator = validator;
+            entry.defaults = t.defaults;
             entry.declared_at = now;
         }
         let w = inner.workers.entry(worker.to_owned()).or_default();
@@ -174,11 +185,13 @@ impl Registry {
                 description: None,
                 input_schema: None,
                 validator: None,
+                defaults: None,
                 declared_at: r.declared_at,
             });
             entry.description = r.description;
             entry.input_schema = schema;
             entry.validator = validator;
+            entry.defaults = r.defaults.as_deref().and_then(|d| serde_json::from_str(d).ok());
             entry.declared_at = r.declared_at;
         }
     }
@@ -275,6 +288,19 @@ impl Registry {
         }
     }
 
+    /// Fills what `spec` leaves out (timeout, attempts, retry) from its
+    /// type's declared defaults.
+    pub fn with_defaults(&self, spec: &mut TaskSpec) {
+        if spec.timeout_ms.is_some() && spec.max_attempts.is_some() && spec.retry.is_some() {
+            return;
+        }
+        let Ok(inner) = self.inner.lock() else { return };
+        let Some(defaults) = inner.types.get(&spec.name).and_then(|t| t.defaults.as_ref()) else { return };
+        spec.timeout_ms = spec.timeout_ms.or(defaults.timeout_ms);
+        spec.max_attempts = spec.max_attempts.or(defaults.max_attempts);
+        spec.retry = spec.retry.or(defaults.retry);
+    }
+
     /// Checks `input` against the schema of task type `name`, if it has one.
     /// The error names what does not match.
     pub fn check_input(&self, name: &str, input: &str) -> Result<(), String> {
@@ -337,6 +363,7 @@ impl Registry {
                     name: name.clone(),
                     description: t.description.clone(),
                     input_schema: t.input_schema.clone(),
+                    defaults: t.defaults.clone(),
                     workers: seen.iter().filter(|s| now - **s < LIVE_MS).count(),
                     last_seen: seen.into_iter().max(),
                 }
@@ -350,13 +377,29 @@ impl Registry {
     }
 }
 
+/// Checks a type's defaults by the rules a submission's own fields obey.
+fn check_defaults(defaults: &TaskDefaults) -> Result<(), quern_core::ValidationError> {
+    let spec = TaskSpec {
+        timeout_ms: defaults.timeout_ms,
+        max_attempts: defaults.max_attempts,
+        retry: defaults.retry,
+        ..TaskSpec::named("defaults")
+    };
+    spec.validate(&quern_core::ExecutionDefaults::default(), uuid::Uuid::nil(), 0).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn decl(name: &str, schema: Option<Value>) -> TaskTypeDecl {
-        TaskTypeDecl { name: name.into(), description: Some(format!("does {name}")), input_schema: schema }
+        TaskTypeDecl {
+            name: name.into(),
+            description: Some(format!("does {name}")),
+            input_schema: schema,
+            defaults: None,
+        }
     }
 
     #[test]

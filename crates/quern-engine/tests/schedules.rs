@@ -106,13 +106,17 @@ async fn cron_and_intervals_fire_once_per_slot_over_a_simulated_week() {
     f.run_until(at("2026-12-07T00:00:00Z"), 7 * 60_000).await;
     let daily = f.runs("daily").await;
     assert_eq!(daily.len(), 7);
-    assert!(daily.iter().all(|t| t.metadata.get("schedule").map(String::as_str) == Some("daily")));
+    assert!(daily.iter().all(|t| t.metadata.get("schedule").and_then(|v| v.as_str()) == Some("daily")));
     // Each run was created at its slot (08:00 UTC), within one step.
     assert!(daily.iter().all(|t| (t.created_at - at("2026-11-30T08:00:00Z")).rem_euclid(86_400_000) < 7 * 60_000));
     assert_eq!(f.runs("weekdays").await.len(), 5);
     assert_eq!(f.runs("hourly").await.len(), 7 * 24);
-    let slots: std::collections::BTreeSet<_> =
-        f.runs("hourly").await.iter().map(|t| t.metadata["schedule.slot"].clone()).collect();
+    let slots: std::collections::BTreeSet<_> = f
+        .runs("hourly")
+        .await
+        .iter()
+        .map(|t| t.metadata["schedule.slot"].as_str().unwrap_or_default().to_owned())
+        .collect();
     assert_eq!(slots.len(), 7 * 24, "one task per slot");
 }
 

@@ -130,7 +130,12 @@ async fn the_typed_client_round_trips_through_the_server() {
         assert_eq!((acked.acked, acked.cursor), (offsets.len(), offsets[offsets.len() - 1]));
 
         // The worker protocol and the registry.
-        let decl = TaskTypeDecl { name: "typed.work".into(), description: Some("d".into()), input_schema: None };
+        let decl = TaskTypeDecl {
+            name: "typed.work".into(),
+            description: Some("d".into()),
+            input_schema: None,
+            defaults: None,
+        };
         let register = RegisterRequest { worker: "w1".into(), queues: vec!["default".into()], task_types: vec![decl] };
         client.register(&register).await.expect("registered");
         client.submit(&spec(json!({"name": "typed.work"}))).await.expect("submitted");

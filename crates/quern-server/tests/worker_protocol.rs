@@ -1050,3 +1050,100 @@ async fn a_completion_keeps_the_progress_no_heartbeat_carried() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_task_types_defaults_fill_what_a_submission_leaves_out() {
+    let server = Server::start();
+    let api = server.api();
+    bounded(LIMIT, async {
+        let defaults =
+            json!({"timeout_ms": 60_000, "max_attempts": 4, "retry": {"backoff": "fixed", "initial_ms": 1000}});
+        let register = json!({"worker": "w1", "queues": ["default"],
+            "task_types": [{"name": "report.build", "defaults": defaults}]});
+        assert_eq!(api.post("/v1/workers/register", &register).await.status, 200);
+
+        let plain = api.submit(json!({"name": "report.build"})).await;
+        assert_eq!(
+            (&plain["timeout_ms"], &plain["max_attempts"], &plain["retry"]["backoff"], &plain["retry"]["initial_ms"]),
+            (&json!(60_000), &json!(4), &json!("fixed"), &json!(1000)),
+            "{plain}"
+        );
+        let own = api.submit(json!({"name": "report.build", "max_attempts": 2})).await;
+        assert_eq!((&own["max_attempts"], &own["timeout_ms"]), (&json!(2), &json!(60_000)), "the submission wins");
+        let other = api.submit(json!({"name": "other"})).await;
+        assert_eq!(
+            (&other["max_attempts"], &other["timeout_ms"]),
+            (&json!(1), &Value::Null),
+            "other types keep theirs"
+        );
+
+        let wf =
+            api.post("/v1/workflows", &json!({"name": "w", "tasks": [{"key": "a", "name": "report.build"}]})).await;
+        assert_eq!(wf.status, 201, "{wf:?}");
+        let in_wf = api.list_all("name=report.build").await;
+        assert!(in_wf.iter().all(|t| t["timeout_ms"] == 60_000), "a workflow's task too: {in_wf:?}");
+        let schedule = json!({"every": "1 hour", "task": {"name": "report.build"}});
+        assert_eq!(
+            api.send(reqwest::Method::PUT, "/v1/schedules/s", Some(schedule.to_string().as_bytes())).await.status,
+            201
+        );
+        let run = api.post("/v1/schedules/s/trigger", &json!({})).await;
+        assert_eq!((run.status, &run.body["max_attempts"]), (201, &json!(4)), "{run:?}");
+
+        let types = api.get("/v1/task-types").await.body;
+        let declared =
+            types["task_types"].as_array().and_then(|t| t.iter().find(|t| t["name"] == "report.build")).cloned();
+        let listed = declared.map(|t| t["defaults"].clone()).unwrap_or_default();
+        assert_eq!(
+            (&listed["max_attempts"], &listed["timeout_ms"], &listed["retry"]["backoff"]),
+            (&defaults["max_attempts"], &defaults["timeout_ms"], &defaults["retry"]["backoff"]),
+            "listed with the type: {listed}"
+        );
+
+        // Defaults obey the rules the fields obey.
+        for (bad, named) in [
+            (json!({"max_attempts": 0}), "task_types[0].defaults.max_attempts"),
+            (json!({"timeout_ms": 0}), "task_types[0].defaults.timeout_ms"),
+            (json!({"colour": "red"}), "unknown field `colour`"),
+        ] {
+            let body = json!({"worker": "w2", "queues": ["default"], "task_types": [{"name": "x", "defaults": bad}]});
+            let reply = api.post("/v1/workers/register", &body).await;
+            assert_eq!(reply.status, 400, "{reply:?}");
+            let said = format!("{} {}", reply.body["error"]["details"]["field"], reply.body["error"]["message"]);
+            assert!(said.contains(named), "{reply:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn metadata_values_are_typed_and_filters_compare_by_type() {
+    let server = Server::start();
+    let api = server.api();
+    bounded(LIMIT, async {
+        let task = api.submit(json!({"name": "m", "metadata": {"n": 5, "ok": true, "s": "5", "team": "x"}})).await;
+        assert_eq!(task["metadata"], json!({"n": 5, "ok": true, "s": "5", "team": "x"}), "kept as given");
+        api.submit(json!({"name": "m", "metadata": {"n": 6, "ok": false}})).await;
+        for (query, n) in [
+            ("metadata.n=5", 1),
+            ("metadata.n=5.0", 1),
+            ("metadata.s=5", 0),
+            ("metadata.s=%225%22", 1),
+            ("metadata.n=%225%22", 0),
+            ("metadata.ok=true", 1),
+            ("metadata.ok=false", 1),
+            ("metadata.team=x&metadata.n=5", 1),
+        ] {
+            assert_eq!(api.list_all(&format!("name=m&{query}")).await.len(), n, "{query}");
+        }
+        for bad in [json!(null), json!([1]), json!({"a": 1})] {
+            let reply = api.post("/v1/tasks", &json!({"name": "m", "metadata": {"k": bad}})).await;
+            assert_eq!(
+                (reply.status, reply.body["error"]["details"]["field"].as_str()),
+                (400, Some("metadata.k")),
+                "{reply:?}"
+            );
+        }
+    })
+    .await;
+}

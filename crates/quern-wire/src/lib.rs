@@ -30,5 +30,5 @@ pub mod workflows;
 pub use worker::{
     CompleteAnswer, CompleteRequest, Completed, Completion, HeartbeatAnswer, HeartbeatRequest, Heartbeats, LeaseBeat,
     LeaseRequest, Leased, OutcomeKind, Refusal, RegisterRequest, Registered, StopNotice, StopReason, Stops,
-    StopsRequest, TaskTypeDecl, TaskTypeView, TaskTypes, WorkerView, Workers,
+    StopsRequest, TaskDefaults, TaskTypeDecl, TaskTypeView, TaskTypes, WorkerView, Workers,
 };

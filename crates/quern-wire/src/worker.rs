@@ -363,6 +363,28 @@ pub struct TaskTypeDecl {
     /// submission whose input does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_schema: Option<serde_json::Value>,
+    /// What a task of this type gets when its submission leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<TaskDefaults>,
+}
+
+/// A task type's defaults: each applies to a submission (a single task, a
+/// batch, a workflow's task or a schedule's run) that leaves the field out;
+/// what the submission gives wins, and the server's own defaults fill the
+/// rest.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDefaults {
+    /// The longest one attempt may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// How many attempts a task may have in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// When a failed attempt is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<quern_core::RetryPolicy>,
 }
 
 /// A worker's registration (`POST /v1/workers/register`).
@@ -432,6 +454,9 @@ pub struct TaskTypeView {
     pub description: Option<String>,
     /// The schema inputs must match.
     pub input_schema: Option<serde_json::Value>,
+    /// What a task of the type gets when its submission leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<TaskDefaults>,
     /// Live workers that serve it.
     pub workers: usize,
     /// When a worker serving it was last heard from.

@@ -20,7 +20,7 @@ use crate::context::{HandlerResult, TaskContext, TaskFailure};
 use crate::flight::{Flight, Shared};
 use quern_client::{
     Client, CompleteRequest, Completion, HeartbeatRequest, LeaseBeat, LeaseRequest, RegisterRequest, StopsRequest,
-    TaskTypeDecl,
+    TaskDefaults, TaskTypeDecl,
 };
 use quern_core::integrity::LeaseKeys;
 use quern_core::{ErrorKind, Task};
@@ -72,7 +72,7 @@ pub struct TaskType {
 impl TaskType {
     /// The task type `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { decl: TaskTypeDecl { name: name.into(), description: None, input_schema: None } }
+        Self { decl: TaskTypeDecl { name: name.into(), description: None, input_schema: None, defaults: None } }
     }
 
     /// With a description for `GET /v1/task-types`.
@@ -86,6 +86,29 @@ impl TaskType {
     #[must_use]
     pub fn input_schema(mut self, schema: Value) -> Self {
         self.decl.input_schema = Some(schema);
+        self
+    }
+
+    /// With a timeout for its tasks whose submission gives none.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.decl.defaults.get_or_insert_with(TaskDefaults::default).timeout_ms = Some(ms);
+        self
+    }
+
+    /// With a number of attempts (in all) for its tasks whose submission
+    /// gives none.
+    #[must_use]
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.decl.defaults.get_or_insert_with(TaskDefaults::default).max_attempts = Some(attempts);
+        self
+    }
+
+    /// With a retry policy for its tasks whose submission gives none.
+    #[must_use]
+    pub fn retry(mut self, retry: quern_core::RetryPolicy) -> Self {
+        self.decl.defaults.get_or_insert_with(TaskDefaults::default).retry = Some(retry);
         self
     }
 }

@@ -51,7 +51,14 @@ pub(crate) fn task_block(task: &Task) -> String {
         rows.push(("progress", progress_text(progress.percent, progress.message.as_deref())));
     }
     if !task.metadata.is_empty() {
-        let pairs: Vec<String> = task.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let pairs: Vec<String> = task
+            .metadata
+            .iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(text) => format!("{k}={text}"),
+                None => format!("{k}={v}"),
+            })
+            .collect();
         rows.push(("metadata", pairs.join(", ")));
     }
     if let Some(workflow) = task.workflow {

@@ -70,7 +70,8 @@ pub(crate) struct RunArgs {
     /// Open files limit.
     #[arg(long, value_name = "N")]
     open_files: Option<u64>,
-    /// A metadata label; repeat for more.
+    /// A metadata label; repeat for more. `5` is a number, `true`/`false` a
+    /// boolean, `"5"` (quoted) the string.
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = flags::key_value)]
     meta: Vec<(String, String)>,
     /// Wait for the task, print its output, and exit 1 unless it succeeds.
@@ -121,7 +122,7 @@ impl RunArgs {
         spec.input = RawValue::from_string(self.input().to_string()).ok();
         spec.queue.clone_from(&self.queue);
         spec.priority = self.priority.unwrap_or(0);
-        spec.metadata = self.meta.iter().cloned().collect();
+        spec.metadata = self.meta.iter().map(|(k, v)| (k.clone(), quern_core::spec::metadata_value(v))).collect();
         spec.timeout_ms = self.timeout.map(flags::millis);
         spec.max_attempts = self.retries.map(|n| n.saturating_add(1));
         spec

@@ -38,7 +38,8 @@ pub(crate) struct SubmitArgs {
     /// How many times a failed attempt is retried (max_attempts = N + 1).
     #[arg(long, value_name = "N")]
     retries: Option<u32>,
-    /// A metadata label; repeat for more.
+    /// A metadata label; repeat for more. `5` is a number, `true`/`false` a
+    /// boolean, `"5"` (quoted) the string.
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = flags::key_value)]
     meta: Vec<(String, String)>,
     /// Submitting twice with one key yields one task.
@@ -59,7 +60,7 @@ impl SubmitArgs {
         spec.input.clone_from(&self.input);
         spec.queue.clone_from(&self.queue);
         spec.priority = self.priority.unwrap_or(0);
-        spec.metadata = self.meta.iter().cloned().collect();
+        spec.metadata = self.meta.iter().map(|(k, v)| (k.clone(), quern_core::spec::metadata_value(v))).collect();
         spec.delay_ms = self.delay.map(flags::millis);
         spec.run_at.clone_from(&self.run_at);
         spec.timeout_ms = self.timeout.map(flags::millis);

@@ -58,6 +58,11 @@ def test_submit_get_wait_and_list(server_url: str, caplog: pytest.LogCaptureFixt
     assert delayed.id in [t.id for t in q.list_tasks(status="pending").tasks], "one status as a string"
     assert q.cancel(delayed.id).status == "cancelled"
     assert q.retry(delayed.id).status == "queued"
+    # Metadata is typed, and filters compare by type.
+    labelled = q.submit("labelled", metadata={"n": 5, "ok": True, "s": "5"})
+    assert labelled.metadata == {"n": 5, "ok": True, "s": "5"}
+    for filters, found in (({"n": 5}, 1), ({"s": "5"}, 1), ({"n": "5"}, 0), ({"ok": True}, 1), ({"ok": "true"}, 0)):
+        assert len(q.list_tasks(name="labelled", metadata=filters).tasks) == found, filters
     # A task no live worker serves: the wait says so, in its error and its log.
     unserved = q.submit("thumbnail", queue="nobody-here")
     with caplog.at_level(logging.WARNING, logger="quern"), pytest.raises(quern.TimeoutWaiting) as ran_out:

@@ -178,6 +178,12 @@ def test_task_types_are_registered_with_docstrings_and_schemas(app: quern.App, w
 
     types = {t["name"]: t for t in app.client.list_task_types()}
     assert types["t.add"]["description"] == "Adds two numbers."
+    # A task's own attempts and retry are its type's defaults on the server:
+    # a submission by name from anywhere gets them.
+    assert types["t.flaky"]["defaults"]["max_attempts"] == 3
+    by_name = app.client.submit("t.flaky", queue="unserved")
+    assert (by_name.max_attempts, by_name.raw["retry"]["backoff"]) == (3, "fixed")
+    app.client.cancel(by_name.id)
     with pytest.raises(quern.Unprocessable) as bad:
         app.client.submit("t.add", {"args": [], "kwargs": {"x": "one", "y": 2}})
     assert bad.value.code == "invalid_input"

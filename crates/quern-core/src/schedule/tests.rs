@@ -173,6 +173,6 @@ fn slot_keys_sort_by_slot_and_fit_an_idempotency_key() {
     assert!(s.slot_key(999) < s.slot_key(1_000));
     assert!(s.trigger_key(at("2030-01-01T00:00:00Z")).len() <= crate::spec::MAX_IDEMPOTENCY_KEY_LEN);
     let task = s.task_for(s.slot_key(5), 5);
-    assert_eq!(task.metadata.get("schedule").map(String::as_str), Some(s.name.as_str()));
+    assert_eq!(task.metadata.get("schedule").and_then(|v| v.as_str()), Some(s.name.as_str()));
     assert!(task.validate(&ExecutionDefaults::default(), Uuid::nil(), 0).is_ok());
 }

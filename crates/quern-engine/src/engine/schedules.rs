@@ -350,10 +350,9 @@ impl Engine {
         let view = self.schedule(caller, name).await?;
         let now = self.now();
         let s = &view.schedule;
-        let task = s
-            .task_for(s.trigger_key(now), now)
-            .validate(&self.defaults, Uuid::now_v7(), now)
-            .map_err(|e| invalid(e, None))?;
+        let mut spec = s.task_for(s.trigger_key(now), now);
+        self.registry.with_defaults(&mut spec);
+        let task = spec.validate(&self.defaults, Uuid::now_v7(), now).map_err(|e| invalid(e, None))?;
         let fire = Fire { name: name.to_owned(), advance: None, skip_if_running: false, task };
         match self.store.fire_schedules(vec![fire], now).await?.pop() {
             Some(FireOutcome::Fired(task)) => {
@@ -442,10 +441,9 @@ impl Engine {
         let s = self.view(r.clone())?.schedule;
         let slot = s.timing.latest_at_or_before(now, r.anchor).filter(|slot| *slot >= consumed).unwrap_or(consumed);
         let next = s.timing.next_after(slot.max(now), r.anchor);
-        let task = s
-            .task_for(s.slot_key(slot), slot)
-            .validate(&self.defaults, Uuid::now_v7(), now)
-            .map_err(|e| invalid(e, None))?;
+        let mut spec = s.task_for(s.slot_key(slot), slot);
+        self.registry.with_defaults(&mut spec);
+        let task = spec.validate(&self.defaults, Uuid::now_v7(), now).map_err(|e| invalid(e, None))?;
         Ok(Some(Fire {
             name: r.name.clone(),
             advance: Some((consumed, next)),

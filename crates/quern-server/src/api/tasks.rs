@@ -97,7 +97,7 @@ pub(super) async fn get(
            ("workflow" = Option<Uuid>, Query, description = "Only this workflow's tasks"),
            ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"),
            ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-           ("metadata.{key}" = Option<String>, Query, description = "Only tasks whose metadata `key` has this value")),
+           ("metadata.{key}" = Option<String>, Query, description = "Only tasks whose metadata `key` has this value, compared by type: `5` is the number, `true`/`false` the boolean, `\"5\"` (quoted) the string, anything else the text")),
     responses((status = 200, description = "Success", body = TaskList)))]
 pub(super) async fn list(State(engine): State<AppState>, By(caller): By, q: QueryPairs) -> Answer {
     q.only(&["status", "queue", "name", "workflow", "limit", "cursor", "metadata."])?;
@@ -122,7 +122,7 @@ pub(super) async fn list(State(engine): State<AppState>, By(caller): By, q: Quer
             "cursor" => query.cursor = Some(v.clone()),
             meta => {
                 let key = meta.trim_start_matches("metadata.");
-                query.metadata.insert(key.to_owned(), v.clone());
+                query.metadata.insert(key.to_owned(), quern_core::spec::metadata_value(v));
             }
         }
     }

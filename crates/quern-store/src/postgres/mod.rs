@@ -724,15 +724,19 @@ impl Store for PgStore {
         let descriptions: Vec<Option<String>> = types.iter().map(|t| t.description.clone()).collect();
         let schemas: Vec<Option<String>> = types.iter().map(|t| t.input_schema.clone()).collect();
         let at: Vec<i64> = types.iter().map(|t| t.declared_at).collect();
+        let defaults: Vec<Option<String>> = types.iter().map(|t| t.defaults.clone()).collect();
         self.write(|tx| {
-            let (names, descriptions, schemas, at) = (names.clone(), descriptions.clone(), schemas.clone(), at.clone());
+            let (names, descriptions, schemas, at, defaults) =
+                (names.clone(), descriptions.clone(), schemas.clone(), at.clone(), defaults.clone());
             Box::pin(async move {
                 tx.execute(
-                    "INSERT INTO task_types (name, description, input_schema, declared_at) \
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) ON CONFLICT (name) \
+                    "INSERT INTO task_types (name, description, input_schema, declared_at, defaults) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[]) \
+                     ON CONFLICT (name) \
                      DO UPDATE SET description = excluded.description, input_schema = excluded.input_schema, \
-                     declared_at = excluded.declared_at WHERE excluded.declared_at >= task_types.declared_at",
-                    &[&names, &descriptions, &schemas, &at],
+                     declared_at = excluded.declared_at, defaults = excluded.defaults \
+                     WHERE excluded.declared_at >= task_types.declared_at",
+                    &[&names, &descriptions, &schemas, &at, &defaults],
                 )
                 .await
                 .map(|_| ())
@@ -745,7 +749,10 @@ impl Store for PgStore {
         self.read(|tx| {
             Box::pin(async move {
                 let rows = tx
-                    .query("SELECT name, description, input_schema, declared_at FROM task_types ORDER BY name", &[])
+                    .query(
+                        "SELECT name, description, input_schema, declared_at, defaults FROM task_types ORDER BY name",
+                        &[],
+                    )
                     .await?;
                 Ok(rows
                     .iter()
@@ -754,6 +761,7 @@ impl Store for PgStore {
                         description: r.get(1),
                         input_schema: r.get(2),
                         declared_at: r.get(3),
+                        defaults: r.get(4),
                     })
                     .collect())
             })

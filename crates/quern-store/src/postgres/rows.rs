@@ -10,7 +10,6 @@ use crate::stored::{APPROVAL, ms_i64};
 use crate::{Result, StoreError};
 use quern_core::{HistoryEntry, Millis, Status, Task};
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -51,7 +50,7 @@ pub(super) fn status_of(text: &str) -> Result<Status> {
 
 impl Loaded {
     pub(super) fn from_row(r: &Row) -> Result<Self> {
-        let metadata: Option<BTreeMap<String, String>> = parsed(r.get(6))?;
+        let metadata: Option<quern_core::Metadata> = parsed(r.get(6))?;
         let task = Task {
             id: r.get(0),
             name: r.get(1),

@@ -265,6 +265,8 @@ ALTER TABLE tokens ADD COLUMN max_body_bytes bigint;
     // The names a worker leases (a JSON array; NULL: every name), so that
     // every node can tell when no live worker serves a task.
     "ALTER TABLE workers ADD COLUMN leases text;",
+    // Per-task-type defaults (timeout, attempts, retry), as JSON.
+    "ALTER TABLE task_types ADD COLUMN defaults text;",
 ];
 
 /// The schema version this build knows.

@@ -574,14 +574,17 @@ impl Store for SqliteStore {
         self.write(move |_, conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "INSERT INTO task_types (name, description, input_schema, declared_at) VALUES (?1, ?2, ?3, ?4) \
+                    "INSERT INTO task_types (name, description, input_schema, declared_at, defaults) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
                      ON CONFLICT (name) DO UPDATE SET description = excluded.description, \
-                     input_schema = excluded.input_schema, declared_at = excluded.declared_at \
+                     input_schema = excluded.input_schema, declared_at = excluded.declared_at, \
+                     defaults = excluded.defaults \
                      WHERE excluded.declared_at >= task_types.declared_at",
                 )
                 .map_err(backend)?;
             for t in &types {
-                stmt.execute(params![t.name, t.description, t.input_schema, t.declared_at]).map_err(backend)?;
+                stmt.execute(params![t.name, t.description, t.input_schema, t.declared_at, t.defaults])
+                    .map_err(backend)?;
             }
             Ok(())
         })
@@ -590,19 +593,22 @@ impl Store for SqliteStore {
 
     async fn task_types(&self) -> Result<Vec<TaskTypeRecord>> {
         self.read(|conn| {
-            conn.prepare_cached("SELECT name, description, input_schema, declared_at FROM task_types ORDER BY name")
-                .and_then(|mut s| {
-                    s.query_map([], |r| {
-                        Ok(TaskTypeRecord {
-                            name: r.get(0)?,
-                            description: r.get(1)?,
-                            input_schema: r.get(2)?,
-                            declared_at: r.get(3)?,
-                        })
-                    })?
-                    .collect()
-                })
-                .map_err(backend)
+            conn.prepare_cached(
+                "SELECT name, description, input_schema, declared_at, defaults FROM task_types ORDER BY name",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok(TaskTypeRecord {
+                        name: r.get(0)?,
+                        description: r.get(1)?,
+                        input_schema: r.get(2)?,
+                        declared_at: r.get(3)?,
+                        defaults: r.get(4)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(backend)
         })
         .await
     }

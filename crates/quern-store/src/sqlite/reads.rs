@@ -52,13 +52,29 @@ pub(super) fn list(conn: &Connection, q: &ListQuery) -> Result<TaskPage> {
         args.push(Box::new(workflow.into_bytes()));
         sql.push_str(&format!(" AND workflow = ?{}", args.len()));
     }
+    // Typed: a number matches numbers (5 and 5.0 alike), a string strings,
+    // a boolean booleans.
     for (k, v) in &q.metadata {
         args.push(Box::new(k.clone()));
-        args.push(Box::new(v.clone()));
+        let key = args.len();
+        let (types, value): (&str, Option<Box<dyn ToSql>>) = match v {
+            serde_json::Value::Bool(true) => ("'true'", None),
+            serde_json::Value::Bool(false) => ("'false'", None),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => ("'integer', 'real'", Some(Box::new(i))),
+                None => ("'integer', 'real'", Some(Box::new(n.as_f64().unwrap_or(f64::NAN)))),
+            },
+            other => ("'text'", Some(Box::new(other.as_str().unwrap_or_default().to_owned()))),
+        };
+        let compare = match value {
+            Some(value) => {
+                args.push(value);
+                format!(" AND value = ?{}", args.len())
+            }
+            None => String::new(),
+        };
         sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM json_each(tasks.metadata) WHERE key = ?{} AND value = ?{})",
-            args.len() - 1,
-            args.len()
+            " AND EXISTS (SELECT 1 FROM json_each(tasks.metadata) WHERE key = ?{key} AND type IN ({types}){compare})"
         ));
     }
     args.push(Box::new(i64::try_from(q.limit).unwrap_or(1000) + 1));

@@ -5,7 +5,6 @@ use quern_core::{HistoryEntry, Progress, RetryPolicy, Status, Task, TaskError};
 use rusqlite::Row;
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// The columns [`task_from_row`] reads, in order.
@@ -119,7 +118,7 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         input: raw_at(row, 3)?.ok_or_else(|| bad(3, "input is NULL"))?,
         status: status_at(row, 4)?,
         priority: row.get(5)?,
-        metadata: json_at::<BTreeMap<String, String>>(row, 6)?.unwrap_or_default(),
+        metadata: json_at::<quern_core::Metadata>(row, 6)?.unwrap_or_default(),
         attempt: u32_at(row, 7)?,
         max_attempts: u32_at(row, 8)?,
         timeout_ms: row.get::<_, Option<i64>>(9)?.map(i64::unsigned_abs),

@@ -221,8 +221,11 @@ ALTER TABLE tokens ADD COLUMN max_body_bytes INTEGER;
 /// Version 5: who (which token) made a client's move of a task.
 const SCHEMA_V5: &str = "ALTER TABLE history ADD COLUMN by_token TEXT;";
 
+/// Version 6: per-task-type defaults.
+const SCHEMA_V6: &str = "ALTER TABLE task_types ADD COLUMN defaults TEXT;";
+
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6];
 
 /// The schema version this build knows.
 #[allow(clippy::cast_possible_wrap)] // a handful of migrations

@@ -29,8 +29,8 @@ pub struct ListQuery {
     pub name: Option<String>,
     /// This workflow.
     pub workflow: Option<Uuid>,
-    /// Metadata entries that must all match.
-    pub metadata: BTreeMap<String, String>,
+    /// Metadata entries that must all match, compared by type.
+    pub metadata: quern_core::Metadata,
     /// Page size.
     pub limit: usize,
     /// Where the previous page ended.

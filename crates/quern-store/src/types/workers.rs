@@ -17,6 +17,9 @@ pub struct TaskTypeRecord {
     pub description: Option<String>,
     /// The JSON Schema inputs must match, as JSON text.
     pub input_schema: Option<String>,
+    /// What a task of the type gets when its submission leaves it out
+    /// (`timeout_ms`, `max_attempts`, `retry`), as JSON text.
+    pub defaults: Option<String>,
     /// When it was declared.
     pub declared_at: Millis,
 }

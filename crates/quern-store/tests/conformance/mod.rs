@@ -148,7 +148,7 @@ pub async fn submit_and_get_round_trip(f: &mut impl Factory) {
     assert_eq!(t.name, "email.send");
     assert_eq!(t.input.get(), r#"{"to":"a@b.c"}"#);
     assert_eq!((t.status, t.priority, t.attempt, t.timeout_ms), (Status::Queued, 3, 0, Some(5000)));
-    assert_eq!(t.metadata.get("team").map(String::as_str), Some("x"));
+    assert_eq!(t.metadata.get("team").and_then(|v| v.as_str()), Some("x"));
     assert_eq!(t.created_at, T0);
     assert!(matches!(s.get(Uuid::now_v7()).await, Err(StoreError::NotFound(_))));
 }
@@ -396,7 +396,11 @@ pub async fn list_filters_and_pages(f: &mut impl Factory) {
     let mut ids = Vec::new();
     for i in 0..25 {
         let q = if i % 2 == 0 { "even" } else { "odd" };
-        let json = format!(r#"{{"name":"job{}","queue":"{q}","metadata":{{"i":"{i}","k":"v"}}}}"#, i % 3);
+        let json = format!(
+            r#"{{"name":"job{}","queue":"{q}","metadata":{{"i":"{i}","k":"v","n":{i},"even":{}}}}}"#,
+            i % 3,
+            i % 2 == 0
+        );
         ids.push(submit_one(&*s, &json).await);
     }
     let mut seen = Vec::new();
@@ -419,6 +423,22 @@ pub async fn list_filters_and_pages(f: &mut impl Factory) {
     meta.metadata.insert("i".into(), "7".into());
     meta.metadata.insert("k".into(), "v".into());
     assert_eq!(s.list(meta).await.unwrap().tasks.len(), 1);
+    // Typed: a number matches the number (7 and 7.0 alike), not the text "7".
+    let typed = |pairs: &[(&str, serde_json::Value)]| ListQuery {
+        limit: 100,
+        metadata: pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        ..Default::default()
+    };
+    let count = |q: ListQuery| {
+        let s = &s;
+        async move { s.list(q).await.unwrap().tasks.len() }
+    };
+    assert_eq!(count(typed(&[("n", serde_json::json!(7))])).await, 1, "a number");
+    assert_eq!(count(typed(&[("n", serde_json::json!(7.0))])).await, 1, "the same number as a float");
+    assert_eq!(count(typed(&[("n", serde_json::json!("7"))])).await, 0, "text is not a number");
+    assert_eq!(count(typed(&[("i", serde_json::json!(7))])).await, 0, "a number is not text");
+    assert_eq!(count(typed(&[("even", serde_json::json!(true))])).await, 13, "a boolean");
+    assert_eq!(count(typed(&[("even", serde_json::json!(false)), ("n", serde_json::json!(7))])).await, 1);
     s.lease(LeaseParams { queues: vec!["odd".into()], ..lease(5, 30_000, T0) }).await.unwrap();
     let running =
         s.list(ListQuery { limit: 100, statuses: vec![Status::Running], ..Default::default() }).await.unwrap();
@@ -1052,6 +1072,7 @@ pub async fn task_types_keep_their_latest_declaration(f: &mut impl Factory) {
         name: name.into(),
         description: Some(format!("{name} at {at}")),
         input_schema: schema.map(str::to_owned),
+        defaults: schema.map(|_| format!(r#"{{"max_attempts":{}}}"#, at - T0 + 1)),
         declared_at: at,
     };
     s.put_task_types(vec![t("email", Some(r#"{"type":"object"}"#), T0), t("free", None, T0)]).await.unwrap();

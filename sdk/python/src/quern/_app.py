@@ -289,11 +289,23 @@ class TaskFunction(Generic[R]):
         return AsyncResult(task.id, self.app.client)
 
     def type_declaration(self) -> Dict[str, Any]:
-        """What the worker registers: name, docstring, input schema."""
+        """What the worker registers: name, docstring, input schema, and the
+        task's own attempts, timeout and retry as the type's defaults."""
         decl: Dict[str, Any] = {"name": self.name, "description": inspect.getdoc(self.fn) or ""}
         schema = schema_of(self.fn)
         if schema is not None:
             decl["input_schema"] = schema
+        # The server applies these to every task of the type whose submission
+        # leaves them out, whoever submits it (curl, the CLI, another SDK).
+        defaults: Dict[str, Any] = {}
+        if "max_attempts" in self.options:
+            defaults["max_attempts"] = self.options["max_attempts"]
+        if "timeout" in self.options:
+            defaults["timeout_ms"] = round(self.options["timeout"] * 1000)
+        if "retry" in self.options:
+            defaults["retry"] = self.options["retry"]
+        if defaults:
+            decl["defaults"] = defaults
         return decl
 
 

@@ -4,6 +4,7 @@ The sync and the async client both send these, so each call is written once."""
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, Sequence, TypeVar, Union
 from urllib.parse import quote
@@ -52,7 +53,7 @@ def task_spec(
     *,
     queue: Optional[str] = None,
     priority: Optional[int] = None,
-    metadata: Optional[Mapping[str, str]] = None,
+    metadata: Optional[Mapping[str, Any]] = None,
     delay: Optional[float] = None,
     run_at: Union[str, _dt.datetime, None] = None,
     timeout: Optional[float] = None,
@@ -113,12 +114,29 @@ def get(task_id: str, wait: Optional[float] = None) -> Call[Task]:
     return Call("GET", f"/v1/tasks/{_seg(task_id)}", _task, params={"wait": str(_ms(w))}, wait=w)
 
 
+def _filter_text(value: Any) -> str:
+    """A metadata filter's value as the server reads it by type: numbers and
+    booleans as JSON, a string as itself unless it would read as a number or
+    a boolean, then quoted."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    text = str(value)
+    try:
+        typed = json.loads(text)
+    except ValueError:
+        return text
+    reads_typed = text.strip() == text and isinstance(typed, (bool, int, float, str))
+    return json.dumps(text) if reads_typed else text
+
+
 def list_tasks(
     status: Union[str, Sequence[str], None] = None,
     queue: Optional[str] = None,
     name: Optional[str] = None,
     workflow: Optional[str] = None,
-    metadata: Optional[Mapping[str, str]] = None,
+    metadata: Optional[Mapping[str, Any]] = None,
     limit: Optional[int] = None,
     cursor: Optional[str] = None,
 ) -> Call[TaskPage]:
@@ -131,7 +149,7 @@ def list_tasks(
     if limit is not None:
         params["limit"] = str(limit)
     for k, v in (metadata or {}).items():
-        params[f"metadata.{k}"] = v
+        params[f"metadata.{k}"] = _filter_text(v)
     return Call("GET", "/v1/tasks", lambda d: TaskPage(_tasks(d), d.get("next_cursor")), params=params)
 
 

@@ -32,7 +32,8 @@ class Task:
     status: str
     input: Any = None
     priority: int = 0
-    metadata: Dict[str, str] = field(default_factory=dict)
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    """Labels: strings, numbers or booleans."""
     attempt: int = 0
     max_attempts: int = 1
     timeout_ms: Optional[int] = None
