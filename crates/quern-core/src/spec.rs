@@ -20,6 +20,8 @@ use uuid::Uuid;
 pub const MAX_NAME_LEN: usize = 200;
 /// The longest queue name, in bytes.
 pub const MAX_QUEUE_LEN: usize = 100;
+/// The most tasks one submission may depend on.
+pub const MAX_DEPENDENCIES: usize = 100;
 /// The most metadata entries a task may carry.
 pub const MAX_METADATA_ENTRIES: usize = 64;
 /// The longest metadata key, in bytes.
@@ -113,6 +115,11 @@ pub struct TaskSpec {
     /// Submitting twice with one key yields one task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Tasks submitted earlier that this one waits for, each with its
+    /// condition (`success` when left out): it stays pending until every
+    /// edge holds, and is skipped when one no longer can.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<crate::task::Dependency>,
 }
 
 impl TaskSpec {
@@ -130,6 +137,7 @@ impl TaskSpec {
             max_attempts: None,
             retry: None,
             idempotency_key: None,
+            depends_on: Vec::new(),
         }
     }
 
@@ -174,6 +182,7 @@ impl TaskSpec {
             }
             (None, None) => now,
         };
+        check_dependencies(&self.depends_on)?;
         let input = self.input.map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned());
         check_json_depth("input", &input)?;
         let digest =
@@ -183,7 +192,7 @@ impl TaskSpec {
             name: self.name,
             queue,
             input,
-            status: if run_at > now { Status::Pending } else { Status::Queued },
+            status: if run_at > now || !self.depends_on.is_empty() { Status::Pending } else { Status::Queued },
             priority: self.priority,
             metadata: self.metadata,
             max_attempts,
@@ -193,7 +202,7 @@ impl TaskSpec {
             idempotency_key: self.idempotency_key,
             digest,
             created_at: now,
-            depends_on: Vec::new(),
+            depends_on: self.depends_on,
             workflow: None,
             key: None,
         })
@@ -299,6 +308,25 @@ fn check_metadata(metadata: &crate::task::Metadata) -> ValidationResult<()> {
             serde_json::Value::String(text) => check_text(&field, text, MAX_METADATA_VALUE_LEN)?,
             serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {}
             _ => return Err(ValidationError::new(field, "must be a string, a number or a boolean")),
+        }
+    }
+    Ok(())
+}
+
+/// Checks a submission's edges to tasks submitted earlier: at most
+/// [`MAX_DEPENDENCIES`], each parent once, each expression valid CEL.
+fn check_dependencies(deps: &[crate::task::Dependency]) -> ValidationResult<()> {
+    if deps.len() > MAX_DEPENDENCIES {
+        return Err(ValidationError::new("depends_on", format!("at most {MAX_DEPENDENCIES} tasks")));
+    }
+    for (i, d) in deps.iter().enumerate() {
+        if deps[..i].iter().any(|e| e.task == d.task) {
+            return Err(ValidationError::new(format!("depends_on[{i}].task"), "names a task already listed"));
+        }
+        if let crate::task::Condition::Expr { expr } = &d.on {
+            crate::workflow::compile_expr(expr).map_err(|e| {
+                ValidationError::new(format!("depends_on[{i}].on.expr"), format!("not a valid CEL expression: {e}"))
+            })?;
         }
     }
     Ok(())

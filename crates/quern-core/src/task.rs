@@ -114,6 +114,13 @@ pub enum Condition {
     },
 }
 
+impl Condition {
+    /// The parent succeeded: the condition when none is given.
+    pub fn success() -> Self {
+        Condition::Outcome(OutcomeCondition::Success)
+    }
+}
+
 /// The named dependency conditions.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,7 +140,8 @@ pub enum OutcomeCondition {
 pub struct Dependency {
     /// The parent task.
     pub task: Uuid,
-    /// The condition on the parent's outcome.
+    /// The condition on the parent's outcome; `success` when left out.
+    #[serde(default = "Condition::success")]
     pub on: Condition,
 }
 

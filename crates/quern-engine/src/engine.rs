@@ -287,6 +287,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Refuses a submission that depends on a task that does not exist (or
+    /// that the caller cannot see), naming the edge.
+    async fn parents_exist(&self, caller: &Caller, task: &quern_core::NewTask, index: Option<usize>) -> Result<()> {
+        for (j, d) in task.depends_on.iter().enumerate() {
+            let seen = match self.store.get(d.task).await {
+                Ok(parent) => caller.scope().is_none() || caller.covers(&parent.queue),
+                Err(StoreError::NotFound(_)) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if !seen {
+                let error =
+                    quern_core::ValidationError::new(format!("depends_on[{j}].task"), format!("no task {}", d.task));
+                return Err(EngineError::Invalid { error, index });
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a workflow with a task outside the caller's scope, as if it
     /// were not there.
     async fn visible_workflow(&self, caller: &Caller, id: Uuid) -> Result<()> {
@@ -359,6 +377,7 @@ impl Engine {
         self.read_task_types().await?;
         let task = self.validate(spec, self.now(), None)?;
         Self::may_submit(caller, &task)?;
+        self.parents_exist(caller, &task, None).await?;
         let mut out = self.store.submit(vec![task]).await?;
         out.pop().ok_or_else(|| StoreError::Backend("the store answered no task".into()).into())
     }
@@ -374,8 +393,9 @@ impl Engine {
         let now = self.now();
         let tasks =
             specs.into_iter().enumerate().map(|(i, s)| self.validate(s, now, Some(i))).collect::<Result<Vec<_>>>()?;
-        for task in &tasks {
+        for (i, task) in tasks.iter().enumerate() {
             Self::may_submit(caller, task)?;
+            self.parents_exist(caller, task, Some(i)).await?;
         }
         Ok(self.store.submit(tasks).await?)
     }

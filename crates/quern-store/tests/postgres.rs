@@ -255,6 +255,7 @@ async fn queue_counts_survive_folds_on_two_nodes_and_a_migration_from_before_the
              ALTER TABLE {schema}.history DROP COLUMN by_token; \
              ALTER TABLE {schema}.workers DROP COLUMN leases; \
              ALTER TABLE {schema}.task_types DROP COLUMN defaults; \
+             ALTER TABLE {schema}.tasks DROP COLUMN awaited; \
              DELETE FROM {schema}.quern_migrations WHERE version >= 6"
         ))
         .await

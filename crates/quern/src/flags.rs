@@ -23,6 +23,21 @@ pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A dependency on a task submitted earlier: `ID`, or `ID:CONDITION` where
+/// the condition is `success` (the default), `failure`, `completion` or a CEL
+/// expression over the parent's `status`, `result` and `error`.
+pub(crate) fn dependency(s: &str) -> Result<quern_core::Dependency, String> {
+    let (id, on) = s.split_once(':').unwrap_or((s, "success"));
+    let task = quern_client::Uuid::try_parse(id).map_err(|_| format!("`{id}` is not a task id"))?;
+    let on = match on {
+        "success" => quern_core::Condition::Outcome(quern_core::OutcomeCondition::Success),
+        "failure" => quern_core::Condition::Outcome(quern_core::OutcomeCondition::Failure),
+        "completion" => quern_core::Condition::Outcome(quern_core::OutcomeCondition::Completion),
+        expr => quern_core::Condition::Expr { expr: expr.to_owned() },
+    };
+    Ok(quern_core::Dependency { task, on })
+}
+
 /// A JSON document, kept as the text given (key order and number spelling
 /// untouched): the value itself, `@FILE` for a file's contents, or `-` for
 /// standard input's.

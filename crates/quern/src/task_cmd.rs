@@ -45,6 +45,10 @@ pub(crate) struct SubmitArgs {
     /// Submitting twice with one key yields one task.
     #[arg(long, value_name = "KEY")]
     idempotency_key: Option<String>,
+    /// Wait for a task submitted earlier: `ID` (until it succeeds) or
+    /// `ID:failure`, `ID:completion`, `ID:<CEL expression>`; repeat for more.
+    #[arg(long = "depends-on", value_name = "ID[:CONDITION]", value_parser = flags::dependency)]
+    depends_on: Vec<quern_core::Dependency>,
     /// Wait for the task to end; exit 1 unless it succeeds.
     #[arg(long)]
     wait: bool,
@@ -61,6 +65,7 @@ impl SubmitArgs {
         spec.queue.clone_from(&self.queue);
         spec.priority = self.priority.unwrap_or(0);
         spec.metadata = self.meta.iter().map(|(k, v)| (k.clone(), quern_core::spec::metadata_value(v))).collect();
+        spec.depends_on.clone_from(&self.depends_on);
         spec.delay_ms = self.delay.map(flags::millis);
         spec.run_at.clone_from(&self.run_at);
         spec.timeout_ms = self.timeout.map(flags::millis);
@@ -260,6 +265,17 @@ mod tests {
         );
         let spec = spec_of(&["a", "--run-at", "2030-01-01T00:00:00Z"]);
         assert_eq!(spec.run_at.as_deref(), Some("2030-01-01T00:00:00Z"));
+        let id = "01a250f2-05f1-709c-9f28-f929e25d4d12";
+        let (failure, expr) = (format!("{id}:failure"), format!("{id}:result.rows > 2"));
+        let spec = spec_of(&["a", "--depends-on", id, "--depends-on", &failure, "--depends-on", &expr]);
+        let edges = serde_json::to_value(&spec.depends_on).expect("serializes");
+        assert_eq!(
+            edges,
+            serde_json::json!([{"task": id, "on": "success"}, {"task": id, "on": "failure"},
+                {"task": id, "on": {"expr": "result.rows > 2"}}])
+        );
+        let spec = spec_of(&["a", "--meta", "n=5", "--meta", "s=\"5\"", "--meta", "ok=true"]);
+        assert_eq!(serde_json::to_value(&spec.metadata).ok(), Some(serde_json::json!({"n": 5, "s": "5", "ok": true})));
     }
 
     #[test]
@@ -272,6 +288,7 @@ mod tests {
             &["submit", "a", "--meta", "novalue"],
             &["submit", "a", "--wait-timeout", "5s"],
             &["submit", "a", "--retries", "-1"],
+            &["submit", "a", "--depends-on", "not-an-id"],
         ] {
             let err = Submit::try_parse_from(argv).err();
             assert_eq!(err.map(|e| e.exit_code()), Some(2), "{argv:?}");

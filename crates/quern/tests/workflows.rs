@@ -444,3 +444,57 @@ async fn a_huge_workflow_answers_in_pages_and_memory_stays_bounded() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_task_can_wait_for_tasks_submitted_earlier() {
+    let server = Server::start();
+    let api = server.api();
+    bounded(LIMIT, async {
+        let parent = api.submit(json!({"name": "extract"})).await;
+        let parent_id = parent["id"].as_str().unwrap_or_default().to_owned();
+        let after = |name: &str, on: Value| json!({"name": name, "depends_on": [{"task": parent_id, "on": on}]});
+        let load = api.submit(json!({"name": "load", "depends_on": [{"task": parent_id}]})).await;
+        assert_eq!((&load["status"], &load["depends_on"][0]["on"]), (&json!("pending"), &json!("success")), "{load}");
+        let cleanup = api.submit(after("cleanup", json!("failure"))).await;
+
+        let leased = api.post("/v1/lease", &json!({"worker": "w", "queues": ["default"], "names": ["extract"]})).await;
+        let task = &leased.body["tasks"][0];
+        complete(&api, task, json!({"outcome": "succeeded", "result": {"rows": 3}})).await;
+        let id = |t: &Value| t["id"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(api.status_of(&id(&load)).await, "queued", "released when its parent succeeded");
+        assert_eq!(api.status_of(&id(&cleanup)).await, "skipped", "its condition can no longer hold");
+
+        // A parent that already ended resolves at once, in the answer.
+        assert_eq!(api.submit(after("report", json!("completion"))).await["status"], "queued");
+        assert_eq!(api.submit(after("alert", json!("failure"))).await["status"], "skipped");
+        let expr = api.submit(after("big", json!({"expr": "result.rows > 2"}))).await;
+        assert_eq!(expr["status"], "queued", "{expr}");
+        let leased = api.post("/v1/lease", &json!({"worker": "w", "queues": ["default"], "names": ["load"]})).await;
+        assert_eq!(leased.body["tasks"][0]["parents"][&parent_id]["result"]["rows"], 3, "{}", leased.body);
+
+        // A parent that does not exist, a bad condition: refused, nothing stored.
+        let before = api.count_tasks().await;
+        let ghost = "01a250f2-05f1-709c-9f28-f929e25d4d12";
+        for (body, field) in [
+            (json!({"name": "x", "depends_on": [{"task": ghost}]}), "depends_on[0].task"),
+            (after("x", json!({"expr": "status =="})), "depends_on[0].on.expr"),
+            (json!({"name": "x", "depends_on": [{"task": parent_id}, {"task": parent_id}]}), "depends_on[1].task"),
+        ] {
+            let reply = api.post("/v1/tasks", &body).await;
+            assert_eq!(
+                (reply.status, reply.body["error"]["details"]["field"].as_str()),
+                (400, Some(field)),
+                "{reply:?}"
+            );
+        }
+        let batch = api
+            .post(
+                "/v1/tasks/batch",
+                &json!({"tasks": [{"name": "ok"}, {"name": "x", "depends_on": [{"task": ghost}]}]}),
+            )
+            .await;
+        assert_eq!((batch.status, &batch.body["error"]["details"]["index"]), (400, &json!(1)), "{batch:?}");
+        assert_eq!(api.count_tasks().await, before, "nothing stored");
+    })
+    .await;
+}

@@ -73,6 +73,21 @@ def test_delay_get_retries_and_errors(app: quern.App, worker: object) -> None:
     assert later.state == "REVOKED"
 
 
+def test_a_task_waits_for_tasks_submitted_earlier(app: quern.App, worker: object) -> None:
+    import tasks_app
+
+    first = tasks_app.add.delay(1, 2)
+    then = tasks_app.add.apply_async((3, 4), depends_on=[first])
+    assert then.get(timeout=20) == 7
+    done_first, done_then = app.client.get(first.id), app.client.get(then.id)
+    assert done_then.raw["depends_on"] == [{"task": first.id, "on": "success"}]
+    assert done_first.finished_at is not None and done_then.started_at is not None
+    assert done_first.finished_at <= done_then.started_at, "it ran after its parent ended"
+    # A failure edge on a parent that succeeded skips the task at once.
+    skipped = app.client.submit("t.add", {"args": [1, 1]}, depends_on=[{"task": first.id, "on": "failure"}])
+    assert skipped.status == "skipped"
+
+
 def test_progress_and_cancellation(app: quern.App, worker: object) -> None:
     import tasks_app
 

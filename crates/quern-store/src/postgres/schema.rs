@@ -267,6 +267,9 @@ ALTER TABLE tokens ADD COLUMN max_body_bytes bigint;
     "ALTER TABLE workers ADD COLUMN leases text;",
     // Per-task-type defaults (timeout, attempts, retry), as JSON.
     "ALTER TABLE task_types ADD COLUMN defaults text;",
+    // A task outside a workflow that later submissions wait for: its end
+    // judges their edges.
+    "ALTER TABLE tasks ADD COLUMN awaited boolean NOT NULL DEFAULT false;",
 ];
 
 /// The schema version this build knows.

@@ -61,6 +61,9 @@ pub(super) async fn submit(tx: &mut Tx, tasks: Vec<NewTask>) -> Result<Vec<Submi
     let mut edges: (Vec<Uuid>, Vec<Uuid>, Vec<String>) = Default::default();
     let mut out: Vec<Submitted> = Vec::with_capacity(tasks.len());
     let mut made: HashMap<String, usize> = HashMap::new();
+    // Parents outside this submission (tasks submitted earlier).
+    let mut earlier: Vec<Uuid> = Vec::new();
+    let mut latest: Millis = 0;
     for t in tasks {
         if let Some(key) = t.idempotency_key.as_deref() {
             if let Some(f) = found.get(key) {
@@ -94,7 +97,11 @@ pub(super) async fn submit(tx: &mut Tx, tasks: Vec<NewTask>) -> Result<Vec<Submi
                 edges.0.push(d.task);
                 edges.1.push(t.id);
                 edges.2.push(json(&d.on));
+                if t.workflow.is_none() && !earlier.contains(&d.task) {
+                    earlier.push(d.task);
+                }
             }
+            latest = latest.max(t.created_at);
         }
         out.push(Submitted { task: new_task_view(t)?, created: true });
     }
@@ -107,7 +114,35 @@ pub(super) async fn submit(tx: &mut Tx, tasks: Vec<NewTask>) -> Result<Vec<Submi
         )
         .await?;
     }
+    if !earlier.is_empty() {
+        judge_earlier_parents(tx, &earlier, latest).await?;
+        for s in out.iter_mut().filter(|s| s.created && s.task.workflow.is_none() && !s.task.depends_on.is_empty()) {
+            s.task = load(tx, s.task.id, false).await?.task;
+        }
+    }
     Ok(out)
+}
+
+/// Judges the edges a submission added to tasks submitted earlier: those
+/// whose parent has already ended (or no longer exists) now, as they would
+/// have been at its end; the others are marked `awaited`, so that their end
+/// judges them (outside workflows, only awaited tasks look for edges). The
+/// mark is an update of the parent's row: a parent ending at the same moment
+/// on another node either ended before (and is judged here) or ends after
+/// this commits (and sees the mark and the edges).
+async fn judge_earlier_parents(tx: &mut Tx, parents: &[Uuid], now: Millis) -> Result<()> {
+    let rows = tx
+        .query(
+            "UPDATE tasks SET awaited = true WHERE id = ANY($1) AND status IN ('pending', 'queued', 'running') \
+             RETURNING id",
+            &[&parents],
+        )
+        .await?;
+    let running: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    for parent in parents.iter().filter(|p| !running.contains(p)) {
+        dependents::ended(tx, *parent, now).await?;
+    }
+    Ok(())
 }
 
 /// New tasks as columns, inserted with one statement.
@@ -364,12 +399,15 @@ async fn succeed(tx: &mut Tx, p: &CompleteParams) -> Result<std::collections::Ha
              lease_token = NULL, expires_at = NULL, timeout_at = NULL \
              FROM unnest($2::uuid[], $3::text[], $4::text[]) AS u(id, token, result) \
              WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' AND NOT t.cancel_requested \
-             RETURNING t.id, t.name, t.queue, t.attempt, t.worker, t.compact, t.workflow",
+             RETURNING t.id, t.name, t.queue, t.attempt, t.worker, t.compact, t.workflow, \
+             t.awaited AND t.workflow IS NULL",
             &[&p.now, &ids, &tokens, &results],
         )
         .await?;
     let mut entries = Entries::default();
     let mut closed = Vec::new();
+    // Tasks outside workflows that later submissions wait for.
+    let mut awaited = Vec::new();
     for r in &rows {
         let (id, name, queue): (Uuid, String, String) = (r.get(0), r.get(1), r.get(2));
         let attempt = u32_of(r.get(3));
@@ -381,11 +419,17 @@ async fn succeed(tx: &mut Tx, p: &CompleteParams) -> Result<std::collections::Ha
         if let Some(w) = r.get::<_, Option<Uuid>>(6) {
             closed.push((id, w));
         }
+        if r.get::<_, bool>(7) {
+            awaited.push(id);
+        }
         done.insert(id);
     }
     entries.write(tx).await?;
     for (id, workflow) in closed {
         dependents::closed(tx, workflow, p.now).await?;
+        dependents::ended(tx, id, p.now).await?;
+    }
+    for id in awaited {
         dependents::ended(tx, id, p.now).await?;
     }
     Ok(done)
@@ -473,15 +517,20 @@ impl Ends {
     async fn write(self, tx: &mut Tx, now: Millis) -> Result<()> {
         let Self { entries, done, back, closed } = self;
         entries.write(tx).await?;
+        // Tasks outside workflows that later submissions wait for.
+        let mut awaited: Vec<Uuid> = Vec::new();
         if !done.0.is_empty() {
-            tx.execute(
-                "UPDATE tasks t SET status = u.status, result = u.result, error = u.error, finished_at = $1, \
-                 updated_at = $1, lease_token = NULL, expires_at = NULL, timeout_at = NULL, compact = u.compact \
-                 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[]) \
-                 AS u(id, status, result, error, compact) WHERE t.id = u.id",
-                &[&now, &done.0, &done.1, &done.2, &done.3, &done.4],
-            )
-            .await?;
+            let rows = tx
+                .query(
+                    "UPDATE tasks t SET status = u.status, result = u.result, error = u.error, finished_at = $1, \
+                     updated_at = $1, lease_token = NULL, expires_at = NULL, timeout_at = NULL, compact = u.compact \
+                     FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[]) \
+                     AS u(id, status, result, error, compact) WHERE t.id = u.id \
+                     RETURNING t.id, t.awaited AND t.workflow IS NULL",
+                    &[&now, &done.0, &done.1, &done.2, &done.3, &done.4],
+                )
+                .await?;
+            awaited.extend(rows.iter().filter(|r| r.get::<_, bool>(1)).map(|r| r.get::<_, Uuid>(0)));
         }
         if !back.0.is_empty() {
             tx.execute(
@@ -496,6 +545,9 @@ impl Ends {
         }
         for (id, workflow) in closed {
             dependents::closed(tx, workflow, now).await?;
+            dependents::ended(tx, id, now).await?;
+        }
+        for id in awaited {
             dependents::ended(tx, id, now).await?;
         }
         Ok(())

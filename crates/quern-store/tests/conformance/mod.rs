@@ -100,6 +100,7 @@ macro_rules! suite {
             workflows_release_and_skip_along_conditions, approvals_wait_for_a_decision,
                 cancelling_a_workflow_cancels_what_is_unfinished, a_workflow_reads_in_pages_with_its_counts,
                 waiting_tasks_survive_a_restart, undecided_approvals_time_out,
+                dependencies_on_tasks_submitted_earlier,
         ]);
         $crate::conformance::suite!(@area schedules, $make, [
             schedule_writes_are_versioned, a_slot_fires_once, overlapping_slots_can_be_skipped,
@@ -778,6 +779,43 @@ pub async fn waiting_tasks_survive_a_restart(f: &mut impl Factory) {
     assert_eq!((c.status, c.error.map(|e| e.kind)), (Status::Skipped, Some(ErrorKind::Dependency)));
     let h: Vec<_> = s.history(ids["c"]).await.unwrap().iter().map(|e| (e.from, e.to)).collect();
     assert_eq!(h, [(None, Status::Pending), (Some(Status::Pending), Status::Skipped)]);
+}
+
+pub async fn dependencies_on_tasks_submitted_earlier(f: &mut impl Factory) {
+    let s = f.open(T0);
+    let parent = submit_one(&*s, r#"{"name":"extract"}"#).await;
+    let after = |name: &str, on: &str| format!(r#"{{"name":"{name}","depends_on":[{{"task":"{parent}"{on}}}]}}"#);
+    // Waiting for a parent that has not ended: pending until it does.
+    let load = submit_one(&*s, &after("load", "")).await;
+    let cleanup = submit_one(&*s, &after("cleanup", r#","on":"failure""#)).await;
+    assert_eq!(s.get(load).await.unwrap().status, Status::Pending);
+    let got = s.lease(LeaseParams { names: Some(vec!["extract".into()]), ..lease(1, 30_000, T0) }).await.unwrap();
+    assert!(complete(&*s, parent, &token(&got[0]), ok(r#"{"rows":3}"#), T0 + 1).await);
+    assert_eq!(s.get(load).await.unwrap().status, Status::Queued, "released when the parent succeeded");
+    let skipped = s.get(cleanup).await.unwrap();
+    assert_eq!((skipped.status, skipped.error.map(|e| e.kind)), (Status::Skipped, Some(ErrorKind::Dependency)));
+    // On a parent that has already ended: judged at once, in the answer too.
+    let late = s.submit(vec![spec(&after("report", ""))]).await.unwrap().remove(0).task;
+    assert_eq!(late.status, Status::Queued, "a finished parent resolves at once");
+    let never = s.submit(vec![spec(&after("alert", r#","on":"failure""#))]).await.unwrap().remove(0).task;
+    assert_eq!(never.status, Status::Skipped, "a condition that can no longer hold skips at once");
+    let expr = s.submit(vec![spec(&after("big", r#","on":{"expr":"result.rows > 2"}"#))]).await.unwrap();
+    assert_eq!(expr[0].task.status, Status::Queued, "an expression reads the parent's result");
+    // A parent that does not exist satisfies nothing.
+    let orphan = spec(&format!(r#"{{"name":"orphan","depends_on":[{{"task":"{}"}}]}}"#, Uuid::now_v7()));
+    assert_eq!(s.submit(vec![orphan]).await.unwrap()[0].task.status, Status::Skipped);
+    // The leased child sees its parent's outcome, keyed by the parent's id.
+    let leased = s.lease(LeaseParams { names: Some(vec!["report".into()]), ..lease(1, 30_000, T0 + 2) }).await.unwrap();
+    let parents = leased[0].parents.as_ref().expect("its parents");
+    assert_eq!(parents[&parent.to_string()].status, Status::Succeeded);
+    // Waiting children survive a restart.
+    let second = submit_one(&*s, r#"{"name":"second"}"#).await;
+    let waiting = submit_one(&*s, &format!(r#"{{"name":"third","depends_on":[{{"task":"{second}"}}]}}"#)).await;
+    drop(s);
+    let s = f.reopen(T0 + 10);
+    let got = s.lease(LeaseParams { names: Some(vec!["second".into()]), ..lease(1, 30_000, T0 + 10) }).await.unwrap();
+    assert!(complete(&*s, second, &token(&got[0]), ok("null"), T0 + 11).await);
+    assert_eq!(s.get(waiting).await.unwrap().status, Status::Queued);
 }
 
 pub async fn undecided_approvals_time_out(f: &mut impl Factory) {

@@ -276,9 +276,17 @@ class TaskFunction(Generic[R]):
         priority: Optional[int] = None,
         queue: Optional[str] = None,
         idempotency_key: Optional[str] = None,
+        depends_on: Optional[Sequence[Any]] = None,
     ) -> AsyncResult:
+        """Submits the task; ``depends_on`` (results, tasks or ids submitted
+        earlier, or ``{"task", "on"}`` edges) makes it wait for them."""
         options = dict(self.options)
-        for key, value in (("priority", priority), ("queue", queue), ("idempotency_key", idempotency_key)):
+        for key, value in (
+            ("priority", priority),
+            ("queue", queue),
+            ("idempotency_key", idempotency_key),
+            ("depends_on", depends_on),
+        ):
             if value is not None:
                 options[key] = value
         if countdown is not None:

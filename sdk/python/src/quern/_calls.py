@@ -60,8 +60,12 @@ def task_spec(
     max_attempts: Optional[int] = None,
     retry: Optional[Mapping[str, Any]] = None,
     idempotency_key: Optional[str] = None,
+    depends_on: Optional[Sequence[Any]] = None,
 ) -> Dict[str, Any]:
-    """A submission body; times are seconds (``delay``, ``timeout``)."""
+    """A submission body; times are seconds (``delay``, ``timeout``).
+    ``depends_on`` lists tasks submitted earlier that this one waits for:
+    ids, ``Task``s, ``AsyncResult``s, or ``{"task": id, "on": "success" |
+    "failure" | "completion" | {"expr": "…"}}``."""
     spec: Dict[str, Any] = {"name": name}
     if input is not None:
         spec["input"] = input
@@ -83,7 +87,16 @@ def task_spec(
         spec["timeout_ms"] = _ms(timeout)
     if retry is not None:
         spec["retry"] = dict(retry)
+    if depends_on:
+        spec["depends_on"] = [_edge(d) for d in depends_on]
     return spec
+
+
+def _edge(parent: Any) -> Dict[str, Any]:
+    """One ``depends_on`` edge from an id, a task or result object, or an edge."""
+    if isinstance(parent, Mapping):
+        return dict(parent)
+    return {"task": str(getattr(parent, "id", parent))}
 
 
 def _listed(d: Any, key: str) -> List[Any]:

@@ -85,6 +85,10 @@ impl State {
             existing.push(found);
         }
         let mut out: Vec<Submitted> = Vec::with_capacity(tasks.len());
+        // Parents outside this submission (tasks submitted earlier), judged
+        // once every row is in.
+        let mut earlier: Vec<Uuid> = Vec::new();
+        let mut latest: Millis = 0;
         let mut stmt = conn
             .prepare_cached(
                 "INSERT INTO tasks (id, name, queue, status, priority, input, metadata, max_attempts, timeout_ms, \
@@ -143,10 +147,24 @@ impl State {
                 self.append(conn, t.id, &crate::history::waiting(t.created_at))?;
                 for d in &t.depends_on {
                     self.waiting.entry(d.task).or_default().push((t.id, d.on.clone()));
+                    if t.workflow.is_none() && !earlier.contains(&d.task) {
+                        earlier.push(d.task);
+                    }
                 }
                 self.unmet.insert(t.id, t.depends_on.len());
+                latest = latest.max(t.created_at);
             }
             out.push(Submitted { task: new_task_view(t)?, created: true });
+        }
+        drop(stmt);
+        if !earlier.is_empty() {
+            self.judge_earlier_parents(conn, &earlier, latest)?;
+            // What the judging changed (queued now, or skipped) is what the
+            // answer shows.
+            for s in out.iter_mut().filter(|s| s.created && s.task.workflow.is_none() && !s.task.depends_on.is_empty())
+            {
+                s.task = self.read_task(conn, s.task.id)?;
+            }
         }
         Ok(out)
     }

@@ -41,6 +41,29 @@ impl State {
         if self.holding.contains(&id) {
             return Ok(());
         }
+        self.judge_dependents(conn, id, now)
+    }
+
+    /// Judges the edges that wait on tasks submitted earlier, right after a
+    /// submission added them: those whose parent has already ended (or no
+    /// longer exists) are judged now, as they would have been at its end;
+    /// the others wait for it.
+    pub(super) fn judge_earlier_parents(&mut self, conn: &Connection, parents: &[Uuid], now: Millis) -> Result<()> {
+        for &parent in parents {
+            let status: Option<Status> = conn
+                .prepare_cached("SELECT status FROM tasks WHERE id = ?1")
+                .and_then(|mut s| s.query_row([parent.as_bytes()], |r| status_at(r, 0)).optional())
+                .map_err(backend)?;
+            if status.is_none_or(Status::is_terminal) {
+                self.judge_dependents(conn, parent, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Judges every edge waiting on `id`, which has ended, and in turn those
+    /// on the children it skips.
+    fn judge_dependents(&mut self, conn: &Connection, id: Uuid, now: Millis) -> Result<()> {
         let mut work = vec![id];
         while let Some(parent) = work.pop() {
             let Some(children) = self.waiting.remove(&parent) else { continue };
