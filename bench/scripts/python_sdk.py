@@ -7,18 +7,15 @@ Starts its own `quern server`; needs the SDK installed (pip install -e sdk/pytho
 
     python3 bench/scripts/python_sdk.py [$CARGO_TARGET_DIR/release/quern] [TASKS]
 """
-import os, subprocess, sys, tempfile, time
+import os, subprocess, sys, time
+
+from sdk_setup import server_and_app
 
 binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/quern"
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
 
-data = tempfile.mkdtemp(prefix="quern-sdk-bench-")
-server = subprocess.Popen([binary, "server", "--listen", "127.0.0.1:0", "--data", data],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-url = server.stdout.readline().strip().removeprefix("listening on ")
-mod_dir = tempfile.mkdtemp(prefix="quern-sdk-bench-app-")
-with open(os.path.join(mod_dir, "bench_app.py"), "w") as f:
-    f.write("import quern\napp = quern.App()\n\n@app.task(name='noop')\ndef noop(i):\n    return None\n")
+server, url, mod_dir = server_and_app(
+    binary, "bench_app", "import quern\napp = quern.App()\n\n@app.task(name='noop')\ndef noop(i):\n    return None\n")
 os.environ["QUERN_URL"] = url
 sys.path.insert(0, mod_dir)
 import quern  # noqa: E402

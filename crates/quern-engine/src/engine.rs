@@ -692,6 +692,7 @@ impl Engine {
             now: 0,
         };
         self.registry.leasing(&params.worker, &params.queues, params.names.as_deref(), self.now());
+        self.store.signals().expect_stops(&params.worker);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms);
         let mut shutdown = self.shutdown.clone();
         loop {

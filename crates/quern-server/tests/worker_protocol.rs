@@ -1015,6 +1015,14 @@ async fn a_watching_worker_hears_of_a_cancel_and_a_server_side_timeout_at_once()
         // Another worker's watch hears nothing of w's tasks.
         let other = api.post("/v1/stops", &json!({"worker": "other", "wait_ms": 50})).await;
         assert_eq!(other.body, json!({"stops": []}));
+
+        // A worker cancelled before its first watch (it leased while opening
+        // it) hears of it on that watch, not at its next heartbeat.
+        let early = id_of(&api.submit(json!({"name": "long"})).await);
+        api.lease_one("fresh", 60_000).await;
+        assert_eq!(api.post(&format!("/v1/tasks/{early}/cancel"), &json!({})).await.status, 200);
+        let reply = api.post("/v1/stops", &json!({"worker": "fresh", "wait_ms": 30_000})).await;
+        assert_eq!(reply.body, json!({"stops": [{"task": early, "reason": "cancel"}]}), "{reply:?}");
         let bad = api.post("/v1/stops", &json!({"worker": "w", "wait_ms": 60_001})).await;
         assert_eq!((bad.status, bad.body["error"]["details"]["field"].as_str()), (400, Some("wait_ms")), "{bad:?}");
         let bad = api.post("/v1/stops", &json!({"wait_ms": 10})).await;

@@ -92,7 +92,8 @@ impl Signals {
     }
 
     /// Tells the workers that watch to stop these tasks; a stop for a
-    /// worker that never watched is dropped (it hears at its heartbeat).
+    /// worker that never watched nor leased is dropped (it hears at its
+    /// heartbeat).
     pub fn stop(&self, stops: impl IntoIterator<Item = Stop>) {
         let Ok(mut boxes) = self.stops.lock() else { return };
         if boxes.is_empty() {
@@ -105,6 +106,17 @@ impl Signals {
             }
             mailbox.pending.push(stop);
             mailbox.notify.notify_waiters();
+        }
+    }
+
+    /// Makes `worker`'s mailbox if it has none, so that a stop raised before
+    /// its first watch (a worker that leases as it opens its watch) waits
+    /// for that watch rather than for a heartbeat.
+    pub fn expect_stops(&self, worker: &str) {
+        let Ok(mut boxes) = self.stops.lock() else { return };
+        if !boxes.contains_key(worker) {
+            let mailbox = Mailbox { pending: Vec::new(), notify: Arc::new(Notify::new()), watched_at: Instant::now() };
+            boxes.insert(worker.to_owned(), mailbox);
         }
     }
 

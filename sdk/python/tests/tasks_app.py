@@ -30,6 +30,14 @@ def slow(steps: int = 5) -> str:
     return "done"
 
 
+@app.task(name="t.spin")
+def spin() -> int:
+    """Busy Python code that never checks for a cancel."""
+    n = 0
+    while True:
+        n += 1
+
+
 @app.task(name="t.async_sleep")
 async def async_sleep(seconds: float) -> float:
     await asyncio.sleep(seconds)

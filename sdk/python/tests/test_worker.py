@@ -116,7 +116,9 @@ def test_a_cancel_reaches_a_running_task_at_once(server_url: str, app: quern.App
     a few seconds came through the worker's watch for stops."""
     proc = start_worker(server_url, "--queues", "prompt", "--lease", "30")
     try:
-        for name, kwargs in (("t.progress", {"steps": 500}), ("t.async_sleep", {"seconds": 60})):
+        # A sync task that checks, a coroutine, and sync code that never checks
+        # (interrupted in its thread).
+        for name, kwargs in (("t.progress", {"steps": 500}), ("t.async_sleep", {"seconds": 60}), ("t.spin", {})):
             task = app.client.submit(name, {"args": [], "kwargs": kwargs}, queue="prompt")
             deadline = time.monotonic() + 20
             while app.client.get(task.id).status != "running" and time.monotonic() < deadline:
@@ -127,6 +129,9 @@ def test_a_cancel_reaches_a_running_task_at_once(server_url: str, app: quern.App
             assert app.client.wait(task.id, timeout=20).status == "cancelled"
             took = time.monotonic() - asked
             assert took < 3, f"{name}: the cancel took {took:.1f} s to end the task"
+        # The interrupted thread is free again: the next task runs.
+        after = app.client.submit("t.add", {"args": [2, 3]}, queue="prompt")
+        assert app.client.wait(after.id, timeout=20).result == 5
     finally:
         proc.terminate()
         proc.wait(timeout=20)

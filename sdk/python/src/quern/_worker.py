@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextvars
+import ctypes
 import importlib
 import logging
 import os
@@ -71,6 +72,36 @@ class TaskContext:
         self._cancelled.set()
         if self.cancel_hook is not None:
             self.cancel_hook()
+
+
+def _raise_in(thread: int, exc: Optional[type]) -> None:
+    """Makes ``thread`` raise ``exc`` at its next Python instruction (``None``
+    withdraws one not raised yet)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(exc) if exc else None)
+
+
+class _Interrupt:
+    """Stops a sync task's thread when the task is cancelled: ``Cancelled`` is
+    raised in it at its next Python instruction, so Python code stops at once
+    (a blocking call such as ``time.sleep`` or a socket read returns first).
+    Only while the task's function runs: once it returned, a cancel changes
+    nothing, and one not yet raised is withdrawn, so the thread's next task
+    never sees it."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.lock = threading.Lock()
+        self.armed = True
+
+    def fire(self) -> None:
+        with self.lock:
+            if self.armed:
+                _raise_in(self.thread, Cancelled)
+
+    def disarm(self) -> None:
+        with self.lock:
+            self.armed = False
+            _raise_in(self.thread, None)
 
 
 def current_task() -> TaskContext:
@@ -291,8 +322,13 @@ class Worker:
     def _run_sync(self, ctx: TaskContext, fn: Callable[..., Any], retry_on: Tuple[type, ...]) -> None:
         args, kwargs = decode_input(ctx.input, ctx.parents)
         token = _current.set(ctx)
+        interrupt = _Interrupt()
+        ctx.cancel_hook = interrupt.fire
         try:
-            result = fn(*args, **kwargs)
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                interrupt.disarm()
         except Cancelled as e:
             self._finish(ctx, {"outcome": "failed", "error": _error(e, "cancelled"), "retry": False})
         except Exception as e:
@@ -374,6 +410,9 @@ class Worker:
     def _time_out(self, ctx: TaskContext) -> None:
         err = {"kind": "timeout", "message": f"ran past its timeout of {ctx.timeout_ms} ms"}
         self._finish(ctx, {"outcome": "failed", "error": err, "retry": True})
+        # Stop the thread too, so that it is free for the next task.
+        if ctx.cancel_hook is not None:
+            ctx.cancel_hook()
 
     def register(self) -> None:
         types = [t.type_declaration() for t in self.app.tasks.values()]
