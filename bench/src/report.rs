@@ -26,6 +26,12 @@ pub struct Row {
     pub p50_us: Option<f64>,
     /// 99th percentile latency, in µs.
     pub p99_us: Option<f64>,
+    /// 99.9th percentile latency, in µs.
+    #[serde(default)]
+    pub p999_us: Option<f64>,
+    /// The slowest sample, in µs: a stall shows here.
+    #[serde(default)]
+    pub max_us: Option<f64>,
     /// Server resident memory at the end of the measurement, in MiB.
     pub rss_mb: Option<f64>,
     /// The most the server was resident, in MiB.
@@ -49,6 +55,14 @@ pub struct Row {
 }
 
 impl Row {
+    /// Sets the latency columns (p50, p99, p99.9, max) from `samples`.
+    pub fn latencies(&mut self, samples: &mut crate::samples::Samples) {
+        self.p50_us = samples.percentile_us(0.50);
+        self.p99_us = samples.percentile_us(0.99);
+        self.p999_us = samples.percentile_us(0.999);
+        self.max_us = samples.percentile_us(1.0);
+    }
+
     /// An empty row of Quern's.
     pub fn new(scenario: &str, variant: &str) -> Self {
         Self {
@@ -60,6 +74,8 @@ impl Row {
             tasks_per_s: None,
             p50_us: None,
             p99_us: None,
+            p999_us: None,
+            max_us: None,
             rss_mb: None,
             peak_rss_mb: None,
             server_cpu_s: None,
@@ -103,10 +119,12 @@ impl Row {
     /// The row in one line, for progress output.
     pub fn one_line(&self) -> String {
         let cells = self.cells();
-        let [_, scenario, variant, tasks, seconds, rate, p50, p99, _, rss, cpu, per_task, thread, note] = cells;
+        let [_, scenario, variant, tasks, seconds, rate, p50, p99, p999, max, _, rss, cpu, per_task, thread, note] =
+            cells;
         format!(
             "{scenario} {variant}: {tasks} tasks in {seconds} s, {rate} tasks/s, p50 {p50} µs, p99 {p99} µs, \
-             RSS {rss} MB, CPU {cpu} s, {per_task} server µs/task, busiest {thread} {note}"
+             p99.9 {p999} µs, max {max} µs, RSS {rss} MB, CPU {cpu} s, {per_task} server µs/task, \
+             busiest {thread} {note}"
         )
     }
 
@@ -127,6 +145,8 @@ impl Row {
             opt(self.tasks_per_s, 0),
             opt(self.p50_us, 0),
             opt(self.p99_us, 0),
+            opt(self.p999_us, 0),
+            opt(self.max_us, 0),
             self.quern_ratio.map_or_else(|| "-".to_owned(), ratio),
             rss,
             match (self.server_cpu_s, self.client_cpu_s, self.other_cpu_s) {
@@ -237,9 +257,9 @@ fn ratio(r: f64) -> String {
     }
 }
 
-const COLUMNS: usize = 14;
+const COLUMNS: usize = 16;
 /// The columns holding numbers, right-aligned.
-const NUMERIC: std::ops::Range<usize> = 3..12;
+const NUMERIC: std::ops::Range<usize> = 3..14;
 
 const HEADERS: [&str; COLUMNS] = [
     "system",
@@ -250,6 +270,8 @@ const HEADERS: [&str; COLUMNS] = [
     "tasks/s",
     "p50 µs",
     "p99 µs",
+    "p99.9 µs",
+    "max µs",
     "Quern ×",
     "RSS MB (peak)",
     "CPU s srv/cli/other",

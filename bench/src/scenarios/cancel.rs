@@ -135,8 +135,7 @@ fn row(variant: &str, mut latency: Samples, seconds: f64, cpu0: &Cpu, cpu1: &Cpu
     let mut row = Row::new("cancel", variant).with_cpu(cpu0, cpu1);
     row.tasks = latency.len() as u64;
     row.seconds = seconds;
-    row.p50_us = latency.percentile_us(0.50);
-    row.p99_us = latency.percentile_us(0.99);
+    row.latencies(&mut latency);
     row
 }
 

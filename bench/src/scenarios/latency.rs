@@ -124,8 +124,7 @@ async fn measure(ctx: &Ctx, queue: &str, events: &mut mpsc::UnboundedReceiver<Wo
         let mut row = Row::new("latency", variant).with_cpu(&cpu0, &cpu1);
         row.tasks = s.len() as u64;
         row.seconds = seconds;
-        row.p50_us = s.percentile_us(0.50);
-        row.p99_us = s.percentile_us(0.99);
+        row.latencies(&mut s);
         rows.push(row);
     }
     Ok(rows)

@@ -68,8 +68,7 @@ struct Measured {
 impl Measured {
     fn row(mut self, scenario: &str, variant: &str) -> Row {
         let mut row = Row::throughput(scenario, variant, self.tasks, self.seconds).with_cpu(&self.cpu.0, &self.cpu.1);
-        row.p50_us = self.samples.percentile_us(0.50);
-        row.p99_us = self.samples.percentile_us(0.99);
+        row.latencies(&mut self.samples);
         row
     }
 }
