@@ -40,7 +40,7 @@ use rows::{TASK_COLUMNS, task_from_row};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use uuid::Uuid;
 use writer::events::read_events;
@@ -107,14 +107,17 @@ impl SqliteStore {
         let signals = Arc::new(Signals::default());
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let writer_signals = signals.clone();
+        let log_long: Arc<AtomicBool> = Arc::default();
+        let writer_log_long = log_long.clone();
         let writer = std::thread::Builder::new()
             .name("quern-sqlite-writer".into())
             .spawn(move || {
                 let clock = quern_core::SystemClock;
-                writer::run_writer(&conn, state, &rx, &writer_signals, &|| quern_core::Clock::now(&clock));
+                let now = || quern_core::Clock::now(&clock);
+                writer::run_writer(&conn, state, &rx, &writer_signals, &now, &writer_log_long);
             })
             .map_err(backend)?;
-        let checkpointer = spawn_checkpointer(&path, opts.durability)?;
+        let checkpointer = spawn_checkpointer(&path, opts.durability, log_long)?;
         let readers = readers::Readers::start(path, opts.durability)?;
         Ok(Self {
             jobs: Mutex::new(Some(tx)),
@@ -218,8 +221,20 @@ fn private(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The length of the write-ahead log (in 4 KiB frames: 32 MiB) past which the
+/// writer finishes a checkpoint between two batches, so that its next
+/// transaction starts the log again from its beginning.
+const RESTART_WAL_FRAMES: i64 = 8_192;
+
+/// How few frames the checkpointer may have left uncopied for the writer to
+/// finish its checkpoint (4 MiB): the writer pauses only as long as copying
+/// that little takes. Under a load the checkpointer cannot follow, the log
+/// grows to [`MAX_WAL_FRAMES`] as before.
+const CATCH_UP_FRAMES: i64 = 1_024;
+
 /// The longest the write-ahead log may grow (in 4 KiB frames: 256 MiB) before
-/// the checkpointer truncates it.
+/// the checkpointer truncates it, pausing the writer: only when restarting
+/// keeps failing (a reader holding an old snapshot for long).
 const MAX_WAL_FRAMES: i64 = 65_536;
 
 /// How often the checkpointer moves the write-ahead log into the database.
@@ -229,9 +244,20 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 /// writer never stops to copy pages (its own automatic checkpoints are off).
 /// Passive checkpoints never block the writer or the readers; the last one,
 /// when the store closes, empties the log.
+///
+/// Under a steady write load a passive checkpoint never finds the log
+/// wholly copied, and SQLite starts the log again from its beginning only at
+/// a write that does: the log would only grow, until a truncation pauses the
+/// writer for as long as copying and syncing it takes (135–254 ms at 256 MiB).
+/// So past [`RESTART_WAL_FRAMES`], when this thread has copied all but
+/// [`CATCH_UP_FRAMES`] of it, this sets `log_long`, and the writer runs the
+/// last passive checkpoint itself between two batches: with nothing written
+/// meanwhile it copies those few frames, and the writer's next transaction
+/// restarts the log.
 fn spawn_checkpointer(
     path: &std::path::Path,
     durability: Durability,
+    log_long: Arc<AtomicBool>,
 ) -> Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let conn = Connection::open(path).map_err(backend)?;
     schema::configure(&conn, durability).map_err(backend)?;
@@ -241,15 +267,21 @@ fn spawn_checkpointer(
         .spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
                 // (busy, frames in the log, frames checkpointed)
-                let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+                let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                });
                 match passive {
                     // Under a steady write load a passive checkpoint never
                     // catches up, and the log would only grow: past the cap,
                     // pause the writer once to copy everything and truncate.
-                    Ok(frames) if frames > MAX_WAL_FRAMES => {
+                    Ok((frames, _)) if frames > MAX_WAL_FRAMES => {
+                        tracing::info!(frames, "the write-ahead log did not restart: truncating it");
                         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
                             tracing::warn!(error = %e, "WAL truncation failed");
                         }
+                    }
+                    Ok((frames, copied)) if frames > RESTART_WAL_FRAMES && frames - copied <= CATCH_UP_FRAMES => {
+                        log_long.store(true, Ordering::Relaxed);
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),

@@ -184,6 +184,7 @@ pub(crate) fn run_writer(
     rx: &mpsc::Receiver<Box<dyn Job>>,
     signals: &Signals,
     now_at_reload: &dyn Fn() -> Millis,
+    log_long: &std::sync::atomic::AtomicBool,
 ) {
     loop {
         // With leases unwritten, wait no longer than the first one may stay
@@ -255,6 +256,14 @@ pub(crate) fn run_writer(
         }
         if effects.schedules {
             signals.schedules.notify_one();
+        }
+        // The checkpointer found the log long: finish the checkpoint here,
+        // with nothing being written, so that the next batch restarts the
+        // log (see `spawn_checkpointer`).
+        if log_long.swap(false, std::sync::atomic::Ordering::Relaxed)
+            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "the writer's WAL checkpoint failed");
         }
     }
 }
