@@ -341,7 +341,7 @@ pub fn metadata_value(text: &str) -> serde_json::Value {
         "false" => return serde_json::Value::Bool(false),
         _ => {}
     }
-    let json = text.starts_with('"') || text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
+    let json = text.starts_with(|c: char| c == '"' || c == '-' || c.is_ascii_digit());
     if json
         && text.trim() == text
         && let Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::String(_))) = serde_json::from_str(text)
@@ -557,6 +557,22 @@ mod tests {
         assert_eq!(check_lease_names(&bad, None).map_err(|e| e.field), Err("queues[1]".into()));
         assert_eq!(check_lease_names(&many[..1], Some(&bad[..])).map_err(|e| e.field), Err("names[1]".into()));
         assert!(check_lease_names(&many[..MAX_LEASE_NAMES], Some(&many[..MAX_LEASE_NAMES])).is_ok());
+        let patterns = ["email.*".to_owned(), "reports:*".to_owned(), "*".to_owned()];
+        assert!(check_lease_names(&many[..1], Some(&patterns)).is_ok(), "prefixes end in *");
+        for bad in ["a*b", "**", "bad name*", "*x"] {
+            let names = [bad.to_owned()];
+            assert_eq!(
+                check_lease_names(&many[..1], Some(&names)).map_err(|e| e.field),
+                Err("names[0]".into()),
+                "{bad}"
+            );
+        }
+        assert!(lease_name_matches("email.*", "email.send") && !lease_name_matches("email.*", "emails"));
+        assert!(
+            lease_name_matches("*", "anything")
+                && lease_name_matches("add", "add")
+                && !lease_name_matches("add", "adder")
+        );
         assert!(check_worker_name("").is_err() && check_worker_name(&"w".repeat(201)).is_err());
     }
 
@@ -640,6 +656,20 @@ mod tests {
         let text = TaskSpec { metadata: [("n".to_owned(), json!("5"))].into(), ..TaskSpec::named("a") };
         let digest = |s: TaskSpec| s.validate(&ExecutionDefaults::default(), Uuid::now_v7(), NOW).map(|t| t.digest);
         assert_ne!(digest(typed).ok(), digest(text).ok(), "5 and \"5\" are different specs");
+    }
+
+    #[test]
+    fn dependencies_are_bounded_distinct_and_valid() {
+        let id = Uuid::now_v7();
+        let edge = |task: Uuid, on: &str| format!(r#"{{"task":"{task}","on":{on}}}"#);
+        let spec = |edges: &[String]| format!(r#"{{"name":"a","depends_on":[{}]}}"#, edges.join(","));
+        assert_eq!(field_of(&spec(&[edge(id, r#""success""#), edge(id, r#""failure""#)])), "depends_on[1].task");
+        assert_eq!(field_of(&spec(&[edge(id, r#"{"expr":"status =="}"#)])), "depends_on[0].on.expr");
+        let many: Vec<String> = (0..=MAX_DEPENDENCIES).map(|_| edge(Uuid::now_v7(), r#""completion""#)).collect();
+        assert_eq!(field_of(&spec(&many)), "depends_on");
+        let fine: TaskSpec = serde_json::from_str(&spec(&many[..MAX_DEPENDENCIES])).expect("a spec");
+        let task = fine.validate(&ExecutionDefaults::default(), Uuid::now_v7(), NOW).expect("valid");
+        assert_eq!((task.status, task.depends_on.len()), (Status::Pending, MAX_DEPENDENCIES), "it waits");
     }
 
     #[test]

@@ -292,7 +292,7 @@ impl Engine {
     async fn parents_exist(&self, caller: &Caller, task: &quern_core::NewTask, index: Option<usize>) -> Result<()> {
         for (j, d) in task.depends_on.iter().enumerate() {
             let seen = match self.store.get(d.task).await {
-                Ok(parent) => caller.scope().is_none() || caller.covers(&parent.queue),
+                Ok(parent) => caller.covers(&parent.queue),
                 Err(StoreError::NotFound(_)) => false,
                 Err(e) => return Err(e.into()),
             };
@@ -442,14 +442,13 @@ impl Engine {
     pub async fn submit_workflow(
         &self,
         caller: &Caller,
-        spec: WorkflowSpec,
+        mut spec: WorkflowSpec,
     ) -> Result<(Uuid, indexmap::IndexMap<String, Uuid>)> {
         self.admit(caller, "submit_workflow")?;
         self.read_task_types().await?;
         let now = self.now();
         let id = Uuid::now_v7();
         let name = spec.name.clone();
-        let mut spec = spec;
         for task in &mut spec.tasks {
             self.registry.with_defaults(&mut task.spec);
         }

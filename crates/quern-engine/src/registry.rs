@@ -53,6 +53,20 @@ struct Inner {
     types: BTreeMap<String, TypeEntry>,
 }
 
+impl Inner {
+    /// Changes `id`'s entry, made empty if it has none (without allocating
+    /// the key when it has one: this runs on every lease and completion).
+    fn heard(&mut self, id: &str, now: Millis, change: impl FnOnce(&mut WorkerEntry)) {
+        let w = match self.workers.get_mut(id) {
+            Some(w) => w,
+            None => self.workers.entry(id.to_owned()).or_default(),
+        };
+        change(w);
+        w.last_seen = now;
+        w.changed = true;
+    }
+}
+
 /// The registry.
 #[derive(Default)]
 pub struct Registry {
@@ -200,31 +214,21 @@ impl Registry {
     /// count.
     pub fn seen(&self, worker: &str, now: Millis, delta: i64) {
         let Ok(mut inner) = self.inner.lock() else { return };
-        let w = match inner.workers.get_mut(worker) {
-            Some(w) => w,
-            None => inner.workers.entry(worker.to_owned()).or_default(),
-        };
-        w.last_seen = now;
-        w.in_flight = w.in_flight.saturating_add_signed(delta);
-        w.changed = true;
+        inner.heard(worker, now, |w| w.in_flight = w.in_flight.saturating_add_signed(delta));
     }
 
     /// Records a lease call of `worker`: it is live, and takes `names` (all
     /// names when `None`) from `queues`.
     pub fn leasing(&self, worker: &str, queues: &[String], names: Option<&[String]>, now: Millis) {
         let Ok(mut inner) = self.inner.lock() else { return };
-        let w = match inner.workers.get_mut(worker) {
-            Some(w) => w,
-            None => inner.workers.entry(worker.to_owned()).or_default(),
-        };
-        if w.queues != queues {
-            w.queues = queues.to_vec();
-        }
-        if w.leases.as_deref() != names {
-            w.leases = names.map(<[String]>::to_vec);
-        }
-        w.last_seen = now;
-        w.changed = true;
+        inner.heard(worker, now, |w| {
+            if w.queues != queues {
+                w.queues = queues.to_vec();
+            }
+            if w.leases.as_deref() != names {
+                w.leases = names.map(<[String]>::to_vec);
+            }
+        });
     }
 
     /// Whether a live worker takes tasks named `name` from `queue`.

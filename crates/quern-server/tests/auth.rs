@@ -153,6 +153,16 @@ async fn a_token_confined_to_queues_sees_and_touches_nothing_else() {
             assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")), "{method} {path}");
         }
         assert_eq!(http.send(Some(ADMIN), "GET", &format!("/v1/tasks/{hr_id}"), None).await.2["status"], "queued");
+        // A task outside the scope cannot be waited on either: to this token
+        // it does not exist.
+        let after = json!({"name": "follow", "queue": "billing.eu", "depends_on": [{"task": hr_id}]});
+        let (status, _, answer) = http.send(b, "POST", "/v1/tasks", Some(after)).await;
+        assert_eq!(
+            (status, answer["error"]["details"]["field"].as_str()),
+            (400, Some("depends_on[0].task")),
+            "{answer}"
+        );
+        assert!(!answer.to_string().contains("\"hr\""), "nothing about the hidden task: {answer}");
 
         assert_eq!(http.send(b, "GET", "/v1/tasks", None).await.0, 403, "a listing names a queue of the scope");
         assert_eq!(http.send(b, "GET", "/v1/tasks?queue=hr", None).await.0, 403);

@@ -31,6 +31,13 @@ impl ParentEnd {
     }
 }
 
+/// Whether `task` has an edge to one of `parents` (sorted): after a
+/// submission's edges to already-ended parents were judged, the tasks whose
+/// answer must be read again.
+pub(crate) fn waits_on(task: &quern_core::Task, parents: &[Uuid]) -> bool {
+    task.depends_on.iter().any(|d| parents.binary_search(&d.task).is_ok())
+}
+
 /// Judges the edge `dep` from its parent's end.
 pub(crate) fn judge(dep: &Dependency, parent: Option<&ParentEnd>) -> Readiness {
     let Some(p) = parent else { return Readiness::Never };

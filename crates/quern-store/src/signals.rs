@@ -43,6 +43,12 @@ struct Mailbox {
     watched_at: Instant,
 }
 
+impl Mailbox {
+    fn new(now: Instant) -> Self {
+        Self { pending: Vec::new(), notify: Arc::new(Notify::new()), watched_at: now }
+    }
+}
+
 /// The most stops a mailbox keeps for a worker that does not take them.
 const MAX_PENDING_STOPS: usize = 10_000;
 /// A worker that has not watched for this long loses its mailbox.
@@ -115,8 +121,7 @@ impl Signals {
     pub fn expect_stops(&self, worker: &str) {
         let Ok(mut boxes) = self.stops.lock() else { return };
         if !boxes.contains_key(worker) {
-            let mailbox = Mailbox { pending: Vec::new(), notify: Arc::new(Notify::new()), watched_at: Instant::now() };
-            boxes.insert(worker.to_owned(), mailbox);
+            boxes.insert(worker.to_owned(), Mailbox::new(Instant::now()));
         }
     }
 
@@ -129,11 +134,7 @@ impl Signals {
         if boxes.len() > 256 {
             boxes.retain(|_, m| now.duration_since(m.watched_at) < MAILBOX_IDLE);
         }
-        let mailbox = boxes.entry(worker.to_owned()).or_insert_with(|| Mailbox {
-            pending: Vec::new(),
-            notify: Arc::new(Notify::new()),
-            watched_at: now,
-        });
+        let mailbox = boxes.entry(worker.to_owned()).or_insert_with(|| Mailbox::new(now));
         mailbox.watched_at = now;
         mailbox.notify.clone()
     }

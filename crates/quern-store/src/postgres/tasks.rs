@@ -97,7 +97,7 @@ pub(super) async fn submit(tx: &mut Tx, tasks: Vec<NewTask>) -> Result<Vec<Submi
                 edges.0.push(d.task);
                 edges.1.push(t.id);
                 edges.2.push(json(&d.on));
-                if t.workflow.is_none() && !earlier.contains(&d.task) {
+                if t.workflow.is_none() {
                     earlier.push(d.task);
                 }
             }
@@ -115,8 +115,10 @@ pub(super) async fn submit(tx: &mut Tx, tasks: Vec<NewTask>) -> Result<Vec<Submi
         .await?;
     }
     if !earlier.is_empty() {
-        judge_earlier_parents(tx, &earlier, latest).await?;
-        for s in out.iter_mut().filter(|s| s.created && s.task.workflow.is_none() && !s.task.depends_on.is_empty()) {
+        earlier.sort_unstable();
+        earlier.dedup();
+        let ended = judge_earlier_parents(tx, &earlier, latest).await?;
+        for s in out.iter_mut().filter(|s| s.created && crate::dependency::waits_on(&s.task, &ended)) {
             s.task = load(tx, s.task.id, false).await?.task;
         }
     }
@@ -129,8 +131,9 @@ pub(super) async fn submit(tx: &mut Tx, tasks: Vec<NewTask>) -> Result<Vec<Submi
 /// judges them (outside workflows, only awaited tasks look for edges). The
 /// mark is an update of the parent's row: a parent ending at the same moment
 /// on another node either ended before (and is judged here) or ends after
-/// this commits (and sees the mark and the edges).
-async fn judge_earlier_parents(tx: &mut Tx, parents: &[Uuid], now: Millis) -> Result<()> {
+/// this commits (and sees the mark and the edges). Answers the parents
+/// judged, in order (`parents` is sorted).
+async fn judge_earlier_parents(tx: &mut Tx, parents: &[Uuid], now: Millis) -> Result<Vec<Uuid>> {
     let rows = tx
         .query(
             "UPDATE tasks SET awaited = true WHERE id = ANY($1) AND status IN ('pending', 'queued', 'running') \
@@ -138,11 +141,12 @@ async fn judge_earlier_parents(tx: &mut Tx, parents: &[Uuid], now: Millis) -> Re
             &[&parents],
         )
         .await?;
-    let running: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
-    for parent in parents.iter().filter(|p| !running.contains(p)) {
-        dependents::ended(tx, *parent, now).await?;
+    let running: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    let ended: Vec<Uuid> = parents.iter().copied().filter(|p| !running.contains(p)).collect();
+    for &parent in &ended {
+        dependents::ended(tx, parent, now).await?;
     }
-    Ok(())
+    Ok(ended)
 }
 
 /// New tasks as columns, inserted with one statement.

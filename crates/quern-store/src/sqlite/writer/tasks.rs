@@ -147,7 +147,7 @@ impl State {
                 self.append(conn, t.id, &crate::history::waiting(t.created_at))?;
                 for d in &t.depends_on {
                     self.waiting.entry(d.task).or_default().push((t.id, d.on.clone()));
-                    if t.workflow.is_none() && !earlier.contains(&d.task) {
+                    if t.workflow.is_none() {
                         earlier.push(d.task);
                     }
                 }
@@ -158,11 +158,12 @@ impl State {
         }
         drop(stmt);
         if !earlier.is_empty() {
-            self.judge_earlier_parents(conn, &earlier, latest)?;
+            earlier.sort_unstable();
+            earlier.dedup();
+            let ended = self.judge_earlier_parents(conn, &earlier, latest)?;
             // What the judging changed (queued now, or skipped) is what the
             // answer shows.
-            for s in out.iter_mut().filter(|s| s.created && s.task.workflow.is_none() && !s.task.depends_on.is_empty())
-            {
+            for s in out.iter_mut().filter(|s| s.created && crate::dependency::waits_on(&s.task, &ended)) {
                 s.task = self.read_task(conn, s.task.id)?;
             }
         }

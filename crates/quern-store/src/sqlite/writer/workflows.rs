@@ -47,18 +47,21 @@ impl State {
     /// Judges the edges that wait on tasks submitted earlier, right after a
     /// submission added them: those whose parent has already ended (or no
     /// longer exists) are judged now, as they would have been at its end;
-    /// the others wait for it.
-    pub(super) fn judge_earlier_parents(&mut self, conn: &Connection, parents: &[Uuid], now: Millis) -> Result<()> {
+    /// the others wait for it. Answers the parents judged, in order.
+    pub(super) fn judge_earlier_parents(
+        &mut self,
+        conn: &Connection,
+        parents: &[Uuid],
+        now: Millis,
+    ) -> Result<Vec<Uuid>> {
+        let mut ended = Vec::new();
         for &parent in parents {
-            let status: Option<Status> = conn
-                .prepare_cached("SELECT status FROM tasks WHERE id = ?1")
-                .and_then(|mut s| s.query_row([parent.as_bytes()], |r| status_at(r, 0)).optional())
-                .map_err(backend)?;
-            if status.is_none_or(Status::is_terminal) {
+            if parent_end(conn, parent)?.is_none_or(|p| p.status.is_terminal()) {
                 self.judge_dependents(conn, parent, now)?;
+                ended.push(parent);
             }
         }
-        Ok(())
+        Ok(ended)
     }
 
     /// Judges every edge waiting on `id`, which has ended, and in turn those
