@@ -3,7 +3,9 @@ worker processes, and CPU / memory figures read from /proc.
 
 A peer module (peer_celery.py, ...) defines what differs: SYSTEM, BATCH_VARIANT,
 WORKERS (a note), worker_cmds(system), versions() and, for a Python client,
-connect / submit / submit_batch / wait_all / roundtrip (plain or async).
+connect / submit / submit_batch / wait_all / roundtrip (plain or async), and
+optionally connect_many (e2e-single's submitters) and verify (after e2e).
+The PostgreSQL peers' orchestration (pgpeer.py) builds on this one.
 `python peer_X.py` orchestrates one peer; `python peer_X.py client SCENARIO N`
 is one measurement in a fresh process, so no client state carries over.
 
@@ -33,6 +35,7 @@ DB = int(os.environ.get("PEERS_REDIS_DB", "5"))
 REDIS_URL = f"redis://{HOST}:{PORT}/{DB}"
 BATCH = 1000
 WARMUP = 20
+SUBMITTERS = 16  # concurrent single submitters in e2e-single, as in Quern's
 TICKS = os.sysconf("SC_CLK_TCK")
 # Every process we start carries this, so run.sh can end leftovers by id.
 RUN_TOKEN = os.environ.setdefault("QUERN_PEERS_RUN", f"{os.getpid()}-{time.time_ns()}")
@@ -100,6 +103,24 @@ async def client(peer, scenario, n):
         enqueued = time.perf_counter() - t0
         await call(peer.wait_all, ctx, handles, time.monotonic() + e2e_timeout())
         note = f"enqueue took {enqueued:.2f} s"
+    elif scenario == "e2e-single":  # SUBMITTERS concurrent submitters, one task per call
+        if hasattr(peer, "connect_many"):
+            subs = await call(peer.connect_many, ctx, SUBMITTERS)
+        else:
+            subs = [await call(peer.connect) for _ in range(SUBMITTERS)]
+        handles, budget = [], [n]
+
+        async def submitter(c):
+            while budget[0] > 0:
+                budget[0] -= 1
+                handles.append(await call(peer.submit, c))
+
+        print("START", flush=True)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(submitter(c) for c in subs))
+        enqueued = time.perf_counter() - t0
+        await call(peer.wait_all, ctx, handles, time.monotonic() + e2e_timeout())
+        note = f"enqueue took {enqueued:.2f} s"
     elif scenario == "warmup":  # waits for the workers to come up
         print("START", flush=True)
         t0 = time.perf_counter()
@@ -116,6 +137,8 @@ async def client(peer, scenario, n):
         raise SystemExit(f"unknown scenario {scenario}")
     seconds = time.perf_counter() - t0
     print("END", flush=True)
+    if scenario in ("e2e", "e2e-single") and hasattr(peer, "verify"):  # outside the clock
+        note += "; " + await call(peer.verify, ctx, handles)
     if hasattr(peer, "close"):
         await call(peer.close, ctx)
     res = {"tasks": n, "seconds": seconds, "p50_us": pct_us(lats, 0.50), "p99_us": pct_us(lats, 0.99), "note": note}
@@ -304,6 +327,10 @@ class Orchestrator:
             f.write(json.dumps(obj) + "\n")
         print(json.dumps(obj), flush=True)
 
+    def snapshot(self, mark, roots, client_pid):
+        """CPU figures at the client's START or END."""
+        return Snapshot(self.redis_pid, roots, client_pid)
+
     def client_cmd(self, scenario, n):
         base = getattr(self.peer, "CLIENT", [sys.executable, self.peer.__file__])
         return [*base, "client", scenario, str(n)]
@@ -337,7 +364,7 @@ class Orchestrator:
                 if line is None:
                     break
                 if line.startswith(("START", "END")):
-                    marks[line.strip()] = Snapshot(self.redis_pid, roots, child.pid)
+                    marks[line.strip()] = self.snapshot(line.strip(), roots, child.pid)
                 elif line.startswith("RESULT "):
                     result = json.loads(line[7:])
                 elif line.startswith("ERROR "):
@@ -369,9 +396,9 @@ class Orchestrator:
             r["p50_us"], r["p99_us"] = (round(m[k], 1) if m[k] is not None else None for k in ("p50_us", "p99_us"))
             for k in ("rss_mb", "peak_rss_mb"):
                 r[k] = round(m[k], 1) if k in m else None
+            r["note"] = "; ".join(x for x in (note, m["note"]) if x)
             if "cpu" in m:
                 m["cpu"][0].into(m["cpu"][1], r)
-            r["note"] = "; ".join(x for x in (note, m["note"]) if x)
             if sample_rss and self.redis_pid:
                 r["note"] += f"; redis-server RSS {rss_mb([self.redis_pid]):.0f} MB"
         except Exception as e:  # noqa: BLE001 - a failed scenario becomes a row
@@ -440,6 +467,12 @@ def main(peer):
 
 SCENARIOS = (("submit-single", "1 conn"), ("submit-batch", None), ("latency", "submit→result"),
              ("e2e", "2 worker processes"))
+# The PostgreSQL peers (pgpeer.py) also run e2e-single, and their rows have two
+# more fields.
+PG_SYSTEMS = ("graphile", "pgboss", "procrastinate")
+PG_SCENARIOS = SCENARIOS[:3] + (("e2e", f"bulk {BATCH}, 2 worker processes"),
+                                ("e2e-single", f"{SUBMITTERS} submitters, 2 worker processes × 8"))
+PG_FIELDS = ("pg_cpu_us_per_task", "wal_bytes_per_task")
 
 
 def merge(out, run_dir, statuses, versions):
@@ -456,11 +489,16 @@ def merge(out, run_dir, statuses, versions):
                         mine.append(obj["row"])
         except (OSError, ValueError):
             pass
-        for scenario, variant in SCENARIOS:  # what a failed peer did not measure still shows
+        # What a failed peer did not measure still shows.
+        for scenario, variant in (PG_SCENARIOS if system in PG_SYSTEMS else SCENARIOS):
             if not any(r["scenario"] == scenario for r in mine):
                 log = os.path.join(run_dir, f"{system}.out")
                 note = f"FAILED: {why or 'not measured'}" + (f"; see {log}" if os.path.exists(log) else "")
                 mine.append(row(system, scenario, variant or "-", note))
+        if system in PG_SYSTEMS:
+            for r in mine:
+                for k in PG_FIELDS:
+                    r.setdefault(k, None)
         rows += mine
     with open(out, "w") as f:
         json.dump({"rows": rows, "versions": found}, f, indent=1, ensure_ascii=False)
