@@ -30,6 +30,7 @@ pub mod client;
 pub mod deployment;
 pub mod peers;
 pub mod plot;
+pub mod quota;
 pub mod report;
 pub mod samples;
 pub mod scenarios;
@@ -81,7 +82,11 @@ pub async fn run(target: &Target, scenarios: &[Scenario], opts: &Options) -> Res
             Target::Spawn { bin, .. } => Some(bin.clone()),
             Target::Url(_) => server::default_bin().ok(),
         };
-        let ctx = scenarios::Ctx::new(&nodes, quern_bin.as_deref(), opts)?;
+        let database = match target {
+            Target::Spawn { storage: Storage::Postgres { url, .. }, .. } => Some(url.as_str()),
+            _ => None,
+        };
+        let ctx = scenarios::Ctx::new(&nodes, quern_bin.as_deref(), database, opts)?;
         let result = tokio::time::timeout(opts.scenario_timeout, scenario.run(&ctx)).await;
         let mut out = match result {
             Ok(Ok(out)) => out,

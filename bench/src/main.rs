@@ -52,6 +52,13 @@ struct Args {
     /// connections over them. More than one needs --database.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     nodes: u16,
+    /// Limit each server the harness starts to this many CPUs (e.g. 0.5),
+    /// each in a control group of its own (cgroup v2 `cpu.max`, else cgroup
+    /// v1 `cpu.cfs_quota_us`; needs root), so that adding nodes adds
+    /// capacity where the nodes are the bound. PostgreSQL and the harness
+    /// stay unconstrained. Rows' notes say how the nodes were limited.
+    #[arg(long, value_name = "CPUS", conflicts_with = "url")]
+    node_cpu_quota: Option<f64>,
     /// Seconds of each time-bounded submit measurement [default: 10, quick 1].
     #[arg(long)]
     duration: Option<f64>,
@@ -149,6 +156,9 @@ fn run(args: &Args) -> quern_bench::Result<()> {
     };
     if args.nodes > 1 && args.database.is_none() {
         return Err("--nodes above 1 needs --database: nodes share one PostgreSQL database".into());
+    }
+    if let Some(cores) = args.node_cpu_quota {
+        eprintln!("quern-bench: {}", quern_bench::quota::limit_nodes(cores)?);
     }
     if args.auth {
         // The servers' admin token: they live and die with this run.

@@ -50,6 +50,12 @@ pub struct Row {
     /// scenario is (see [`crate::peers::ratio`]); set when the rows are merged.
     #[serde(default)]
     pub quern_ratio: Option<f64>,
+    /// On PostgreSQL, the CPU µs all of its processes used per task.
+    #[serde(default)]
+    pub pg_cpu_us_per_task: Option<f64>,
+    /// On PostgreSQL, the bytes of write-ahead log written per task.
+    #[serde(default)]
+    pub wal_bytes_per_task: Option<f64>,
     /// Anything a reader needs to read the figure right.
     pub note: String,
 }
@@ -83,6 +89,8 @@ impl Row {
             other_cpu_s: None,
             busiest_thread: None,
             quern_ratio: None,
+            pg_cpu_us_per_task: None,
+            wal_bytes_per_task: None,
             note: String::new(),
         }
     }
@@ -106,6 +114,18 @@ impl Row {
         self.other_cpu_s =
             machine.map(|(a, b)| b.saturating_sub(a).saturating_sub(server).saturating_sub(client).as_secs_f64());
         self.busiest_thread = from.busiest_thread(to);
+        #[allow(clippy::cast_precision_loss)]
+        let tasks = self.tasks as f64;
+        if let (Some(a), Some(b)) = (&from.postgres, &to.postgres)
+            && self.tasks > 0
+            && self.tasks_per_s.is_some()
+        {
+            let cpu = b.cpu.saturating_sub(a.cpu).as_secs_f64() * 1e6 / tasks;
+            #[allow(clippy::cast_precision_loss)]
+            let wal = b.wal.saturating_sub(a.wal) as f64 / tasks;
+            self.pg_cpu_us_per_task = Some(cpu);
+            self.wal_bytes_per_task = Some(wal);
+        }
         self
     }
 
@@ -160,8 +180,19 @@ impl Row {
             self.busiest_thread
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |(name, busy)| format!("{name} {:.0}%", busy * 100.0)),
-            self.note.clone(),
+            self.note_with_postgres(),
         ]
+    }
+
+    /// The note, with PostgreSQL's CPU and WAL per task when measured.
+    fn note_with_postgres(&self) -> String {
+        match (self.pg_cpu_us_per_task, self.wal_bytes_per_task) {
+            (Some(cpu), Some(wal)) => {
+                let sep = if self.note.is_empty() { "" } else { "; " };
+                format!("{}{sep}PostgreSQL {} µs CPU, {} B WAL per task", self.note, group(cpu, 0), group(wal, 0))
+            }
+            _ => self.note.clone(),
+        }
     }
 }
 
@@ -340,6 +371,8 @@ pub struct Cpu {
     pub machine: Option<Duration>,
     /// Each server thread's CPU time: (thread id, name, time).
     pub server_threads: Vec<(u32, String, Duration)>,
+    /// PostgreSQL's use so far, when the servers run on it.
+    pub postgres: Option<crate::server::PgUse>,
     /// When the snapshot was taken.
     pub at: std::time::Instant,
 }

@@ -50,6 +50,8 @@ pub struct Server {
     // Held so the server never writes to a closed pipe.
     _stdout: BufReader<ChildStdout>,
     _data: tempfile::TempDir,
+    // Last: removed once the process is gone.
+    _quota: Option<crate::quota::Group>,
 }
 
 /// The admin token every started server requires, when the run asks for
@@ -92,12 +94,13 @@ impl Server {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let pid = child.id().ok_or("the server exited at once")?;
+        let quota = crate::quota::Group::place(pid)?;
         let stdout = child.stdout.take().ok_or("no stdout pipe")?;
         let mut stdout = BufReader::new(stdout);
         let url = tokio::time::timeout(START_TIMEOUT, read_url(&mut stdout))
             .await
             .map_err(|_| format!("the server did not print its address within {START_TIMEOUT:?}"))??;
-        Ok(Self { child, pid, url, _stdout: stdout, _data: data })
+        Ok(Self { child, pid, url, _stdout: stdout, _data: data, _quota: quota })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -238,6 +241,48 @@ pub fn threads_of(pid: u32) -> Result<Vec<(u32, String, Duration)>> {
         out.push((tid, name.trim().to_owned(), cpu));
     }
     Ok(out)
+}
+
+/// What PostgreSQL has used so far: the CPU of all its processes, and
+/// the position of its write-ahead log.
+#[derive(Debug, Clone, Copy)]
+pub struct PgUse {
+    /// User + system time of every `postgres` process (the postmaster's
+    /// count includes the backends it reaped).
+    pub cpu: Duration,
+    /// Bytes of write-ahead log written since the cluster began.
+    pub wal: u64,
+}
+
+/// [`PgUse`] now, of the PostgreSQL server on this machine that `url`
+/// names (the WAL position through `psql`).
+pub fn postgres_use(url: &str) -> Result<PgUse> {
+    let mut cpu = Duration::ZERO;
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else { continue };
+        if comm.trim() == "postgres"
+            && let Ok(used) = cpu_in(&format!("/proc/{pid}/stat"), true)
+        {
+            cpu += used;
+        }
+    }
+    let output = std::process::Command::new("psql")
+        .arg(url)
+        .args(["-X", "-A", "-t", "-c", "SELECT pg_current_wal_lsn() - '0/0'"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let wal = text
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .parse::<u64>()
+        .map_err(|e| format!("WAL position {text:?}: {e}"))?;
+    Ok(PgUse { cpu, wal })
 }
 
 fn cpu_in(path: &str, children: bool) -> Result<Duration> {

@@ -183,12 +183,19 @@ pub(crate) struct Ctx {
     pub(crate) quern_bin: Option<PathBuf>,
     pub(crate) opts: Options,
     tag: String,
+    /// The PostgreSQL database the servers run on, if they do.
+    database: Option<String>,
 }
 
 impl Ctx {
     /// A context on `nodes`: each one's URL and, when the harness started
     /// it, its process id; at least one.
-    pub(crate) fn new(nodes: &[(String, Option<u32>)], quern_bin: Option<&Path>, opts: &Options) -> Result<Self> {
+    pub(crate) fn new(
+        nodes: &[(String, Option<u32>)],
+        quern_bin: Option<&Path>,
+        database: Option<&str>,
+        opts: &Options,
+    ) -> Result<Self> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let (url, pid) = nodes.first().ok_or("no server to run against")?;
         Ok(Self {
@@ -200,6 +207,7 @@ impl Ctx {
             quern_bin: quern_bin.map(Path::to_path_buf),
             opts: opts.clone(),
             tag: format!("{:06x}", nanos & 0xff_ffff),
+            database: database.map(str::to_owned),
         })
     }
 
@@ -226,6 +234,7 @@ impl Ctx {
             client: cpu_of(std::process::id())?,
             machine: machine_busy().ok(),
             server_threads,
+            postgres: self.database.as_deref().map(crate::server::postgres_use).transpose()?,
             at: Instant::now(),
         })
     }
@@ -237,7 +246,15 @@ impl Ctx {
 
     /// `"; N nodes"` for a row's note when there are several, else "".
     pub(crate) fn nodes_note(&self) -> String {
-        if self.nodes() > 1 { format!("; {} nodes, spread round-robin", self.nodes()) } else { String::new() }
+        let quota = crate::quota::describe();
+        let quota = if quota.is_empty() { quota } else { format!(", {quota}") };
+        if self.nodes() > 1 {
+            format!("; {} nodes, spread round-robin{quota}", self.nodes())
+        } else if quota.is_empty() {
+            String::new()
+        } else {
+            format!("; 1 node{quota}")
+        }
     }
 
     /// [`Ctx::cpu`] with the CPU of worker `pid` and its reaped task

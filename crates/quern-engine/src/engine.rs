@@ -693,14 +693,26 @@ impl Engine {
         self.registry.leasing(&params.worker, &params.queues, params.names.as_deref(), self.now());
         self.store.signals().expect_stops(&params.worker);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms);
+        let lot = self.store.signals().ready.join(&params.queues, params.names.as_deref());
+        self.lease_parked(&params, &lot, deadline).await
+    }
+
+    /// [`Engine::lease`]'s loop: looks for tasks, and parks in `lot` until
+    /// woken or `deadline` while there are none.
+    async fn lease_parked(
+        &self,
+        params: &LeaseParams,
+        lot: &quern_store::ready::Lot,
+        deadline: tokio::time::Instant,
+    ) -> Result<Leased> {
         let mut shutdown = self.shutdown.clone();
         loop {
             if *shutdown.borrow() {
                 return Ok(Leased { tasks: Vec::new() });
             }
-            let ready = self.store.signals().ready.notified();
-            tokio::pin!(ready);
-            ready.as_mut().enable();
+            let woken = lot.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let now = self.now();
             let mut tasks = self.store.lease(LeaseParams { now, ..params.clone() }).await?;
             if !tasks.is_empty() || tokio::time::Instant::now() >= deadline {
@@ -709,7 +721,7 @@ impl Engine {
                 return Ok(Leased { tasks });
             }
             tokio::select! {
-                () = &mut ready => {}
+                () = &mut woken => {}
                 () = tokio::time::sleep_until(deadline) => {}
                 _ = shutdown.wait_for(|s| *s) => return Ok(Leased { tasks: Vec::new() }),
             }

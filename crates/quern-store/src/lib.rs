@@ -16,7 +16,8 @@
 //! - [`StoreError`] (`error`): what an operation answers when it does not
 //!   succeed.
 //! - [`Signals`] (`signals`): how a store tells the engine that tasks became
-//!   ready, that a task ended, or that its timers changed.
+//!   ready, that a task ended, or that its timers changed; [`ready`]: the
+//!   parked lease requests, woken as many as tasks became ready.
 //! - [`sqlite`]: the embedded backend (one writer thread with group commit,
 //!   reader connections, ready queue and leases in memory).
 //! - [`postgres`]: the backend for several server nodes on one database
@@ -36,6 +37,7 @@ mod dependency;
 mod error;
 mod history;
 pub mod postgres;
+pub mod ready;
 mod segment;
 mod signals;
 pub mod sqlite;

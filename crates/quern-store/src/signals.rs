@@ -58,7 +58,7 @@ const MAILBOX_IDLE: Duration = Duration::from_secs(600);
 #[derive(Debug, Default)]
 pub struct Signals {
     /// Tasks became ready: parked lease requests should try again.
-    pub ready: Notify,
+    pub ready: crate::ready::Ready,
     /// Something new is due earlier than the timer thought: tick again.
     pub timers: Notify,
     /// Schedules changed: the scheduler should look again.

@@ -185,11 +185,29 @@ async fn a_reader_never_skips_an_offset_that_commits_late() {
         }));
     }
     // Read while they write: every offset seen, in order, none skipped.
-    let reader = stores[0].clone();
+    let seen = read_offsets(&stores[0], writers * each).await;
+    for j in jobs {
+        j.await.unwrap();
+    }
+    let expected: Vec<u64> = (1..=(writers * each) as u64).collect();
+    assert_eq!(seen, expected, "offsets are dense and read in order");
+    drop(stores);
+    drop_schemas(&url, &[schema]).await;
+}
+
+/// A task spec `name` with input `{"i": i}`, ready to submit.
+fn spec(name: &str, i: usize) -> quern_core::NewTask {
+    let s: quern_core::TaskSpec = serde_json::from_str(&format!(r#"{{"name":"{name}","input":{{"i":{i}}}}}"#)).unwrap();
+    s.validate(&quern_core::ExecutionDefaults::default(), uuid::Uuid::now_v7(), now()).unwrap()
+}
+
+/// Reads from offset 0 until `count` events are seen (or a minute passed);
+/// answers their offsets in the order read.
+async fn read_offsets(reader: &PgStore, count: usize) -> Vec<u64> {
     let mut seen: Vec<u64> = Vec::new();
     let mut after = 0;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while seen.len() < writers * each {
+    while seen.len() < count {
         assert!(std::time::Instant::now() < deadline, "the reader saw only {} events", seen.len());
         let page = reader
             .read_events(quern_store::EventQuery { after: Some(after), filter: Default::default(), limit: 1000 })
@@ -197,12 +215,79 @@ async fn a_reader_never_skips_an_offset_that_commits_late() {
             .unwrap();
         seen.extend(page.events.iter().map(|e| e.offset));
         after = page.next_after;
+        if page.events.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_commit_side_by_side_and_readers_still_see_offsets_in_order() {
+    let Some(url) = database_url() else { return };
+    let schema = format!("quern_sequenced_{}", std::process::id());
+    let stores = nodes(&url, &schema, 4).await;
+    let (writers, each) = (16, 40);
+    let mut jobs = Vec::new();
+    for w in 0..writers {
+        let store = stores[w % stores.len()].clone();
+        jobs.push(tokio::spawn(async move {
+            for i in 0..each {
+                store.submit(vec![spec("n", w * each + i)]).await.unwrap();
+            }
+        }));
+    }
+    // Read through another node while they write: every offset, in order,
+    // none skipped, though the writers' commits interleave freely.
+    let seen = read_offsets(&stores[1], writers * each).await;
     for j in jobs {
         j.await.unwrap();
     }
     let expected: Vec<u64> = (1..=(writers * each) as u64).collect();
     assert_eq!(seen, expected, "offsets are dense and read in order");
+    // A read on the node that wrote sees its own writes at once.
+    let last = stores[2].submit(vec![spec("n", 0)]).await.unwrap();
+    let page = stores[2]
+        .read_events(quern_store::EventQuery {
+            after: Some(expected.len() as u64),
+            filter: Default::default(),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 1, "the writer's own event is readable when its submit answers: {last:?}");
+    drop(stores);
+    drop_schemas(&url, &[schema]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_a_stopped_node_left_unnumbered_are_numbered_by_another() {
+    let Some(url) = database_url() else { return };
+    let schema = format!("quern_orphans_{}", std::process::id());
+    let stores = nodes(&url, &schema, 1).await;
+    stores[0].submit(vec![spec("n", 1)]).await.unwrap();
+    assert_eq!(read_offsets(&stores[0], 1).await, vec![1]);
+    // What a node leaves when it stops between its commit and its pass: a
+    // committed segment with a pending key, that no live node was told of.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let text: String = client
+        .query_one(&format!("SELECT events FROM {schema}.event_segments WHERE first_offset = 1"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {schema}.event_segments (first_offset, count, first_at, last_at, events) \
+                 SELECT -nextval('{schema}.event_pending_keys'), count, first_at, last_at, $1 \
+                 FROM {schema}.event_segments WHERE first_offset = 1"
+            ),
+            &[&text],
+        )
+        .await
+        .unwrap();
+    assert_eq!(read_offsets(&stores[0], 2).await, vec![1, 2], "the sweep numbers the orphan");
     drop(stores);
     drop_schemas(&url, &[schema]).await;
 }
@@ -256,6 +341,7 @@ async fn queue_counts_survive_folds_on_two_nodes_and_a_migration_from_before_the
              ALTER TABLE {schema}.workers DROP COLUMN leases; \
              ALTER TABLE {schema}.task_types DROP COLUMN defaults; \
              ALTER TABLE {schema}.tasks DROP COLUMN awaited; \
+             DROP SEQUENCE {schema}.event_pending_keys; \
              DELETE FROM {schema}.quern_migrations WHERE version >= 6"
         ))
         .await

@@ -122,7 +122,7 @@ async fn release(tx: &mut Tx, child: Uuid, now: Millis) -> Result<()> {
     tx.push_move(&Move::new(child, (&t.name, &t.queue, t.attempt), Some(Status::Pending), Status::Queued, now))?;
     match due {
         Some(d) => tx.effects.due_at(d),
-        None if t.name != APPROVAL => tx.effects.ready = true,
+        None if t.name != APPROVAL => tx.effects.ready_in(&t.queue, 1),
         None => {}
     }
     Ok(())

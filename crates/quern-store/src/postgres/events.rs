@@ -4,11 +4,11 @@
 //! Invariant: offsets become visible in order. Concurrent transactions
 //! commit in any order, so a log that took offsets from a sequence could
 //! show N+1 to a reader while N is still uncommitted, and that reader
-//! would skip N for good. Here a transaction takes its offsets by updating
-//! the one row of `event_head` as its last statement, and that row lock is
-//! held until it commits or rolls back: the next writer of events waits for
-//! it, and a rolled-back writer leaves its offsets to the next. So when a
-//! reader sees a segment, every segment below it is committed and visible.
+//! would skip N for good. Here offsets are handed out only by a holder of
+//! the `event_head` row lock, held until it commits (the node's sequencer,
+//! or a `publish`): so when a reader sees a segment, every segment below it
+//! is committed and visible. Segments still waiting for their offsets have
+//! negative keys, and every read here skips them.
 
 use super::Tx;
 use crate::error::backend;
@@ -19,7 +19,11 @@ use quern_core::Millis;
 
 pub(super) async fn read(tx: &mut Tx, q: EventQuery) -> Result<EventPage> {
     let row = tx
-        .query_opt("SELECT min(first_offset), coalesce(max(first_offset + count), 1) - 1 FROM event_segments", &[])
+        .query_opt(
+            "SELECT min(first_offset), coalesce(max(first_offset + count), 1) - 1 FROM event_segments \
+             WHERE first_offset > 0",
+            &[],
+        )
         .await?;
     let (earliest, head): (Option<i64>, i64) = row.map_or((None, 0), |r| (r.get(0), r.get(1)));
     let (mut page, after) = match plan_read(&q, earliest.map(i64::unsigned_abs), head.unsigned_abs())? {
@@ -28,14 +32,17 @@ pub(super) async fn read(tx: &mut Tx, q: EventQuery) -> Result<EventPage> {
     };
     let from = i64::try_from(after + 1).unwrap_or(i64::MAX);
     let start: i64 = tx
-        .query_opt("SELECT max(first_offset) FROM event_segments WHERE first_offset <= $1", &[&from])
+        .query_opt(
+            "SELECT max(first_offset) FROM event_segments WHERE first_offset > 0 AND first_offset <= $1",
+            &[&from],
+        )
         .await?
         .and_then(|r| r.get::<_, Option<i64>>(0))
         .unwrap_or(0);
     let rows = tx
         .query(
             "SELECT first_offset, events FROM event_segments WHERE first_offset >= $1 ORDER BY first_offset LIMIT $2",
-            &[&start, &MAX_SCAN_SEGMENTS],
+            &[&start.max(1), &MAX_SCAN_SEGMENTS],
         )
         .await?;
     for r in rows {
@@ -57,7 +64,7 @@ pub(super) async fn purge(tx: &mut Tx, before: Millis, keep: u64) -> Result<u64>
         .query_opt(
             "WITH gone AS (DELETE FROM event_segments WHERE (last_at < $1 \
              OR first_offset + count - 1 <= (SELECT next - 1 FROM event_head) - $2) \
-             AND first_offset < (SELECT max(first_offset) FROM event_segments) RETURNING count) \
+             AND first_offset > 0 AND first_offset < (SELECT max(first_offset) FROM event_segments) RETURNING count) \
              SELECT coalesce(sum(count), 0)::bigint FROM gone",
             &[&before, &keep],
         )

@@ -1,15 +1,19 @@
 //! The node's ear: one connection that `LISTEN`s for what other nodes
 //! committed and raises this node's signals for it.
 //!
-//! A notification's payload is a set of flags (`r`eady, `s`chedules,
-//! `e`vents) or, after an `x`, the ids of tasks that ended. Invariant: after
-//! the connection is lost and made again, every signal is raised once,
-//! since notifications sent meanwhile are gone; a waiter then reads again
-//! and finds what changed.
+//! A notification's payload is a set of flags (`r`eady somewhere,
+//! `s`chedules, `e`vents); or, after `r` and a tab, the queues where tasks
+//! became ready and how many (`r\tqueue\tn\tqueue\tn`); or, after an `x`,
+//! the ids of tasks that ended; or, after a `k`, stops. What this node's own
+//! sequencer sent, it has raised already: only its stops are taken from the
+//! connection. Invariant: after the connection is lost and made again,
+//! every signal is raised once, since notifications sent meanwhile are gone;
+//! a waiter then reads again and finds what changed.
 
 use crate::{Result, Signals, Stop, StopReason, StoreError};
 use futures_util::StreamExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -25,15 +29,16 @@ pub(super) async fn spawn(
     tls: MakeRustlsConnect,
     channel: String,
     signals: Arc<Signals>,
+    own: Arc<AtomicI32>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let first = listen_once(&config, &tls, &channel, &signals).await?;
+    let first = listen_once(&config, &tls, &channel, &signals, &own).await?;
     Ok(tokio::spawn(async move {
         first.await;
         loop {
             tracing::warn!("the LISTEN connection to PostgreSQL was lost; connecting again");
             raise_all(&signals);
             tokio::time::sleep(RECONNECT_AFTER).await;
-            match listen_once(&config, &tls, &channel, &signals).await {
+            match listen_once(&config, &tls, &channel, &signals, &own).await {
                 Ok(running) => running.await,
                 Err(e) => tracing::warn!(error = %e, "cannot listen to PostgreSQL"),
             }
@@ -42,7 +47,7 @@ pub(super) async fn spawn(
 }
 
 fn raise_all(signals: &Signals) {
-    signals.ready.notify_waiters();
+    signals.ready.raise_all();
     signals.events.notify_waiters();
     signals.schedules.notify_one();
     signals.timers.notify_one();
@@ -55,6 +60,7 @@ async fn listen_once(
     tls: &MakeRustlsConnect,
     channel: &str,
     signals: &Arc<Signals>,
+    own: &Arc<AtomicI32>,
 ) -> Result<impl std::future::Future<Output = ()> + use<>> {
     let (client, mut connection) =
         config.connect(tls.clone()).await.map_err(|e| StoreError::Backend(format!("cannot connect to listen: {e}")))?;
@@ -64,7 +70,7 @@ async fn listen_once(
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(n)) => {
-                    if tx.send(n.payload().to_owned()).is_err() {
+                    if tx.send((n.process_id(), n.payload().to_owned())).is_err() {
                         break;
                     }
                 }
@@ -78,11 +84,14 @@ async fn listen_once(
     });
     let quoted = channel.replace('"', "\"\"");
     client.batch_execute(&format!("LISTEN \"{quoted}\"")).await.map_err(crate::error::backend)?;
-    let signals = signals.clone();
+    let (signals, own) = (signals.clone(), own.clone());
     Ok(async move {
         // The client must live as long as the connection listens.
         let _client = client;
-        while let Some(payload) = rx.recv().await {
+        while let Some((pid, payload)) = rx.recv().await {
+            if pid == own.load(Ordering::Relaxed) && !payload.starts_with('k') {
+                continue;
+            }
             heard(&signals, &payload);
         }
         driver.abort();
@@ -120,9 +129,16 @@ fn heard(signals: &Signals, payload: &str) {
         signals.stop(lines.split('\n').filter_map(stop_of));
         return;
     }
+    if let Some(pairs) = payload.strip_prefix("r\t") {
+        let mut fields = pairs.split('\t');
+        while let (Some(queue), Some(n)) = (fields.next(), fields.next()) {
+            signals.ready.raise(queue, n.parse().unwrap_or(usize::MAX));
+        }
+        return;
+    }
     for flag in payload.chars() {
         match flag {
-            'r' => signals.ready.notify_waiters(),
+            'r' => signals.ready.raise_all(),
             's' => signals.schedules.notify_one(),
             'e' => signals.events.notify_waiters(),
             _ => {}

@@ -11,8 +11,10 @@
 //! `NOTIFY`, which a dedicated connection per node listens for.
 //!
 //! How it differs from SQLite: leases, timers and the ready queue are rows
-//! and indexes, not a writer's memory; the event log takes its offsets from
-//! one locked row just before commit, so offsets become visible in order.
+//! and indexes, not a writer's memory; a transaction appends its events as
+//! a pending segment and the node's sequencer gives them offsets after the
+//! commit, from one locked row, so offsets become visible in order while
+//! writers commit side by side (see `sequencer`).
 
 mod audit;
 mod dependents;
@@ -22,6 +24,7 @@ mod reads;
 mod rows;
 mod schedules;
 pub mod schema;
+mod sequencer;
 mod tasks;
 mod tls;
 mod tokens;
@@ -78,6 +81,8 @@ pub struct PgStore {
     signals: Arc<Signals>,
     channel: String,
     listener: tokio::task::JoinHandle<()>,
+    sequencer: Arc<sequencer::Sequencer>,
+    numbering: tokio::task::JoinHandle<()>,
     /// The earliest timer the last tick saw: a transaction that makes
     /// something due sooner wakes this node's timer loop.
     earliest_due: Arc<AtomicI64>,
@@ -180,12 +185,17 @@ impl PgStore {
         drop(client);
         let signals = Arc::new(Signals::default());
         let channel = format!("quern:{}", opts.schema);
-        let listener = listen::spawn(config, tls, channel.clone(), signals.clone()).await?;
+        let sequencer = sequencer::Sequencer::new();
+        let numbering = sequencer.spawn(config.clone(), tls.clone(), channel.clone(), signals.clone());
+        let own = sequencer.own_pid.clone();
+        let listener = listen::spawn(config, tls, channel.clone(), signals.clone(), own).await?;
         Ok(Self {
             pool,
             signals,
             channel,
             listener,
+            sequencer,
+            numbering,
             earliest_due: Arc::new(AtomicI64::new(i64::MIN)),
             vacuum: Arc::default(),
         })
@@ -211,13 +221,15 @@ impl PgStore {
     /// [`StoreError::Closed`]. Safe to call twice.
     pub fn close(&self) {
         self.listener.abort();
+        self.numbering.abort();
         self.pool.close();
     }
 
     /// Runs `op` in a transaction, retried from the start when PostgreSQL
-    /// asks for it; answers its result and the first offset of the events
-    /// it appended.
-    async fn transact<R, F>(&self, mut op: F) -> Result<(R, Option<u64>)>
+    /// asks for it. Its events get their offsets from the sequencer after
+    /// the commit, or, when `numbered`, before it: then the answer carries
+    /// the first of them.
+    async fn transact<R, F>(&self, numbered: bool, mut op: F) -> Result<(R, Option<u64>)>
     where
         R: Send,
         F: for<'a> FnMut(&'a mut Tx) -> BoxFuture<'a, Result<R>> + Send,
@@ -229,7 +241,7 @@ impl PgStore {
             let outcome = match op(&mut tx).await {
                 Ok(r) => {
                     let moves = tx.log.count;
-                    let committed = tx.commit(&self.channel).await.map(|(base, effects)| (r, base, effects));
+                    let committed = tx.commit(&self.channel, numbered).await.map(|c| (r, c));
                     if committed.is_ok() {
                         self.vacuum.count(moves, &self.pool);
                     }
@@ -241,7 +253,10 @@ impl PgStore {
                 }
             };
             match outcome {
-                Ok((r, base, effects)) => {
+                Ok((r, Committed { base, pending, mut effects })) => {
+                    if !numbered {
+                        self.sequencer.push(sequencer::Notice::of(&mut effects), pending);
+                    }
                     self.raise(effects);
                     return Ok((r, base));
                 }
@@ -279,7 +294,7 @@ impl PgStore {
         R: Send,
         F: for<'a> FnMut(&'a mut Tx) -> BoxFuture<'a, Result<R>> + Send,
     {
-        self.transact(op).await.map(|(r, _)| r)
+        self.transact(false, op).await.map(|(r, _)| r)
     }
 
     /// Raises this node's signals for a committed transaction.
@@ -288,8 +303,8 @@ impl PgStore {
             self.signals.events.notify_waiters();
         }
         self.signals.ended(effects.ended);
-        if effects.ready {
-            self.signals.ready.notify_waiters();
+        for (queue, n) in &effects.ready {
+            self.signals.ready.raise(queue, *n);
         }
         if effects.schedules {
             self.signals.schedules.notify_one();
@@ -312,11 +327,11 @@ impl Drop for PgStore {
 /// the other nodes' through `NOTIFY`.
 #[derive(Debug, Default)]
 pub(crate) struct Effects {
-    /// Tasks became ready.
-    pub(crate) ready: bool,
+    /// Tasks that became ready, by queue (`usize::MAX`: a queue resumed).
+    pub(crate) ready: std::collections::BTreeMap<String, usize>,
     /// Schedules changed.
     pub(crate) schedules: bool,
-    /// Events were appended.
+    /// Events were appended and numbered.
     pub(crate) events: bool,
     /// Tasks that ended.
     pub(crate) ended: Vec<Uuid>,
@@ -328,14 +343,30 @@ pub(crate) struct Effects {
 }
 
 impl Effects {
+    /// `n` tasks became ready in `queue`.
+    pub(crate) fn ready_in(&mut self, queue: &str, n: usize) {
+        match self.ready.get_mut(queue) {
+            Some(count) => *count = count.saturating_add(n),
+            None => {
+                self.ready.insert(queue.to_owned(), n);
+            }
+        }
+    }
+
     /// A timer at `at` was set.
     pub(crate) fn due_at(&mut self, at: Millis) {
         self.due = Some(self.due.map_or(at, |d| d.min(at)));
     }
 }
 
-/// The most bytes of one notification's payload (PostgreSQL's limit is 8000).
-const MAX_NOTIFY: usize = 7_900;
+/// What a commit answers.
+struct Committed {
+    /// The first offset of the transaction's events, when it numbered them.
+    base: Option<u64>,
+    /// It appended a pending segment for the sequencer to number.
+    pending: bool,
+    effects: Effects,
+}
 
 /// One open transaction on a pooled connection, with the events it appends
 /// and the effects it will have. Dropped unfinished (its future cancelled),
@@ -428,9 +459,11 @@ impl Tx {
     }
 
     /// Writes the transaction's queue-count deltas, appends its events as
-    /// one segment, tells the other nodes, and commits; answers the
-    /// segment's first offset.
-    async fn commit(&mut self, channel: &str) -> Result<(Option<u64>, Effects)> {
+    /// one segment and commits. When `numbered`, the segment takes its
+    /// offsets from `event_head` now and the other nodes are told in the
+    /// transaction; otherwise it is left pending for the sequencer, which
+    /// also tells the other nodes.
+    async fn commit(&mut self, channel: &str, numbered: bool) -> Result<Committed> {
         self.counts.retain(|_, n| *n != 0);
         if !self.counts.is_empty() {
             let counts = std::mem::take(&mut self.counts);
@@ -446,68 +479,46 @@ impl Tx {
             )
             .await?;
         }
-        let mut notes: Vec<String> = Vec::new();
-        let mut flags = String::new();
-        let effects = std::mem::take(&mut self.effects);
-        if effects.ready {
-            flags.push('r');
-        }
-        if effects.schedules {
-            flags.push('s');
-        }
+        let mut effects = std::mem::take(&mut self.effects);
         let mut base = None;
+        let mut pending = false;
         if let Some(text) = self.log.finish() {
-            flags.push('e');
-            // Taken last, held until the commit: the next writer of events
-            // waits here, so offsets become visible in the order they are
-            // handed out and a reader never sees N+1 before N.
-            let count = i64::try_from(self.log.count).unwrap_or(i64::MAX);
-            let row = self
-                .query_opt("UPDATE event_head SET next = next + $1 RETURNING next - $1", &[&count])
-                .await?
-                .ok_or_else(|| StoreError::Backend("event_head has no row".into()))?;
-            let first: i64 = row.get(0);
             let count = i32::try_from(self.log.count).unwrap_or(i32::MAX);
-            self.execute(
-                "INSERT INTO event_segments (first_offset, count, first_at, last_at, events) VALUES ($1, $2, $3, $4, $5)",
-                &[&first, &count, &self.log.first_at, &self.log.last_at, &text],
-            )
-            .await?;
-            base = Some(first.unsigned_abs());
-        }
-        if !flags.is_empty() {
-            notes.push(flags);
-        }
-        let mut ended = String::new();
-        for id in &effects.ended {
-            if ended.len() + 37 > MAX_NOTIFY {
-                notes.push(std::mem::take(&mut ended));
+            if numbered {
+                // Taken last, held until the commit, as a sequencer's pass
+                // does: offsets become visible in the order handed out.
+                let total = i64::from(count);
+                let row = self
+                    .query_opt("UPDATE event_head SET next = next + $1 RETURNING next - $1", &[&total])
+                    .await?
+                    .ok_or_else(|| StoreError::Backend("event_head has no row".into()))?;
+                let first: i64 = row.get(0);
+                self.execute(
+                    "INSERT INTO event_segments (first_offset, count, first_at, last_at, events) VALUES ($1, $2, $3, $4, $5)",
+                    &[&first, &count, &self.log.first_at, &self.log.last_at, &text],
+                )
+                .await?;
+                base = Some(first.unsigned_abs());
+            } else {
+                self.execute(
+                    "INSERT INTO event_segments (first_offset, count, first_at, last_at, events) \
+                     VALUES (-nextval('event_pending_keys'), $1, $2, $3, $4)",
+                    &[&count, &self.log.first_at, &self.log.last_at, &text],
+                )
+                .await?;
+                pending = true;
             }
-            ended.push(if ended.is_empty() { 'x' } else { ',' });
-            ended.push_str(&id.simple().to_string());
         }
-        if !ended.is_empty() {
-            notes.push(ended);
-        }
-        let mut stops = String::new();
-        for stop in &effects.stops {
-            let line = listen::stop_line(stop);
-            if stops.len() + line.len() + 1 > MAX_NOTIFY {
-                notes.push(std::mem::take(&mut stops));
+        if numbered {
+            let notes = sequencer::Notice::of(&mut effects).payloads(base.is_some());
+            if !notes.is_empty() {
+                self.execute("SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n", &[&channel, &notes]).await?;
             }
-            stops.push(if stops.is_empty() { 'k' } else { '\n' });
-            stops.push_str(&line);
-        }
-        if !stops.is_empty() {
-            notes.push(stops);
-        }
-        if !notes.is_empty() {
-            self.execute("SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n", &[&channel, &notes]).await?;
         }
         let client = self.client()?;
         client.batch_execute("COMMIT").await.map_err(|e| self.fail(&e))?;
         self.client.take();
-        Ok((base, Effects { events: base.is_some(), ..effects }))
+        Ok(Committed { base, pending, effects: Effects { events: base.is_some(), ..effects } })
     }
 
     async fn rollback(&mut self) {
@@ -633,7 +644,7 @@ impl Store for PgStore {
 
     async fn publish(&self, events: Vec<NewEvent>, now: Millis) -> Result<Vec<Event>> {
         let (mut out, base) = self
-            .transact(|tx| {
+            .transact(true, |tx| {
                 let events = events.clone();
                 Box::pin(async move { events.into_iter().map(|e| tx.emit(now, e)).collect::<Result<Vec<_>>>() })
             })
@@ -646,6 +657,7 @@ impl Store for PgStore {
     }
 
     async fn read_events(&self, query: EventQuery) -> Result<EventPage> {
+        self.sequencer.settle().await;
         self.read(|tx| Box::pin(events::read(tx, query.clone()))).await
     }
 

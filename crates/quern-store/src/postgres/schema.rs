@@ -11,7 +11,9 @@
 //! because any node may lease or expire them; a workflow's edges are rows
 //! (`edges`) and each waiting task counts its unjudged ones (`unmet`); a
 //! queued approval carries its deadline (`approval_due`); the event log's
-//! next offset is one row (`event_head`) whose lock orders the writers.
+//! next offset is one row (`event_head`) whose lock orders whoever hands
+//! out offsets (the nodes' sequencers, `publish`), and a segment waiting for
+//! its offsets has a negative key.
 
 use crate::error::backend;
 use crate::{Result, StoreError};
@@ -270,6 +272,10 @@ ALTER TABLE tokens ADD COLUMN max_body_bytes bigint;
     // A task outside a workflow that later submissions wait for: its end
     // judges their edges.
     "ALTER TABLE tasks ADD COLUMN awaited boolean NOT NULL DEFAULT false;",
+    // A transaction's events wait for their offsets under a negative key
+    // from this sequence; the node's sequencer numbers them after the
+    // commit, so that writers never hold the lock of event_head.
+    "CREATE SEQUENCE event_pending_keys;",
 ];
 
 /// The schema version this build knows.

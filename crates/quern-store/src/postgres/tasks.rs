@@ -88,7 +88,7 @@ pub(super) async fn submit(tx: &mut Tx, tasks: Vec<NewTask>) -> Result<Vec<Submi
                         tx.effects.due_at(d);
                     }
                 }
-                _ => tx.effects.ready = true,
+                _ => tx.effects.ready_in(&t.queue, 1),
             }
         } else {
             let e = crate::history::waiting(t.created_at);
@@ -509,7 +509,7 @@ impl Ends {
             self.back.3.push(run_at);
             self.back.4.push(i32_of(given_back));
             if to == Status::Queued {
-                tx.effects.ready = true;
+                tx.effects.ready_in(&t.queue, 1);
             } else {
                 tx.effects.due_at(run_at);
             }
@@ -655,7 +655,7 @@ pub(super) async fn retry(tx: &mut Tx, id: Uuid, now: Millis, by: Option<String>
     dependents::moved(tx, &m, t.workflow).await?;
     match due {
         Some(d) => tx.effects.due_at(d),
-        None => tx.effects.ready = true,
+        None => tx.effects.ready_in(&t.queue, 1),
     }
     get(tx, id).await
 }
@@ -685,7 +685,7 @@ pub(super) async fn tick(tx: &mut Tx, now: Millis) -> Result<TickOutcome> {
         }
         match r.get::<_, Option<i64>>(5) {
             Some(due) => tx.effects.due_at(due),
-            None if name != APPROVAL => tx.effects.ready = true,
+            None if name != APPROVAL => tx.effects.ready_in(&queue, 1),
             None => {}
         }
         tx.push_move(&Move::new(id, (&name, &queue, attempt), Some(Status::Pending), Status::Queued, now))?;
@@ -781,7 +781,7 @@ pub(super) async fn set_paused(tx: &mut Tx, queue: String, paused: bool) -> Resu
     )
     .await?;
     if !paused {
-        tx.effects.ready = true;
+        tx.effects.ready_in(&queue, usize::MAX);
     }
     Ok(())
 }

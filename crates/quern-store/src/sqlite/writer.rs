@@ -79,7 +79,8 @@ impl LeaseState {
 /// Signals to raise once the batch is committed.
 #[derive(Default)]
 struct Effects {
-    ready: bool,
+    /// Tasks that became ready, by queue; `usize::MAX` for a queue resumed.
+    ready: HashMap<String, usize>,
     timers: bool,
     schedules: bool,
     ended: Vec<Uuid>,
@@ -248,8 +249,8 @@ pub(crate) fn run_writer(
         let effects = std::mem::take(&mut st.effects);
         signals.ended(effects.ended);
         signals.stop(effects.stops);
-        if effects.ready {
-            signals.ready.notify_waiters();
+        for (queue, n) in effects.ready {
+            signals.ready.raise(&queue, n);
         }
         if effects.timers {
             signals.timers.notify_one();

@@ -34,7 +34,12 @@ impl State {
             None => names.entry(name.to_owned()).or_default(),
         };
         set.insert((Reverse(priority), run_at, id));
-        self.effects.ready = true;
+        match self.effects.ready.get_mut(queue) {
+            Some(n) => *n = n.saturating_add(1),
+            None => {
+                self.effects.ready.insert(queue.to_owned(), 1);
+            }
+        }
     }
 
     pub(super) fn remove_ready(&mut self, queue: &str, name: &str, priority: i32, run_at: Millis, id: Uuid) {

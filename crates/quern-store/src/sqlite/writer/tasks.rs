@@ -672,7 +672,7 @@ impl State {
             }
         }
         if !paused {
-            self.effects.ready = true;
+            self.effects.ready.insert(queue.to_owned(), usize::MAX);
         }
         if let Ok(mut c) = self.counts.lock() {
             c.entry(queue.to_owned()).or_default();
