@@ -17,6 +17,7 @@
 //! writers commit side by side (see `sequencer`).
 
 mod audit;
+mod combine;
 mod dependents;
 mod events;
 mod listen;
@@ -77,17 +78,48 @@ const MAX_TRIES: usize = 8;
 
 /// The store on PostgreSQL.
 pub struct PgStore {
+    core: Arc<Core>,
+    listener: tokio::task::JoinHandle<()>,
+    numbering: tokio::task::JoinHandle<()>,
+    /// Submits from many clients, merged into shared transactions.
+    submits: Arc<combine::Combiner<Vec<NewTask>, Vec<Submitted>>>,
+    /// Completions from many workers, merged likewise.
+    completes: Arc<combine::Combiner<CompleteParams, Vec<CompleteAnswer>>>,
+    /// Lease requests, merged likewise when they lease alike (same queues,
+    /// names and lease period).
+    leases: std::sync::Mutex<std::collections::HashMap<LeaseKind, Arc<LeaseCombiner>>>,
+}
+
+type LeaseCombiner = combine::Combiner<LeaseParams, Vec<Task>>;
+
+/// What lease requests that may share a transaction have in common.
+type LeaseKind = (Vec<String>, Option<Vec<String>>, u64);
+
+/// The most kinds of lease requests merged; requests of further kinds run
+/// alone (a bound on what clients naming ever new filters can make a node
+/// keep).
+const MAX_LEASE_KINDS: usize = 256;
+
+/// What every transaction of the node needs: its connections, its signals,
+/// its sequencer.
+struct Core {
     pool: Pool,
     signals: Arc<Signals>,
     channel: String,
-    listener: tokio::task::JoinHandle<()>,
     sequencer: Arc<sequencer::Sequencer>,
-    numbering: tokio::task::JoinHandle<()>,
     /// The earliest timer the last tick saw: a transaction that makes
     /// something due sooner wakes this node's timer loop.
     earliest_due: Arc<AtomicI64>,
     vacuum: Arc<Vacuum>,
 }
+
+/// Most transactions of one merged kind (submits, completions) a node runs
+/// at once; requests that come meanwhile share the next one.
+const COMBINED_AT_ONCE: usize = 2;
+
+/// Requests of more items than this (batches) run in transactions of their
+/// own, as they always did: merging is for the one-at-a-time path.
+pub(super) const MERGED_AT_MOST: usize = 16;
 
 /// Events (about one per task move) this node's transactions append
 /// between two vacuums of `tasks`.
@@ -132,8 +164,10 @@ impl Vacuum {
                 }
                 // Apart: VACUUM cannot run in the implicit transaction of a
                 // multi-statement query.
-                if let Err(e) = client.batch_execute("VACUUM (SKIP_LOCKED) tasks").await {
-                    tracing::warn!(error = %e, "vacuum of tasks failed");
+                // The event log too: a numbered segment leaves behind the
+                // index entry of its pending key, which every pass steps over.
+                if let Err(e) = client.batch_execute("VACUUM (SKIP_LOCKED) tasks, event_segments").await {
+                    tracing::warn!(error = %e, "vacuum of tasks and events failed");
                 }
             }
             this.running.store(false, Ordering::Release);
@@ -189,16 +223,45 @@ impl PgStore {
         let numbering = sequencer.spawn(config.clone(), tls.clone(), channel.clone(), signals.clone());
         let own = sequencer.own_pid.clone();
         let listener = listen::spawn(config, tls, channel.clone(), signals.clone(), own).await?;
-        Ok(Self {
+        let core = Arc::new(Core {
             pool,
             signals,
             channel,
-            listener,
             sequencer,
-            numbering,
             earliest_due: Arc::new(AtomicI64::new(i64::MIN)),
             vacuum: Arc::default(),
-        })
+        });
+        let c = core.clone();
+        let submits = combine::Combiner::new(
+            COMBINED_AT_ONCE,
+            Arc::new(move |requests: Vec<Vec<NewTask>>| {
+                let c = c.clone();
+                Box::pin(async move {
+                    let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
+                    let tasks: Vec<NewTask> = requests.into_iter().flatten().collect();
+                    let out = c.write(|tx| Box::pin(tasks::submit(tx, tasks.clone()))).await?;
+                    Ok(split(out, &sizes))
+                })
+            }),
+        );
+        let c = core.clone();
+        let completes = combine::Combiner::new(
+            COMBINED_AT_ONCE,
+            Arc::new(move |requests: Vec<CompleteParams>| {
+                let c = c.clone();
+                Box::pin(async move {
+                    let sizes: Vec<usize> = requests.iter().map(|r| r.results.len()).collect();
+                    let params = CompleteParams {
+                        worker: requests.first().map(|r| r.worker.clone()).unwrap_or_default(),
+                        now: requests.iter().map(|r| r.now).max().unwrap_or(0),
+                        results: requests.into_iter().flat_map(|r| r.results).collect(),
+                    };
+                    let out = c.write(|tx| Box::pin(tasks::complete(tx, params.clone()))).await?;
+                    Ok(split(out, &sizes))
+                })
+            }),
+        );
+        Ok(Self { core, listener, numbering, submits, completes, leases: std::sync::Mutex::default() })
     }
 
     /// Runs the migrations alone; answers the versions applied.
@@ -213,7 +276,7 @@ impl PgStore {
     /// Folds the queue-count deltas into the totals, as the node does before
     /// each of its vacuums; safe at any time, on any number of nodes at once.
     pub async fn fold_counts(&self) -> Result<()> {
-        let client = self.pool.get().await.map_err(backend)?;
+        let client = self.core.pool.get().await.map_err(backend)?;
         fold_counts(&client).await.map_err(backend)
     }
 
@@ -222,9 +285,11 @@ impl PgStore {
     pub fn close(&self) {
         self.listener.abort();
         self.numbering.abort();
-        self.pool.close();
+        self.core.pool.close();
     }
+}
 
+impl Core {
     /// Runs `op` in a transaction, retried from the start when PostgreSQL
     /// asks for it. Its events get their offsets from the sequencer after
     /// the commit, or, when `numbered`, before it: then the answer carries
@@ -357,6 +422,12 @@ impl Effects {
     pub(crate) fn due_at(&mut self, at: Millis) {
         self.due = Some(self.due.map_or(at, |d| d.min(at)));
     }
+}
+
+/// `out`, cut into consecutive parts of `sizes`.
+fn split<T>(out: Vec<T>, sizes: &[usize]) -> Vec<Vec<T>> {
+    let mut out = out.into_iter();
+    sizes.iter().map(|n| out.by_ref().take(*n).collect()).collect()
 }
 
 /// What a commit answers.
@@ -548,102 +619,134 @@ impl Drop for Tx {
 #[async_trait]
 impl Store for PgStore {
     async fn submit(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
-        self.write(|tx| Box::pin(tasks::submit(tx, tasks.clone()))).await
+        if tasks.len() > MERGED_AT_MOST {
+            return self.core.write(|tx| Box::pin(tasks::submit(tx, tasks.clone()))).await;
+        }
+        self.submits.call(tasks).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Task> {
-        self.read(|tx| Box::pin(rows::get(tx, id))).await
+        self.core.read(|tx| Box::pin(rows::get(tx, id))).await
     }
 
     async fn list(&self, query: ListQuery) -> Result<TaskPage> {
-        self.read(|tx| Box::pin(reads::list(tx, query.clone()))).await
+        self.core.read(|tx| Box::pin(reads::list(tx, query.clone()))).await
     }
 
     async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
-        self.read(|tx| Box::pin(reads::history(tx, id))).await
+        self.core.read(|tx| Box::pin(reads::history(tx, id))).await
     }
 
     async fn lease(&self, params: LeaseParams) -> Result<Vec<Task>> {
-        self.write(|tx| Box::pin(tasks::lease(tx, params.clone()))).await
+        let kind: LeaseKind = (params.queues.clone(), params.names.clone(), params.lease_ms);
+        let combiner = self.leases.lock().ok().filter(|_| params.max <= MERGED_AT_MOST).and_then(|mut kinds| {
+            if let Some(c) = kinds.get(&kind) {
+                return Some(c.clone());
+            }
+            if kinds.len() >= MAX_LEASE_KINDS {
+                return None;
+            }
+            let core = self.core.clone();
+            let c = combine::Combiner::new(
+                COMBINED_AT_ONCE,
+                Arc::new(move |requests: Vec<LeaseParams>| {
+                    let core = core.clone();
+                    Box::pin(async move { core.write(|tx| Box::pin(tasks::lease(tx, requests.clone()))).await })
+                }),
+            );
+            kinds.insert(kind, c.clone());
+            Some(c)
+        });
+        match combiner {
+            Some(c) => c.call(params).await,
+            None => {
+                let mut out = self.core.write(|tx| Box::pin(tasks::lease(tx, vec![params.clone()]))).await?;
+                Ok(out.pop().unwrap_or_default())
+            }
+        }
     }
 
     async fn heartbeat(&self, params: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>> {
-        self.write(|tx| Box::pin(tasks::heartbeat(tx, params.clone()))).await
+        self.core.write(|tx| Box::pin(tasks::heartbeat(tx, params.clone()))).await
     }
 
     async fn complete(&self, params: CompleteParams) -> Result<Vec<CompleteAnswer>> {
-        self.write(|tx| Box::pin(tasks::complete(tx, params.clone()))).await
+        if params.results.len() > MERGED_AT_MOST {
+            return self.core.write(|tx| Box::pin(tasks::complete(tx, params.clone()))).await;
+        }
+        self.completes.call(params).await
     }
 
     async fn cancel(&self, id: Uuid, now: Millis, by: Option<String>) -> Result<Task> {
-        self.write(|tx| Box::pin(tasks::cancel(tx, id, now, false, by.clone()))).await
+        self.core.write(|tx| Box::pin(tasks::cancel(tx, id, now, false, by.clone()))).await
     }
 
     async fn retry(&self, id: Uuid, now: Millis, by: Option<String>) -> Result<Task> {
-        self.write(|tx| Box::pin(tasks::retry(tx, id, now, by.clone()))).await
+        self.core.write(|tx| Box::pin(tasks::retry(tx, id, now, by.clone()))).await
     }
 
     async fn tick(&self, now: Millis) -> Result<TickOutcome> {
-        let out = self.write(|tx| Box::pin(tasks::tick(tx, now))).await?;
-        self.earliest_due.store(out.next_due.unwrap_or(i64::MAX), Ordering::Relaxed);
+        let out = self.core.write(|tx| Box::pin(tasks::tick(tx, now))).await?;
+        self.core.earliest_due.store(out.next_due.unwrap_or(i64::MAX), Ordering::Relaxed);
         Ok(out)
     }
 
     async fn purge(&self, finished_before: Millis, limit: usize) -> Result<usize> {
-        self.write(|tx| Box::pin(tasks::purge(tx, finished_before, limit))).await
+        self.core.write(|tx| Box::pin(tasks::purge(tx, finished_before, limit))).await
     }
 
     async fn queues(&self) -> Result<Vec<QueueInfo>> {
-        self.read(|tx| Box::pin(reads::queues(tx))).await
+        self.core.read(|tx| Box::pin(reads::queues(tx))).await
     }
 
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         let queue = queue.to_owned();
-        self.write(|tx| Box::pin(tasks::set_paused(tx, queue.clone(), paused))).await
+        self.core.write(|tx| Box::pin(tasks::set_paused(tx, queue.clone(), paused))).await
     }
 
     async fn submit_workflow(&self, workflow: NewWorkflow, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
-        self.write(|tx| Box::pin(workflows::submit_workflow(tx, workflow.clone(), tasks.clone()))).await
+        self.core.write(|tx| Box::pin(workflows::submit_workflow(tx, workflow.clone(), tasks.clone()))).await
     }
 
     async fn workflow(&self, id: Uuid) -> Result<WorkflowRecord> {
-        self.read(|tx| Box::pin(workflows::workflow(tx, id))).await
+        self.core.read(|tx| Box::pin(workflows::workflow(tx, id))).await
     }
 
     async fn workflow_page(&self, query: WorkflowQuery) -> Result<WorkflowPage> {
-        self.read(|tx| Box::pin(workflows::workflow_page(tx, query.clone()))).await
+        self.core.read(|tx| Box::pin(workflows::workflow_page(tx, query.clone()))).await
     }
 
     async fn cancel_workflow(&self, id: Uuid, now: Millis, by: Option<String>) -> Result<usize> {
-        self.write(|tx| Box::pin(workflows::cancel_workflow(tx, id, now, by.clone()))).await
+        self.core.write(|tx| Box::pin(workflows::cancel_workflow(tx, id, now, by.clone()))).await
     }
 
     async fn approve(&self, id: Uuid, approval: Approval, now: Millis) -> Result<Task> {
-        self.write(|tx| Box::pin(workflows::approve(tx, id, approval.clone(), now))).await
+        self.core.write(|tx| Box::pin(workflows::approve(tx, id, approval.clone(), now))).await
     }
 
     async fn schedules(&self, name: Option<String>) -> Result<Vec<ScheduleRecord>> {
-        self.read(|tx| Box::pin(schedules::list(tx, name.clone()))).await
+        self.core.read(|tx| Box::pin(schedules::list(tx, name.clone()))).await
     }
 
     async fn write_schedules(&self, writes: Vec<ScheduleWrite>) -> Result<()> {
-        self.write(|tx| Box::pin(schedules::write(tx, writes.clone()))).await
+        self.core.write(|tx| Box::pin(schedules::write(tx, writes.clone()))).await
     }
 
     async fn due_schedules(&self, now: Millis, limit: usize) -> Result<DueSchedules> {
-        self.read(|tx| Box::pin(schedules::due(tx, now, limit))).await
+        self.core.read(|tx| Box::pin(schedules::due(tx, now, limit))).await
     }
 
     async fn fire_schedules(&self, fires: Vec<Fire>, now: Millis) -> Result<Vec<FireOutcome>> {
-        self.write(|tx| Box::pin(schedules::fire(tx, fires.clone(), now))).await
+        self.core.write(|tx| Box::pin(schedules::fire(tx, fires.clone(), now))).await
     }
 
     async fn schedule_runs(&self, name: String, limit: usize) -> Result<Vec<Task>> {
-        self.read(|tx| Box::pin(schedules::runs(tx, name.clone(), limit))).await
+        self.core.read(|tx| Box::pin(schedules::runs(tx, name.clone(), limit))).await
     }
 
     async fn publish(&self, events: Vec<NewEvent>, now: Millis) -> Result<Vec<Event>> {
         let (mut out, base) = self
+            .core
             .transact(true, |tx| {
                 let events = events.clone();
                 Box::pin(async move { events.into_iter().map(|e| tx.emit(now, e)).collect::<Result<Vec<_>>>() })
@@ -657,24 +760,24 @@ impl Store for PgStore {
     }
 
     async fn read_events(&self, query: EventQuery) -> Result<EventPage> {
-        self.sequencer.settle().await;
-        self.read(|tx| Box::pin(events::read(tx, query.clone()))).await
+        self.core.sequencer.settle().await;
+        self.core.read(|tx| Box::pin(events::read(tx, query.clone()))).await
     }
 
     async fn purge_events(&self, before: Millis, keep: u64) -> Result<u64> {
-        self.write(|tx| Box::pin(events::purge(tx, before, keep))).await
+        self.core.write(|tx| Box::pin(events::purge(tx, before, keep))).await
     }
 
     async fn group_cursor(&self, group: String) -> Result<Option<u64>> {
-        self.read(|tx| Box::pin(events::group_cursor(tx, group.clone()))).await
+        self.core.read(|tx| Box::pin(events::group_cursor(tx, group.clone()))).await
     }
 
     async fn save_group_cursor(&self, group: String, cursor: u64, now: Millis) -> Result<()> {
-        self.write(|tx| Box::pin(events::save_group_cursor(tx, group.clone(), cursor, now))).await
+        self.core.write(|tx| Box::pin(events::save_group_cursor(tx, group.clone(), cursor, now))).await
     }
 
     async fn group_state(&self, group: String) -> Result<Option<(u64, GroupState)>> {
-        self.read(|tx| Box::pin(events::group_state(tx, group.clone()))).await
+        self.core.read(|tx| Box::pin(events::group_state(tx, group.clone()))).await
     }
 
     async fn put_group_state(
@@ -684,51 +787,51 @@ impl Store for PgStore {
         state: GroupState,
         now: Millis,
     ) -> Result<bool> {
-        self.write(|tx| Box::pin(events::put_group_state(tx, group.clone(), version, state.clone(), now))).await
+        self.core.write(|tx| Box::pin(events::put_group_state(tx, group.clone(), version, state.clone(), now))).await
     }
 
     async fn audit(&self, entry: AuditEntry) -> Result<()> {
-        self.write(|tx| Box::pin(audit::append(tx, entry.clone()))).await
+        self.core.write(|tx| Box::pin(audit::append(tx, entry.clone()))).await
     }
 
     async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>> {
-        self.read(|tx| Box::pin(audit::read(tx, query.clone()))).await
+        self.core.read(|tx| Box::pin(audit::read(tx, query.clone()))).await
     }
 
     async fn purge_audit(&self, before: Millis) -> Result<u64> {
-        self.write(|tx| Box::pin(audit::purge(tx, before))).await
+        self.core.write(|tx| Box::pin(audit::purge(tx, before))).await
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        self.read(|tx| Box::pin(tokens::list(tx))).await
+        self.core.read(|tx| Box::pin(tokens::list(tx))).await
     }
 
     async fn create_token(&self, token: TokenRecord) -> Result<()> {
-        self.write(|tx| Box::pin(tokens::create(tx, token.clone()))).await
+        self.core.write(|tx| Box::pin(tokens::create(tx, token.clone()))).await
     }
 
     async fn revoke_token(&self, name: String, at: Millis) -> Result<Option<TokenRecord>> {
-        self.write(|tx| Box::pin(tokens::revoke(tx, name.clone(), at))).await
+        self.core.write(|tx| Box::pin(tokens::revoke(tx, name.clone(), at))).await
     }
 
     async fn webhooks(&self) -> Result<Vec<WebhookRecord>> {
-        self.read(|tx| Box::pin(webhooks::list(tx))).await
+        self.core.read(|tx| Box::pin(webhooks::list(tx))).await
     }
 
     async fn put_webhook(&self, webhook: WebhookRecord) -> Result<()> {
-        self.write(|tx| Box::pin(webhooks::put(tx, webhook.clone()))).await
+        self.core.write(|tx| Box::pin(webhooks::put(tx, webhook.clone()))).await
     }
 
     async fn delete_webhook(&self, name: String) -> Result<bool> {
-        self.write(|tx| Box::pin(webhooks::delete(tx, name.clone()))).await
+        self.core.write(|tx| Box::pin(webhooks::delete(tx, name.clone()))).await
     }
 
     async fn webhook_progress(&self, state: WebhookRecord, delivery: Option<Delivery>) -> Result<()> {
-        self.write(|tx| Box::pin(webhooks::progress(tx, state.clone(), delivery.clone()))).await
+        self.core.write(|tx| Box::pin(webhooks::progress(tx, state.clone(), delivery.clone()))).await
     }
 
     async fn deliveries(&self, name: String, limit: usize) -> Result<Vec<Delivery>> {
-        self.read(|tx| Box::pin(webhooks::deliveries(tx, name.clone(), limit))).await
+        self.core.read(|tx| Box::pin(webhooks::deliveries(tx, name.clone(), limit))).await
     }
 
     async fn put_task_types(&self, types: Vec<TaskTypeRecord>) -> Result<()> {
@@ -737,48 +840,50 @@ impl Store for PgStore {
         let schemas: Vec<Option<String>> = types.iter().map(|t| t.input_schema.clone()).collect();
         let at: Vec<i64> = types.iter().map(|t| t.declared_at).collect();
         let defaults: Vec<Option<String>> = types.iter().map(|t| t.defaults.clone()).collect();
-        self.write(|tx| {
-            let (names, descriptions, schemas, at, defaults) =
-                (names.clone(), descriptions.clone(), schemas.clone(), at.clone(), defaults.clone());
-            Box::pin(async move {
-                tx.execute(
-                    "INSERT INTO task_types (name, description, input_schema, declared_at, defaults) \
+        self.core
+            .write(|tx| {
+                let (names, descriptions, schemas, at, defaults) =
+                    (names.clone(), descriptions.clone(), schemas.clone(), at.clone(), defaults.clone());
+                Box::pin(async move {
+                    tx.execute(
+                        "INSERT INTO task_types (name, description, input_schema, declared_at, defaults) \
                      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[]) \
                      ON CONFLICT (name) \
                      DO UPDATE SET description = excluded.description, input_schema = excluded.input_schema, \
                      declared_at = excluded.declared_at, defaults = excluded.defaults \
                      WHERE excluded.declared_at >= task_types.declared_at",
-                    &[&names, &descriptions, &schemas, &at, &defaults],
-                )
-                .await
-                .map(|_| ())
+                        &[&names, &descriptions, &schemas, &at, &defaults],
+                    )
+                    .await
+                    .map(|_| ())
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn task_types(&self) -> Result<Vec<TaskTypeRecord>> {
-        self.read(|tx| {
-            Box::pin(async move {
-                let rows = tx
+        self.core
+            .read(|tx| {
+                Box::pin(async move {
+                    let rows = tx
                     .query(
                         "SELECT name, description, input_schema, declared_at, defaults FROM task_types ORDER BY name",
                         &[],
                     )
                     .await?;
-                Ok(rows
-                    .iter()
-                    .map(|r| TaskTypeRecord {
-                        name: r.get(0),
-                        description: r.get(1),
-                        input_schema: r.get(2),
-                        declared_at: r.get(3),
-                        defaults: r.get(4),
-                    })
-                    .collect())
+                    Ok(rows
+                        .iter()
+                        .map(|r| TaskTypeRecord {
+                            name: r.get(0),
+                            description: r.get(1),
+                            input_schema: r.get(2),
+                            declared_at: r.get(3),
+                            defaults: r.get(4),
+                        })
+                        .collect())
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn put_workers(&self, workers: Vec<WorkerRecord>) -> Result<()> {
@@ -788,27 +893,28 @@ impl Store for PgStore {
         let leases: Vec<Option<String>> = workers.iter().map(|w| w.leases.as_ref().map(json)).collect();
         let in_flight: Vec<i64> = workers.iter().map(|w| i64::try_from(w.in_flight).unwrap_or(i64::MAX)).collect();
         let seen: Vec<i64> = workers.iter().map(|w| w.last_seen).collect();
-        self.write(|tx| {
-            let (ids, queues, types, leases, in_flight, seen) =
-                (ids.clone(), queues.clone(), types.clone(), leases.clone(), in_flight.clone(), seen.clone());
-            Box::pin(async move {
-                tx.execute(
-                    "INSERT INTO workers (id, queues, task_types, leases, in_flight, last_seen) \
+        self.core
+            .write(|tx| {
+                let (ids, queues, types, leases, in_flight, seen) =
+                    (ids.clone(), queues.clone(), types.clone(), leases.clone(), in_flight.clone(), seen.clone());
+                Box::pin(async move {
+                    tx.execute(
+                        "INSERT INTO workers (id, queues, task_types, leases, in_flight, last_seen) \
                      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[]) \
                      ON CONFLICT (id) DO UPDATE SET queues = excluded.queues, task_types = excluded.task_types, \
                      leases = excluded.leases, in_flight = excluded.in_flight, last_seen = excluded.last_seen \
                      WHERE excluded.last_seen >= workers.last_seen",
-                    &[&ids, &queues, &types, &leases, &in_flight, &seen],
-                )
-                .await
-                .map(|_| ())
+                        &[&ids, &queues, &types, &leases, &in_flight, &seen],
+                    )
+                    .await
+                    .map(|_| ())
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn workers(&self, since: Millis) -> Result<Vec<WorkerRecord>> {
-        self.read(|tx| {
+        self.core.read(|tx| {
             Box::pin(async move {
                 let rows = tx
                     .query(
@@ -839,28 +945,29 @@ impl Store for PgStore {
 
     async fn lead(&self, role: String, node: String, now: Millis, ttl_ms: u64) -> Result<bool> {
         let until = now.saturating_add(crate::stored::ms_i64(ttl_ms));
-        self.write(|tx| {
-            let (role, node) = (role.clone(), node.clone());
-            Box::pin(async move {
-                let row = tx
-                    .query_opt(
-                        "INSERT INTO leaders (role, node, until) VALUES ($1, $2, $3) ON CONFLICT (role) DO UPDATE \
+        self.core
+            .write(|tx| {
+                let (role, node) = (role.clone(), node.clone());
+                Box::pin(async move {
+                    let row = tx
+                        .query_opt(
+                            "INSERT INTO leaders (role, node, until) VALUES ($1, $2, $3) ON CONFLICT (role) DO UPDATE \
                          SET node = excluded.node, until = excluded.until \
                          WHERE leaders.node = excluded.node OR leaders.until < $4 RETURNING node",
-                        &[&role, &node, &until, &now],
-                    )
-                    .await?;
-                Ok(row.is_some())
+                            &[&role, &node, &until, &now],
+                        )
+                        .await?;
+                    Ok(row.is_some())
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn ready(&self) -> Result<()> {
-        self.read(|tx| Box::pin(async move { tx.query("SELECT 1", &[]).await.map(|_| ()) })).await
+        self.core.read(|tx| Box::pin(async move { tx.query("SELECT 1", &[]).await.map(|_| ()) })).await
     }
 
     fn signals(&self) -> &Signals {
-        &self.signals
+        &self.core.signals
     }
 }

@@ -243,22 +243,58 @@ impl NewRows {
     }
 }
 
-pub(super) async fn lease(tx: &mut Tx, p: LeaseParams) -> Result<Vec<Task>> {
-    if p.max == 0 || p.queues.is_empty() {
-        return Ok(Vec::new());
+/// Leases for several requests of one kind (the same queues, names and
+/// lease period, as [`super::combine`] merges them) in one statement: the
+/// best ready tasks, as many as they ask for together, each given to the
+/// worker of its slot (the first request's slots first); answers each
+/// request its tasks, best first.
+pub(super) async fn lease(tx: &mut Tx, requests: Vec<LeaseParams>) -> Result<Vec<Vec<Task>>> {
+    let mut out: Vec<Vec<Task>> = requests.iter().map(|_| Vec::new()).collect();
+    let Some(p) = requests.first() else { return Ok(out) };
+    if p.queues.is_empty() {
+        return Ok(out);
     }
-    let max = i64::try_from(p.max).unwrap_or(i64::MAX);
+    let total: usize = requests.iter().map(|r| r.max).sum();
+    if total == 0 {
+        return Ok(out);
+    }
+    let batch = requests.len() == 1 && total > super::MERGED_AT_MOST;
+    // The worker of each slot, in order; a worker that asked twice has two
+    // runs of slots.
+    let slots: Vec<&str> = if batch {
+        vec![p.worker.as_str()]
+    } else {
+        requests.iter().flat_map(|r| std::iter::repeat_n(r.worker.as_str(), r.max)).collect()
+    };
+    let now = requests.iter().map(|r| r.now).max().unwrap_or(p.now);
+    let max = i64::try_from(total).unwrap_or(i64::MAX);
     let lease_ms = ms_i64(p.lease_ms);
+    // A batch (one request for many tasks) sets its one worker and updates
+    // the rows through an array of tuple ids; small leases, merged or not,
+    // join on the numbered picks, which costs less per task when there are
+    // few, and find each task's worker by its slot.
+    let (slot, worker, from, tid) = if batch {
+        ("", "($5::text[])[1]", "", "t.ctid = ANY(ARRAY(SELECT tid FROM picked))")
+    } else {
+        (
+            ", row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS slot",
+            "($5::text[])[p.slot]",
+            " FROM picked p",
+            "t.ctid = p.tid",
+        )
+    };
     let sql = format!(
         // One ordered index scan per queue (an `= ANY` on the index's first
         // column would read every ready task of the queues and sort them),
-        // then the best of those.
+        // then the best of those (numbered in that order, when several
+        // requests share the lease, to find each one's worker among the
+        // slots).
         // The picked rows are updated by their tuple ids, which their locks
         // keep current: a TID scan instead of one primary-key lookup per
         // task (a third of the statement's time). The status check makes a
         // row that moved anyway drop out of this lease rather than be taken
         // twice.
-        "WITH picked AS (SELECT c.ctid AS tid FROM unnest($1::text[]) AS q(name) CROSS JOIN LATERAL \
+        "WITH picked AS (SELECT c.ctid AS tid{slot} FROM unnest($1::text[]) AS q(name) CROSS JOIN LATERAL \
          (SELECT r.ctid, r.id, r.priority, r.run_at FROM tasks r WHERE r.status = 'queued' \
          AND r.name <> 'approval' AND r.queue = q.name \
          AND ($2::text[] IS NULL OR r.name = ANY($2) OR r.name LIKE ANY($7::text[])) \
@@ -266,10 +302,11 @@ pub(super) async fn lease(tx: &mut Tx, p: LeaseParams) -> Result<Vec<Task>> {
          WHERE q.name <> ALL(ARRAY(SELECT name FROM queues WHERE paused)) \
          ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3) \
          UPDATE tasks t SET status = 'running', attempt = t.attempt + 1, started_at = $4, updated_at = $4, \
-         worker = $5, lease_token = (t.attempt + 1)::text || '.' || replace(gen_random_uuid()::text, '-', ''), \
+         worker = {worker}, \
+         lease_token = (t.attempt + 1)::text || '.' || replace(gen_random_uuid()::text, '-', ''), \
          lease_ms = $6, expires_at = $4::int8 + $6::int8, timeout_at = $4::int8 + t.timeout_ms, progress = NULL, \
-         cancel_requested = false WHERE t.ctid = ANY(ARRAY(SELECT tid FROM picked)) AND t.status = 'queued' \
-         RETURNING {COLS}"
+         cancel_requested = false{from} WHERE {tid} AND t.status = 'queued' RETURNING {COLS}{slot_out}",
+        slot_out = if batch { "" } else { ", p.slot" },
     );
     // A name ending in `*` is a prefix: a LIKE pattern, its own `_` (a
     // wildcard to LIKE) escaped.
@@ -279,27 +316,40 @@ pub(super) async fn lease(tx: &mut Tx, p: LeaseParams) -> Result<Vec<Task>> {
         .iter()
         .map(|n| format!("{}%", n.trim_end_matches('*').replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")))
         .collect();
-    let rows = tx.query(&sql, &[&p.queues, &names, &max, &p.now, &p.worker, &lease_ms, &like]).await?;
-    let mut leased = rows.iter().map(Loaded::from_row).collect::<Result<Vec<_>>>()?;
-    leased.sort_by_key(|l| (std::cmp::Reverse(l.task.priority), l.task.run_at, l.task.id));
+    let rows = tx.query(&sql, &[&p.queues, &names, &max, &now, &slots, &lease_ms, &like]).await?;
+    let mut leased = rows
+        .iter()
+        .map(|r| {
+            let slot = if batch { 1 } else { r.get::<_, i64>(r.len() - 1) };
+            Ok((Loaded::from_row(r)?, slot))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    leased.sort_by_key(|(l, slot)| (*slot, std::cmp::Reverse(l.task.priority), l.task.run_at, l.task.id));
+    // Slot n (from 1) belongs to the request whose run of slots holds it.
+    let mut ends = Vec::with_capacity(requests.len());
+    let mut end = 0;
+    for r in &requests {
+        end += r.max;
+        ends.push(end);
+    }
     let mut entries = Entries::default();
-    let mut out = Vec::with_capacity(leased.len());
-    for l in leased {
+    for (l, slot) in leased {
         let mut task = l.task;
         if !l.compact {
-            let e = entry(p.now, Status::Queued, Status::Running, task.attempt, Some(p.worker.clone()), "worker", None);
+            let e = entry(now, Status::Queued, Status::Running, task.attempt, task.worker.clone(), "worker", None);
             entries.push(task.id, e);
         }
-        let expires_at = l.expires_at.unwrap_or(p.now + lease_ms);
-        tx.effects.due_at(task.timeout_ms.map_or(expires_at, |t| expires_at.min(p.now.saturating_add(ms_i64(t)))));
+        let expires_at = l.expires_at.unwrap_or(now + lease_ms);
+        tx.effects.due_at(task.timeout_ms.map_or(expires_at, |t| expires_at.min(now.saturating_add(ms_i64(t)))));
         task.lease = Some(Lease { token: l.token.unwrap_or_default(), expires_at, signature: None });
         if !task.depends_on.is_empty() {
             task.parents = Some(dependents::parents_of(tx, &task).await?);
         }
-        let m =
-            Move::new(task.id, (&task.name, &task.queue, task.attempt), Some(Status::Queued), Status::Running, p.now);
+        let m = Move::new(task.id, (&task.name, &task.queue, task.attempt), Some(Status::Queued), Status::Running, now);
         tx.push_move(&m)?;
-        out.push(task);
+        let slot = usize::try_from(slot).unwrap_or(usize::MAX);
+        let owner = ends.partition_point(|end| *end < slot).min(out.len() - 1);
+        out[owner].push(task);
     }
     entries.write(tx).await?;
     Ok(out)
