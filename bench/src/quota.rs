@@ -122,3 +122,15 @@ impl Drop for Group {
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_share_that_is_no_share_is_refused_before_anything_is_set() {
+        for cores in [0.0, -1.0, f64::NAN, 65.0] {
+            let err = super::limit_nodes(cores).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("give a share of CPUs above 0"), "{cores}: {err}");
+        }
+        assert_eq!(super::describe(), "", "no quota was set");
+    }
+}

@@ -60,7 +60,10 @@ impl Ready {
     fn lot(&self, queues: &[String], names: Option<&[String]>) -> Arc<Lot> {
         let filter: Filter = (queues.to_vec(), names.map(<[String]>::to_vec));
         let lot = match self.lots.lock() {
-            Ok(mut lots) => lots.entry(filter.clone()).or_insert_with(|| Arc::new(Lot::new(filter))).clone(),
+            Ok(mut lots) => match lots.get(&filter) {
+                Some(lot) => lot.clone(),
+                None => lots.entry(filter.clone()).or_insert_with(|| Arc::new(Lot::new(filter))).clone(),
+            },
             Err(_) => Arc::new(Lot::new(filter)),
         };
         lot.requests.fetch_add(1, Ordering::AcqRel);

@@ -112,6 +112,18 @@ fn successes(leased: &[quern_core::Task]) -> Vec<quern_store::Completion> {
         .collect()
 }
 
+/// A lease of up to `max` tasks of the default queue by `worker`, for 30 s.
+fn lease_params(worker: impl Into<String>, max: usize) -> quern_store::LeaseParams {
+    quern_store::LeaseParams {
+        worker: worker.into(),
+        queues: vec!["default".into()],
+        names: None,
+        max,
+        lease_ms: 30_000,
+        now: now(),
+    }
+}
+
 fn now() -> Millis {
     quern_core::Clock::now(&quern_core::SystemClock)
 }
@@ -135,14 +147,7 @@ async fn nodes_leasing_at_once_never_share_a_task() {
         leasers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let params = quern_store::LeaseParams {
-                    worker: format!("w{w}"),
-                    queues: vec!["default".into()],
-                    names: None,
-                    max: 50,
-                    lease_ms: 30_000,
-                    now: now(),
-                };
+                let params = lease_params(format!("w{w}"), 50);
                 let leased = store.lease(params).await.unwrap();
                 if leased.is_empty() {
                     return mine;
@@ -323,14 +328,7 @@ async fn requests_merged_into_shared_transactions_each_get_their_own_answers() {
             let worker = format!("w{w}");
             let mut mine = Vec::new();
             while mine.len() < 2 {
-                let params = quern_store::LeaseParams {
-                    worker: worker.clone(),
-                    queues: vec!["default".into()],
-                    names: None,
-                    max: 2 - mine.len(),
-                    lease_ms: 30_000,
-                    now: now(),
-                };
+                let params = lease_params(worker.as_str(), 2 - mine.len());
                 mine.extend(store.lease(params).await.unwrap());
             }
             (worker, mine)
@@ -376,14 +374,7 @@ async fn queue_counts_survive_folds_on_two_nodes_and_a_migration_from_before_the
         s.validate(&quern_core::ExecutionDefaults::default(), uuid::Uuid::now_v7(), now()).unwrap()
     };
     stores[0].submit((0..30).map(|_| spec()).collect()).await.unwrap();
-    let params = quern_store::LeaseParams {
-        worker: "w".into(),
-        queues: vec!["default".into()],
-        names: None,
-        max: 10,
-        lease_ms: 30_000,
-        now: now(),
-    };
+    let params = lease_params("w", 10);
     let leased = stores[1].lease(params).await.unwrap();
     let results = successes(&leased);
     stores[1].complete(quern_store::CompleteParams { worker: "w".into(), results, now: now() }).await.unwrap();

@@ -6,7 +6,7 @@
 //! task each pay that sixteen times. A [`Combiner`] lets at most `limit`
 //! transactions of its kind run at once; requests that come meanwhile wait
 //! and go together into the next one. A lone request runs at once, as
-//! before.
+//! before, and a large one (a batch) runs in a transaction of its own.
 //!
 //! Invariant: each request gets its own answer, and no request fails
 //! because of another's items: when a merged transaction fails, each of its
@@ -38,16 +38,28 @@ pub(super) struct Combiner<I, O> {
     queue: Mutex<Queue<I, O>>,
     limit: usize,
     run: Run<I, O>,
+    /// How many items a request holds.
+    size: fn(&I) -> usize,
 }
 
+/// Requests of more items than this (batches) run in transactions of their
+/// own, as they always did: merging is for the one-at-a-time path.
+pub(super) const MERGED_AT_MOST: usize = 16;
+
 impl<I: Clone + Send + 'static, O: Send + 'static> Combiner<I, O> {
-    /// At most `limit` transactions by `run` at once.
-    pub(super) fn new(limit: usize, run: Run<I, O>) -> Arc<Self> {
-        Arc::new(Self { queue: Mutex::new(Queue { waiting: Vec::new(), running: 0 }), limit: limit.max(1), run })
+    /// At most `limit` transactions by `run` at once; `size` tells how many
+    /// items a request holds.
+    pub(super) fn new(limit: usize, size: fn(&I) -> usize, run: Run<I, O>) -> Arc<Self> {
+        let queue = Mutex::new(Queue { waiting: Vec::new(), running: 0 });
+        Arc::new(Self { queue, limit: limit.max(1), run, size })
     }
 
-    /// Runs `request`, with whatever other requests are waiting then.
+    /// Runs `request`, with whatever other requests are waiting then, or
+    /// alone when it is a batch.
     pub(super) async fn call(self: &Arc<Self>, request: I) -> Result<O> {
+        if (self.size)(&request) > MERGED_AT_MOST {
+            return self.alone(request).await;
+        }
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut q = self.queue.lock().map_err(|_| StoreError::Closed)?;
@@ -92,9 +104,13 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Combiner<I, O> {
             }
         }
         for w in batch {
-            let answer = (self.run)(vec![w.request]).await.and_then(|mut a| a.pop().ok_or(StoreError::Closed));
-            let _ = w.reply.send(answer);
+            let _ = w.reply.send(self.alone(w.request).await);
         }
+    }
+
+    /// Runs `request` in a transaction of its own.
+    async fn alone(&self, request: I) -> Result<O> {
+        (self.run)(vec![request]).await.and_then(|mut a| a.pop().ok_or(StoreError::Closed))
     }
 }
 
@@ -119,7 +135,7 @@ mod tests {
                 Ok(requests.iter().map(|r| r.iter().map(|i| i * 10).collect()).collect())
             })
         });
-        let combiner = Combiner::new(1, run);
+        let combiner = Combiner::new(1, Vec::len, run);
         let mut calls = Vec::new();
         for i in 0..8u32 {
             let c = combiner.clone();

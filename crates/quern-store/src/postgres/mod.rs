@@ -117,10 +117,6 @@ struct Core {
 /// at once; requests that come meanwhile share the next one.
 const COMBINED_AT_ONCE: usize = 2;
 
-/// Requests of more items than this (batches) run in transactions of their
-/// own, as they always did: merging is for the one-at-a-time path.
-pub(super) const MERGED_AT_MOST: usize = 16;
-
 /// Events (about one per task move) this node's transactions append
 /// between two vacuums of `tasks`.
 const VACUUM_EVERY: u64 = 20_000;
@@ -234,6 +230,7 @@ impl PgStore {
         let c = core.clone();
         let submits = combine::Combiner::new(
             COMBINED_AT_ONCE,
+            Vec::len,
             Arc::new(move |requests: Vec<Vec<NewTask>>| {
                 let c = c.clone();
                 Box::pin(async move {
@@ -247,6 +244,7 @@ impl PgStore {
         let c = core.clone();
         let completes = combine::Combiner::new(
             COMBINED_AT_ONCE,
+            |r: &CompleteParams| r.results.len(),
             Arc::new(move |requests: Vec<CompleteParams>| {
                 let c = c.clone();
                 Box::pin(async move {
@@ -379,6 +377,31 @@ impl Core {
         {
             self.signals.timers.notify_one();
         }
+    }
+}
+
+impl PgStore {
+    /// The combiner of lease requests of `params`' kind, kept for the next
+    /// ones unless [`MAX_LEASE_KINDS`] are kept already.
+    fn lease_combiner(&self, params: &LeaseParams) -> Arc<LeaseCombiner> {
+        let kind: LeaseKind = (params.queues.clone(), params.names.clone(), params.lease_ms);
+        let mut kinds = self.leases.lock().ok();
+        if let Some(c) = kinds.as_ref().and_then(|k| k.get(&kind)) {
+            return c.clone();
+        }
+        let core = self.core.clone();
+        let c = combine::Combiner::new(
+            COMBINED_AT_ONCE,
+            |p: &LeaseParams| p.max,
+            Arc::new(move |requests: Vec<LeaseParams>| {
+                let core = core.clone();
+                Box::pin(async move { core.write(|tx| Box::pin(tasks::lease(tx, requests.clone()))).await })
+            }),
+        );
+        if let Some(kinds) = kinds.as_mut().filter(|k| k.len() < MAX_LEASE_KINDS) {
+            kinds.insert(kind, c.clone());
+        }
+        c
     }
 }
 
@@ -619,9 +642,6 @@ impl Drop for Tx {
 #[async_trait]
 impl Store for PgStore {
     async fn submit(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
-        if tasks.len() > MERGED_AT_MOST {
-            return self.core.write(|tx| Box::pin(tasks::submit(tx, tasks.clone()))).await;
-        }
         self.submits.call(tasks).await
     }
 
@@ -638,32 +658,7 @@ impl Store for PgStore {
     }
 
     async fn lease(&self, params: LeaseParams) -> Result<Vec<Task>> {
-        let kind: LeaseKind = (params.queues.clone(), params.names.clone(), params.lease_ms);
-        let combiner = self.leases.lock().ok().filter(|_| params.max <= MERGED_AT_MOST).and_then(|mut kinds| {
-            if let Some(c) = kinds.get(&kind) {
-                return Some(c.clone());
-            }
-            if kinds.len() >= MAX_LEASE_KINDS {
-                return None;
-            }
-            let core = self.core.clone();
-            let c = combine::Combiner::new(
-                COMBINED_AT_ONCE,
-                Arc::new(move |requests: Vec<LeaseParams>| {
-                    let core = core.clone();
-                    Box::pin(async move { core.write(|tx| Box::pin(tasks::lease(tx, requests.clone()))).await })
-                }),
-            );
-            kinds.insert(kind, c.clone());
-            Some(c)
-        });
-        match combiner {
-            Some(c) => c.call(params).await,
-            None => {
-                let mut out = self.core.write(|tx| Box::pin(tasks::lease(tx, vec![params.clone()]))).await?;
-                Ok(out.pop().unwrap_or_default())
-            }
-        }
+        self.lease_combiner(&params).call(params).await
     }
 
     async fn heartbeat(&self, params: HeartbeatParams) -> Result<Vec<HeartbeatAnswer>> {
@@ -671,9 +666,6 @@ impl Store for PgStore {
     }
 
     async fn complete(&self, params: CompleteParams) -> Result<Vec<CompleteAnswer>> {
-        if params.results.len() > MERGED_AT_MOST {
-            return self.core.write(|tx| Box::pin(tasks::complete(tx, params.clone()))).await;
-        }
         self.completes.call(params).await
     }
 

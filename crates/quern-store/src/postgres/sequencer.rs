@@ -215,20 +215,11 @@ impl Sequencer {
                 };
                 let (notice, pending, ticket) = this.take();
                 loop {
-                    if conn.is_none() {
-                        match Conn::open(&config, &tls).await {
-                            Ok(c) => {
-                                this.own_pid.store(c.pid, Ordering::Relaxed);
-                                conn = Some(c);
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "the sequencer cannot connect");
-                                tokio::time::sleep(RETRY_AFTER).await;
-                                continue;
-                            }
-                        }
-                    }
-                    match pass(conn.as_ref(), &channel, &notice, pending, swept).await {
+                    let passed = match this.connected(&mut conn, &config, &tls).await {
+                        Ok(c) => pass(c, &channel, &notice, pending, swept).await,
+                        Err(e) => Err(e),
+                    };
+                    match passed {
                         Ok(numbered) => {
                             if numbered > 0 {
                                 signals.events.notify_waiters();
@@ -288,11 +279,30 @@ impl Conn {
     }
 }
 
+impl Sequencer {
+    /// The sequencer's connection, opened first if there is none (and its
+    /// backend remembered, for the listener to skip what it sends).
+    async fn connected<'c>(
+        &self,
+        conn: &'c mut Option<Conn>,
+        config: &tokio_postgres::Config,
+        tls: &MakeRustlsConnect,
+    ) -> Result<&'c Conn> {
+        match conn {
+            Some(c) => Ok(c),
+            None => {
+                let c = Conn::open(config, tls).await?;
+                self.own_pid.store(c.pid, Ordering::Relaxed);
+                Ok(conn.insert(c))
+            }
+        }
+    }
+}
+
 /// One pass: numbers the pending segments (when this node left some, or
 /// when a `sweep` finds any) and sends `notice`, in one transaction;
 /// answers how many events were numbered.
-async fn pass(conn: Option<&Conn>, channel: &str, notice: &Notice, pending: bool, sweep: bool) -> Result<i64> {
-    let Some(c) = conn else { return Ok(0) };
+async fn pass(c: &Conn, channel: &str, notice: &Notice, pending: bool, sweep: bool) -> Result<i64> {
     let number = pending || (sweep && c.client.query_one(&c.any, &[]).await.map_err(backend)?.get::<_, bool>(0));
     if !number && notice.is_empty() {
         return Ok(0);

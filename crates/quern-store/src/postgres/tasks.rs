@@ -258,7 +258,7 @@ pub(super) async fn lease(tx: &mut Tx, requests: Vec<LeaseParams>) -> Result<Vec
     if total == 0 {
         return Ok(out);
     }
-    let batch = requests.len() == 1 && total > super::MERGED_AT_MOST;
+    let batch = requests.len() == 1 && total > super::combine::MERGED_AT_MOST;
     // The worker of each slot, in order; a worker that asked twice has two
     // runs of slots.
     let slots: Vec<&str> = if batch {
