@@ -89,6 +89,24 @@ pub struct ServerConfig {
     /// that no task was changed on the way.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_key_file: Option<PathBuf>,
+    /// Threads serving requests (HTTP, JSON, waits); 0 picks them: one per
+    /// core, less the core SQLite's writer thread keeps to itself.
+    pub threads: usize,
+}
+
+impl ServerConfig {
+    /// The threads serving requests: [`ServerConfig::threads`], or when it
+    /// is 0, `cores` less one on SQLite (whose writer thread does every
+    /// write and wants a core of its own; one worker fewer also spares a
+    /// lone client's request the wake-up of an idle second worker), `cores`
+    /// on PostgreSQL; at least one.
+    pub fn runtime_threads(&self, cores: usize, postgres: bool) -> usize {
+        match self.threads {
+            0 if postgres => cores.max(1),
+            0 => cores.saturating_sub(1).max(1),
+            n => n,
+        }
+    }
 }
 
 /// The certificate the server serves HTTPS with.
@@ -110,6 +128,7 @@ impl Default for ServerConfig {
             insecure: false,
             tls: None,
             lease_key_file: None,
+            threads: 0,
         }
     }
 }
@@ -268,6 +287,9 @@ impl Config {
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.execution.validate().map_err(|e| ConfigError::Invalid(format!("execution.{e}")))?;
+        if self.server.threads > 1024 {
+            return Err(ConfigError::Invalid("server.threads must be at most 1024 (0 picks them)".into()));
+        }
         if self.server.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("server.max_body_bytes must be at least 1024".into()));
         }
@@ -321,6 +343,19 @@ mod tests {
         assert!(serde_saphyr::from_str::<Config>("storage: {durability: maybe}\n").is_err());
         assert!(serde_saphyr::from_str::<Config>("retention: {ttl: soon}\n").is_err());
         let c: Config = serde_saphyr::from_str("execution: {max_attempts: 0}\n").expect("parses");
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn threads_leave_sqlites_writer_a_core() {
+        let auto = ServerConfig::default();
+        assert_eq!(auto.runtime_threads(2, false), 1);
+        assert_eq!(auto.runtime_threads(8, false), 7);
+        assert_eq!(auto.runtime_threads(1, false), 1);
+        assert_eq!(auto.runtime_threads(2, true), 2);
+        let set = ServerConfig { threads: 3, ..ServerConfig::default() };
+        assert_eq!(set.runtime_threads(2, false), 3);
+        let c: Config = serde_saphyr::from_str("server: {threads: 5000}\n").expect("parses");
         assert!(c.validate().is_err());
     }
 

@@ -91,6 +91,9 @@ pub struct Engine {
     events_ttl_ms: u64,
     events_max: u64,
     backoffs: webhooks::Backoffs,
+    /// Raised when a webhook is put or resumed on this node: the deliverer
+    /// waits on it, not on every commit, while no webhook is due.
+    webhooks_changed: tokio::sync::Notify,
     shutdown: watch::Receiver<bool>,
     registry: Registry,
     started_at: Millis,
@@ -182,6 +185,7 @@ impl Engine {
             events_ttl_ms: config.events.ttl.0,
             events_max: config.events.max_events,
             backoffs: webhooks::Backoffs::default(),
+            webhooks_changed: tokio::sync::Notify::new(),
             shutdown,
             registry: Registry::default(),
             started_at,

@@ -31,6 +31,10 @@ pub(crate) struct ServerArgs {
     /// The largest request body in bytes [default: 1048576].
     #[arg(long, env = "QUERN_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
+    /// Threads serving requests; 0 picks them: a core each, less the core
+    /// the SQLite writer keeps [default: 0].
+    #[arg(long, env = "QUERN_THREADS", value_name = "N")]
+    threads: Option<usize>,
     /// A schedules file (YAML or JSON) to apply at start: its schedules are
     /// created or updated; others are left alone.
     #[arg(long, env = "QUERN_SCHEDULES")]
@@ -103,6 +107,9 @@ impl ServerArgs {
         if let Some(n) = self.max_body_bytes {
             config.server.max_body_bytes = n;
         }
+        if let Some(n) = self.threads {
+            config.server.threads = n;
+        }
         if let Some(auth) = &self.auth {
             config.auth.required = auth == "required";
         }
@@ -138,7 +145,9 @@ pub(crate) fn run(args: ServerArgs) -> ExitCode {
         print!("{}", config.to_yaml());
         return ExitCode::SUCCESS;
     }
-    let Some(runtime) = crate::service::start("quern server") else {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let threads = config.server.runtime_threads(cores, config.storage.url.is_some());
+    let Some(runtime) = crate::service::start("quern server", Some(threads)) else {
         return ExitCode::from(2);
     };
     runtime.block_on(async move {
@@ -184,7 +193,7 @@ pub(crate) struct MigrateArgs {
 
 /// Runs the PostgreSQL migrations the database lacks, and nothing else.
 pub(crate) fn migrate(args: MigrateArgs) -> ExitCode {
-    let Some(runtime) = crate::service::start("quern migrate") else {
+    let Some(runtime) = crate::service::start("quern migrate", None) else {
         return ExitCode::from(2);
     };
     let opts = quern_store::postgres::PgOptions {

@@ -2,8 +2,9 @@
 //! stderr, a multi-threaded runtime, and the stop signal.
 
 /// Starts logging (filter from `QUERN_LOG`, default `info`) and builds the
-/// runtime; on failure prints why, prefixed with `command`, and answers `None`.
-pub(crate) fn start(command: &str) -> Option<tokio::runtime::Runtime> {
+/// runtime, with `threads` worker threads (else one per core); on failure
+/// prints why, prefixed with `command`, and answers `None`.
+pub(crate) fn start(command: &str, threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("QUERN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -11,7 +12,11 @@ pub(crate) fn start(command: &str) -> Option<tokio::runtime::Runtime> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     crate::allocator::release_in_background();
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    match builder.enable_all().build() {
         Ok(r) => Some(r),
         Err(e) => {
             eprintln!("{command}: cannot start the runtime: {e}");

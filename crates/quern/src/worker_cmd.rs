@@ -167,7 +167,7 @@ pub(crate) fn run(client: Client, args: WorkerArgs) -> ExitCode {
         eprintln!("quern worker: cannot close /proc/self to tasks: {e}");
         return ExitCode::from(2);
     }
-    let Some(runtime) = crate::service::start("quern worker") else {
+    let Some(runtime) = crate::service::start("quern worker", None) else {
         return ExitCode::from(2);
     };
     tracing::info!(

@@ -205,7 +205,7 @@ impl Engine {
             updated_at: now,
         };
         self.store.put_webhook(record.clone()).await?;
-        self.store.signals().events.notify_waiters();
+        self.webhooks_changed.notify_waiters();
         self.record(caller, "webhook.put", name, Some(serde_json::json!({"url": record.url}))).await;
         Ok((record, created))
     }
@@ -248,7 +248,7 @@ impl Engine {
             b.remove(name);
         }
         self.record(caller, "webhook.resume", name, None).await;
-        self.store.signals().events.notify_waiters();
+        self.webhooks_changed.notify_waiters();
         Ok(w)
     }
 
@@ -309,6 +309,9 @@ impl Engine {
             let appended = self.store.signals().events.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
+            let changed = self.webhooks_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let hooks = match self.store.webhooks().await {
                 Ok(h) => h,
                 Err(StoreError::Closed) => return,
@@ -322,6 +325,10 @@ impl Engine {
                 let backoffs = self.backoffs.prune(&hooks, now);
                 hooks.into_iter().filter(|w| !w.paused && !backoffs.contains_key(&w.name)).collect()
             };
+            // With no webhook to deliver to, a commit's events wake nothing
+            // here: only a webhook put or resumed on this node, or the next
+            // look (at most a second away, for other nodes' changes).
+            let idle = due.is_empty();
             let mut busy = false;
             for w in due {
                 match self.deliver(&http, w).await {
@@ -336,7 +343,8 @@ impl Engine {
             let next = self.backoffs.0.lock().ok().and_then(|b| b.values().min().copied());
             let sleep = next.map_or(MAX_SLEEP, |t| t.saturating_duration_since(Instant::now()).min(MAX_SLEEP));
             tokio::select! {
-                () = &mut appended => {}
+                () = &mut appended, if !idle => {}
+                () = &mut changed => {}
                 () = tokio::time::sleep(sleep) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
