@@ -322,7 +322,12 @@ class Orchestrator:
         self.workers = None
         self.redis_pid = redis_pid()
 
+    # What keeps the peer's jobs: its rows meet Quern's rows on the same kind of store.
+    STORE = "redis"
+
     def emit(self, obj):
+        if "row" in obj:
+            obj["row"].setdefault("store", self.STORE)
         with open(self.rows_file, "a") as f:
             f.write(json.dumps(obj) + "\n")
         print(json.dumps(obj), flush=True)

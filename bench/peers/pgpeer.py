@@ -78,6 +78,8 @@ class PgOrchestrator(common.Orchestrator):
     def snapshot(self, mark, roots, client_pid):
         return PgSnapshot(self.conn, self.db, roots, client_pid, end=mark == "END")
 
+    STORE = "postgres"
+
     def emit(self, obj):
         if "row" in obj:
             for k in EXTRA:

@@ -109,7 +109,13 @@ pub async fn run(target: &Target, scenarios: &[Scenario], opts: &Options) -> Res
             }
             d.stop().await?;
         }
-        for row in &out {
+        let store = match target {
+            Target::Spawn { storage: Storage::Sqlite { .. }, .. } => Some("sqlite"),
+            Target::Spawn { storage: Storage::Postgres { .. }, .. } => Some("postgres"),
+            Target::Url(_) => None,
+        };
+        for row in &mut out {
+            row.store = store.map(str::to_owned);
             eprintln!("quern-bench:   {}", row.one_line());
         }
         rows.extend(out);

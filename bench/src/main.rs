@@ -48,6 +48,11 @@ struct Args {
     /// postgres://root@127.0.0.1:5432/test.
     #[arg(long, value_name = "URL", conflicts_with = "url")]
     database: Option<String>,
+    /// After the scenarios on SQLite, run them again on this PostgreSQL
+    /// database (one node): one run gives Quern on each store, each beside
+    /// the peers on the same kind of store (Redis, PostgreSQL).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["url", "database"])]
+    also_database: Option<String>,
     /// Servers (nodes) to start on the one database; scenarios spread their
     /// connections over them. More than one needs --database.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -202,6 +207,18 @@ fn run(args: &Args) -> quern_bench::Result<()> {
         }
         runs.push(runtime.block_on(quern_bench::run(&target, &scenarios, &opts))?);
     }
+    let mut quern_rows = median_of(runs, machine.nproc);
+    let mut storage = storage;
+    if let (Some(url), Target::Spawn { bin, .. }) = (&args.also_database, &target) {
+        let also = Target::Spawn { bin: bin.clone(), storage: Storage::Postgres { url: url.clone(), nodes: 1 } };
+        let mut runs = Vec::new();
+        for i in 0..args.runs.max(1) {
+            eprintln!("quern-bench: on PostgreSQL, run {} of {}", i + 1, args.runs.max(1));
+            runs.push(runtime.block_on(quern_bench::run(&also, &scenarios, &opts))?);
+        }
+        quern_rows.extend(median_of(runs, machine.nproc));
+        storage = format!("{storage} and {}", target_label(&also));
+    }
     let peer_run = match &args.peers {
         Some(path) => Some(peers::load(path)?),
         None if args.with_peers => {
@@ -214,7 +231,7 @@ fn run(args: &Args) -> quern_bench::Result<()> {
         Some(run) => (run.rows, Some(run.versions)),
         None => (Vec::new(), None),
     };
-    let rows = peers::merge(median_of(runs, machine.nproc), peer_rows);
+    let rows = peers::merge(quern_rows, peer_rows);
     println!("{}  ·  store {storage}{}", machine.summary(), if args.quick { "  ·  quick" } else { "" });
     print!("{}", table(&rows));
     if args.markdown {

@@ -27,7 +27,13 @@ pub struct PeerRun {
 /// Reads a peers' JSON file.
 pub fn load(path: &Path) -> Result<PeerRun> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(serde_json::from_str(&text).map_err(|e| format!("{}: not a peers file: {e}", path.display()))?)
+    let mut run: PeerRun =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a peers file: {e}", path.display()))?;
+    for row in run.rows.iter_mut().filter(|r| r.store.is_none()) {
+        let postgres = row.pg_cpu_us_per_task.is_some() || row.note.contains("PostgreSQL");
+        row.store = Some(if postgres { "postgres" } else { "redis" }.to_owned());
+    }
+    Ok(run)
 }
 
 /// The peers' runner in this source tree.
@@ -62,12 +68,20 @@ pub fn run(quick: bool) -> Result<PeerRun> {
 /// variant, or else the first of the scenario with the same kind of figure
 /// (throughput, or latency only).
 pub fn counterpart<'a>(quern: &'a [Row], peer: &Row) -> Option<&'a Row> {
-    let same = |q: &&Row| q.scenario == peer.scenario;
+    let same = |q: &&Row| q.scenario == peer.scenario && same_store(q, peer);
     quern
         .iter()
         .filter(same)
         .find(|q| q.variant == peer.variant)
         .or_else(|| quern.iter().filter(same).find(|q| q.tasks_per_s.is_some() == peer.tasks_per_s.is_some()))
+}
+
+/// Whether `peer` may be compared with Quern's row `quern`: a peer on
+/// PostgreSQL with Quern on PostgreSQL, any other with Quern on SQLite (a
+/// server given by URL, of an unknown store, with either).
+fn same_store(quern: &Row, peer: &Row) -> bool {
+    let on_postgres = |r: &Row| r.store.as_deref() == Some("postgres");
+    quern.store.is_none() || on_postgres(quern) == on_postgres(peer)
 }
 
 /// How many times better Quern's figure is than `peer`'s: throughput over
@@ -95,11 +109,12 @@ pub fn merge(quern: Vec<Row>, peers: Vec<Row>) -> Vec<Row> {
         .collect();
     let mut quern = quern.into_iter().peekable();
     while let Some(row) = quern.next() {
-        let last_of_scenario = quern.peek().is_none_or(|next| next.scenario != row.scenario);
-        let scenario = row.scenario.clone();
+        let last_of_scenario = quern.peek().is_none_or(|next| next.scenario != row.scenario || next.store != row.store);
+        let anchor = row.clone();
         out.push(row);
         if last_of_scenario {
-            let (same, other): (Vec<Row>, Vec<Row>) = rest.into_iter().partition(|p| p.scenario == scenario);
+            let (same, other): (Vec<Row>, Vec<Row>) =
+                rest.into_iter().partition(|p| p.scenario == anchor.scenario && same_store(&anchor, p));
             rest = other;
             out.extend(same);
         }
@@ -134,6 +149,34 @@ mod tests {
         let ratios: Vec<_> = out.iter().map(|r| r.quern_ratio).collect();
         assert_eq!(ratios, [None, Some(10.0), None, None, Some(2.5), None]);
         assert_eq!(counterpart(&quern, &out[4]).map(|q| q.variant.as_str()), Some("submit→result"));
+    }
+
+    #[test]
+    fn peers_on_postgresql_meet_quern_on_postgresql() {
+        let on = |mut r: Row, store: &str| {
+            r.store = Some(store.into());
+            r
+        };
+        let quern = vec![
+            on(Row::throughput("e2e", "batch", 60_000, 1.0), "sqlite"),
+            on(Row::throughput("e2e", "batch", 20_000, 1.0), "postgres"),
+        ];
+        let bullmq = on(Row::throughput("e2e", "w", 6_000, 1.0), "redis");
+        let graphile = on(Row::throughput("e2e", "w", 10_000, 1.0), "postgres");
+        let out = merge(
+            quern,
+            vec![Row { system: "graphile".into(), ..graphile }, Row { system: "bullmq".into(), ..bullmq }],
+        );
+        let shown: Vec<_> = out.iter().map(|r| (r.system_label(), r.quern_ratio)).collect();
+        assert_eq!(
+            shown,
+            [
+                ("quern".to_owned(), None),
+                ("bullmq".to_owned(), Some(10.0)),
+                ("quern (pg)".to_owned(), None),
+                ("graphile".to_owned(), Some(2.0))
+            ]
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ const SIZE: (u32, u32) = (1280, 720);
 /// Quern's colour.
 const QUERN: RGBColor = RGBColor(214, 39, 40);
 /// The peers' colours, in the order they come (then again from the start).
-const PEERS: [RGBColor; 7] = [
+const PEERS: [RGBColor; 10] = [
     RGBColor(44, 160, 44),
     RGBColor(255, 127, 14),
     RGBColor(31, 119, 180),
@@ -36,6 +36,9 @@ const PEERS: [RGBColor; 7] = [
     RGBColor(140, 86, 75),
     RGBColor(23, 190, 207),
     RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(227, 119, 194),
+    RGBColor(31, 31, 112),
 ];
 /// Room above the tallest bar for its label and the legend, as a factor.
 const HEADROOM: f64 = 8.0;
@@ -121,10 +124,13 @@ fn groups(rows: &[Row]) -> (Vec<Group>, Vec<Group>) {
     let (mut throughput, mut latency) = (Vec::new(), Vec::new());
     for peer in rows.iter().filter(|r| r.system != "quern" && r.quern_ratio.is_some()) {
         let Some(q) = counterpart(&quern, peer) else { continue };
+        let pg = if q.store.as_deref() == Some("postgres") { " (pg)" } else { "" };
         let (list, label, value) = match (q.tasks_per_s, peer.tasks_per_s) {
-            (Some(qv), Some(pv)) => (&mut throughput, q.scenario.clone(), (qv, pv)),
+            (Some(qv), Some(pv)) => (&mut throughput, format!("{}{pg}", q.scenario), (qv, pv)),
             _ => match (q.p50_us, peer.p50_us) {
-                (Some(qv), Some(pv)) => (&mut latency, format!("{} {}", q.scenario, q.variant), (qv / 1e3, pv / 1e3)),
+                (Some(qv), Some(pv)) => {
+                    (&mut latency, format!("{} {}{pg}", q.scenario, q.variant), (qv / 1e3, pv / 1e3))
+                }
                 _ => continue,
             },
         };
@@ -170,7 +176,9 @@ where
     let values = panel.groups.iter().flat_map(|g| g.bars.iter().map(|b| b.1));
     let lo = values.clone().fold(f64::INFINITY, f64::min);
     let hi = values.fold(0.0, f64::max);
-    if !(lo > 0.0 && hi.is_finite()) {
+    // An empty panel (no latency compared, say) draws nothing: its axis
+    // from infinity to 0 would never finish finding its ticks.
+    if !(lo > 0.0 && lo.is_finite() && hi > 0.0 && hi.is_finite()) {
         return Ok(());
     }
     // Group i is centred on x = i, so that asking for as many x labels as
@@ -320,6 +328,18 @@ mod tests {
         let png = std::fs::read(&path).expect("the chart");
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
         assert!(super::write(&rows[..1], &path, font, "test").is_err(), "no peers, no chart");
+    }
+
+    #[test]
+    fn throughput_alone_is_drawn() {
+        let font = std::path::Path::new(super::DEFAULT_FONT);
+        let rows = merge(
+            vec![Row::throughput("submit-single", "1 conn", 4_000, 1.0)],
+            vec![peer("bullmq", Row::throughput("submit-single", "1 conn", 4_500, 1.0))],
+        );
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("chart.png");
+        super::write(&rows, &path, font, "test").expect("a chart");
     }
 
     #[test]

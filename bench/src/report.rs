@@ -12,6 +12,12 @@ use std::time::Duration;
 pub struct Row {
     /// `quern`, or a peer's name.
     pub system: String,
+    /// What keeps the tasks: `sqlite` or `postgres` for Quern, `redis` or
+    /// `postgres` for a peer (read from a peers' file without it: `postgres`
+    /// where the row has PostgreSQL's figures). A peer is compared only with
+    /// Quern on the same kind of store ([`crate::peers::counterpart`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     /// The scenario, e.g. `submit-concurrent`.
     pub scenario: String,
     /// Which figure of it, e.g. `64 conns` or `submit→start`.
@@ -73,6 +79,7 @@ impl Row {
     pub fn new(scenario: &str, variant: &str) -> Self {
         Self {
             system: "quern".into(),
+            store: None,
             scenario: scenario.into(),
             variant: variant.into(),
             tasks: 0,
@@ -111,8 +118,16 @@ impl Row {
         let server = from.server.zip(to.server).map_or(Duration::ZERO, |(a, b)| b.saturating_sub(a));
         // Without the server's own figure, its CPU would count as "other".
         let machine = if from.server.is_some() { from.machine.zip(to.machine) } else { None };
-        self.other_cpu_s =
-            machine.map(|(a, b)| b.saturating_sub(a).saturating_sub(server).saturating_sub(client).as_secs_f64());
+        // PostgreSQL's work for the servers is part of the figure, not a
+        // disturbance (it is reported on its own, per task).
+        let postgres = from
+            .postgres
+            .as_ref()
+            .zip(to.postgres.as_ref())
+            .map_or(Duration::ZERO, |(a, b)| b.cpu.saturating_sub(a.cpu));
+        self.other_cpu_s = machine.map(|(a, b)| {
+            b.saturating_sub(a).saturating_sub(server).saturating_sub(client).saturating_sub(postgres).as_secs_f64()
+        });
         self.busiest_thread = from.busiest_thread(to);
         #[allow(clippy::cast_precision_loss)]
         let tasks = self.tasks as f64;
@@ -127,6 +142,15 @@ impl Row {
             self.wal_bytes_per_task = Some(wal);
         }
         self
+    }
+
+    /// The system as the table shows it: Quern on PostgreSQL is
+    /// `quern (pg)`, beside the PostgreSQL peers.
+    pub fn system_label(&self) -> String {
+        match self.store.as_deref() {
+            Some("postgres") if self.system == "quern" => "quern (pg)".to_owned(),
+            _ => self.system.clone(),
+        }
     }
 
     /// Server CPU µs per task, for throughput rows (in latency rows the CPU
@@ -156,7 +180,7 @@ impl Row {
             _ => "-".into(),
         };
         [
-            self.system.clone(),
+            self.system_label(),
             self.scenario.clone(),
             self.variant.clone(),
             #[allow(clippy::cast_precision_loss)]
