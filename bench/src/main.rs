@@ -200,23 +200,23 @@ fn run(args: &Args) -> quern_bench::Result<()> {
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads).enable_all().build()?
     };
-    let mut runs = Vec::new();
-    for i in 0..args.runs.max(1) {
-        if args.runs > 1 {
-            eprintln!("quern-bench: run {} of {}", i + 1, args.runs);
+    // Each figure from the median of `--runs` runs of the scenarios on `target`.
+    let median_run = |target: &Target| -> quern_bench::Result<Vec<quern_bench::Row>> {
+        let mut runs = Vec::new();
+        for i in 0..args.runs.max(1) {
+            if args.runs > 1 {
+                eprintln!("quern-bench: {}, run {} of {}", target_label(target), i + 1, args.runs);
+            }
+            runs.push(runtime.block_on(quern_bench::run(target, &scenarios, &opts))?);
         }
-        runs.push(runtime.block_on(quern_bench::run(&target, &scenarios, &opts))?);
-    }
-    let mut quern_rows = median_of(runs, machine.nproc);
+        Ok(median_of(runs, machine.nproc))
+    };
+    let mut quern_rows = median_run(&target)?;
     let mut storage = storage;
     if let (Some(url), Target::Spawn { bin, .. }) = (&args.also_database, &target) {
         let also = Target::Spawn { bin: bin.clone(), storage: Storage::Postgres { url: url.clone(), nodes: 1 } };
-        let mut runs = Vec::new();
-        for i in 0..args.runs.max(1) {
-            eprintln!("quern-bench: on PostgreSQL, run {} of {}", i + 1, args.runs.max(1));
-            runs.push(runtime.block_on(quern_bench::run(&also, &scenarios, &opts))?);
-        }
-        quern_rows.extend(median_of(runs, machine.nproc));
+        eprintln!("quern-bench: the same scenarios on {}", target_label(&also));
+        quern_rows.extend(median_run(&also)?);
         storage = format!("{storage} and {}", target_label(&also));
     }
     let peer_run = match &args.peers {

@@ -113,13 +113,6 @@ struct Core {
     vacuum: Arc<Vacuum>,
 }
 
-/// Most transactions of one merged kind (submits, completions, leases of
-/// one kind) a node runs at once; requests that come meanwhile share the
-/// next one. One merges the most: with two, sixteen single-task clients and
-/// sixteen one-task workers ran about 13 % slower, at more PostgreSQL CPU
-/// per task.
-const COMBINED_AT_ONCE: usize = 1;
-
 /// Events (about one per task move) this node's transactions append
 /// between two vacuums of `tasks`.
 const VACUUM_EVERY: u64 = 20_000;
@@ -232,7 +225,6 @@ impl PgStore {
         });
         let c = core.clone();
         let submits = combine::Combiner::new(
-            COMBINED_AT_ONCE,
             Vec::len,
             Arc::new(move |requests: Vec<Vec<NewTask>>| {
                 let c = c.clone();
@@ -246,13 +238,14 @@ impl PgStore {
         );
         let c = core.clone();
         let completes = combine::Combiner::new(
-            COMBINED_AT_ONCE,
             |r: &CompleteParams| r.results.len(),
             Arc::new(move |requests: Vec<CompleteParams>| {
                 let c = c.clone();
                 Box::pin(async move {
                     let sizes: Vec<usize> = requests.iter().map(|r| r.results.len()).collect();
                     let params = CompleteParams {
+                        // Not read by the statement: each task keeps the
+                        // worker its lease named.
                         worker: requests.first().map(|r| r.worker.clone()).unwrap_or_default(),
                         now: requests.iter().map(|r| r.now).max().unwrap_or(0),
                         results: requests.into_iter().flat_map(|r| r.results).collect(),
@@ -394,7 +387,6 @@ impl PgStore {
         }
         let core = self.core.clone();
         let c = combine::Combiner::new(
-            COMBINED_AT_ONCE,
             |p: &LeaseParams| p.max,
             Arc::new(move |requests: Vec<LeaseParams>| {
                 let core = core.clone();
