@@ -281,6 +281,12 @@ impl Client {
         String::from_utf8(body).map_err(|e| Error::Decode(e.to_string()))
     }
 
+    /// The server's metrics in the Prometheus text format (`GET /metrics`).
+    pub async fn metrics(&self) -> Result<String> {
+        let (_, body) = self.exchange(self.request(Method::GET, "/metrics")).await?;
+        String::from_utf8(body).map_err(|e| Error::Decode(e.to_string()))
+    }
+
     /// Cancels every unfinished task of a workflow
     /// (`POST /v1/workflows/{id}/cancel`).
     pub async fn cancel_workflow(&self, id: Uuid) -> Result<WorkflowCancelled> {

@@ -25,6 +25,26 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Where webhooks may deliver.
     pub webhooks: WebhooksConfig,
+    /// What `/metrics` shows.
+    pub metrics: MetricsConfig,
+}
+
+/// What `/metrics` shows: its labels are bounded, so that no client can
+/// make a scrape grow without end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Task names shown per queue; the names seen after these count under
+    /// `other`.
+    pub max_task_names: usize,
+    /// Queues shown; the queues seen after these count under `other`.
+    pub max_queues: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { max_task_names: 100, max_queues: 1_000 }
+    }
 }
 
 /// Where webhooks may deliver.
@@ -289,6 +309,11 @@ impl Config {
         self.execution.validate().map_err(|e| ConfigError::Invalid(format!("execution.{e}")))?;
         if self.server.threads > 1024 {
             return Err(ConfigError::Invalid("server.threads must be at most 1024 (0 picks them)".into()));
+        }
+        if !(1..=100_000).contains(&self.metrics.max_task_names) || !(1..=100_000).contains(&self.metrics.max_queues) {
+            return Err(ConfigError::Invalid(
+                "metrics.max_task_names and metrics.max_queues must be between 1 and 100000".into(),
+            ));
         }
         if self.server.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("server.max_body_bytes must be at least 1024".into()));

@@ -10,12 +10,14 @@
 mod audit;
 mod events;
 mod groups;
+mod metrics;
 mod schedules;
 pub mod supervise;
 mod tokens;
 mod webhooks;
 
 pub use groups::GroupRead;
+pub use metrics::Observed;
 pub use schedules::{ApplyReport, PutOutcome, ScheduleView};
 pub use webhooks::{SIGNATURE_HEADER, WebhookSpec, signature};
 
@@ -56,9 +58,8 @@ const SHELL_TASK: &str = "shell";
 pub fn permission_of(op: &str) -> Permission {
     match op {
         "get" | "workflow" | "workflow_page" | "list" | "history" | "workers" | "task_types" | "queues" | "ready"
-        | "read_events" | "event_head" | "read_group" | "ack_events" | "schedules" | "schedule" | "schedule_runs" => {
-            Permission::Read
-        }
+        | "read_events" | "event_head" | "read_group" | "ack_events" | "schedules" | "schedule" | "schedule_runs"
+        | "metrics" => Permission::Read,
         "submit" | "submit_batch" | "submit_workflow" | "cancel_workflow" | "cancel" | "retry" | "publish" => {
             Permission::Submit
         }
@@ -118,6 +119,8 @@ pub struct Engine {
     warnings: std::sync::Mutex<Vec<String>>,
     /// The keys leases are signed with, when the server has a key file.
     lease_keys: std::sync::RwLock<Option<Arc<LeaseKeys>>>,
+    /// What the engine counts for the metrics.
+    counters: metrics::Counters,
 }
 
 /// A read of what other nodes share, done at most once per period: callers
@@ -175,6 +178,7 @@ impl Engine {
     /// `shutdown` turns true.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: &Config, shutdown: watch::Receiver<bool>) -> Self {
         let started_at = clock.now();
+        store.signals().bound_totals(config.metrics.max_task_names, config.metrics.max_queues);
         Self {
             store,
             clock,
@@ -199,6 +203,7 @@ impl Engine {
             tokens: tokens::Tokens::default(),
             warnings: std::sync::Mutex::default(),
             lease_keys: std::sync::RwLock::default(),
+            counters: metrics::Counters::default(),
         }
     }
 

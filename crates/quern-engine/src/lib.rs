@@ -36,8 +36,8 @@ pub use caller::{Caller, Principal};
 pub use config::Config;
 pub use engine::supervise;
 pub use engine::{
-    ApplyReport, Engine, GroupRead, PutOutcome, RESERVED_KEY_PREFIX, SIGNATURE_HEADER, ScheduleView, WebhookSpec,
-    permission_of, signature,
+    ApplyReport, Engine, GroupRead, Observed, PutOutcome, RESERVED_KEY_PREFIX, SIGNATURE_HEADER, ScheduleView,
+    WebhookSpec, permission_of, signature,
 };
 pub use error::{Code, EngineError, Failure, Result, ScheduleError};
 pub use open::{OpenError, Storage};
@@ -45,6 +45,8 @@ pub use open::{OpenError, Storage};
 /// The value types the engine's operations take and answer that are the
 /// store's own too (queries, pages, records): passed through unchanged.
 pub mod types {
+    pub use quern_store::stats::{Histogram, PoolStats, StoreStats};
+    pub use quern_store::tally::{BUCKETS_MS, Durations, MOVE_KINDS, OTHER, QueueTally, SUBMITTED, Tally};
     pub use quern_store::{
         Approval, Delivery, EventPage, EventQuery, ListQuery, QueueInfo, Submitted, TaskPage, WebhookRecord,
         WorkflowPage, WorkflowQuery, WorkflowRecord,

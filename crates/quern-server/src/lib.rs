@@ -8,10 +8,12 @@
 //! # Layout
 //! - [`api`]: axum routes, error rendering, request parsing.
 //! - [`conn`]: the connections, which give hyper's own error answers our body.
+//! - [`metrics`]: the HTTP door's request counts and the `/metrics` exposition.
 //! - [`serve`]: binds the pieces together and runs until shutdown.
 
 pub mod api;
 pub mod conn;
+pub mod metrics;
 pub mod tls;
 
 pub use quern_engine::Config;

@@ -41,8 +41,10 @@ pub mod ready;
 mod segment;
 mod signals;
 pub mod sqlite;
+pub mod stats;
 mod store;
 mod stored;
+pub mod tally;
 mod types;
 
 pub use error::{Result, StoreError};

@@ -85,6 +85,12 @@ pub(crate) struct Move<'a> {
     /// The task's workflow when the caller knows it (`Some(None)`: none);
     /// `None` has it read from the task's row when it is needed.
     pub(crate) workflow: Option<Option<Uuid>>,
+    /// When the task entered the status it leaves, when the caller knows:
+    /// for a start, when it became ready; for an attempt's end, when it
+    /// started (the metrics' wait and run times).
+    pub(crate) since: Option<Millis>,
+    /// When the task was submitted, when the caller knows (its latency).
+    pub(crate) created: Option<Millis>,
 }
 
 impl<'a> Move<'a> {
@@ -96,14 +102,20 @@ impl<'a> Move<'a> {
         to: Status,
         at: Millis,
     ) -> Self {
-        Self { id, name, queue, attempt, from, to, retrying: false, at, workflow: None }
+        Self { id, name, queue, attempt, from, to, retrying: false, at, workflow: None, since: None, created: None }
+    }
+
+    /// The move, with when the task entered the status it leaves and when
+    /// it was submitted (see [`crate::tally`]).
+    pub(crate) fn timed(self, since: Option<Millis>, created: Option<Millis>) -> Self {
+        Self { since, created, ..self }
     }
 
     /// The event this move publishes, as its code in [`MOVE_TYPES`]:
     /// `task.queued` on entering the queue, `task.started` on a lease,
     /// `task.retrying` when a failed attempt goes back, `task.<status>` on an
     /// end; none for entering `pending` otherwise.
-    fn event(&self) -> Option<usize> {
+    pub(crate) fn event(&self) -> Option<usize> {
         Some(match self.to {
             Status::Queued | Status::Pending if self.retrying => 2,
             Status::Queued => 0,

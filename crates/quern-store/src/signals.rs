@@ -68,9 +68,37 @@ pub struct Signals {
     waiters: Mutex<HashMap<Uuid, Vec<oneshot::Sender<()>>>>,
     /// Stops for the workers that watch for them, by worker id.
     stops: Mutex<HashMap<String, Mailbox>>,
+    /// What the committed transactions did to tasks, for the metrics.
+    totals: Mutex<crate::tally::Totals>,
 }
 
 impl Signals {
+    /// Adds what a committed transaction did to tasks to the totals, and
+    /// zeroes its tally for the next.
+    pub(crate) fn add_tally(&self, tally: &mut crate::tally::Tally) {
+        if tally.is_empty() {
+            return;
+        }
+        if let Ok(mut totals) = self.totals.lock() {
+            totals.add(tally);
+        }
+    }
+
+    /// What the committed transactions did to tasks since the store opened,
+    /// as counted by this process.
+    pub fn totals(&self) -> crate::tally::Tally {
+        self.totals.lock().map(|t| t.tally.clone()).unwrap_or_default()
+    }
+
+    /// Bounds the totals' labels: at most `max_names` task names per queue
+    /// and `max_queues` queues; the rest count as `other`.
+    pub fn bound_totals(&self, max_names: usize, max_queues: usize) {
+        if let Ok(mut totals) = self.totals.lock() {
+            totals.max_names = max_names;
+            totals.max_queues = max_queues;
+        }
+    }
+
     /// A receiver that fires when task `id` reaches a terminal status.
     /// Register before reading the task, so that an end between the read and
     /// the wait is not missed.

@@ -90,6 +90,8 @@ pub trait Store: Send + Sync + 'static {
     /// The cursor a consumer group committed: every event at or below it is
     /// done for the group.
     async fn group_cursor(&self, group: String) -> Result<Option<u64>>;
+    /// The first `limit` consumer groups by name, with their cursors.
+    async fn group_cursors(&self, limit: usize) -> Result<Vec<(String, u64)>>;
     /// Commits a consumer group's cursor.
     async fn save_group_cursor(&self, group: String, cursor: u64, now: Millis) -> Result<()>;
     /// A consumer group's delivery state and its version; `None` before the
@@ -149,4 +151,7 @@ pub trait Store: Send + Sync + 'static {
     async fn ready(&self) -> Result<()>;
     /// The store's signals.
     fn signals(&self) -> &Signals;
+    /// How the store's machinery is doing (commits, queue, pool), read
+    /// without a query.
+    fn stats(&self) -> crate::stats::StoreStats;
 }

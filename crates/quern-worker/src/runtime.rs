@@ -386,7 +386,10 @@ fn start_all(
         };
         let flight = Arc::new(Flight::new(task, token));
         let running = handler(TaskContext::new(flight.clone(), shared.clone()));
-        let handle = tokio::spawn(run_one(flight.clone(), running, done.clone(), permit));
+        let t = &flight.task;
+        let span = tracing::info_span!("task", task = %t.id, name = %t.name, queue = %t.queue, attempt = t.attempt);
+        let handle =
+            tokio::spawn(tracing::Instrument::instrument(run_one(flight.clone(), running, done.clone(), permit), span));
         let _ = flight.abort.set(handle.abort_handle());
         flights.push(flight);
     }

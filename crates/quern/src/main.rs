@@ -15,6 +15,7 @@
 //! - [`workflow_cmd`]: `workflow submit|status|graph|cancel` and `approve`.
 //! - [`events_cmd`]: `events publish|tail`.
 //! - [`schedule_cmd`]: `schedule list|get|enable|disable|trigger|delete|runs|apply`.
+//! - [`top_cmd`]: `quern top`, a live view of a server in the terminal.
 //! - [`watch`]: waiting for a task to end, with progress on stderr.
 //! - [`render`]: tables, `key: value` blocks and JSON on stdout.
 //! - [`flags`]: parsers of flag values (durations, `KEY=VALUE`, JSON).
@@ -37,6 +38,7 @@ mod server_cmd;
 mod service;
 mod task_cmd;
 mod token_cmd;
+mod top_cmd;
 mod watch;
 mod worker_cmd;
 mod workflow_cmd;
@@ -74,6 +76,10 @@ struct GlobalArgs {
     /// How to print answers.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// How `server` and `worker` write their logs on stderr: `text`, or
+    /// `json` (one object per line).
+    #[arg(long, global = true, value_enum, env = "QUERN_LOG_FORMAT", default_value_t = service::LogFormat::Text)]
+    log_format: service::LogFormat,
 }
 
 impl GlobalArgs {
@@ -103,6 +109,10 @@ enum Command {
     Worker(worker_cmd::WorkerArgs),
     /// Create or upgrade Quern's tables in PostgreSQL, and exit.
     Migrate(server_cmd::MigrateArgs),
+    /// Watch a server live: queues (depth, in and out per second, wait p50
+    /// and p95), workers, running tasks with their progress, the latest
+    /// failures. `q` quits.
+    Top(top_cmd::TopArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -172,6 +182,7 @@ impl From<Exit> for ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    service::set_log_format(cli.global.log_format);
     match cli.command {
         // The server builds its own (multi-threaded) runtime.
         Command::Server(args) => server_cmd::run(args),
@@ -181,6 +192,13 @@ fn main() -> ExitCode {
             Ok(client) => worker_cmd::run(client, args),
             Err(e) => {
                 eprintln!("quern worker: {}", e.message());
+                ExitCode::from(2)
+            }
+        },
+        Command::Top(args) => match cli.global.client() {
+            Ok(client) => top_cmd::run(&client, &args),
+            Err(e) => {
+                eprintln!("quern top: {}", e.message());
                 ExitCode::from(2)
             }
         },

@@ -205,6 +205,42 @@ async fn echo_round_trips_and_the_shell_type_is_registered_with_its_schema() {
     .await;
 }
 
+/// `--log-format json` (here through `QUERN_LOG_FORMAT`): every line the
+/// worker writes is one JSON object, and what a task's handler logs names
+/// the task in its `span`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_the_task_a_line_is_about() {
+    let server = Server::start_with(&["--log-format", "json"]);
+    let worker = WorkerProc::start_with_env(&server, "shell-json", &[], &[("QUERN_LOG_FORMAT", "json")]);
+    bounded(LIMIT, async {
+        let api = server.api();
+        let id = submit_shell(&api, json!({"command": ["true"]}), json!({"queue": "default"})).await;
+        let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
+        assert_eq!(task["status"], "succeeded", "{task}");
+        let line = eventually("the task's start is logged", LIMIT, async || {
+            let text = std::fs::read_to_string(&worker.log).ok()?;
+            text.lines().find(|l| l.contains("shell task started")).map(str::to_owned)
+        })
+        .await;
+        let line: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert_eq!(line["message"], "shell task started", "{line}");
+        assert_eq!(line["span"]["name"], "task", "{line}");
+        assert_eq!(line["span"]["task"], id.as_str(), "{line}");
+        assert_eq!(line["span"]["queue"], "default", "{line}");
+        let text = std::fs::read_to_string(&worker.log).expect("the worker log");
+        for line in text.lines() {
+            assert!(serde_json::from_str::<Value>(line).is_ok(), "a worker line that is not JSON: {line}");
+        }
+        let text = std::fs::read_to_string(server.log_path()).expect("the server log");
+        assert!(text.lines().count() > 0);
+        for line in text.lines() {
+            let line: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(line["level"].is_string() && line["message"].is_string(), "{line}");
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_lines_are_visible_while_the_task_runs() {
     let server = Server::start();

@@ -79,7 +79,9 @@ impl Engine {
             .enumerate()
             .map(|(i, s)| s.validate().map_err(|error| EngineError::Invalid { error, index: Some(i) }))
             .collect::<Result<Vec<_>>>()?;
-        Ok(self.store.publish(events, self.now()).await?)
+        let published = self.store.publish(events, self.now()).await?;
+        self.counters.published(published.len());
+        Ok(published)
     }
 
     /// Events after `query.after` that pass its filter; with `wait`, held

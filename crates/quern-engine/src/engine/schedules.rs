@@ -492,9 +492,13 @@ impl Engine {
             let names: Vec<String> = fires.iter().map(|f| f.name.clone()).collect();
             for (name, outcome) in names.iter().zip(self.store.fire_schedules(fires, now).await?) {
                 match outcome {
-                    FireOutcome::Fired(t) => tracing::debug!(schedule = %name, task = %t.id, "schedule fired"),
+                    FireOutcome::Fired(t) => {
+                        self.counters.slot(name, true);
+                        tracing::debug!(schedule = %name, task = %t.id, "schedule fired");
+                    }
                     FireOutcome::Skipped => {
-                        tracing::info!(schedule = %name, "slot skipped: the last run is unfinished")
+                        self.counters.slot(name, false);
+                        tracing::info!(schedule = %name, "slot skipped: the last run is unfinished");
                     }
                     FireOutcome::Duplicate | FireOutcome::Stale => {}
                 }

@@ -407,6 +407,7 @@ impl Engine {
         };
         let now = self.now();
         let ok = error.is_none();
+        self.counters.delivery(&w.name, ok);
         if ok {
             w.cursor = e.offset;
             w.failures = 0;

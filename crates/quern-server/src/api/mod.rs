@@ -18,6 +18,7 @@ mod workflows;
 pub use error::ApiError;
 
 use crate::conn::Peer;
+use crate::metrics::HttpMetrics;
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
@@ -91,6 +92,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::readyz))
         .routes(routes!(openapi_json))
         .routes(routes!(ops::health))
+        .routes(routes!(ops::metrics))
         .routes(routes!(tasks::submit, tasks::list))
         .routes(routes!(tasks::submit_batch))
         .routes(routes!(tasks::get))
@@ -182,24 +184,46 @@ async fn refuse_unexpected_query(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// Every route of the API, with the body limit applied.
+/// Every route of the API, with the body limit applied and every request
+/// counted for `/metrics`.
 pub fn router(engine: Arc<Engine>, max_body_bytes: usize) -> Router {
-    let (router, _) = routes().split_for_parts();
+    let (router, doc) = routes().split_for_parts();
+    let http = Arc::new(HttpMetrics::new(doc.paths.paths.iter().map(|(path, item)| {
+        let methods = [("GET", &item.get), ("PUT", &item.put), ("POST", &item.post), ("DELETE", &item.delete)]
+            .into_iter()
+            .filter(|(_, op)| op.is_some())
+            .map(|(m, _)| m)
+            .collect();
+        (path.as_str(), methods)
+    })));
+    let (not_found, not_allowed) = (http.clone(), http.clone());
     router
         .route_layer(middleware::from_fn(refuse_unexpected_query))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .route_layer(crate::metrics::RecordLayer(http.clone()))
+        .fallback(move || async move {
+            not_found.unmatched(404);
+            ApiError::NotFound("no such route".into())
+        })
+        .method_not_allowed_fallback(move || async move {
+            not_allowed.unmatched(405);
+            ApiError::MethodNotAllowed
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn_with_state(max_body_bytes, refuse_declared_oversize))
+        .layer(middleware::from_fn_with_state((max_body_bytes, http), refuse_declared_oversize))
         .with_state(engine)
 }
 
 /// Answers 413 at once to a request whose `Content-Length` is over the
 /// limit, rather than after reading that much (or waiting for a body that
 /// never comes).
-async fn refuse_declared_oversize(State(max): State<usize>, req: Request, next: Next) -> Response {
+async fn refuse_declared_oversize(
+    State((max, http)): State<(usize, Arc<HttpMetrics>)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX)) {
+        http.unmatched(413);
         return ApiError::PayloadTooLarge(format!(
             "the request body is over the server's limit of {max} bytes (server.max_body_bytes)"
         ))

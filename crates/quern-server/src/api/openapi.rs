@@ -19,6 +19,7 @@ pub(super) const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("ops_readyz", None),
     ("ops_openapi_json", None),
     ("ops_health", Some("queues")),
+    ("ops_metrics", Some("metrics")),
     ("ops_queues", Some("queues")),
     ("ops_pause", Some("set_paused")),
     ("ops_resume", Some("set_paused")),
@@ -233,7 +234,7 @@ mod tests {
                 operations.insert(format!("{method} {path}"));
             }
         }
-        assert_eq!(operations.len(), 49, "{operations:#?}");
+        assert_eq!(operations.len(), 50, "{operations:#?}");
         let named: BTreeSet<String> = super::OPERATIONS.iter().map(|(id, _)| (*id).to_owned()).collect();
         let ids: BTreeSet<String> = doc
             .paths

@@ -58,6 +58,29 @@ pub(super) async fn health(State(engine): State<AppState>, By(caller): By) -> Re
     }))
 }
 
+/// The server's metrics, for Prometheus.
+///
+/// Tasks submitted, started and finished, queue depth, wait, run and
+/// end-to-end times, retries, lease expiries, timeouts, live
+/// workers, HTTP requests, the store, events, webhooks and schedules
+/// (docs/observability.md lists them). The Prometheus text format, or
+/// OpenMetrics when `Accept` asks for `application/openmetrics-text`.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
+    (status = 200, description = "The metrics, in the Prometheus text format", content_type = "text/plain", body = String)))]
+pub(super) async fn metrics(
+    State(engine): State<AppState>,
+    By(caller): By,
+    axum::Extension(http): axum::Extension<std::sync::Arc<crate::metrics::HttpMetrics>>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let observed = engine.observe(&caller).await?;
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Format::of_accept(accept);
+    let text = crate::metrics::render(observed, Some(http), format);
+    Ok(([(axum::http::header::CONTENT_TYPE, format.content_type())], text).into_response())
+}
+
 /// Every queue that holds tasks or is paused, with its tasks by status.
 #[utoipa::path(get, path = "/v1/queues", tag = "ops", responses((status = 200, description = "Success", body = Vec<QueueView>)))]
 pub(super) async fn queues(State(engine): State<AppState>, By(caller): By) -> Result<Json<Vec<QueueView>>, ApiError> {

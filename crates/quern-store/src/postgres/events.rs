@@ -77,6 +77,12 @@ pub(super) async fn group_cursor(tx: &mut Tx, group: String) -> Result<Option<u6
     Ok(row.map(|r| r.get::<_, i64>(0).unsigned_abs()))
 }
 
+pub(super) async fn group_cursors(tx: &mut Tx, limit: usize) -> Result<Vec<(String, u64)>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = tx.query("SELECT name, cursor FROM event_groups ORDER BY name LIMIT $1", &[&limit]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1).unsigned_abs())).collect())
+}
+
 pub(super) async fn save_group_cursor(tx: &mut Tx, group: String, cursor: u64, now: Millis) -> Result<()> {
     let cursor = i64::try_from(cursor).unwrap_or(i64::MAX);
     tx.execute(

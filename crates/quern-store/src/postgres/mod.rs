@@ -111,6 +111,10 @@ struct Core {
     /// something due sooner wakes this node's timer loop.
     earliest_due: Arc<AtomicI64>,
     vacuum: Arc<Vacuum>,
+    /// The node's commits, for the metrics.
+    commits: crate::stats::Commits,
+    /// The waits for a pooled connection, for the metrics.
+    pool_waits: crate::stats::PoolWaits,
 }
 
 /// Events (about one per task move) this node's transactions append
@@ -222,6 +226,8 @@ impl PgStore {
             sequencer,
             earliest_due: Arc::new(AtomicI64::new(i64::MIN)),
             vacuum: Arc::default(),
+            commits: crate::stats::Commits::default(),
+            pool_waits: crate::stats::PoolWaits::default(),
         });
         let c = core.clone();
         let submits = combine::Combiner::new(
@@ -231,7 +237,7 @@ impl PgStore {
                 Box::pin(async move {
                     let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
                     let tasks: Vec<NewTask> = requests.into_iter().flatten().collect();
-                    let out = c.write(|tx| Box::pin(tasks::submit(tx, tasks.clone()))).await?;
+                    let out = c.write_merged(sizes.len(), |tx| Box::pin(tasks::submit(tx, tasks.clone()))).await?;
                     Ok(split(out, &sizes))
                 })
             }),
@@ -250,7 +256,7 @@ impl PgStore {
                         now: requests.iter().map(|r| r.now).max().unwrap_or(0),
                         results: requests.into_iter().flat_map(|r| r.results).collect(),
                     };
-                    let out = c.write(|tx| Box::pin(tasks::complete(tx, params.clone()))).await?;
+                    let out = c.write_merged(sizes.len(), |tx| Box::pin(tasks::complete(tx, params.clone()))).await?;
                     Ok(split(out, &sizes))
                 })
             }),
@@ -288,7 +294,7 @@ impl Core {
     /// asks for it. Its events get their offsets from the sequencer after
     /// the commit, or, when `numbered`, before it: then the answer carries
     /// the first of them.
-    async fn transact<R, F>(&self, numbered: bool, mut op: F) -> Result<(R, Option<u64>)>
+    async fn transact<R, F>(&self, numbered: bool, requests: usize, mut op: F) -> Result<(R, Option<u64>)>
     where
         R: Send,
         F: for<'a> FnMut(&'a mut Tx) -> BoxFuture<'a, Result<R>> + Send,
@@ -297,12 +303,14 @@ impl Core {
         loop {
             tries += 1;
             let mut tx = Tx::begin(self.connection().await?).await?;
+            let began = std::time::Instant::now();
             let outcome = match op(&mut tx).await {
                 Ok(r) => {
                     let moves = tx.log.count;
                     let committed = tx.commit(&self.channel, numbered).await.map(|c| (r, c));
                     if committed.is_ok() {
                         self.vacuum.count(moves, &self.pool);
+                        self.commits.commit(requests, began.elapsed());
                     }
                     committed
                 }
@@ -342,10 +350,13 @@ impl Core {
     }
 
     async fn connection(&self) -> Result<Object> {
-        self.pool.get().await.map_err(|e| match e {
+        let asked = std::time::Instant::now();
+        let got = self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Closed => StoreError::Closed,
             e => StoreError::Backend(format!("cannot connect: {e}")),
-        })
+        });
+        self.pool_waits.waited(asked.elapsed());
+        got
     }
 
     async fn write<R, F>(&self, op: F) -> Result<R>
@@ -353,11 +364,21 @@ impl Core {
         R: Send,
         F: for<'a> FnMut(&'a mut Tx) -> BoxFuture<'a, Result<R>> + Send,
     {
-        self.transact(false, op).await.map(|(r, _)| r)
+        self.transact(false, 1, op).await.map(|(r, _)| r)
+    }
+
+    /// [`Core::write`] for a transaction that carries `requests` merged
+    /// requests (counted as such by the metrics).
+    async fn write_merged<R, F>(&self, requests: usize, op: F) -> Result<R>
+    where
+        R: Send,
+        F: for<'a> FnMut(&'a mut Tx) -> BoxFuture<'a, Result<R>> + Send,
+    {
+        self.transact(false, requests, op).await.map(|(r, _)| r)
     }
 
     /// Raises this node's signals for a committed transaction.
-    fn raise(&self, effects: Effects) {
+    fn raise(&self, mut effects: Effects) {
         if effects.events {
             self.signals.events.notify_waiters();
         }
@@ -373,6 +394,7 @@ impl Core {
         {
             self.signals.timers.notify_one();
         }
+        self.signals.add_tally(&mut effects.tally);
     }
 }
 
@@ -390,7 +412,8 @@ impl PgStore {
             |p: &LeaseParams| p.max,
             Arc::new(move |requests: Vec<LeaseParams>| {
                 let core = core.clone();
-                Box::pin(async move { core.write(|tx| Box::pin(tasks::lease(tx, requests.clone()))).await })
+                let n = requests.len();
+                Box::pin(async move { core.write_merged(n, |tx| Box::pin(tasks::lease(tx, requests.clone()))).await })
             }),
         );
         if let Some(kinds) = kinds.as_mut().filter(|k| k.len() < MAX_LEASE_KINDS) {
@@ -423,6 +446,8 @@ pub(crate) struct Effects {
     pub(crate) stops: Vec<crate::Stop>,
     /// The earliest timer the transaction set.
     pub(crate) due: Option<Millis>,
+    /// What the transaction did to tasks, for the metrics.
+    pub(crate) tally: crate::tally::Tally,
 }
 
 impl Effects {
@@ -535,6 +560,7 @@ impl Tx {
     /// A move the state machine does not allow fails the transaction.
     pub(crate) fn push_move(&mut self, m: &crate::segment::Move<'_>) -> Result<()> {
         self.log.push_move(m)?;
+        self.effects.tally.record(m);
         if let Some(from) = m.from {
             self.uncount(m.queue, from);
         }
@@ -734,7 +760,7 @@ impl Store for PgStore {
     async fn publish(&self, events: Vec<NewEvent>, now: Millis) -> Result<Vec<Event>> {
         let (mut out, base) = self
             .core
-            .transact(true, |tx| {
+            .transact(true, 1, |tx| {
                 let events = events.clone();
                 Box::pin(async move { events.into_iter().map(|e| tx.emit(now, e)).collect::<Result<Vec<_>>>() })
             })
@@ -757,6 +783,10 @@ impl Store for PgStore {
 
     async fn group_cursor(&self, group: String) -> Result<Option<u64>> {
         self.core.read(|tx| Box::pin(events::group_cursor(tx, group.clone()))).await
+    }
+
+    async fn group_cursors(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        self.core.read(|tx| Box::pin(events::group_cursors(tx, limit))).await
     }
 
     async fn save_group_cursor(&self, group: String, cursor: u64, now: Millis) -> Result<()> {
@@ -956,5 +986,20 @@ impl Store for PgStore {
 
     fn signals(&self) -> &Signals {
         &self.core.signals
+    }
+
+    fn stats(&self) -> crate::stats::StoreStats {
+        let status = self.core.pool.status();
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        crate::stats::StoreStats {
+            pool: Some(crate::stats::PoolStats {
+                max: count(status.max_size),
+                open: count(status.size),
+                idle: count(status.available),
+                waiting: count(status.waiting),
+                wait_seconds: self.core.pool_waits.histogram(),
+            }),
+            ..self.core.commits.stats()
+        }
     }
 }

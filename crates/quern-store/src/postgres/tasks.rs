@@ -346,7 +346,7 @@ pub(super) async fn lease(tx: &mut Tx, requests: Vec<LeaseParams>) -> Result<Vec
             task.parents = Some(dependents::parents_of(tx, &task).await?);
         }
         let m = Move::new(task.id, (&task.name, &task.queue, task.attempt), Some(Status::Queued), Status::Running, now);
-        tx.push_move(&m)?;
+        tx.push_move(&m.timed(Some(task.run_at), None))?;
         let slot = usize::try_from(slot).unwrap_or(usize::MAX);
         let owner = ends.partition_point(|end| *end < slot).min(out.len() - 1);
         out[owner].push(task);
@@ -454,7 +454,7 @@ async fn succeed(tx: &mut Tx, p: &CompleteParams) -> Result<std::collections::Ha
              FROM unnest($2::uuid[], $3::text[], $4::text[]) AS u(id, token, result) \
              WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' AND NOT t.cancel_requested \
              RETURNING t.id, t.name, t.queue, t.attempt, t.worker, t.compact, t.workflow, \
-             t.awaited AND t.workflow IS NULL",
+             t.awaited AND t.workflow IS NULL, t.started_at, t.created_at",
             &[&p.now, &ids, &tokens, &results],
         )
         .await?;
@@ -468,7 +468,8 @@ async fn succeed(tx: &mut Tx, p: &CompleteParams) -> Result<std::collections::Ha
         if !r.get::<_, bool>(5) {
             entries.push(id, entry(p.now, Status::Running, Status::Succeeded, attempt, r.get(4), "worker", None));
         }
-        tx.push_move(&Move::new(id, (&name, &queue, attempt), Some(Status::Running), Status::Succeeded, p.now))?;
+        let m = Move::new(id, (&name, &queue, attempt), Some(Status::Running), Status::Succeeded, p.now);
+        tx.push_move(&m.timed(r.get(8), Some(r.get(9))))?;
         tx.effects.ended.push(id);
         if let Some(w) = r.get::<_, Option<Uuid>>(6) {
             closed.push((id, w));
@@ -564,7 +565,9 @@ impl Ends {
                 tx.effects.due_at(run_at);
             }
         }
-        let m = Move { retrying, ..Move::new(t.id, (&t.name, &t.queue, t.attempt), Some(Status::Running), to, now) };
+        let m = Move::new(t.id, (&t.name, &t.queue, t.attempt), Some(Status::Running), to, now)
+            .timed(t.started_at, Some(t.created_at));
+        let m = Move { retrying, ..m };
         tx.push_move(&m)
     }
 
@@ -755,9 +758,11 @@ pub(super) async fn tick(tx: &mut Tx, now: Millis) -> Result<TickOutcome> {
         let timeout_at: Option<i64> = r.get(30);
         let end = if timeout_at.is_some_and(|t| t <= now) {
             outcome.timed_out += 1;
+            tx.effects.tally.timed_out(&l.task.queue);
             AttemptEnd::TimedOut
         } else {
             outcome.expired += 1;
+            tx.effects.tally.lease_expired(&l.task.queue);
             AttemptEnd::Lost
         };
         if let Some(worker) = &l.task.worker {

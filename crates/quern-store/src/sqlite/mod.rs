@@ -81,6 +81,10 @@ pub struct SqliteStore {
     groups: Mutex<std::collections::HashMap<String, (u64, GroupState)>>,
     /// The data directory's lock, held until [`SqliteStore::close`].
     lock: Mutex<Option<lock::DirLock>>,
+    /// The writer's commits and the requests waiting for it.
+    writer_stats: Arc<writer::WriterStats>,
+    /// The write-ahead log's file.
+    wal: std::path::PathBuf,
 }
 
 impl SqliteStore {
@@ -109,15 +113,18 @@ impl SqliteStore {
         let writer_signals = signals.clone();
         let log_long: Arc<AtomicBool> = Arc::default();
         let writer_log_long = log_long.clone();
+        let writer_stats: Arc<writer::WriterStats> = Arc::default();
+        let stats = writer_stats.clone();
         let writer = std::thread::Builder::new()
             .name("quern-sqlite-writer".into())
             .spawn(move || {
                 let clock = quern_core::SystemClock;
                 let now = || quern_core::Clock::now(&clock);
-                writer::run_writer(&conn, state, &rx, &writer_signals, &now, &writer_log_long);
+                writer::run_writer(&conn, state, &rx, &writer_signals, &now, &writer_log_long, &stats);
             })
             .map_err(backend)?;
         let checkpointer = spawn_checkpointer(&path, opts.durability, log_long)?;
+        let wal = opts.dir.join(format!("{DB_FILE}-wal"));
         let readers = readers::Readers::start(path, opts.durability)?;
         Ok(Self {
             jobs: Mutex::new(Some(tx)),
@@ -132,6 +139,8 @@ impl SqliteStore {
             workers: Mutex::default(),
             groups: Mutex::default(),
             lock: Mutex::new(Some(dir_lock)),
+            writer_stats,
+            wal,
         })
     }
 
@@ -173,7 +182,12 @@ impl SqliteStore {
         let (job, rx) = TypedJob::boxed(f);
         {
             let jobs = self.jobs.lock().map_err(|_| StoreError::Closed)?;
-            jobs.as_ref().ok_or(StoreError::Closed)?.send(job).map_err(|_| StoreError::Closed)?;
+            let sender = jobs.as_ref().ok_or(StoreError::Closed)?;
+            self.writer_stats.queued.fetch_add(1, Ordering::Relaxed);
+            if sender.send(job).is_err() {
+                self.writer_stats.queued.fetch_sub(1, Ordering::Relaxed);
+                return Err(StoreError::Closed);
+            }
         }
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -545,6 +559,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn group_cursors(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        self.read(move |conn| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut stmt =
+                conn.prepare_cached("SELECT name, cursor FROM event_groups ORDER BY name LIMIT ?1").map_err(backend)?;
+            let rows = stmt
+                .query_map([limit], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.unsigned_abs())))
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+    }
+
     async fn save_group_cursor(&self, group: String, cursor: u64, now: Millis) -> Result<()> {
         self.write(move |_, conn| {
             conn.prepare_cached(
@@ -706,5 +733,13 @@ impl Store for SqliteStore {
 
     fn signals(&self) -> &Signals {
         &self.signals
+    }
+
+    fn stats(&self) -> crate::stats::StoreStats {
+        crate::stats::StoreStats {
+            writer_queue: Some(u64::try_from(self.writer_stats.queued.load(Ordering::Relaxed)).unwrap_or(0)),
+            wal_bytes: Some(std::fs::metadata(&self.wal).map(|m| m.len()).unwrap_or(0)),
+            ..self.writer_stats.commits.stats()
+        }
     }
 }

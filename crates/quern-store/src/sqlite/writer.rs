@@ -65,6 +65,8 @@ struct LeaseState {
     /// The task's workflow, so that its end needs no read to learn it.
     workflow: Option<Uuid>,
     started_at: Millis,
+    /// When the task was submitted (its latency, for the metrics).
+    created_at: Millis,
     /// The journal row that lists this lease while the task's row does not
     /// say `running` yet (see `leases`).
     journal: Option<i64>,
@@ -120,6 +122,9 @@ pub(crate) struct State {
     last_now: Millis,
     /// Leases not yet written into their rows.
     journal: leases::Journal,
+    /// What the batch did to tasks, for the metrics (kept from batch to
+    /// batch, so that counting allocates nothing).
+    tally: crate::tally::Tally,
 }
 
 impl State {
@@ -177,6 +182,14 @@ where
     }
 }
 
+/// What the writer counts for the metrics: its commits, and the requests
+/// sent to it and not yet taken.
+#[derive(Debug, Default)]
+pub(crate) struct WriterStats {
+    pub(crate) commits: crate::stats::Commits,
+    pub(crate) queued: std::sync::atomic::AtomicUsize,
+}
+
 /// The writer thread's loop: take what is waiting, run it in one
 /// transaction, commit, answer, signal.
 pub(crate) fn run_writer(
@@ -186,6 +199,7 @@ pub(crate) fn run_writer(
     signals: &Signals,
     now_at_reload: &dyn Fn() -> Millis,
     log_long: &std::sync::atomic::AtomicBool,
+    stats: &WriterStats,
 ) {
     loop {
         // With leases unwritten, wait no longer than the first one may stay
@@ -209,6 +223,8 @@ pub(crate) fn run_writer(
                 Err(_) => break,
             }
         }
+        stats.queued.fetch_sub(jobs.len(), std::sync::atomic::Ordering::Relaxed);
+        let began = std::time::Instant::now();
         let mut failure = conn.execute_batch("BEGIN IMMEDIATE").err().map(backend);
         if failure.is_none() {
             for job in &mut jobs {
@@ -231,6 +247,7 @@ pub(crate) fn run_writer(
             tracing::error!(error = %err, jobs = jobs.len(), "write batch failed; rolling back");
             let _ = conn.execute_batch("ROLLBACK");
             st.effects = Effects::default();
+            st.tally.discard();
             if let Err(e) = st.reload(conn, now_at_reload()) {
                 tracing::error!(error = %e, "reloading the store's memory failed");
             }
@@ -239,6 +256,9 @@ pub(crate) fn run_writer(
             }
             continue;
         }
+        stats.commits.commit(jobs.len(), began.elapsed());
+        // Counted before the answers, so that a client reads its own moves.
+        signals.add_tally(&mut st.tally);
         st.publish_unwritten();
         for job in jobs {
             job.finish(None);

@@ -89,6 +89,7 @@ macro_rules! suite {
                 manual_retry_starts_a_new_attempt, idempotency_keys_dedupe_and_conflict, batches_are_all_or_nothing,
                 list_filters_and_pages, purge_deletes_only_old_finished_tasks,
                 a_success_after_a_failed_attempt_clears_the_error, queue_counts_follow_every_move,
+                totals_count_committed_moves_and_their_durations,
         ]);
         $crate::conformance::suite!(@area leases, $make, [
             lease_order_is_priority_then_time_then_id, stale_tokens_change_nothing, expired_leases_requeue_as_lost,
@@ -254,6 +255,37 @@ pub async fn failures_retry_with_backoff_until_attempts_run_out(f: &mut impl Fac
     let t = &s.lease(lease(1, 30_000, T0)).await.unwrap()[0];
     assert!(complete(&*s, once, &token(t), fail(false), T0 + 1).await);
     assert_eq!(s.get(once).await.unwrap().status, Failed);
+}
+
+/// What the metrics read: every move counted by queue and name, the
+/// durations each start and end closes, and the attempts the server ended.
+pub async fn totals_count_committed_moves_and_their_durations(f: &mut impl Factory) {
+    use quern_store::tally::SUBMITTED;
+    let s = f.open(T0);
+    let ok_id = submit_one(&*s, r#"{"name":"a"}"#).await;
+    let lost_id = submit_one(&*s, r#"{"name":"a","max_attempts":2}"#).await;
+    let slow_id = submit_one(&*s, r#"{"name":"b","timeout_ms":500}"#).await;
+    s.submit(vec![spec(r#"{"name":"a","delay_ms":60000}"#)]).await.unwrap();
+    let leased = s.lease(lease(3, 1_000, T0 + 40)).await.unwrap();
+    assert_eq!(leased.len(), 3);
+    let of = |id: Uuid| leased.iter().find(|t| t.id == id).unwrap();
+    assert!(complete(&*s, ok_id, &token(of(ok_id)), ok("1"), T0 + 140).await);
+    assert_eq!(s.tick(T0 + 540).await.unwrap().timed_out, 1);
+    assert_eq!(s.tick(T0 + 1_040).await.unwrap().expired, 1);
+    let totals = s.signals().totals();
+    let q = &totals.queues["default"];
+    assert_eq!(q.moves["a"][SUBMITTED], 3, "the delayed one is submitted too");
+    assert_eq!(q.moves["a"][1], 2, "started");
+    assert_eq!(q.moves["a"][3], 1, "succeeded");
+    assert_eq!(q.moves["a"][2], 1, "the lost attempt retries: {q:?}");
+    assert_eq!(q.moves["b"][6], 1, "timed out");
+    assert_eq!((q.lease_expired, q.timed_out), (1, 1));
+    assert_eq!((q.wait.count, q.wait.sum_ms), (3, 120));
+    assert_eq!(q.run.count, 3, "the success, the timeout, the lost attempt");
+    assert_eq!(q.run.sum_ms, 100 + 500 + 1_000);
+    assert_eq!((q.latency.count, q.latency.sum_ms), (2, 140 + 540), "the tasks that ended");
+    assert_eq!(s.get(lost_id).await.unwrap().status, Status::Queued);
+    assert_eq!(s.get(slow_id).await.unwrap().status, Status::TimedOut);
 }
 
 pub async fn expired_leases_requeue_as_lost(f: &mut impl Factory) {

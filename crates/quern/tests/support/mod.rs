@@ -225,6 +225,11 @@ impl Server {
     }
 
     /// The last lines of the server's log, for failure messages.
+    /// The file the server's stderr (its logs) goes to.
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     pub(crate) fn log_tail(&self) -> String {
         let Ok(mut file) = File::open(&self.log) else {
             return String::from("(no server log)");

@@ -34,6 +34,7 @@ impl State {
     /// that moves it.
     pub(crate) fn moved(&mut self, conn: &Connection, m: &Move<'_>) -> Result<()> {
         self.count(m.queue, m.from, Some(m.to));
+        self.tally.record(m);
         // Plain tasks (no workflow open anywhere) pay nothing for this.
         if (m.closes() && !self.open_workflows.is_empty()) || m.reopens() {
             self.workflow_moved(conn, m)?;

@@ -43,6 +43,7 @@ impl State {
             open_workflows: HashMap::new(),
             last_now: now,
             journal: leases::Journal::new(unwritten),
+            tally: crate::tally::Tally::default(),
         };
         st.reload(conn, now)?;
         Ok(st)
@@ -92,8 +93,8 @@ impl State {
         }
         let mut stmt = conn.prepare(
             "SELECT id, queue, name, status, priority, run_at, lease_token, lease_ms, timeout_ms, started_at, \
-             attempt, max_attempts, retry, worker, cancel_requested, compact, depends_on, updated_at, workflow \
-             FROM tasks WHERE status IN ('pending', 'queued', 'running')",
+             attempt, max_attempts, retry, worker, cancel_requested, compact, depends_on, updated_at, workflow, \
+             created_at FROM tasks WHERE status IN ('pending', 'queued', 'running')",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
@@ -157,6 +158,7 @@ impl State {
                         compact: row.get(15)?,
                         workflow: row.get::<_, Option<Vec<u8>>>(18)?.and_then(|b| Uuid::from_slice(&b).ok()),
                         started_at: started,
+                        created_at: row.get(19)?,
                         journal: None,
                     };
                     self.deadlines.insert((lease.due(), id));

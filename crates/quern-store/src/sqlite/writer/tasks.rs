@@ -230,6 +230,7 @@ impl State {
                 compact,
                 workflow: task.workflow,
                 started_at: p.now,
+                created_at: task.created_at,
                 journal: None,
             };
             if compact {
@@ -242,10 +243,9 @@ impl State {
             if !task.depends_on.is_empty() {
                 task.parents = Some(self.parents_of(conn, &task)?);
             }
-            self.moved(
-                conn,
-                &Move::new(id, (&task.name, &task.queue, task.attempt), Some(Status::Queued), Status::Running, p.now),
-            )?;
+            let started =
+                Move::new(id, (&task.name, &task.queue, task.attempt), Some(Status::Queued), Status::Running, p.now);
+            self.moved(conn, &started.timed(Some(task.run_at), None))?;
             self.set_lease(id, lease);
             out.push(task);
         }
@@ -386,7 +386,8 @@ impl State {
             .map(|_| ())
             .map_err(backend)
         }?;
-        let moved = Move::new(id, (&lease.name, &lease.queue, lease.attempt), Some(Status::Running), to, now);
+        let moved = Move::new(id, (&lease.name, &lease.queue, lease.attempt), Some(Status::Running), to, now)
+            .timed(Some(lease.started_at), Some(lease.created_at));
         self.moved(conn, &Move { retrying, workflow: Some(lease.workflow), ..moved })?;
         match to {
             Status::Queued => self.push_ready(&lease.queue, &lease.name, lease.priority, run_at, id),
@@ -610,9 +611,11 @@ impl State {
             };
             let end = if lease.timeout_at.is_some_and(|t| t <= now) {
                 outcome.timed_out += 1;
+                self.tally.timed_out(&lease.queue);
                 AttemptEnd::TimedOut
             } else {
                 outcome.expired += 1;
+                self.tally.lease_expired(&lease.queue);
                 AttemptEnd::Lost
             };
             self.effects.stops.push(crate::Stop {
