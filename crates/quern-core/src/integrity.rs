@@ -232,6 +232,7 @@ mod tests {
             lease: Some(Lease { token: "t".into(), expires_at: 0, signature: Some(signature) }),
             parents: None,
             notice: None,
+            traceparent: None,
         }
     }
 

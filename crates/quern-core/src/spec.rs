@@ -120,6 +120,12 @@ pub struct TaskSpec {
     /// edge holds, and is skipped when one no longer can.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<crate::task::Dependency>,
+    /// The W3C trace context the task continues
+    /// (`00-<trace id>-<parent id>-<flags>`); the `traceparent` header of
+    /// the submit when left out. Kept with the task and handed to its
+    /// worker; not part of its digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl TaskSpec {
@@ -138,6 +144,7 @@ impl TaskSpec {
             retry: None,
             idempotency_key: None,
             depends_on: Vec::new(),
+            traceparent: None,
         }
     }
 
@@ -183,6 +190,9 @@ impl TaskSpec {
             (None, None) => now,
         };
         check_dependencies(&self.depends_on)?;
+        if let Some(tp) = &self.traceparent {
+            check_traceparent(tp)?;
+        }
         let input = self.input.map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned());
         check_json_depth("input", &input)?;
         let digest =
@@ -205,6 +215,7 @@ impl TaskSpec {
             depends_on: self.depends_on,
             workflow: None,
             key: None,
+            traceparent: self.traceparent,
         })
     }
 }
@@ -246,6 +257,36 @@ pub struct NewTask {
     pub workflow: Option<Uuid>,
     /// Its key in its workflow.
     pub key: Option<String>,
+    /// The W3C trace context it continues.
+    pub traceparent: Option<String>,
+}
+
+/// Checks a W3C `traceparent`: `00-` (or a later version), 32 lowercase hex
+/// digits of trace id, 16 of parent id, 2 of flags, the ids not all zero.
+pub fn check_traceparent(tp: &str) -> ValidationResult<()> {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let parts: Vec<&str> = tp.splitn(5, '-').collect();
+    let valid = match parts.as_slice() {
+        [version, trace, parent, flags, rest @ ..] => {
+            hex(version, 2)
+                && *version != "ff"
+                && (rest.is_empty() || *version != "00")
+                && hex(trace, 32)
+                && trace.bytes().any(|b| b != b'0')
+                && hex(parent, 16)
+                && parent.bytes().any(|b| b != b'0')
+                && hex(flags, 2)
+        }
+        _ => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "traceparent",
+            "must be a W3C trace context: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>",
+        ))
+    }
 }
 
 /// Checks a task name by the rules a submission's `name` obeys.
@@ -725,5 +766,28 @@ mod tests {
         assert!(ExecutionDefaults::default().validate().is_ok());
         let bad = ExecutionDefaults { max_attempts: 0, ..ExecutionDefaults::default() };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn a_traceparent_must_be_a_w3c_trace_context() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(check_traceparent(ok).is_ok());
+        assert!(check_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later").is_ok());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert_eq!(check_traceparent(bad).map_err(|e| e.field), Err("traceparent".into()), "{bad:?}");
+        }
+        let spec: TaskSpec = serde_json::from_str(&format!(r#"{{"name":"a","traceparent":"{ok}"}}"#)).expect("parses");
+        let plain = TaskSpec::named("a").validate(&ExecutionDefaults::default(), Uuid::nil(), 0).expect("valid");
+        let traced = spec.validate(&ExecutionDefaults::default(), Uuid::nil(), 0).expect("valid");
+        assert_eq!(traced.traceparent.as_deref(), Some(ok));
+        assert_eq!(traced.digest, plain.digest, "the trace context is not part of the digest");
     }
 }

@@ -258,6 +258,9 @@ pub struct Task {
     /// live worker takes its name from its queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
+    /// The W3C trace context the task continues, when its submit gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A parent's outcome, as a leased child sees it.

@@ -175,3 +175,41 @@ async fn the_typed_client_round_trips_through_the_server() {
     })
     .await;
 }
+
+/// A submit's `traceparent` header is the trace context of the tasks it
+/// submits, unless a task names its own; the worker's lease carries it; a
+/// malformed one is refused and stores nothing.
+#[tokio::test]
+async fn the_traceparent_header_or_field_is_kept_and_handed_to_the_worker() {
+    const HEADER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const FIELD: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    let server = Server::start();
+    let api = server.api();
+    let http = reqwest::Client::builder().no_proxy().build().expect("a client");
+    let post = |path: &str, body: Value, tp: &str| {
+        http.post(format!("{}{path}", server.url)).header("traceparent", tp).json(&body).send()
+    };
+    let one = post("/v1/tasks", json!({"name": "traced", "queue": "tp"}), HEADER).await.expect("an answer");
+    assert_eq!(one.status(), 201);
+    let one: Value = one.json().await.expect("a task");
+    assert_eq!(one["traceparent"], HEADER, "{one}");
+    let batch =
+        json!({"tasks": [{"name": "traced", "queue": "tp"}, {"name": "traced", "queue": "tp", "traceparent": FIELD}]});
+    let batch: Value = post("/v1/tasks/batch", batch, HEADER).await.expect("an answer").json().await.expect("tasks");
+    assert_eq!(batch["tasks"][0]["traceparent"], HEADER, "{batch}");
+    assert_eq!(batch["tasks"][1]["traceparent"], FIELD, "the task's own wins: {batch}");
+    let plain = api.submit(json!({"name": "plain", "queue": "tp"})).await;
+    assert!(plain.get("traceparent").is_none(), "{plain}");
+
+    let leased = api.lease_from("w-tp", &["tp"], 10, 1_000, 60_000).await;
+    let carried: Vec<&Value> = leased.iter().map(|t| &t["traceparent"]).collect();
+    assert_eq!(carried.iter().filter(|t| **t == HEADER).count(), 2, "{leased:?}");
+    assert_eq!(carried.iter().filter(|t| **t == FIELD).count(), 1, "{leased:?}");
+
+    let before = api.count_tasks().await;
+    let bad = post("/v1/tasks", json!({"name": "traced", "queue": "tp"}), "00-nope").await.expect("an answer");
+    assert_eq!(bad.status(), 400);
+    let bad: Value = bad.json().await.expect("an error");
+    assert_eq!(bad["error"]["details"]["field"], "traceparent", "{bad}");
+    assert_eq!(api.count_tasks().await, before, "a refused submit stores nothing");
+}

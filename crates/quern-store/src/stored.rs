@@ -82,5 +82,6 @@ pub(crate) fn new_task_view(t: NewTask) -> Result<Task> {
         lease: None,
         parents: None,
         notice: None,
+        traceparent: t.traceparent,
     })
 }

@@ -400,6 +400,7 @@ async fn queue_counts_survive_folds_on_two_nodes_and_a_migration_from_before_the
              ALTER TABLE {schema}.task_types DROP COLUMN defaults; \
              ALTER TABLE {schema}.tasks DROP COLUMN awaited; \
              DROP SEQUENCE {schema}.event_pending_keys; \
+             ALTER TABLE {schema}.tasks DROP COLUMN traceparent; \
              DELETE FROM {schema}.quern_migrations WHERE version >= 6"
         ))
         .await

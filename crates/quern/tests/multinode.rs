@@ -780,3 +780,46 @@ async fn a_token_revoked_through_one_node_is_refused_by_every_node_within_two_se
     })
     .await;
 }
+
+/// The value of one series in a `/metrics` scrape (`name{labels}` as
+/// written), if the scrape has it.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// On PostgreSQL each node counts what its own transactions did (summed
+/// across nodes), while the queue depths are the shared store's (the same on
+/// every node); the pool and the commits show under `backend="postgres"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_per_node_and_show_the_shared_depths_and_the_pool() {
+    let Some(schema) = PgSchema::fresh("metrics_count_per_node_and_show_the_shared_depths_and_the_pool") else {
+        return;
+    };
+    bounded(Duration::from_secs(60), async {
+        let args = schema.server_args();
+        let (a, b) = (Server::start_with(&args), Server::start_with(&args));
+        let (api_a, api_b) = (a.api(), b.api());
+        for _ in 0..5 {
+            api_a.submit(json!({"name": "mn.metric", "queue": "metrics"})).await;
+        }
+        for _ in 0..3 {
+            api_b.submit(json!({"name": "mn.metric", "queue": "metrics"})).await;
+        }
+        let submitted = "quern_tasks_submitted_total{queue=\"metrics\",name=\"mn.metric\"}";
+        let queued = "quern_queue_depth{queue=\"metrics\",status=\"queued\"}";
+        for (api, mine) in [(&api_a, 5.0), (&api_b, 3.0)] {
+            let scrape = eventually("the shared depth", Duration::from_secs(20), async || {
+                let text = api.get("/metrics").await.body.as_str()?.to_owned();
+                (sample(&text, queued) == Some(8.0)).then_some(text)
+            })
+            .await;
+            assert_eq!(sample(&scrape, submitted), Some(mine), "{scrape}");
+            assert!(sample(&scrape, "quern_store_pool_max_connections").is_some_and(|n| n >= 2.0), "{scrape}");
+            assert!(sample(&scrape, "quern_store_pool_connections{state=\"idle\"}").is_some(), "{scrape}");
+            let commits = "quern_store_commit_requests_count{backend=\"postgres\"}";
+            assert!(sample(&scrape, commits).is_some_and(|n| n >= mine), "{scrape}");
+            assert_eq!(sample(&scrape, "quern_store_writer_queue"), None, "SQLite's alone");
+        }
+    })
+    .await;
+}

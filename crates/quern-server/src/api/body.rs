@@ -76,6 +76,33 @@ pub(super) fn json_error(e: &serde_json::Error) -> ApiError {
     }
 }
 
+/// The W3C `traceparent` header of a submit, which the tasks it submits
+/// continue unless they name their own (checked with them).
+pub(super) struct TraceParent(pub(super) Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for TraceParent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get("traceparent") {
+            None => Ok(TraceParent(None)),
+            Some(v) => v
+                .to_str()
+                .map(|v| TraceParent(Some(v.trim().to_owned())))
+                .map_err(|_| ApiError::invalid_field("traceparent", "the traceparent header must be ASCII")),
+        }
+    }
+}
+
+impl TraceParent {
+    /// Gives `spec` the header's trace context unless it has its own.
+    pub(super) fn apply(&self, spec: &mut quern_core::TaskSpec) {
+        if spec.traceparent.is_none() {
+            spec.traceparent.clone_from(&self.0);
+        }
+    }
+}
+
 /// A query string as ordered pairs; the handlers decide what each means.
 pub(super) struct QueryPairs(pub(super) Vec<(String, String)>);
 

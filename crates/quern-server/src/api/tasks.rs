@@ -2,7 +2,7 @@
 //! retry, history.
 
 use super::answer::tasks_json;
-use super::body::{Body, QueryPairs, RawBody, parse, task_id};
+use super::body::{Body, QueryPairs, RawBody, TraceParent, parse, task_id};
 use super::error::ApiError;
 use super::{AppState, By};
 use axum::Json;
@@ -26,7 +26,13 @@ type Answer = Result<Response, ApiError>;
     (status = 201, description = "Created", body = Task),
     (status = 200, description = "An idempotent repeat: the task the key made", body = Task),
 ))]
-pub(super) async fn submit(State(engine): State<AppState>, By(caller): By, Body(spec): Body<TaskSpec>) -> Answer {
+pub(super) async fn submit(
+    State(engine): State<AppState>,
+    By(caller): By,
+    trace: TraceParent,
+    Body(mut spec): Body<TaskSpec>,
+) -> Answer {
+    trace.apply(&mut spec);
     let s = engine.submit(&caller, spec).await?;
     let status = if s.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(s.task)).into_response())
@@ -63,8 +69,14 @@ fn parse_batch(bytes: &[u8]) -> Result<Vec<TaskSpec>, ApiError> {
 /// Submits tasks, all or none.
 #[utoipa::path(post, path = "/v1/tasks/batch", tag = "tasks", request_body = TaskBatch,
     responses((status = 201, description = "Created", body = SubmittedTasks)))]
-pub(super) async fn submit_batch(State(engine): State<AppState>, By(caller): By, RawBody(bytes): RawBody) -> Answer {
-    let specs = parse_batch(&bytes)?;
+pub(super) async fn submit_batch(
+    State(engine): State<AppState>,
+    By(caller): By,
+    trace: TraceParent,
+    RawBody(bytes): RawBody,
+) -> Answer {
+    let mut specs = parse_batch(&bytes)?;
+    specs.iter_mut().for_each(|s| trace.apply(s));
     let submitted = engine.submit_batch(&caller, specs).await?;
     let tasks: Vec<_> = submitted.into_iter().map(|s| s.task).collect();
     let n = tasks.len();

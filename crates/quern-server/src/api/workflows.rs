@@ -1,7 +1,7 @@
 //! Workflow routes: submit, get (with long-poll), graph, cancel; and the
 //! approval of an `approval` task.
 
-use super::body::{Body, QueryPairs, RawBody, parse, task_id};
+use super::body::{Body, QueryPairs, RawBody, TraceParent, parse, task_id};
 use super::error::ApiError;
 use super::{AppState, By};
 use axum::Json;
@@ -113,9 +113,11 @@ fn shorthand(
 pub(super) async fn submit(
     State(engine): State<AppState>,
     By(caller): By,
+    trace: TraceParent,
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
-    let spec = parse_spec(&bytes)?;
+    let mut spec = parse_spec(&bytes)?;
+    spec.tasks.iter_mut().for_each(|t| trace.apply(&mut t.spec));
     let name = spec.name.clone();
     let (id, tasks) = engine.submit_workflow(&caller, spec).await?;
     Ok((StatusCode::CREATED, Json(WorkflowSubmitted { id, name, tasks })).into_response())

@@ -17,7 +17,7 @@ use uuid::Uuid;
 pub(super) const COLS: &str = "t.id, t.name, t.queue, t.input, t.status, t.priority, t.metadata::text, t.attempt, \
      t.max_attempts, t.timeout_ms, t.retry, t.run_at, t.progress, t.result, t.error, t.created_at, t.started_at, \
      t.finished_at, t.updated_at, t.worker, t.workflow, t.depends_on, t.idempotency_key, t.digest, \
-     t.cancel_requested, t.compact, t.wf_key, t.lease_token, t.expires_at, t.lease_ms";
+     t.cancel_requested, t.compact, t.wf_key, t.lease_token, t.expires_at, t.lease_ms, t.traceparent";
 
 /// A task's row: the task and what only the store needs of it.
 pub(super) struct Loaded {
@@ -81,6 +81,7 @@ impl Loaded {
             lease: None,
             parents: None,
             notice: None,
+            traceparent: r.get(30),
         };
         Ok(Self { task, compact: r.get(25), token: r.get(27), expires_at: r.get(28), lease_ms: r.get(29) })
     }

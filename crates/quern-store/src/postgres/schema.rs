@@ -276,6 +276,8 @@ ALTER TABLE tokens ADD COLUMN max_body_bytes bigint;
     // from this sequence; the node's sequencer numbers them after the
     // commit, so that writers never hold the lock of event_head.
     "CREATE SEQUENCE event_pending_keys;",
+    // The W3C trace context a task continues.
+    "ALTER TABLE tasks ADD COLUMN traceparent text;",
 ];
 
 /// The schema version this build knows.

@@ -172,6 +172,7 @@ struct NewRows {
     compact: Vec<bool>,
     unmet: Vec<i32>,
     approval_due: Vec<Option<i64>>,
+    traceparent: Vec<Option<String>>,
 }
 
 impl NewRows {
@@ -196,13 +197,14 @@ impl NewRows {
         self.compact.push(t.depends_on.is_empty());
         self.unmet.push(i32::try_from(t.depends_on.len()).unwrap_or(i32::MAX));
         self.approval_due.push(approval_due);
+        self.traceparent.push(t.traceparent.clone());
     }
 
     async fn insert(self, tx: &Tx) -> Result<()> {
         if self.id.is_empty() {
             return Ok(());
         }
-        let params: [&(dyn ToSql + Sync); 20] = [
+        let params: [&(dyn ToSql + Sync); 21] = [
             &self.id,
             &self.name,
             &self.queue,
@@ -223,19 +225,21 @@ impl NewRows {
             &self.compact,
             &self.unmet,
             &self.approval_due,
+            &self.traceparent,
         ];
         tx.execute(
             "INSERT INTO tasks (id, name, queue, status, priority, input, metadata, max_attempts, timeout_ms, retry, \
              run_at, created_at, updated_at, workflow, depends_on, idempotency_key, digest, wf_key, compact, unmet, \
-             approval_due) \
+             approval_due, traceparent) \
              SELECT id, name, queue, status, priority, input, metadata::jsonb, max_attempts, timeout_ms, retry, \
              run_at, created_at, created_at, workflow, depends_on, idempotency_key, digest, wf_key, compact, unmet, \
-             approval_due \
+             approval_due, traceparent \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[], \
              $8::int4[], $9::int8[], $10::text[], $11::int8[], $12::int8[], $13::uuid[], $14::text[], $15::text[], \
-             $16::text[], $17::text[], $18::bool[], $19::int4[], $20::int8[]) \
+             $16::text[], $17::text[], $18::bool[], $19::int4[], $20::int8[], $21::text[]) \
              AS u(id, name, queue, status, priority, input, metadata, max_attempts, timeout_ms, retry, run_at, \
-             created_at, workflow, depends_on, idempotency_key, digest, wf_key, compact, unmet, approval_due)",
+             created_at, workflow, depends_on, idempotency_key, digest, wf_key, compact, unmet, approval_due, \
+             traceparent)",
             &params,
         )
         .await?;
@@ -755,7 +759,7 @@ pub(super) async fn tick(tx: &mut Tx, now: Millis) -> Result<TickOutcome> {
     let mut ends = Ends::default();
     for r in &rows {
         let l = Loaded::from_row(r)?;
-        let timeout_at: Option<i64> = r.get(30);
+        let timeout_at: Option<i64> = r.get(31);
         let end = if timeout_at.is_some_and(|t| t <= now) {
             outcome.timed_out += 1;
             tx.effects.tally.timed_out(&l.task.queue);

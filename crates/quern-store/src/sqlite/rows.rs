@@ -11,7 +11,7 @@ use uuid::Uuid;
 pub(crate) const TASK_COLUMNS: &str = "id, name, queue, input, status, priority, metadata, attempt, \
      max_attempts, timeout_ms, retry, run_at, progress, result, error, created_at, started_at, \
      finished_at, updated_at, worker, workflow, depends_on, idempotency_key, digest, \
-     cancel_requested, compact, wf_key";
+     cancel_requested, compact, wf_key, traceparent";
 
 fn bad(col: usize, e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -141,6 +141,7 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         lease: None,
         parents: None,
         notice: None,
+        traceparent: row.get(27)?,
     })
 }
 

@@ -224,8 +224,11 @@ const SCHEMA_V5: &str = "ALTER TABLE history ADD COLUMN by_token TEXT;";
 /// Version 6: per-task-type defaults.
 const SCHEMA_V6: &str = "ALTER TABLE task_types ADD COLUMN defaults TEXT;";
 
+/// Version 7: the W3C trace context a task continues.
+const SCHEMA_V7: &str = "ALTER TABLE tasks ADD COLUMN traceparent TEXT;";
+
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7];
 
 /// The schema version this build knows.
 #[allow(clippy::cast_possible_wrap)] // a handful of migrations

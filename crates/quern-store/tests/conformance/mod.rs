@@ -89,7 +89,7 @@ macro_rules! suite {
                 manual_retry_starts_a_new_attempt, idempotency_keys_dedupe_and_conflict, batches_are_all_or_nothing,
                 list_filters_and_pages, purge_deletes_only_old_finished_tasks,
                 a_success_after_a_failed_attempt_clears_the_error, queue_counts_follow_every_move,
-                totals_count_committed_moves_and_their_durations,
+                totals_count_committed_moves_and_their_durations, the_trace_context_is_kept_and_leased,
         ]);
         $crate::conformance::suite!(@area leases, $make, [
             lease_order_is_priority_then_time_then_id, stale_tokens_change_nothing, expired_leases_requeue_as_lost,
@@ -255,6 +255,23 @@ pub async fn failures_retry_with_backoff_until_attempts_run_out(f: &mut impl Fac
     let t = &s.lease(lease(1, 30_000, T0)).await.unwrap()[0];
     assert!(complete(&*s, once, &token(t), fail(false), T0 + 1).await);
     assert_eq!(s.get(once).await.unwrap().status, Failed);
+}
+
+/// A task's W3C trace context is stored with it, read back, and handed to
+/// the worker that leases it (across a restart too).
+pub async fn the_trace_context_is_kept_and_leased(f: &mut impl Factory) {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let s = f.open(T0);
+    let traced = submit_one(&*s, &format!(r#"{{"name":"a","traceparent":"{TP}"}}"#)).await;
+    let plain = submit_one(&*s, r#"{"name":"a"}"#).await;
+    assert_eq!(s.get(traced).await.unwrap().traceparent.as_deref(), Some(TP));
+    assert_eq!(s.get(plain).await.unwrap().traceparent, None);
+    drop(s);
+    let s = f.reopen(T0);
+    let leased = s.lease(lease(2, 1_000, T0)).await.unwrap();
+    let of = |id: Uuid| leased.iter().find(|t| t.id == id).unwrap().traceparent.clone();
+    assert_eq!(of(traced).as_deref(), Some(TP));
+    assert_eq!(of(plain), None);
 }
 
 /// What the metrics read: every move counted by queue and name, the

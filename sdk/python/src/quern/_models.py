@@ -51,6 +51,8 @@ class Task:
     notice: Optional[str] = None
     """Why a queued task is not running, when the server can tell (no live
     worker serves its name on its queue)."""
+    traceparent: Optional[str] = None
+    """The W3C trace context the task continues, when its submit gave one."""
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -84,6 +86,7 @@ class Task:
             idempotency_key=d.get("idempotency_key"),
             digest=d.get("digest"),
             notice=d.get("notice"),
+            traceparent=d.get("traceparent"),
             raw=d,
         )
 

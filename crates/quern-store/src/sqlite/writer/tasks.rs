@@ -93,7 +93,8 @@ impl State {
             .prepare_cached(
                 "INSERT INTO tasks (id, name, queue, status, priority, input, metadata, max_attempts, timeout_ms, \
                  retry, run_at, created_at, updated_at, workflow, depends_on, idempotency_key, digest, wf_key, \
-                 compact) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                 compact, traceparent) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )
             .map_err(backend)?;
         for (t, found) in tasks.into_iter().zip(existing) {
@@ -129,6 +130,7 @@ impl State {
                 StoredDigest::of(&t.digest),
                 t.key,
                 t.depends_on.is_empty(),
+                t.traceparent,
             ])
             .map_err(backend)?;
             if let Some(workflow) = t.workflow {
