@@ -3,11 +3,11 @@
 //! everything the engine observes ([`quern_engine::Observed`]), in the
 //! Prometheus text format or OpenMetrics, as the scraper asks.
 //!
-//! Invariant: counting a request costs a few atomic adds and one short lock
-//! of its own route, never a lookup that allocates; routes are labelled by
-//! their template (`/v1/tasks/{id}`), never by the path asked, so that no
-//! client can add series; names follow Prometheus conventions (base units,
-//! `_total`, `_seconds`).
+//! Invariant: counting a request costs a few atomic adds, one short lock of
+//! its own route and the box of its future, never a new table entry; routes
+//! are labelled by their template (`/v1/tasks/{id}`), never by the path
+//! asked, so that no client can add series; names follow Prometheus
+//! conventions (base units, `_total`, `_seconds`).
 
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
