@@ -121,6 +121,8 @@ pub struct Engine {
     lease_keys: std::sync::RwLock<Option<Arc<LeaseKeys>>>,
     /// What the engine counts for the metrics.
     counters: metrics::Counters,
+    /// The most queues `/metrics` shows by name.
+    metrics_max_queues: usize,
 }
 
 /// A read of what other nodes share, done at most once per period: callers
@@ -204,6 +206,7 @@ impl Engine {
             warnings: std::sync::Mutex::default(),
             lease_keys: std::sync::RwLock::default(),
             counters: metrics::Counters::default(),
+            metrics_max_queues: config.metrics.max_queues,
         }
     }
 

@@ -387,7 +387,19 @@ fn start_all(
         let flight = Arc::new(Flight::new(task, token));
         let running = handler(TaskContext::new(flight.clone(), shared.clone()));
         let t = &flight.task;
-        let span = tracing::info_span!("task", task = %t.id, name = %t.name, queue = %t.queue, attempt = t.attempt);
+        let span = tracing::info_span!(
+            "task",
+            task = %t.id,
+            name = %t.name,
+            queue = %t.queue,
+            attempt = t.attempt,
+            trace_id = tracing::field::Empty
+        );
+        // The trace the task continues, so that its log lines can be found
+        // from the trace and the trace from them.
+        if let Some(trace_id) = t.traceparent.as_deref().and_then(|tp| tp.split('-').nth(1)) {
+            span.record("trace_id", trace_id);
+        }
         let handle =
             tokio::spawn(tracing::Instrument::instrument(run_one(flight.clone(), running, done.clone(), permit), span));
         let _ = flight.abort.set(handle.abort_handle());

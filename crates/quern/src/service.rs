@@ -12,7 +12,7 @@ pub(crate) enum LogFormat {
     Text,
     /// For a log pipeline: one JSON object per line, the event's fields at
     /// its top level and, under `span`, those of the span it happened in (a
-    /// worker's task: `task`, `name`, `queue`, `attempt`).
+    /// worker's task: `task`, `name`, `queue`, `attempt`, `trace_id`).
     Json,
 }
 

@@ -207,14 +207,15 @@ async fn echo_round_trips_and_the_shell_type_is_registered_with_its_schema() {
 
 /// `--log-format json` (here through `QUERN_LOG_FORMAT`): every line the
 /// worker writes is one JSON object, and what a task's handler logs names
-/// the task in its `span`.
+/// the task, and the trace it continues, in its `span`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_name_the_task_a_line_is_about() {
     let server = Server::start_with(&["--log-format", "json"]);
     let worker = WorkerProc::start_with_env(&server, "shell-json", &[], &[("QUERN_LOG_FORMAT", "json")]);
     bounded(LIMIT, async {
         let api = server.api();
-        let id = submit_shell(&api, json!({"command": ["true"]}), json!({"queue": "default"})).await;
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let id = submit_shell(&api, json!({"command": ["true"]}), json!({"traceparent": traceparent})).await;
         let task = api.wait_status(&id, &["succeeded", "failed"], LIMIT).await;
         assert_eq!(task["status"], "succeeded", "{task}");
         let line = eventually("the task's start is logged", LIMIT, async || {
@@ -227,6 +228,7 @@ async fn json_logs_name_the_task_a_line_is_about() {
         assert_eq!(line["span"]["name"], "task", "{line}");
         assert_eq!(line["span"]["task"], id.as_str(), "{line}");
         assert_eq!(line["span"]["queue"], "default", "{line}");
+        assert_eq!(line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{line}");
         let text = std::fs::read_to_string(&worker.log).expect("the worker log");
         for line in text.lines() {
             assert!(serde_json::from_str::<Value>(line).is_ok(), "a worker line that is not JSON: {line}");

@@ -112,6 +112,7 @@ impl Engine {
         tasks.queues.retain(|q, _| caller.covers(q) && (caller.scope().is_none() || q != OTHER));
         let mut queues = self.store.queues().await?;
         queues.retain(|q| caller.covers(&q.name));
+        fold_queues(&mut queues, self.metrics_max_queues);
         let mut observed = Observed {
             tasks,
             queues,
@@ -152,9 +153,39 @@ impl Engine {
     }
 }
 
+/// Keeps the first `max` queues and adds the counts of the rest into one
+/// queue named `other`, so that the depths of a scrape stay bounded however
+/// many queues clients made.
+fn fold_queues(queues: &mut Vec<QueueInfo>, max: usize) {
+    if queues.len() <= max {
+        return;
+    }
+    let mut other = QueueInfo { name: OTHER.to_owned(), counts: BTreeMap::new(), paused: false };
+    for q in queues.drain(max..) {
+        for (status, n) in q.counts {
+            *other.counts.entry(status).or_default() += n;
+        }
+    }
+    queues.push(other);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queues_past_the_bound_fold_into_other() {
+        let queue = |name: &str, n: u64| QueueInfo {
+            name: name.to_owned(),
+            counts: BTreeMap::from([(quern_core::Status::Queued, n)]),
+            paused: false,
+        };
+        let mut queues = vec![queue("a", 1), queue("b", 2), queue("c", 3), queue("d", 4)];
+        fold_queues(&mut queues, 2);
+        let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", OTHER]);
+        assert_eq!(queues[2].counts[&quern_core::Status::Queued], 7);
+    }
 
     #[test]
     fn names_past_the_bound_count_as_other() {
