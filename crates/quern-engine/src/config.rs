@@ -372,6 +372,17 @@ mod tests {
     }
 
     #[test]
+    fn metrics_bounds_are_between_one_and_a_hundred_thousand() {
+        for yaml in ["metrics: {max_task_names: 0}\n", "metrics: {max_queues: 100001}\n"] {
+            let c: Config = serde_saphyr::from_str(yaml).expect("parses");
+            assert!(c.validate().is_err(), "{yaml}");
+        }
+        let c: Config = serde_saphyr::from_str("metrics: {max_task_names: 5, max_queues: 100000}\n").expect("parses");
+        assert!(c.validate().is_ok());
+        assert!(serde_saphyr::from_str::<Config>("metrics: {max_names: 5}\n").is_err());
+    }
+
+    #[test]
     fn threads_leave_sqlites_writer_a_core() {
         let auto = ServerConfig::default();
         assert_eq!(auto.runtime_threads(2, false), 1);

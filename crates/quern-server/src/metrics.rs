@@ -175,24 +175,23 @@ struct Scrape {
     http: Option<Arc<HttpMetrics>>,
 }
 
-/// Durations in milliseconds, as (sum in seconds, count, buckets in
-/// seconds; the encoder makes them cumulative).
-fn seconds_of(d: &Durations) -> (f64, u64, Vec<(f64, u64)>) {
+/// Durations in milliseconds, as a histogram in seconds (the encoder makes
+/// the buckets cumulative).
+fn seconds_of(d: &Durations) -> Value {
     let buckets = d
         .buckets
         .iter()
         .enumerate()
         .map(|(i, n)| (BUCKETS_MS.get(i).map_or(f64::INFINITY, |ms| *ms as f64 / 1000.0), *n))
         .collect();
-    (d.sum_ms as f64 / 1000.0, d.count, buckets)
+    Value::Histogram(d.sum_ms as f64 / 1000.0, d.count, buckets)
 }
 
-/// A histogram as (sum, count, buckets; the encoder makes them
-/// cumulative).
-fn parts_of(h: &Histogram) -> (f64, u64, Vec<(f64, u64)>) {
+/// A histogram (the encoder makes the buckets cumulative).
+fn histogram_of(h: &Histogram) -> Value {
     let buckets =
         h.buckets.iter().enumerate().map(|(i, n)| (h.bounds.get(i).copied().unwrap_or(f64::INFINITY), *n)).collect();
-    (h.sum, h.count, buckets)
+    Value::Histogram(h.sum, h.count, buckets)
 }
 
 /// Encodes one family: `each` gives its label sets and values.
@@ -282,13 +281,7 @@ impl prometheus_client::collector::Collector for Scrape {
             per_queue(&|q| q.timed_out),
         )?;
         let durations = |f: &dyn Fn(&quern_engine::types::QueueTally) -> &Durations| {
-            queues
-                .iter()
-                .map(|(queue, q)| {
-                    let (sum, count, buckets) = seconds_of(f(q));
-                    ([("queue", queue.as_str())], Value::Histogram(sum, count, buckets))
-                })
-                .collect::<Vec<_>>()
+            queues.iter().map(|(queue, q)| ([("queue", queue.as_str())], seconds_of(f(q)))).collect::<Vec<_>>()
         };
         family(
             &mut e,
@@ -408,21 +401,19 @@ impl Scrape {
         )?;
         if let Some(store) = &o.store {
             let backend = [("backend", o.backend)];
-            let (sum, count, buckets) = parts_of(&store.commit_seconds);
             family(
                 e,
                 "quern_store_commit_seconds",
                 "How long each store transaction took, begin to commit.",
                 MetricType::Histogram,
-                [(backend, Value::Histogram(sum, count, buckets))],
+                [(backend, histogram_of(&store.commit_seconds))],
             )?;
-            let (sum, count, buckets) = parts_of(&store.commit_requests);
             family(
                 e,
                 "quern_store_commit_requests",
                 "Requests each store transaction carried (group commit, merged transactions).",
                 MetricType::Histogram,
-                [(backend, Value::Histogram(sum, count, buckets))],
+                [(backend, histogram_of(&store.commit_requests))],
             )?;
             if let Some(n) = store.writer_queue {
                 family(
@@ -468,13 +459,12 @@ impl Scrape {
                     MetricType::Gauge,
                     [(none, gauge(pool.waiting))],
                 )?;
-                let (sum, count, buckets) = parts_of(&pool.wait_seconds);
                 family(
                     e,
                     "quern_store_pool_wait_seconds",
                     "How long requests waited for a PostgreSQL connection.",
                     MetricType::Histogram,
-                    [(none, Value::Histogram(sum, count, buckets))],
+                    [(none, histogram_of(&pool.wait_seconds))],
                 )?;
             }
         }

@@ -1,6 +1,7 @@
 //! How a store tells the engine what changed: tasks ready, timers due
 //! sooner, schedules changed, events appended, tasks ended, running tasks
-//! to stop.
+//! to stop; and, for the metrics, the totals of what committed transactions
+//! did to tasks (see [`crate::tally`]).
 //!
 //! Invariant: a store raises a signal only once the change it tells of is
 //! committed, and a waiter that registers before it reads a task misses no

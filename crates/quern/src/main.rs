@@ -318,6 +318,8 @@ mod tests {
             &["quern", "status", "not-a-uuid"],
             &["quern", "list", "--output", "yaml"],
             &["quern", "wait", "01900000-0000-7000-8000-000000000001", "--timeout", "soon"],
+            &["quern", "--log-format", "yaml", "server"],
+            &["quern", "top", "--interval", "500ms"],
         ] {
             let err = Cli::try_parse_from(argv).err();
             assert_eq!(err.map(|e| e.exit_code()), Some(2), "{argv:?}");

@@ -178,14 +178,20 @@ struct Read {
     failures: Vec<Task>,
 }
 
+/// Reads the server: its five requests at once, so that one read is one
+/// round trip, not five in a row.
 async fn read(client: &Client) -> Result<Read> {
-    let metrics = client.metrics().await?;
-    let health = client.health().await?;
-    let workers = client.workers().await?;
     let page = |status: Vec<Status>| ListFilter { status, limit: Some(LIST_LIMIT), ..ListFilter::default() };
-    let running = client.list(&page(vec![Status::Running])).await?.tasks;
-    let failures = client.list(&page(vec![Status::Failed, Status::TimedOut])).await?.tasks;
-    Ok(Read { at: Instant::now(), health, queues: queues_of(&parse_metrics(&metrics)), workers, running, failures })
+    let (running, failures) = (page(vec![Status::Running]), page(vec![Status::Failed, Status::TimedOut]));
+    let (metrics, health, workers, running, failures) = tokio::try_join!(
+        client.metrics(),
+        client.health(),
+        client.workers(),
+        client.list(&running),
+        client.list(&failures)
+    )?;
+    let queues = queues_of(&parse_metrics(&metrics));
+    Ok(Read { at: Instant::now(), health, queues, workers, running: running.tasks, failures: failures.tasks })
 }
 
 fn seconds_text(s: Option<f64>) -> String {

@@ -73,7 +73,7 @@ impl Counters {
 }
 
 /// Everything a scrape shows, read at once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Observed {
     /// What committed transactions did to tasks, by queue (this process's
     /// counts since it started).
@@ -113,43 +113,30 @@ impl Engine {
         let mut queues = self.store.queues().await?;
         queues.retain(|q| caller.covers(&q.name));
         fold_queues(&mut queues, self.metrics_max_queues);
-        let mut observed = Observed {
-            tasks,
-            queues,
-            whole: caller.scope().is_none(),
-            live_workers: 0,
-            backend: self.backend,
-            store: None,
-            events_published: 0,
-            event_head: 0,
-            group_lag: Vec::new(),
-            webhook_deliveries: Vec::new(),
-            schedule_slots: Vec::new(),
-            loops: Vec::new(),
-        };
-        if !observed.whole {
+        let whole = caller.scope().is_none();
+        let observed = Observed { tasks, queues, whole, backend: self.backend, ..Observed::default() };
+        if !whole {
             return Ok(observed);
         }
-        observed.live_workers = self.live_workers().await;
-        observed.store = Some(self.store.stats());
-        observed.events_published = self.counters.events_published.load(Ordering::Relaxed);
-        let head = self
-            .store
-            .read_events(quern_store::EventQuery { limit: 0, ..quern_store::EventQuery::default() })
-            .await?
-            .head;
-        observed.event_head = head;
-        observed.group_lag = self
+        let head = self.event_head(caller).await?;
+        let group_lag = self
             .store
             .group_cursors(MAX_LABELS)
             .await?
             .into_iter()
             .map(|(name, cursor)| (name, head.saturating_sub(cursor)))
             .collect();
-        observed.webhook_deliveries = self.counters.deliveries.read();
-        observed.schedule_slots = self.counters.fires.read();
-        observed.loops = self.loops.states().into_iter().map(|(name, s)| (name, s.running, s.restarts)).collect();
-        Ok(observed)
+        Ok(Observed {
+            live_workers: self.live_workers().await,
+            store: Some(self.store.stats()),
+            events_published: self.counters.events_published.load(Ordering::Relaxed),
+            event_head: head,
+            group_lag,
+            webhook_deliveries: self.counters.deliveries.read(),
+            schedule_slots: self.counters.fires.read(),
+            loops: self.loops.states().into_iter().map(|(name, s)| (name, s.running, s.restarts)).collect(),
+            ..observed
+        })
     }
 }
 

@@ -188,14 +188,9 @@ async fn refuse_unexpected_query(req: Request, next: Next) -> Response {
 /// counted for `/metrics`.
 pub fn router(engine: Arc<Engine>, max_body_bytes: usize) -> Router {
     let (router, doc) = routes().split_for_parts();
-    let http = Arc::new(HttpMetrics::new(doc.paths.paths.iter().map(|(path, item)| {
-        let methods = [("GET", &item.get), ("PUT", &item.put), ("POST", &item.post), ("DELETE", &item.delete)]
-            .into_iter()
-            .filter(|(_, op)| op.is_some())
-            .map(|(m, _)| m)
-            .collect();
-        (path.as_str(), methods)
-    })));
+    let http = Arc::new(HttpMetrics::new(
+        doc.paths.paths.iter().map(|(path, item)| (path.as_str(), openapi::operations(item).map(|(m, _)| m).collect())),
+    ));
     let (not_found, not_allowed) = (http.clone(), http.clone());
     router
         .route_layer(middleware::from_fn(refuse_unexpected_query))

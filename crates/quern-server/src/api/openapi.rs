@@ -67,13 +67,19 @@ pub(super) const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("audit_list", Some("audit")),
 ];
 
+/// The operations of a path, with their methods (the four the API uses).
+pub(super) fn operations(item: &utoipa::openapi::PathItem) -> impl Iterator<Item = (&'static str, &Operation)> {
+    [("GET", &item.get), ("PUT", &item.put), ("POST", &item.post), ("DELETE", &item.delete)]
+        .into_iter()
+        .filter_map(|(method, op)| op.as_ref().map(|op| (method, op)))
+}
+
 /// The routes (`METHOD /path`, as routed) whose description declares no
 /// query parameter.
 pub(super) fn routes_without_query(doc: &Doc) -> std::collections::HashSet<String> {
     let mut out = std::collections::HashSet::new();
     for (path, item) in &doc.paths.paths {
-        for (method, op) in [("GET", &item.get), ("PUT", &item.put), ("POST", &item.post), ("DELETE", &item.delete)] {
-            let Some(op) = op else { continue };
+        for (method, op) in operations(item) {
             let takes_query = op.parameters.iter().flatten().any(|p| match p {
                 utoipa::openapi::RefOr::T(p) => matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query),
                 utoipa::openapi::RefOr::Ref(_) => true,
@@ -92,8 +98,8 @@ pub(super) fn routes_without_query(doc: &Doc) -> std::collections::HashSet<Strin
 pub(super) fn engine_operations(doc: &Doc) -> HashMap<String, Vec<(&'static str, &'static str)>> {
     let mut out: HashMap<String, Vec<(&'static str, &'static str)>> = HashMap::new();
     for (path, item) in &doc.paths.paths {
-        for (method, op) in [("GET", &item.get), ("PUT", &item.put), ("POST", &item.post), ("DELETE", &item.delete)] {
-            let Some(id) = op.as_ref().and_then(|op| op.operation_id.as_deref()) else { continue };
+        for (method, op) in operations(item) {
+            let Some(id) = op.operation_id.as_deref() else { continue };
             if let Some((_, Some(engine_op))) = OPERATIONS.iter().find(|(o, _)| *o == id) {
                 out.entry(path.clone()).or_default().push((method, *engine_op));
             }
@@ -198,9 +204,7 @@ mod tests {
     fn docs_security_md_shows_the_permissions_the_server_enforces() {
         let mut described = BTreeSet::new();
         for (path, item) in &openapi().paths.paths {
-            for (method, op) in [("GET", &item.get), ("PUT", &item.put), ("POST", &item.post), ("DELETE", &item.delete)]
-            {
-                let Some(op) = op else { continue };
+            for (method, op) in super::operations(item) {
                 let id = op.operation_id.as_deref().unwrap_or_default();
                 let permission = match super::OPERATIONS.iter().find(|(o, _)| *o == id) {
                     Some((_, Some(engine_op))) => quern_engine::permission_of(engine_op).as_str(),
